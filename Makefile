@@ -1,0 +1,31 @@
+# weave-fdp: every target installs what it needs first (scripts/install.sh is idempotent).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: install demo test test-unit test-bpf test-netns bench soak lint clean
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	@$(VENV)/bin/weave-fdp lab demo
+
+test: install
+	@$(PYTEST) tests -m "not lab" $(PYTEST_ARGS)
+
+test-unit: install
+	@$(PYTEST) tests -m unit $(PYTEST_ARGS)
+
+test-bpf: install
+	@$(PYTEST) tests -m bpf $(PYTEST_ARGS)
+
+test-netns: install
+	@$(PYTEST) tests -m netns $(PYTEST_ARGS)
+
+bench: install
+	@$(VENV)/bin/weave-fdp lab bench
+
+clean:
+	-@$(VENV)/bin/weave-fdp lab down --all 2>/dev/null
+	rm -rf $(VENV) .pytest_cache
