@@ -90,10 +90,18 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map typed errors to one line and an exit code."""
     try:
-        cli.main(args=argv, prog_name="weave-fdp", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="weave-fdp", standalone_mode=False)
+        # Non-standalone click returns ctx.exit(n)'s code instead of exiting with it.
+        if isinstance(code, int) and not isinstance(code, bool) and code != ExitCode.OK:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(ExitCode.FAILURE)
+    except click.UsageError as exc:
+        # One line, like every other error: what is wrong and where to look.
+        where = exc.ctx.command_path if exc.ctx else "weave-fdp"
+        click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -135,3 +135,22 @@ def prog_test_run(prog_fd: int, data: bytes, *, repeat: int = 1, data_out_size: 
 
 def close(fd: int) -> None:
     os.close(fd)
+
+
+# --- object info (added for the probe) -----------------------------------------
+
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+
+def prog_jited_len(prog_fd: int) -> int:
+    """Length of the JIT-compiled image of a loaded program (0: it runs in the interpreter).
+
+    Reads ``struct bpf_prog_info`` (type, id, tag[8], jited_prog_len, ...) with
+    BPF_OBJ_GET_INFO_BY_FD; only its first 24 bytes are asked for.
+    """
+    info = ctypes.create_string_buffer(24)
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), _addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    (jited_len,) = struct.unpack_from("<I", info, 16)
+    return int(jited_len)

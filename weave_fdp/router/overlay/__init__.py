@@ -1,1 +1,48 @@
-"""router/overlay"""
+"""Overlay registry: which data planes the router runs, in order of preference.
+
+Each entry names a module that exposes ``make_overlay(config) -> Overlay``
+(see ``base.Overlay``). A module that is missing or fails to import is skipped with
+a log line, so the control plane runs before the data planes exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from weave_fdp.router.overlay.base import Overlay
+
+log = logging.getLogger(__name__)
+
+#: overlay name -> module exposing make_overlay(config); most preferred first.
+OVERLAY_FACTORIES: dict[str, str] = {
+    "fastdp": "weave_fdp.router.overlay.fastdp",
+    "sleeve": "weave_fdp.router.overlay.sleeve",
+}
+
+
+def load_overlays(config: Any) -> list[Overlay]:
+    """Instantiate the available overlays, honouring ``config.no_fastdp``."""
+    out: list[Overlay] = []
+    for name, modname in OVERLAY_FACTORIES.items():
+        if name == "fastdp" and getattr(config, "no_fastdp", False):
+            log.info("overlay fastdp disabled by --no-fastdp")
+            continue
+        try:
+            module = importlib.import_module(modname)
+        except ImportError as exc:
+            log.info("overlay %s not available: %s", name, exc)
+            continue
+        factory = getattr(module, "make_overlay", None)
+        if factory is None:
+            log.info("overlay %s: module %s has no make_overlay(config)", name, modname)
+            continue
+        try:
+            overlay = factory(config)
+        except Exception as exc:  # one broken overlay must not stop the router
+            log.warning("overlay %s could not be created: %s", name, exc)
+            continue
+        if overlay is not None:
+            out.append(overlay)
+    return out

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * decap_tc.c - tc ingress of the collect_md VXLAN device (UDP 6784): frames
+ * from peers, already stripped of their outer headers by the kernel, with the
+ * tunnel key as metadata. VNI = src_peer | dst_peer << 12 (fdp_abi.h).
+ *
+ *   dst_peer == this peer   -> learn src MAC, deliver: redirect_peer into the
+ *                              container's ethwe, or one clone per local port
+ *   dst_peer == src_peer    -> flood: on along src_peer's broadcast tree and
+ *                              one clone per local port
+ *   any other dst_peer      -> relay: new tunnel key toward the next hop,
+ *                              redirect back out of the VXLAN device
+ *   heartbeat ethertype     -> TC_ACT_OK: the router reads it (AF_PACKET)
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/counters.h"
+#include "lib/tunnel.h"
+#include "lib/forward.h"
+
+int fdp_from_tunnel(struct __sk_buff *skb)
+{
+	struct fdp_flow_key key = {};
+	struct fdp_mac_key mk = {};
+	struct fdp_mac_entry *dst;
+	struct fdp_config *cfg;
+	struct fdp_peer *hop;
+	__u32 vni, remote, src_peer, dst_peer, len = skb->len;
+	int reason;
+
+	cfg = fdp_get_config();
+	if (!cfg)
+		return fdp_drop(FDP_DROP_NO_CONFIG);
+	if (fdp_get_tunnel(skb, &vni, &remote) < 0)
+		return fdp_drop(FDP_DROP_NO_TUNNEL_KEY);
+	if (vni > FDP_VNI_MAX)
+		return fdp_drop(FDP_DROP_BAD_VNI);
+	src_peer = vni & FDP_SHORT_ID_MASK;
+	dst_peer = (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
+	if (src_peer == cfg->local_peer)
+		return fdp_drop(FDP_DROP_LOOP);
+	if (!fdp_get_peer(src_peer))
+		return fdp_drop(FDP_DROP_UNKNOWN_PEER);
+
+	reason = fdp_parse_frame(skb, &key);
+	if (reason)
+		return fdp_drop(reason);
+
+	if (dst_peer == cfg->local_peer && key.ethertype == bpf_htons(FDP_HEARTBEAT_ETHERTYPE)) {
+		fdp_peer_rx(src_peer, len);
+		return TC_ACT_OK;
+	}
+
+	if (dst_peer != src_peer && dst_peer != cfg->local_peer) {
+		/* relay toward dst_peer; the VNI stays as the origin wrote it */
+		hop = fdp_get_peer(dst_peer);
+		if (!hop)
+			return fdp_drop(FDP_DROP_UNKNOWN_PEER);
+		if (hop->mode != FDP_MODE_FASTDP)
+			return fdp_drop(hop->mode == FDP_MODE_NONE ? FDP_DROP_NO_ROUTE : FDP_DROP_NOT_FASTDP);
+		if (hop->nexthop_ip == 0 || hop->nexthop_ip == remote)
+			return fdp_drop(FDP_DROP_NO_ROUTE);  /* would bounce straight back */
+		fdp_learn(key.src_mac, src_peer);
+		if (fdp_set_tunnel(skb, vni, hop->nexthop_ip) < 0)
+			return fdp_drop(FDP_DROP_TUNNEL_KEY);
+		fdp_peer_tx(dst_peer, len);
+		fdp_flow_account(&key, len, FDP_PATH_RELAY, hop->nexthop_peer);
+		return fdp_redirect(cfg->vxlan_ifindex);
+	}
+
+	fdp_peer_rx(src_peer, len);
+	fdp_learn(key.src_mac, src_peer);
+
+	if (dst_peer == src_peer) {
+		fdp_flood_tunnel(skb, cfg, src_peer, remote);
+		goto flood_local;
+	}
+	if (fdp_mac_is_group(key.dst_mac))
+		goto flood_local;
+	__builtin_memcpy(mk.mac, key.dst_mac, 6);
+	dst = fdp_macs.lookup(&mk);
+	if (!dst || !(dst->flags & FDP_MAC_LOCAL) || dst->ifindex == 0)
+		goto flood_local;  /* unknown here: every local container gets a copy */
+	fdp_flow_account(&key, len, FDP_PATH_RX, src_peer);
+	return fdp_redirect_peer(dst->ifindex);
+
+flood_local:
+	fdp_flood_local(skb);
+	fdp_flow_account(&key, len, FDP_PATH_FLOOD, src_peer);
+	/* every copy has gone out as a clone; the original ends here */
+	return TC_ACT_SHOT;
+}

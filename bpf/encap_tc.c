@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * encap_tc.c - tc ingress of every host-side container veth (vethwepl*):
+ * frames a local container sends.
+ *
+ *   dst MAC of a local container      -> TC_ACT_OK, the bridge delivers it
+ *   dst MAC of a peer in fastdp mode  -> tunnel key (next hop, VNI) + redirect
+ *                                        to the collect_md VXLAN device
+ *   dst MAC of a peer in sleeve mode  -> TC_ACT_OK, the bridge hands it to the sleeve
+ *   broadcast / multicast / unknown   -> one clone per fastdp next hop on this
+ *                                        peer's broadcast tree, then TC_ACT_OK
+ *                                        so the bridge floods locally
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/counters.h"
+#include "lib/tunnel.h"
+#include "lib/forward.h"
+
+int fdp_from_container(struct __sk_buff *skb)
+{
+	struct fdp_flow_key key = {};
+	struct fdp_mac_key mk = {};
+	struct fdp_mac_entry *dst;
+	struct fdp_config *cfg;
+	struct fdp_peer *peer;
+	__u32 dst_peer, len = skb->len;
+	int reason;
+
+	reason = fdp_parse_frame(skb, &key);
+	if (reason)
+		return fdp_drop(reason);
+	cfg = fdp_get_config();
+	if (!cfg)
+		return TC_ACT_OK;  /* not configured yet: local traffic still works */
+
+	if (fdp_mac_is_group(key.dst_mac))
+		goto flood;
+	__builtin_memcpy(mk.mac, key.dst_mac, 6);
+	dst = fdp_macs.lookup(&mk);
+	if (!dst)
+		goto flood;
+	dst_peer = dst->peer;
+	if ((dst->flags & FDP_MAC_LOCAL) || dst_peer == cfg->local_peer) {
+		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);
+		return TC_ACT_OK;
+	}
+	peer = fdp_get_peer(dst_peer);
+	if (!peer)
+		goto flood;  /* learned from a peer that has left: treat as unknown */
+	if (peer->mode == FDP_MODE_SLEEVE) {
+		fdp_flow_account(&key, len, FDP_PATH_SLEEVE, peer->nexthop_peer);
+		return TC_ACT_OK;
+	}
+	if (peer->mode != FDP_MODE_FASTDP || peer->nexthop_ip == 0)
+		return fdp_drop(FDP_DROP_NO_ROUTE);
+	if (fdp_set_tunnel(skb, fdp_vni(cfg->local_peer, dst_peer), peer->nexthop_ip) < 0)
+		return fdp_drop(FDP_DROP_TUNNEL_KEY);
+	fdp_peer_tx(dst_peer, len);
+	fdp_flow_account(&key, len, FDP_PATH_TX, peer->nexthop_peer);
+	return fdp_redirect(cfg->vxlan_ifindex);
+
+flood:
+	fdp_flood_tunnel(skb, cfg, cfg->local_peer, 0);
+	fdp_flow_account(&key, len, FDP_PATH_FLOOD, cfg->local_peer);
+	return TC_ACT_OK;
+}

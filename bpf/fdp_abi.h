@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * fdp_abi.h - THE ABI between the fastdp BPF programs and Python.
+ *
+ * Every struct, enum, map key/value and drop reason that both the kernel side
+ * (bpf/ programs) and the Python side (weave_fdp/datapath/fastdp/abi.py) see lives
+ * here and only here. abi.py mirrors it field by field and
+ * tests/bpf/test_abi_layout.py proves (sizeof/offsetof measured by a BPF
+ * program) that the two agree. Bump FDP_ABI_VERSION on any layout change.
+ *
+ * Byte order: fields named *_ip hold IPv4 addresses in network order (as they
+ * appear on the wire); ethertype is network order; ports are network order;
+ * everything else is host order.
+ *
+ * Wire (RFC 7348 VXLAN on UDP 6784): VNI = src_peer | dst_peer << 12, where
+ * src_peer is the short ID of the peer where the frame entered the overlay and
+ * dst_peer the short ID of the peer it must reach. A flooded frame (broadcast,
+ * multicast, unknown unicast) carries dst_peer == src_peer: a peer never sends
+ * unicast to itself over the network, so the pair is free to mean "follow
+ * src_peer's broadcast tree" without reserving a short ID.
+ */
+#ifndef FDP_ABI_H
+#define FDP_ABI_H
+
+#define FDP_ABI_VERSION 1
+
+/* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
+#ifndef FDP_MAX_PEERS
+#define FDP_MAX_PEERS 4096        /* peers: short IDs are 12 bits */
+#endif
+#ifndef FDP_MAX_MACS
+#define FDP_MAX_MACS 16384        /* MAC table entries (local + learned) */
+#endif
+#ifndef FDP_MAX_FLOWS
+#define FDP_MAX_FLOWS 16384       /* flow counter entries, LRU-evicted */
+#endif
+#ifndef FDP_MAX_BCAST_HOPS
+#define FDP_MAX_BCAST_HOPS 16     /* next hops per broadcast tree at one peer */
+#endif
+#ifndef FDP_MAX_LOCAL_PORTS
+#define FDP_MAX_LOCAL_PORTS 64    /* container veths per host */
+#endif
+
+#define FDP_VXLAN_PORT 6784               /* UDP port of the fastdp VXLAN */
+#define FDP_SHORT_ID_BITS 12              /* bits of a short peer ID */
+#define FDP_SHORT_ID_MASK 0xfff
+#define FDP_VNI_MAX 0xffffff              /* VNI is 24 bits on the wire */
+#define FDP_TUNNEL_TTL 64                 /* outer IPv4 TTL, hops */
+#define FDP_HEARTBEAT_ETHERTYPE 0x88b5    /* IEEE local experimental: fastdp heartbeats */
+
+/* Mode of the connection to a next-hop peer, set by the overlay switch. */
+enum fdp_mode {
+	FDP_MODE_NONE = 0,    /* no usable connection: frames to it are dropped (no route) */
+	FDP_MODE_FASTDP = 1,  /* encapsulate in the kernel */
+	FDP_MODE_SLEEVE = 2,  /* hand the frame to the bridge; the sleeve carries it */
+};
+
+/* fdp_mac_entry.flags */
+enum fdp_mac_flags {
+	FDP_MAC_LOCAL = 1,    /* a container on this host (from attach); never overwritten by learning */
+	FDP_MAC_LEARNED = 2,  /* learned from a received frame's source MAC */
+};
+
+/* fdp_peer.flags */
+enum fdp_peer_flags {
+	FDP_PEER_KNOWN = 1,   /* the slot holds a peer of the mesh */
+};
+
+/* fdp_flow_stats.path: where the last frame of the flow went */
+enum fdp_path {
+	FDP_PATH_LOCAL = 0,   /* stayed on this host (bridge) */
+	FDP_PATH_TX = 1,      /* encapsulated toward a peer */
+	FDP_PATH_RX = 2,      /* received from a peer, delivered here */
+	FDP_PATH_RELAY = 3,   /* received from a peer, sent on toward another */
+	FDP_PATH_SLEEVE = 4,  /* handed to the bridge for the sleeve */
+	FDP_PATH_FLOOD = 5,   /* broadcast / multicast / unknown unicast */
+};
+
+/* Named drop reasons: index of fdp_drops. Keep abi.DROP_REASONS in step. */
+enum fdp_drop_reason {
+	FDP_DROP_NONE = 0,           /* unused: index 0 stays zero */
+	FDP_DROP_TRUNCATED = 1,      /* frame shorter than the headers it announces */
+	FDP_DROP_NOT_ETHERNET_II = 2,/* 802.3 length-field frame (STP, LLC): not carried */
+	FDP_DROP_BAD_SRC_MAC = 3,    /* source MAC is multicast/broadcast */
+	FDP_DROP_NO_CONFIG = 4,      /* datapath not configured yet (no local short ID) */
+	FDP_DROP_NO_TUNNEL_KEY = 5,  /* received without tunnel metadata */
+	FDP_DROP_BAD_VNI = 6,        /* VNI wider than 24 bits */
+	FDP_DROP_UNKNOWN_PEER = 7,   /* VNI names a short ID that is not in the mesh */
+	FDP_DROP_LOOP = 8,           /* frame claims to come from this very peer */
+	FDP_DROP_NO_ROUTE = 9,       /* no next hop toward the destination peer */
+	FDP_DROP_NOT_FASTDP = 10,    /* relay needed but the next hop is not in fastdp mode */
+	FDP_DROP_TUNNEL_KEY = 11,    /* bpf_skb_set_tunnel_key failed */
+	FDP_DROP_CLONE = 12,         /* bpf_clone_redirect failed: one copy of a flood lost */
+	FDP_DROP_MAX = 13,
+};
+
+/* fdp_config[0]: written by the loader. */
+struct fdp_config {
+	__u32 abi_version;    /* FDP_ABI_VERSION of the loader that wrote it */
+	__u16 local_peer;     /* this peer's short ID */
+	__u16 flags;          /* FDP_CONFIG_READY once everything below is valid */
+	__u32 vxlan_ifindex;  /* the collect_md VXLAN device */
+	__u32 mtu;            /* overlay MTU, bytes (informational) */
+};
+#define FDP_CONFIG_READY 1
+
+struct fdp_mac_key {
+	__u8 mac[6];
+	__u16 pad;            /* must be zero */
+};
+
+struct fdp_mac_entry {
+	__u16 peer;           /* short ID of the peer that has the MAC */
+	__u8 flags;           /* enum fdp_mac_flags */
+	__u8 pad;
+	__u32 ifindex;        /* host-side veth when FDP_MAC_LOCAL */
+	__u64 updated_ns;     /* bpf_ktime_get_ns() of the last learn */
+};
+
+/* fdp_peers[short ID]: how to reach that destination peer. */
+struct fdp_peer {
+	__u32 nexthop_ip;     /* underlay IPv4 of the next hop (network order) */
+	__u16 nexthop_peer;   /* short ID of the next hop (== index when direct) */
+	__u8 mode;            /* enum fdp_mode of the connection to the next hop */
+	__u8 flags;           /* enum fdp_peer_flags */
+};
+
+struct fdp_hop {
+	__u32 ip;             /* underlay IPv4 (network order) */
+	__u16 peer;           /* short ID */
+	__u8 mode;            /* enum fdp_mode */
+	__u8 pad;
+};
+
+/* fdp_bcast[source short ID]: this peer's next hops on that source's tree. */
+struct fdp_bcast {
+	__u32 count;          /* valid entries in hops[] */
+	__u32 pad;
+	struct fdp_hop hops[FDP_MAX_BCAST_HOPS];
+};
+
+/* fdp_ports[0]: host-side veths of local containers (flood targets). */
+struct fdp_ports {
+	__u32 count;
+	__u32 ifindex[FDP_MAX_LOCAL_PORTS];
+};
+
+/* Flow = MACs plus the IPv4 5-tuple where present (zeros otherwise). */
+struct fdp_flow_key {
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
+	__u16 ethertype;      /* network order */
+	__u8 proto;           /* IP protocol, 0 when not IPv4 */
+	__u8 pad;
+	__u32 src_ip;         /* network order */
+	__u32 dst_ip;         /* network order */
+	__u16 sport;          /* network order */
+	__u16 dport;          /* network order */
+};
+
+struct fdp_flow_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_seen_ns;   /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u16 via_peer;       /* next hop (tx/relay) or source peer (rx) */
+	__u8 path;            /* enum fdp_path */
+	__u8 pad[5];
+};
+
+/* fdp_peer_stats[short ID]: tx toward / rx from that peer (per CPU). */
+struct fdp_peer_stats {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+};
+
+/*
+ * Test builds only (FDP_TEST_MODE): BPF_PROG_TEST_RUN cannot attach tunnel
+ * metadata nor perform redirects, so test builds read the received tunnel key
+ * from skb->cb[] and record every tunnel key set and every redirect/clone in
+ * fdp_test_events (slot 0 .count = number of events recorded after it).
+ * cb[0] = VNI, cb[1] = remote underlay IPv4 (host order), cb[2] = 1 if present.
+ */
+#define FDP_TEST_MAX_EVENTS 32
+enum fdp_test_kind {
+	FDP_EV_TUNNEL_KEY = 1,    /* bpf_skb_set_tunnel_key(vni, ip) */
+	FDP_EV_REDIRECT = 2,      /* bpf_redirect(ifindex, 0) */
+	FDP_EV_REDIRECT_PEER = 3, /* bpf_redirect_peer(ifindex, 0) */
+	FDP_EV_CLONE = 4,         /* bpf_clone_redirect(ifindex, 0) */
+};
+struct fdp_test_event {
+	__u32 kind;           /* enum fdp_test_kind; in slot 0: the event count */
+	__u32 vni;
+	__u32 ip;             /* network order */
+	__u32 ifindex;
+};
+
+#endif /* FDP_ABI_H */

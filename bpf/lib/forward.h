@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/* forward.h - decisions shared by both attach points: floods and learning. */
+#ifndef FDP_LIB_FORWARD_H
+#define FDP_LIB_FORWARD_H
+
+#include "maps.h"
+#include "counters.h"
+#include "tunnel.h"
+
+static __always_inline struct fdp_config *fdp_get_config(void)
+{
+	u32 zero = 0;
+	struct fdp_config *cfg = fdp_config.lookup(&zero);
+
+	if (!cfg || !(cfg->flags & FDP_CONFIG_READY))
+		return NULL;
+	return cfg;
+}
+
+static __always_inline struct fdp_peer *fdp_get_peer(__u32 short_id)
+{
+	struct fdp_peer *p;
+
+	short_id &= FDP_SHORT_ID_MASK;
+	p = fdp_peers.lookup(&short_id);
+	if (!p || !(p->flags & FDP_PEER_KNOWN))
+		return NULL;
+	return p;
+}
+
+/*
+ * Send one copy of a flooded frame to each fastdp next hop on @src_peer's
+ * broadcast tree, except the underlay address it came from (@from_ip, 0 for
+ * frames of local containers). Sleeve next hops are the sleeve's job: it sees
+ * the frame on the bridge.
+ */
+static __always_inline void fdp_flood_tunnel(struct __sk_buff *skb, struct fdp_config *cfg,
+					     __u32 src_peer, __u32 from_ip)
+{
+	u32 idx = src_peer & FDP_SHORT_ID_MASK;
+	struct fdp_bcast *bc = fdp_bcast.lookup(&idx);
+	__u32 vni = fdp_vni(src_peer, src_peer);
+	__u32 i, count;
+
+	if (!bc)
+		return;
+	count = bc->count;
+	/* verifier: a constant bound on the loop, count only ends it early */
+	for (i = 0; i < FDP_MAX_BCAST_HOPS; i++) {
+		struct fdp_hop *hop;
+
+		if (i >= count)
+			break;
+		hop = &bc->hops[i];
+		if (hop->mode != FDP_MODE_FASTDP || hop->ip == 0 || hop->ip == from_ip)
+			continue;
+		if (fdp_set_tunnel(skb, vni, hop->ip) < 0) {
+			fdp_count_event(FDP_DROP_TUNNEL_KEY);
+			continue;
+		}
+		if (fdp_clone(skb, cfg->vxlan_ifindex) < 0) {
+			fdp_count_event(FDP_DROP_CLONE);
+			continue;
+		}
+		fdp_peer_tx(hop->peer, skb->len);
+	}
+}
+
+/* One copy to every local container (host-side veth egress = into ethwe). */
+static __always_inline void fdp_flood_local(struct __sk_buff *skb)
+{
+	u32 zero = 0;
+	struct fdp_ports *ports = fdp_ports.lookup(&zero);
+	__u32 i, count;
+
+	if (!ports)
+		return;
+	count = ports->count;
+	for (i = 0; i < FDP_MAX_LOCAL_PORTS; i++) {
+		__u32 ifindex;
+
+		if (i >= count)
+			break;
+		ifindex = ports->ifindex[i];
+		if (ifindex == 0)
+			continue;
+		if (fdp_clone(skb, ifindex) < 0)
+			fdp_count_event(FDP_DROP_CLONE);
+	}
+}
+
+/* Remember that @mac lives behind @peer; local containers are never overwritten. */
+static __always_inline void fdp_learn(const __u8 *mac, __u32 peer)
+{
+	struct fdp_mac_key mk = {};
+	struct fdp_mac_entry *e, ne = {};
+
+	__builtin_memcpy(mk.mac, mac, 6);
+	e = fdp_macs.lookup(&mk);
+	if (e) {
+		if (e->flags & FDP_MAC_LOCAL)
+			return;
+		/* Write only on change: a write per packet would bounce the
+		 * cache line between CPUs for every flow. */
+		if (e->peer == peer)
+			return;
+	}
+	ne.peer = peer;
+	ne.flags = FDP_MAC_LEARNED;
+	ne.updated_ns = bpf_ktime_get_ns();
+	fdp_macs.update(&mk, &ne);
+}
+
+#endif

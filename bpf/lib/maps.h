@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * maps.h - the fastdp maps. Layouts come from fdp_abi.h.
+ *
+ * With FDP_PIN_DIR defined (the loader passes the host's bpffs directory as a
+ * string literal) every map is pinned there, so a restarted router finds the
+ * same maps and the programs already attached keep forwarding meanwhile.
+ * Without it (BPF tests) the maps are private to the load.
+ */
+#ifndef FDP_LIB_MAPS_H
+#define FDP_LIB_MAPS_H
+
+#include "../fdp_abi.h"
+
+#ifdef FDP_PIN_DIR
+#define FDP_MAP(type, key, val, name, max) \
+	BPF_TABLE_PINNED(type, key, val, name, max, FDP_PIN_DIR "/" #name)
+#else
+#define FDP_MAP(type, key, val, name, max) BPF_TABLE(type, key, val, name, max)
+#endif
+
+FDP_MAP("array", u32, struct fdp_config, fdp_config, 1);
+FDP_MAP("hash", struct fdp_mac_key, struct fdp_mac_entry, fdp_macs, FDP_MAX_MACS);
+FDP_MAP("array", u32, struct fdp_peer, fdp_peers, FDP_MAX_PEERS);
+FDP_MAP("array", u32, struct fdp_bcast, fdp_bcast, FDP_MAX_PEERS);
+FDP_MAP("array", u32, struct fdp_ports, fdp_ports, 1);
+FDP_MAP("percpu_array", u32, u64, fdp_drops, FDP_DROP_MAX);
+FDP_MAP("percpu_array", u32, struct fdp_peer_stats, fdp_peer_stats, FDP_MAX_PEERS);
+FDP_MAP("lru_percpu_hash", struct fdp_flow_key, struct fdp_flow_stats, fdp_flows, FDP_MAX_FLOWS);
+
+#endif

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * tunnel.h - tunnel metadata and redirects, the only place that calls the
+ * helpers BPF_PROG_TEST_RUN cannot exercise. Test builds (FDP_TEST_MODE)
+ * substitute recorders (see fdp_abi.h), everything else is the same code.
+ */
+#ifndef FDP_LIB_TUNNEL_H
+#define FDP_LIB_TUNNEL_H
+
+#include "maps.h"
+
+static __always_inline __u32 fdp_vni(__u32 src_peer, __u32 dst_peer)
+{
+	return (src_peer & FDP_SHORT_ID_MASK) | ((dst_peer & FDP_SHORT_ID_MASK) << FDP_SHORT_ID_BITS);
+}
+
+#ifdef FDP_TEST_MODE
+BPF_TABLE("array", u32, struct fdp_test_event, fdp_test_events, FDP_TEST_MAX_EVENTS);
+
+static __always_inline void fdp_test_record(__u32 kind, __u32 vni, __u32 ip, __u32 ifindex)
+{
+	u32 zero = 0, slot;
+	struct fdp_test_event *head, *ev;
+
+	head = fdp_test_events.lookup(&zero);
+	if (!head)
+		return;
+	slot = head->kind + 1;
+	if (slot >= FDP_TEST_MAX_EVENTS)
+		return;
+	ev = fdp_test_events.lookup(&slot);
+	if (!ev)
+		return;
+	ev->kind = kind;
+	ev->vni = vni;
+	ev->ip = ip;
+	ev->ifindex = ifindex;
+	head->kind = slot;
+}
+
+static __always_inline int fdp_get_tunnel(struct __sk_buff *skb, __u32 *vni, __u32 *remote_be)
+{
+	if (skb->cb[2] != 1)
+		return -1;
+	*vni = skb->cb[0];
+	*remote_be = bpf_htonl(skb->cb[1]);
+	return 0;
+}
+
+static __always_inline int fdp_set_tunnel(struct __sk_buff *skb, __u32 vni, __u32 remote_be)
+{
+	fdp_test_record(FDP_EV_TUNNEL_KEY, vni, remote_be, 0);
+	return 0;
+}
+
+static __always_inline int fdp_redirect(__u32 ifindex)
+{
+	fdp_test_record(FDP_EV_REDIRECT, 0, 0, ifindex);
+	return TC_ACT_REDIRECT;
+}
+
+static __always_inline int fdp_redirect_peer(__u32 ifindex)
+{
+	fdp_test_record(FDP_EV_REDIRECT_PEER, 0, 0, ifindex);
+	return TC_ACT_REDIRECT;
+}
+
+static __always_inline int fdp_clone(struct __sk_buff *skb, __u32 ifindex)
+{
+	fdp_test_record(FDP_EV_CLONE, 0, 0, ifindex);
+	return 0;
+}
+
+#else /* production */
+
+static __always_inline int fdp_get_tunnel(struct __sk_buff *skb, __u32 *vni, __u32 *remote_be)
+{
+	struct bpf_tunnel_key key = {};
+
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return -1;
+	*vni = key.tunnel_id;
+	*remote_be = bpf_htonl(key.remote_ipv4);
+	return 0;
+}
+
+static __always_inline int fdp_set_tunnel(struct __sk_buff *skb, __u32 vni, __u32 remote_be)
+{
+	struct bpf_tunnel_key key = {};
+
+	key.tunnel_id = vni;
+	key.remote_ipv4 = bpf_ntohl(remote_be);  /* the helper wants host order */
+	key.tunnel_ttl = FDP_TUNNEL_TTL;
+	/* DF on the outer header: the overlay MTU is sized so frames never need
+	 * fragmenting; an oversize frame must fail loudly, not crawl. */
+	return bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_DONT_FRAGMENT);
+}
+
+static __always_inline int fdp_redirect(__u32 ifindex)
+{
+	return bpf_redirect(ifindex, 0);
+}
+
+static __always_inline int fdp_redirect_peer(__u32 ifindex)
+{
+	/* Straight into the container's ethwe ingress: skips the backlog queue
+	 * and the bridge (only valid from tc ingress, which is where we run). */
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+static __always_inline int fdp_clone(struct __sk_buff *skb, __u32 ifindex)
+{
+	return bpf_clone_redirect(skb, ifindex, 0);
+}
+
+#endif /* FDP_TEST_MODE */
+#endif

@@ -1,0 +1,50 @@
+"""Shared helpers of the fastdp BPF-tier tests: loading, packet building, events."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from weave_fdp.datapath.fastdp import abi
+
+
+def eth(dst: str, src: str, ethertype: int) -> bytes:
+    return abi.mac_bytes(dst) + abi.mac_bytes(src) + struct.pack("!H", ethertype)
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, *, frag_off: int = 0) -> bytes:
+    import socket
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, frag_off, 64, proto, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    return hdr + payload
+
+
+def udp(sport: int, dport: int, payload: bytes = b"x" * 18) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def skb_ctx(*, cb: tuple[int, ...] = ()) -> bytes:
+    """A struct __sk_buff for ctx_in: zeros except cb[0..4] (offset 48)."""
+    ctx = bytearray(68)  # struct __sk_buff up to the end of cb[5]: the rest stays zero
+    for i, v in enumerate(cb):
+        struct.pack_into("=I", ctx, 48 + 4 * i, v)
+    return bytes(ctx)
+
+
+def tunnel_ctx(vni: int, remote_ip: str) -> bytes:
+    """ctx_in carrying a received tunnel key for test builds (cb[0]=VNI, cb[1]=IP host order, cb[2]=1)."""
+    import ipaddress
+    return skb_ctx(cb=(vni, int(ipaddress.IPv4Address(remote_ip)), 1, 0, 0))
+
+
+def events(dp) -> list[tuple[str, int, str, int]]:
+    """(kind, vni, ip, ifindex) recorded by the last runs, then cleared."""
+    table = dp.bpf[b"fdp_test_events"]
+    head = table[ctypes.c_uint32(0)]
+    out = []
+    for i in range(1, head.kind + 1):
+        ev = table[ctypes.c_uint32(i)]
+        out.append((abi.TestKind(ev.kind).name, ev.vni, abi.be32_to_ip(ev.ip) if ev.ip else "", ev.ifindex))
+    for i in range(abi.TEST_MAX_EVENTS):
+        table[ctypes.c_uint32(i)] = table.Leaf()
+    return out

@@ -1,0 +1,79 @@
+"""Helpers for fastdp netns tests: a lab whose hosts run fastdp with a static plan (no router)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import deque
+
+from weave_fdp.datapath.fastdp.host import HostDatapath, MeshInputs
+from weave_fdp.lab.lab import Lab
+
+
+def name(i: int) -> str:
+    return f"h{i}"
+
+
+def _bfs(adj: dict[int, list[int]], src: int) -> dict[int, int]:
+    """parent of every node on the BFS tree rooted at src."""
+    parent = {src: src}
+    q = deque([src])
+    while q:
+        u = q.popleft()
+        for v in sorted(adj[u]):
+            if v not in parent:
+                parent[v] = u
+                q.append(v)
+    return parent
+
+
+def mesh_for(lab: Lab, i: int, modes: dict[int, str] | None = None) -> MeshInputs:
+    """Routes and broadcast trees for host i from the lab's topology (what the mesh would compute)."""
+    n = lab.hosts
+    adj = {h: lab.neighbours(h) for h in range(1, n + 1)}
+    tree_from_me = _bfs(adj, i)
+    unicast = {}
+    for dest in range(1, n + 1):
+        if dest == i or dest not in tree_from_me:
+            continue
+        hop = dest
+        while tree_from_me[hop] != i:
+            hop = tree_from_me[hop]
+        unicast[name(dest)] = name(hop)
+    broadcast = {}
+    for src in range(1, n + 1):
+        parent = _bfs(adj, src)
+        broadcast[name(src)] = [name(c) for c, p in parent.items() if p == i and c != i]
+    return MeshInputs(local=name(i), short_ids={name(h): h for h in range(1, n + 1)}, unicast=unicast,
+                      broadcast=broadcast, hop_ips={name(h): lab.host_ip(h) for h in adj[i]},
+                      modes={name(h): (modes or {}).get(h, "fastdp") for h in adj[i]})
+
+
+class FastdpLab:
+    """Every host of ``lab`` runs fastdp; ``containers`` containers each, attached."""
+
+    def __init__(self, lab: Lab, containers: int = 1) -> None:
+        self.lab = lab
+        self.hosts: dict[int, HostDatapath] = {}
+        for i in range(1, lab.hosts + 1):
+            hd = HostDatapath(netns=lab.host_ns(i), underlay_ifname="eth0")
+            hd.start()
+            hd.set_mesh(mesh_for(lab, i))
+            self.hosts[i] = hd
+            for _ in range(containers):
+                self.add_container(i)
+
+    def add_container(self, i: int, cidr: str | None = None) -> int:
+        self.lab.add_container(i)
+        j = self.lab.containers(i)
+        self.hosts[i].attach(f"/run/netns/{self.lab.container_ns(i, j)}",
+                             [cidr or self.lab.container_cidr(i, j)])
+        return j
+
+    def close(self) -> None:
+        for hd in self.hosts.values():
+            hd.stop()
+
+    def ping(self, src: tuple[int, int], dst_ip: str, count: int = 3, interval: float = 0.2,
+             extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.lab.exec_container(*src, ["ping", "-c", str(count), "-i", str(interval), "-W", "2",
+                                              *(extra or []), dst_ip], check=False)

@@ -1,0 +1,191 @@
+"""`weave-fdp top`, `flows` and the metrics endpoint against real routers in a lab.
+
+One lab (a line h1-h2-h3, routers launched) serves the module; it is removed at
+the end whatever happens. Counter accuracy (exactly N packets and N x size on a
+flow) needs the datapaths to export flows in the report: skipped until they do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from weave_fdp.lab.lab import Lab, lab_namespaces, weave_command
+
+WEAVE = weave_command()
+
+
+def unique_prefix() -> str:
+    return "t" + secrets.token_hex(3)[:5]
+
+
+def report(lab: Lab, i: int) -> dict:
+    return json.loads(lab.exec(i, [*WEAVE, "report"]).stdout)
+
+
+def wait_converged(lab: Lab, i: int, peers: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    rep: dict = {}
+    while time.monotonic() < deadline:
+        rep = report(lab, i)
+        if sum(1 for p in rep.get("peers", []) if p.get("reachable")) == peers:
+            return rep
+        time.sleep(0.3)
+    pytest.fail(f"h{i} never saw {peers} reachable peers: {rep.get('peers')}")
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Lab]:
+    lab = Lab(prefix=unique_prefix(), hosts=3, topology="line")
+    lab.up()
+    try:
+        # Before any router runs: one line that says how to start one.
+        r = lab.exec(1, [*WEAVE, "top", "--once"], check=False)
+        assert r.returncode == 3 and "weave-fdp launch" in r.stderr and r.stderr.count("\n") == 1, r
+        lab.launch_routers([])
+        wait_converged(lab, 1, 3)
+        yield lab
+    finally:
+        lab.down()
+        assert not lab_namespaces(lab.prefix)
+
+
+def test_top_once_shows_the_peers_and_routes(mesh: Lab) -> None:
+    r = mesh.exec(1, ["env", "COLUMNS=120", *WEAVE, "top", "--once"])
+    out = r.stdout
+    assert "Peers and routes (3)" in out, out
+    panel = out.split("Peers and routes (3)")[1].split("╰")[0]
+    lines = {ln.strip("│ ").split()[0]: ln for ln in panel.splitlines() if ln.startswith("│h")}
+    assert "self" in lines["h1"] and "direct" in lines["h2"] and "via h2" in lines["h3"], out
+    assert "established" in out and "192.0.2.2" in out
+    assert all(len(ln) <= 120 for ln in out.splitlines())
+
+
+def test_top_json_and_flows_json_read_the_router(mesh: Lab) -> None:
+    r = mesh.exec(2, [*WEAVE, "top", "--json", "--count", "2", "--interval", "0.3"])
+    frames = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert len(frames) == 2 and frames[1]["counts"]["peers"] == 3
+    assert frames[1]["counts"]["by_state"].get("established") == 2  # h2 sits in the middle of the line
+    assert frames[1]["interval_s"] > 0 and frames[1]["error"] is None
+    r = mesh.exec(2, [*WEAVE, "flows", "--json"])
+    assert isinstance(json.loads(r.stdout), list)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_live_top_in_tmux_against_the_router(mesh: Lab, tmp_path: Path) -> None:
+    sock = "wfdp-test-" + secrets.token_hex(4)
+    rc = tmp_path / "rc"
+    argv = ["ip", "netns", "exec", mesh.host_ns(1), *WEAVE, "top", "--interval", "0.5"]
+    cmd = f"{shlex.join(argv)}; echo $? > {shlex.quote(str(rc))}; sleep 30"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "top",
+                        "-x", "100", "-y", "30", cmd], check=True, timeout=10)
+        deadline = time.monotonic() + 15
+        screen = ""
+        while time.monotonic() < deadline and not ("via h2" in screen and "established" in screen):
+            time.sleep(0.2)
+            screen = tmux("capture-pane", "-p", "-t", "top")
+        assert "via h2" in screen and "established" in screen, screen
+        tmux("send-keys", "-t", "top", "q")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (rc.exists() and rc.read_text().strip()):
+            time.sleep(0.1)
+        assert rc.read_text().strip() == "0"
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, timeout=10)
+
+
+SCRAPER = r"""
+import sys, time, urllib.request
+from weave_fdp.router.client import RouterClient
+from weave_fdp.router.metrics import start_metrics_server
+close = start_metrics_server("127.0.0.1:9109", lambda: RouterClient(timeout=5).call("report"))
+try:
+    print(urllib.request.urlopen("http://127.0.0.1:9109/metrics", timeout=5).read().decode())
+finally:
+    close()
+"""
+
+
+def test_metrics_endpoint_scraped_and_parsed(mesh: Lab) -> None:
+    mesh.exec(1, ["ip", "link", "set", "lo", "up"])
+    r = mesh.exec(1, [sys.executable, "-c", SCRAPER])
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(r.stdout) for s in fam.samples}
+    assert samples[("weave_fdp_up", ())] == 1
+    assert samples[("weave_fdp_peers", (("reachable", "true"),))] == 3
+    established = sum(v for (name, labels), v in samples.items()
+                      if name == "weave_fdp_connections" and ("state", "established") in labels)
+    assert established == 1
+    assert samples[("weave_fdp_ipam_enabled", ())] in (0, 1)
+
+
+# -- counter accuracy ------------------------------------------------------------------
+
+PINGS, PAYLOAD = 7, 300
+FRAME = PAYLOAD + 8 + 20 + 14  # ICMP header + IPv4 header + Ethernet header
+
+
+def wire_container(lab: Lab, i: int) -> str:
+    from weave_fdp.plumbing import links
+
+    lab.add_container(i)
+    cns = lab.container_ns(i, 1)
+    links.create_bridge("weave", netns=lab.host_ns(i))
+    links.create_veth("vethwepl1", "ethwe", netns=lab.host_ns(i), peer_netns=cns, mtu=1376)
+    links.set_master("vethwepl1", "weave", lab.host_ns(i))
+    links.add_address("ethwe", f"10.32.{i}.1/12", cns)
+    return f"10.32.{i}.1"
+
+
+@pytest.mark.parametrize("path", ["sleeve", "fastdp"])
+def test_flow_counters_are_exact(path: str) -> None:
+    lab = Lab(prefix=unique_prefix(), hosts=2, topology="full")
+    lab.up()
+    try:
+        src, dst = wire_container(lab, 1), wire_container(lab, 2)
+        lab.launch_routers(["--no-fastdp"] if path == "sleeve" else [])
+        rep = wait_converged(lab, 1, 2)
+        if "flows" not in (rep.get("datapath") or {}):
+            pytest.skip("the router's report has no datapath.flows yet "
+                        "(fastdp/sleeve flow counters are not exported to `report`)")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            modes = {c.get("mode") for c in report(lab, 1)["connections"] if c.get("state") == "established"}
+            if modes == {path}:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.skip(f"connection never settled on {path} (modes {modes}): that datapath is not ready here")
+        r = lab.exec_container(1, 1, ["ping", "-c", str(PINGS), "-i", "0.2", "-W", "2", "-s", str(PAYLOAD), dst],
+                               check=False)
+        assert r.returncode == 0, r.stdout
+        deadline = time.monotonic() + 5
+        got: list[dict] = []
+        while time.monotonic() < deadline:
+            flows = json.loads(lab.exec(1, [*WEAVE, "flows", "--json", "--proto", "icmp"]).stdout)
+            got = [f for f in flows if f["src_ip"] == src and f["dst_ip"] == dst]
+            if sum(f["packets"] or 0 for f in got) >= PINGS:
+                break
+            time.sleep(0.3)
+        assert sum(f["packets"] for f in got) == PINGS, got
+        assert sum(f["bytes"] for f in got) == PINGS * FRAME, got
+        assert {f["path"] for f in got} == {path}, got
+    finally:
+        lab.down()
+        assert not lab_namespaces(lab.prefix)

@@ -1,0 +1,61 @@
+"""datapath.plan: which map entries should exist, computed without the kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+from weave_fdp.datapath.plan import build_plan, diff_macs, diff_slots
+from weave_fdp.errors import DatapathError
+
+LINE = dict(local="h2", short_ids={"h1": 1, "h2": 2, "h3": 3},
+            unicast={"h1": "h1", "h3": "h3"}, broadcast={"h1": ["h3"], "h2": ["h1", "h3"], "h3": ["h1"]},
+            hop_ips={"h1": "192.0.2.1", "h3": "192.0.2.3"}, modes={"h1": "fastdp", "h3": "sleeve"},
+            ports={"vethwepl1": "02:AA:00:00:00:01"})
+
+
+def test_line_middle_peer() -> None:
+    p = build_plan(**LINE)
+    assert p.local_short_id == 2
+    assert p.peers[1].nexthop_ip == "192.0.2.1" and p.peers[1].mode == "fastdp"
+    assert p.peers[3].mode == "sleeve"
+    assert [h.short_id for h in p.bcast[2]] == [1, 3]
+    assert [h.short_id for h in p.bcast[1]] == [3]
+    assert p.ports[0].mac == "02:aa:00:00:00:01"  # normalized
+    assert p.names == {1: "h1", 2: "h2", 3: "h3"}
+
+
+def test_relayed_peer_uses_the_next_hop_address() -> None:
+    p = build_plan(local="h1", short_ids={"h1": 1, "h2": 2, "h3": 3}, unicast={"h2": "h2", "h3": "h2"},
+                   broadcast={}, hop_ips={"h2": "192.0.2.2"}, modes={"h2": "fastdp"})
+    assert (p.peers[3].nexthop_short_id, p.peers[3].nexthop_ip, p.peers[3].mode) == (2, "192.0.2.2", "fastdp")
+
+
+def test_unreachable_peer_is_known_with_mode_none() -> None:
+    p = build_plan(local="h1", short_ids={"h1": 1, "h9": 9}, unicast={}, broadcast={}, hop_ips={}, modes={})
+    assert p.peers[9].mode == "none"
+
+
+def test_bad_inputs_are_typed_errors() -> None:
+    with pytest.raises(DatapathError, match="short ID"):
+        build_plan(**{**LINE, "short_ids": {"h1": 1, "h2": 5000, "h3": 3}})
+    with pytest.raises(DatapathError, match="no short ID"):
+        build_plan(**{**LINE, "local": "hX"})
+    with pytest.raises(DatapathError, match="MAC"):
+        build_plan(**{**LINE, "ports": {"v": "zz"}})
+    with pytest.raises(DatapathError, match="underlay address"):
+        build_plan(**{**LINE, "hop_ips": {"h1": "nope", "h3": "192.0.2.3"}})
+    with pytest.raises(DatapathError, match="mode"):
+        build_plan(**{**LINE, "modes": {"h1": "warp"}})
+
+
+def test_diff_macs_keeps_learned_of_known_peers_and_drops_the_rest() -> None:
+    p = build_plan(**LINE)
+    cur = {"02:aa:00:00:00:01": (2, True), "02:aa:00:00:00:09": (2, True),
+           "02:00:00:00:00:01": (1, False), "02:00:00:00:00:07": (7, False)}
+    d = diff_macs(cur, p)
+    assert d.upsert == {"02:aa:00:00:00:01": "vethwepl1"}
+    assert d.delete == ["02:00:00:00:00:07", "02:aa:00:00:00:09"]
+
+
+def test_diff_slots() -> None:
+    assert diff_slots({1, 2, 3}, {2, 4}) == ({2, 4}, {1, 3})

@@ -1,0 +1,336 @@
+"""Router commands: launch, stop, reset, connect, forget, status, report, rmpeer, bench mesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from weave_fdp import paths
+from weave_fdp.cli.output import json_option, print_json
+from weave_fdp.errors import AlreadyExists, ExitCode, FdpError, RouterNotRunning, UsageError
+from weave_fdp.router.client import RouterClient
+from weave_fdp.router.config import DEFAULT_CONN_LIMIT, DEFAULT_PORT, RouterConfig
+
+LAUNCH_TIMEOUT = 20.0  # seconds for the background router to answer
+
+
+def _split_csv(values: tuple[str, ...]) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+@click.command()
+@click.argument("peers", nargs=-1)
+@click.option("--name", help="Peer name (MAC form, e.g. 7e:aa:bb:cc:dd:ee); default: persisted random.")
+@click.option("--nickname", help="Nickname shown next to the peer name (default: hostname).")
+@click.option("--password", envvar="WEAVE_PASSWORD", help="Encrypt and authenticate the mesh (or WEAVE_PASSWORD).")
+@click.option("--trusted-subnets", multiple=True, help="CIDR,... of underlay networks trusted without encryption.")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="TCP control port.")
+@click.option("--conn-limit", type=int, default=DEFAULT_CONN_LIMIT, show_default=True,
+              help="Maximum number of connections.")
+@click.option("--no-discovery", is_flag=True, help="Dial only the peers given, not those learned from peers.")
+@click.option("--no-fastdp", is_flag=True, help="Do not use the in-kernel fast datapath (sleeve only).")
+@click.option("--no-dns", is_flag=True, help="Do not run weaveDNS.")
+@click.option("--ipalloc-range", default="10.32.0.0/12", show_default=True, help="IPAM range.")
+@click.option("--ipalloc-init", help="IPAM initialisation: consensus[=N], seed=PEER,..., observer.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Persistent state (default per host).")
+@click.option("--log-level", "router_log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Router log level.")
+@click.option("--foreground", is_flag=True, help="Run in this process (for systemd or a terminal).")
+def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, password: str | None,
+           trusted_subnets: tuple[str, ...], port: int, conn_limit: int, no_discovery: bool,
+           no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_init: str | None,
+           state_dir: Path | None, router_log_level: str, foreground: bool) -> None:
+    """Start this host's router and join PEERS (HOST[:PORT]); prints the peer name.
+
+    \b
+    Examples:
+      weave-fdp launch                         first host
+      weave-fdp launch 192.0.2.1               join it (its peers are discovered)
+      WEAVE_PASSWORD=s3cret weave-fdp launch 192.0.2.1
+    """
+    cfg = RouterConfig(peers=list(peers), name=name, nickname=nickname, password=password or None,
+                       trusted_subnets=_split_csv(trusted_subnets), port=port, conn_limit=conn_limit,
+                       discovery=not no_discovery, no_fastdp=no_fastdp, no_dns=no_dns,
+                       ipalloc_range=ipalloc_range, ipalloc_init=ipalloc_init, state_dir=state_dir,
+                       log_level=router_log_level).validate()
+    client = RouterClient(timeout=3)
+    if client.running():
+        raise AlreadyExists(f"the router is already running here (peer {_peer_name(client)})",
+                            fix="stop it first with: weave-fdp stop")
+    if foreground:
+        from weave_fdp.router.daemon import run_foreground
+
+        run_foreground(cfg)
+        return
+    click.echo(_launch_background(cfg))
+
+
+def _peer_name(client: RouterClient) -> str:
+    try:
+        return str(client.call("report")["router"]["name"])
+    except FdpError:
+        return "?"
+
+
+def _launch_background(cfg: RouterConfig) -> str:
+    rundir = paths.runtime_dir()
+    rundir.mkdir(parents=True, exist_ok=True)
+    log_path = rundir / "router.log"
+    env = dict(os.environ)
+    raw = cfg.to_dict()
+    raw["password"] = cfg.password
+    env["WEAVE_FDP_ROUTER_CONFIG"] = json.dumps(raw)
+    with open(log_path, "ab") as logf:
+        start_offset = logf.tell()
+        proc = subprocess.Popen([sys.executable, "-m", "weave_fdp.router"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    client = RouterClient(timeout=2)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while time.monotonic() < deadline:
+        rc = proc.poll()
+        if rc is not None:
+            raise _startup_error(log_path, start_offset, rc)
+        try:
+            return str(client.call("report")["router"]["name"])
+        except RouterNotRunning:
+            time.sleep(0.05)
+        except FdpError:
+            time.sleep(0.05)
+    proc.terminate()
+    raise FdpError(f"the router did not answer within {LAUNCH_TIMEOUT:g} s", fix=f"see its log {log_path}")
+
+
+def _startup_error(log_path: Path, offset: int, rc: int) -> FdpError:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    msg = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")), None)
+    exc = FdpError(msg or f"the router exited with code {rc} during startup; see {log_path}")
+    try:
+        exc.exit_code = ExitCode(rc)
+    except ValueError:
+        pass
+    return exc
+
+
+@click.command()
+def stop() -> None:
+    """Stop this host's router (the fast datapath keeps its pinned state)."""
+    _stop(RouterClient(timeout=5))
+
+
+def _stop(client: RouterClient) -> None:
+    client.call("stop")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.running():
+        time.sleep(0.05)
+
+
+@click.command()
+def reset() -> None:
+    """Stop the router (if running) and remove this host's persisted state."""
+    client = RouterClient(timeout=5)
+    state = paths.state_dir()
+    try:
+        state = Path(client.call("report")["router"].get("state_dir") or state)
+        _stop(client)
+    except RouterNotRunning:
+        pass
+    if state.is_dir():
+        shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(paths.runtime_dir(), ignore_errors=True)
+
+
+@click.command()
+@click.argument("peers", nargs=-1)
+@click.option("--replace", is_flag=True, help="Replace the list of direct peers instead of adding.")
+def connect(peers: tuple[str, ...], replace: bool) -> None:
+    """Add PEERS (HOST[:PORT]) to the direct peers the router keeps connected."""
+    if not peers and not replace:
+        raise UsageError("connect needs at least one peer", fix="e.g. weave-fdp connect 192.0.2.2")
+    RouterClient().call("connect", peers=list(peers), replace=replace)
+
+
+@click.command()
+@click.argument("peers", nargs=-1, required=True)
+def forget(peers: tuple[str, ...]) -> None:
+    """Stop dialing PEERS (existing connections stay until they drop)."""
+    res = RouterClient().call("forget", peers=list(peers))
+    for u in res.get("unknown", []):
+        click.echo(f"warning: {u} was not a direct peer", err=True)
+
+
+@click.command()
+@click.argument("peers", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def rmpeer(peers: tuple[str, ...], as_json: bool) -> None:
+    """Reclaim the IP address space owned by PEERS (peers that are gone for good)."""
+    res = RouterClient().call("rmpeer", peers=list(peers))
+    if as_json:
+        print_json(res)
+    elif res is not None:
+        click.echo(res if isinstance(res, str) else json.dumps(res))
+
+
+@click.command()
+@json_option
+@click.option("-f", "--format", "template", help="Python format template over the report, "
+              "e.g. '{router[name]} {router[nickname]}'.")
+def report(as_json: bool, template: str | None) -> None:
+    """The router's full state as JSON (or formatted with -f)."""
+    rep = RouterClient().call("report")
+    if template:
+        try:
+            click.echo(template.format(**rep).replace("\\n", "\n"))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise UsageError(f"format template {template!r}: {exc!r} not in the report",
+                             fix="see `weave-fdp report` for the keys") from None
+        return
+    print_json(rep)
+
+
+# ------------------------------------------------------------------ status
+
+def _peer_label(name: str | None, nick: str | None) -> str:
+    return f"{name}({nick})" if nick else (name or "?")
+
+
+def _fmt_time(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
+def connection_line(c: dict[str, Any]) -> str:
+    arrow = "->" if c["outbound"] else "<-"
+    parts = [f"{arrow} {c['address']:<22}", f"{c['state']:<11}"]
+    if c["state"] == "established" or c["state"] == "pending":
+        parts.append(c.get("mode") or "-")
+        parts.append(_peer_label(c.get("peer"), c.get("nickname")))
+        if c.get("mtu"):
+            parts.append(f"mtu={c['mtu']}")
+        if not c.get("mode") and c.get("mode_reason"):
+            parts.append(f"({c['mode_reason']})")
+    else:
+        parts.append(c.get("info") or "")
+        if c.get("retry_at"):
+            parts.append(f", retry: {_fmt_time(c['retry_at'])}")
+    return " ".join(p for p in parts if p)
+
+
+@click.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Router summary; `status peers|connections|targets` for details."""
+    ctx.ensure_object(dict)
+    ctx.obj["status_json"] = as_json
+    if ctx.invoked_subcommand is not None:
+        return
+    rep = RouterClient().call("report")
+    r = rep["router"]
+    conns = rep["connections"]
+    est = sum(1 for c in conns if c["state"] == "established")
+    failed = sum(1 for c in conns if c["state"] in ("failed", "retrying"))
+    summary = {"version": rep["version"], "name": r["name"], "nickname": r["nickname"],
+               "short_id": r["short_id"], "encryption": r["encryption"], "port": r["port"],
+               "overlays": r["overlays"], "peers": len(rep["peers"]),
+               "peer_connections": sum(len(p["connections"]) for p in rep["peers"]),
+               "connections": len(conns), "established": est, "failed": failed,
+               "targets": len(rep["targets"]), "uptime_s": r["uptime_s"]}
+    if as_json:
+        print_json(summary)
+        return
+    rows = [("Version", summary["version"]), ("Name", _peer_label(r["name"], r["nickname"])),
+            ("Short ID", r["short_id"]), ("Encryption", "enabled" if r["encryption"] else "disabled"),
+            ("Port", r["port"]), ("Overlays", " ".join(r["overlays"]) or "none"),
+            ("Peers", f"{summary['peers']} (with {summary['peer_connections']} established connections)"),
+            ("Connections", f"{len(conns)} ({est} established, {failed} failed)"),
+            ("Targets", summary["targets"]), ("Uptime", f"{r['uptime_s']:.0f} s")]
+    for k, v in rows:
+        click.echo(f"{k:>15}: {v}")
+
+
+def _want_json(ctx: click.Context, as_json: bool) -> bool:
+    return as_json or bool((ctx.obj or {}).get("status_json"))
+
+
+@status.command("peers")
+@json_option
+@click.pass_context
+def status_peers(ctx: click.Context, as_json: bool) -> None:
+    """Every peer and the connections it announces."""
+    rep = RouterClient().call("report")
+    if _want_json(ctx, as_json):
+        print_json(rep["peers"])
+        return
+    nick = {p["name"]: p["nickname"] for p in rep["peers"]}
+    for p in rep["peers"]:
+        hop = "" if p["name"] == rep["router"]["name"] else f"  via {p['next_hop'] or 'unreachable'}"
+        click.echo(f"{_peer_label(p['name'], p['nickname'])}  sid={p['short_id']}{hop}")
+        for c in p["connections"]:
+            arrow = "->" if c["outbound"] else "<-"
+            st = "established" if c["established"] else "pending"
+            click.echo(f"   {arrow} {c['address']:<22} {_peer_label(c['name'], nick.get(c['name']))}  {st}")
+
+
+@status.command("connections")
+@json_option
+@click.pass_context
+def status_connections(ctx: click.Context, as_json: bool) -> None:
+    """Direct connections: state, mode (fastdp/sleeve) and why, MTU; failures and retries."""
+    rep = RouterClient().call("report")
+    if _want_json(ctx, as_json):
+        print_json(rep["connections"])
+        return
+    for c in rep["connections"]:
+        click.echo(connection_line(c))
+
+
+@status.command("targets")
+@json_option
+@click.pass_context
+def status_targets(ctx: click.Context, as_json: bool) -> None:
+    """The direct peers this router keeps connecting to (launch/connect, persisted)."""
+    rep = RouterClient().call("report")
+    if _want_json(ctx, as_json):
+        print_json(rep["targets"])
+        return
+    for t in rep["targets"]:
+        click.echo(t)
+
+
+# ------------------------------------------------------------------ bench
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (not tests): measured figures, printed."""
+
+
+@bench.command("mesh")
+@click.option("--sim", "sim_sizes", default="100,500", show_default=True,
+              help="Simulated peer counts (in-memory transport), comma separated.")
+@click.option("--real", "real_count", default=10, show_default=True,
+              help="Real routers in namespaces (0 to skip).")
+@json_option
+def bench_mesh(sim_sizes: str, real_count: int, as_json: bool) -> None:
+    """Mesh convergence, idle cost and gossip bytes (simulated and real routers)."""
+    from weave_fdp.router.mesh import bench as mesh_bench
+
+    sizes = [int(s) for s in sim_sizes.split(",") if s.strip()]
+    res = mesh_bench.run_all(sizes, real_count, echo=None if as_json else click.echo)
+    if as_json:
+        print_json(res)
+
+
+COMMANDS = [launch, stop, reset, connect, forget, rmpeer, report, status, bench]

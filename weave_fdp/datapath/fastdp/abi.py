@@ -1,0 +1,188 @@
+"""Python mirror of bpf/fdp_abi.h: every constant, enum and struct both sides see.
+
+Field for field the same layout (ctypes follows the C ABI of this machine);
+tests/bpf/test_abi_layout.py measures sizeof/offsetof in a BPF program and
+compares with these classes, and tests/unit/test_abi.py checks the constants
+against the header text. Byte order as in the header: *_ip, ethertype and
+ports are network order, the rest host order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from enum import IntEnum
+
+ABI_VERSION = 1
+
+MAX_PEERS = 4096
+MAX_MACS = 16384
+MAX_FLOWS = 16384
+MAX_BCAST_HOPS = 16
+MAX_LOCAL_PORTS = 64
+
+VXLAN_PORT = 6784
+SHORT_ID_BITS = 12
+SHORT_ID_MASK = 0xFFF
+VNI_MAX = 0xFFFFFF
+TUNNEL_TTL = 64
+HEARTBEAT_ETHERTYPE = 0x88B5
+CONFIG_READY = 1
+TEST_MAX_EVENTS = 32
+
+
+class Mode(IntEnum):
+    NONE = 0
+    FASTDP = 1
+    SLEEVE = 2
+
+
+class MacFlags(IntEnum):
+    LOCAL = 1
+    LEARNED = 2
+
+
+class PeerFlags(IntEnum):
+    KNOWN = 1
+
+
+class Path(IntEnum):
+    LOCAL = 0
+    TX = 1
+    RX = 2
+    RELAY = 3
+    SLEEVE = 4
+    FLOOD = 5
+
+
+class DropReason(IntEnum):
+    NONE = 0
+    TRUNCATED = 1
+    NOT_ETHERNET_II = 2
+    BAD_SRC_MAC = 3
+    NO_CONFIG = 4
+    NO_TUNNEL_KEY = 5
+    BAD_VNI = 6
+    UNKNOWN_PEER = 7
+    LOOP = 8
+    NO_ROUTE = 9
+    NOT_FASTDP = 10
+    TUNNEL_KEY = 11
+    CLONE = 12
+
+
+DROP_MAX = 13
+
+#: the names the CLI and the report show for each drop reason
+DROP_NAMES: dict[int, str] = {r.value: r.name.lower().replace("_", "-") for r in DropReason if r}
+
+
+class TestKind(IntEnum):
+    __test__ = False  # not a pytest class
+    TUNNEL_KEY = 1
+    REDIRECT = 2
+    REDIRECT_PEER = 3
+    CLONE = 4
+
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+
+class Config(ctypes.Structure):
+    _fields_ = [("abi_version", u32), ("local_peer", u16), ("flags", u16),
+                ("vxlan_ifindex", u32), ("mtu", u32)]
+
+
+class MacKey(ctypes.Structure):
+    _fields_ = [("mac", u8 * 6), ("pad", u16)]
+
+
+class MacEntry(ctypes.Structure):
+    _fields_ = [("peer", u16), ("flags", u8), ("pad", u8), ("ifindex", u32), ("updated_ns", u64)]
+
+
+class Peer(ctypes.Structure):
+    _fields_ = [("nexthop_ip", u32), ("nexthop_peer", u16), ("mode", u8), ("flags", u8)]
+
+
+class Hop(ctypes.Structure):
+    _fields_ = [("ip", u32), ("peer", u16), ("mode", u8), ("pad", u8)]
+
+
+class Bcast(ctypes.Structure):
+    _fields_ = [("count", u32), ("pad", u32), ("hops", Hop * MAX_BCAST_HOPS)]
+
+
+class Ports(ctypes.Structure):
+    _fields_ = [("count", u32), ("ifindex", u32 * MAX_LOCAL_PORTS)]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [("src_mac", u8 * 6), ("dst_mac", u8 * 6), ("ethertype", u16), ("proto", u8),
+                ("pad", u8), ("src_ip", u32), ("dst_ip", u32), ("sport", u16), ("dport", u16)]
+
+
+class FlowStats(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64), ("last_seen_ns", u64), ("via_peer", u16),
+                ("path", u8), ("pad", u8 * 5)]
+
+
+class PeerStats(ctypes.Structure):
+    _fields_ = [("tx_packets", u64), ("tx_bytes", u64), ("rx_packets", u64), ("rx_bytes", u64)]
+
+
+class TestEvent(ctypes.Structure):
+    __test__ = False
+    _fields_ = [("kind", u32), ("vni", u32), ("ip", u32), ("ifindex", u32)]
+
+
+#: every ABI struct by its C name (the layout test walks this)
+STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "fdp_config": Config, "fdp_mac_key": MacKey, "fdp_mac_entry": MacEntry, "fdp_peer": Peer,
+    "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_flow_key": FlowKey,
+    "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
+}
+
+
+# --- conversions ---------------------------------------------------------------
+
+def vni(src_peer: int, dst_peer: int) -> int:
+    """VNI = src | dst << 12 (a flood carries dst == src)."""
+    return (src_peer & SHORT_ID_MASK) | ((dst_peer & SHORT_ID_MASK) << SHORT_ID_BITS)
+
+
+def split_vni(value: int) -> tuple[int, int]:
+    """(src_peer, dst_peer) of a VNI."""
+    return value & SHORT_ID_MASK, (value >> SHORT_ID_BITS) & SHORT_ID_MASK
+
+
+def ip_to_be32(ip: str) -> int:
+    """An IPv4 address as the u32 whose memory holds it in network order."""
+    return struct.unpack("=I", socket.inet_aton(ip))[0]
+
+
+def be32_to_ip(value: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", value))
+
+
+def be16_to_int(value: int) -> int:
+    """A u16 holding network order (ports, ethertype) as a number."""
+    return struct.unpack("!H", struct.pack("=H", value))[0]
+
+
+def mac_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    if len(parts) != 6:
+        raise ValueError(f"bad MAC address {mac!r}")
+    return bytes(int(p, 16) for p in parts)
+
+
+def mac_str(raw: bytes | ctypes.Array) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+def mac_key(mac: str) -> MacKey:
+    key = MacKey()
+    ctypes.memmove(key.mac, mac_bytes(mac), 6)
+    return key

@@ -1,0 +1,154 @@
+"""One host's fastdp: bridge, VXLAN device, programs, container ports and the plan.
+
+The router's fastdp overlay drives this; tests drive it directly (no router) by
+passing ``netns`` (a lab host). ``start`` is idempotent and is also what a
+restarted router does: the devices and pinned maps are still there, the
+programs are reloaded and atomically re-attached, forwarding never stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weave_fdp.datapath.fastdp import abi
+from weave_fdp.datapath.fastdp.loader import MAP_TYPES, FastDatapath
+from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
+from weave_fdp.datapath.plan import DatapathPlan, build_plan
+from weave_fdp.plumbing import container_link, tc, vxlan, weave_bridge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MeshInputs:
+    """The mesh as the plan needs it (see ``plan.build_plan``)."""
+
+    local: str
+    short_ids: dict[str, int]
+    unicast: dict[str, str] = field(default_factory=dict)
+    broadcast: dict[str, list[str]] = field(default_factory=dict)
+    hop_ips: dict[str, str] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+
+
+class HostDatapath:
+    def __init__(self, *, netns: str | None = None, pin_dir: Path | None = None,
+                 underlay_ifname: str | None = None, mtu: int | None = None) -> None:
+        self.netns = netns
+        self.pin_dir = pin_dir
+        self.underlay_ifname = underlay_ifname
+        self.mtu = mtu
+        self.dp: FastDatapath | None = None
+        self.vxlan_ifindex = 0
+        self.ports: dict[str, str] = {}   # host veth -> container MAC
+        self.mesh: MeshInputs | None = None
+        self.plan: DatapathPlan | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.mtu is None:
+            self.mtu = weave_bridge.overlay_mtu(weave_bridge.underlay_mtu(self.underlay_ifname, netns=self.netns))
+        weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
+        self.vxlan_ifindex = vxlan.ensure_vxlan(netns=self.netns, mtu=self.mtu)
+        if self.pin_dir is not None and not (self.pin_dir / "fdp_config").exists():
+            prog_id = tc.program_id(vxlan.VXLAN_IFNAME, netns=self.netns)
+            if prog_id:
+                got = recover_pins(prog_id, self.pin_dir, list(MAP_TYPES))
+                log.info("fastdp: recovered %d maps from the running program %d", len(got), prog_id)
+        self.dp = FastDatapath(pin_dir=self.pin_dir).load()
+        self.dp.attach_tunnel(vxlan.VXLAN_IFNAME, netns=self.netns)
+        # A restart: containers attached before keep their ports; recover their MACs from the pins.
+        links = container_link.host_links(host_netns=self.netns)
+        by_index = {idx: name for name, idx in links.items()}
+        macs = self.dp.maps["fdp_macs"]
+        for key in list(macs.keys()):
+            e = macs.get(key)
+            if e is not None and e.flags & abi.MacFlags.LOCAL and e.ifindex in by_index:
+                self.ports[by_index[e.ifindex]] = abi.mac_str(key.mac)
+        for name in links:
+            self.dp.attach_port(name, netns=self.netns)
+        self._apply()
+
+    def stop(self) -> None:
+        """Let go of the programs (they stay attached and keep forwarding)."""
+        if self.dp is not None:
+            self.dp.close()
+            self.dp = None
+
+    # ------------------------------------------------------------------ containers
+    def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True) -> container_link.ContainerLink:
+        assert self.dp is not None and self.mtu is not None
+        link = container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
+                                     multicast_route=multicast_route)
+        try:
+            self.dp.attach_port(link.host_ifname, netns=self.netns)
+            self.ports[link.host_ifname] = link.mac
+            self._apply()
+        except BaseException:
+            self.ports.pop(link.host_ifname, None)
+            container_link.detach(netns_path, host_netns=self.netns)
+            raise
+        return link
+
+    def detach(self, netns_path: str) -> bool:
+        name = container_link.host_ifname_for(netns_path)
+        gone = container_link.detach(netns_path, host_netns=self.netns)
+        self.ports.pop(name, None)
+        self._apply()
+        return gone
+
+    # ------------------------------------------------------------------ plan
+    def set_mesh(self, mesh: MeshInputs) -> None:
+        self.mesh = mesh
+        self._apply()
+
+    def _apply(self) -> None:
+        if self.dp is None or self.mesh is None:
+            return
+        self.plan = build_plan(local=self.mesh.local, short_ids=self.mesh.short_ids, unicast=self.mesh.unicast,
+                               broadcast=self.mesh.broadcast, hop_ips=self.mesh.hop_ips, modes=self.mesh.modes,
+                               ports=self.ports, mtu=self.mtu or 1450)
+        ifindex = container_link.host_links(host_netns=self.netns)
+        self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex)
+
+    # ------------------------------------------------------------------ counters
+    def report(self) -> dict[str, Any]:
+        if self.dp is None:
+            return {"flows": [], "peers": [], "drops": {}}
+        names = dict(self.plan.names) if self.plan else {}
+        return {"flows": self.dp.flows(names), "peers": self.dp.peer_stats(names or None),
+                "drops": self.dp.drops(), "entries": self.map_entries()}
+
+    def map_entries(self) -> dict[str, int]:
+        """Entries per map that hold something (the reset/detach tests check these)."""
+        if self.dp is None:
+            return {}
+        macs = self.dp.maps["fdp_macs"]
+        entries = [macs.get(k) for k in list(macs.keys())]
+        out = {"fdp_macs": len(entries),
+               "local_macs": sum(1 for e in entries if e is not None and e.flags & abi.MacFlags.LOCAL)}
+        ports = self.dp.maps["fdp_ports"].get(ctypes.c_uint32(0))
+        out["fdp_ports"] = ports.count if ports else 0
+        return out
+
+
+def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict[str, list[str]]:
+    """Remove every fastdp program, map pin, device and container link of a host."""
+    removed: dict[str, list[str]] = {"links": [], "pins": []}
+    for name in container_link.host_links(host_netns=netns):
+        tc.detach_all(name, netns=netns)
+        from weave_fdp.plumbing.links import delete_link
+        if delete_link(name, netns=netns):
+            removed["links"].append(name)
+    tc.detach_all(vxlan.VXLAN_IFNAME, netns=netns)
+    if vxlan.delete_vxlan(netns=netns):
+        removed["links"].append(vxlan.VXLAN_IFNAME)
+    if weave_bridge.delete_bridge(netns=netns):
+        removed["links"].append(weave_bridge.BRIDGE)
+    if pin_dir is not None:
+        removed["pins"] = remove_pins(pin_dir)
+    return removed

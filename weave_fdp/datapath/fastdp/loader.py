@@ -1,0 +1,211 @@
+"""Compile, load and attach the fastdp programs with bcc; apply a DatapathPlan to the maps.
+
+The only module (with ``maps.py``) that imports bcc. One load per host: both
+programs share the maps, which are pinned in the host's bpffs directory so that
+a restarted router reuses them while the attached programs keep forwarding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bcc import BPF
+
+from weave_fdp.datapath.fastdp import abi
+from weave_fdp.datapath.fastdp.maps import BpfMap
+from weave_fdp.datapath.fastdp.source import program_text
+from weave_fdp.datapath.plan import DatapathPlan, diff_macs
+from weave_fdp.errors import DatapathError
+from weave_fdp.plumbing import tc
+
+log = logging.getLogger(__name__)
+
+PROG_FROM_CONTAINER = "fdp_from_container"
+PROG_FROM_TUNNEL = "fdp_from_tunnel"
+PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL)
+_MODE = {"fastdp": abi.Mode.FASTDP, "sleeve": abi.Mode.SLEEVE, "none": abi.Mode.NONE}
+_PATH_NAMES = {p.value: p.name.lower() for p in abi.Path}
+
+# map name -> (key type, value type, per CPU)
+MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
+    "fdp_config": (ctypes.c_uint32, abi.Config, False),
+    "fdp_macs": (abi.MacKey, abi.MacEntry, False),
+    "fdp_peers": (ctypes.c_uint32, abi.Peer, False),
+    "fdp_bcast": (ctypes.c_uint32, abi.Bcast, False),
+    "fdp_ports": (ctypes.c_uint32, abi.Ports, False),
+    "fdp_drops": (ctypes.c_uint32, ctypes.c_uint64, True),
+    "fdp_peer_stats": (ctypes.c_uint32, abi.PeerStats, True),
+    "fdp_flows": (abi.FlowKey, abi.FlowStats, True),
+}
+
+
+class FastDatapath:
+    """The programs and maps of one host.
+
+    ``pin_dir`` None keeps the maps private (tests); ``test_mode`` builds the
+    BPF_PROG_TEST_RUN variant (see fdp_abi.h).
+    """
+
+    def __init__(self, *, pin_dir: Path | None = None, test_mode: bool = False,
+                 defines: Mapping[str, str | int] | None = None) -> None:
+        self.pin_dir = pin_dir
+        self.test_mode = test_mode
+        self.defines = dict(defines or {})
+        self.bpf: BPF | None = None
+        self.maps: dict[str, BpfMap[Any, Any]] = {}
+        self._fds: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ load
+    def cflags(self) -> list[str]:
+        flags = [f"-D{k}={v}" for k, v in sorted(self.defines.items())]
+        if self.pin_dir is not None:
+            flags.append(f'-DFDP_PIN_DIR="{self.pin_dir}"')
+        if self.test_mode:
+            flags.append("-DFDP_TEST_MODE")
+        return flags
+
+    def load(self) -> "FastDatapath":
+        """Compile and load both programs (raises DatapathError naming the program and why)."""
+        started = time.monotonic()
+        if self.pin_dir is not None:
+            self.pin_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.bpf = BPF(text=program_text().encode(), cflags=self.cflags())
+        except Exception as exc:
+            raise DatapathError(f"cannot compile the fastdp BPF programs: {exc}",
+                                fix="run `weave-fdp probe` (kernel headers? bcc?)") from exc
+        for name in PROGRAMS:
+            try:
+                self._fds[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+            except Exception as exc:
+                raise DatapathError(f"the kernel refused BPF program {name}: {exc}",
+                                    fix="run `weave-fdp probe` for what this kernel lacks") from exc
+        for name, (kt, vt, percpu) in MAP_TYPES.items():
+            self.maps[name] = BpfMap(self.bpf[name.encode()].map_fd, name, kt, vt, percpu=percpu)
+        log.info("fastdp programs loaded in %.2f s (pins: %s)", time.monotonic() - started, self.pin_dir)
+        return self
+
+    def prog_fd(self, name: str) -> int:
+        return self._fds[name]
+
+    def table_fd(self, name: str) -> int:
+        assert self.bpf is not None
+        return self.bpf[name.encode()].map_fd
+
+    def close(self) -> None:
+        """Drop our references (attached programs and pinned maps stay in the kernel)."""
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+        self.maps.clear()
+        self._fds.clear()
+
+    # ------------------------------------------------------------------ attach
+    def attach_port(self, ifname: str, netns: Any = None) -> None:
+        tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns)
+
+    def attach_tunnel(self, ifname: str, netns: Any = None) -> None:
+        tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns)
+
+    # ------------------------------------------------------------------ plan
+    def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int) -> None:
+        cfg = abi.Config(abi_version=abi.ABI_VERSION, local_peer=local_short_id,
+                         flags=abi.CONFIG_READY if vxlan_ifindex else 0,
+                         vxlan_ifindex=vxlan_ifindex, mtu=mtu)
+        self.maps["fdp_config"].set(ctypes.c_uint32(0), cfg)
+
+    def apply(self, plan: DatapathPlan, *, vxlan_ifindex: int, ifindex: Mapping[str, int]) -> None:
+        """Make the maps match ``plan``. ``ifindex``: host veth name -> index."""
+        self.configure(plan.local_short_id, vxlan_ifindex, plan.mtu)
+        peers = self.maps["fdp_peers"]
+        for sid in range(abi.MAX_PEERS):
+            route = plan.peers.get(sid)
+            if route is None:
+                cur = peers.get(ctypes.c_uint32(sid))
+                if cur is not None and cur.flags:
+                    peers.set(ctypes.c_uint32(sid), abi.Peer())
+                continue
+            peers.set(ctypes.c_uint32(sid), abi.Peer(
+                nexthop_ip=abi.ip_to_be32(route.nexthop_ip), nexthop_peer=route.nexthop_short_id,
+                mode=_MODE[route.mode], flags=abi.PeerFlags.KNOWN))
+        bcast = self.maps["fdp_bcast"]
+        for sid in range(abi.MAX_PEERS):
+            hops = plan.bcast.get(sid, ())
+            if not hops:
+                cur = bcast.get(ctypes.c_uint32(sid))
+                if cur is not None and cur.count:
+                    bcast.set(ctypes.c_uint32(sid), abi.Bcast())
+                continue
+            val = abi.Bcast(count=len(hops))
+            for i, hop in enumerate(hops):
+                val.hops[i] = abi.Hop(ip=abi.ip_to_be32(hop.ip), peer=hop.short_id, mode=_MODE[hop.mode])
+            bcast.set(ctypes.c_uint32(sid), val)
+        ports = abi.Ports()
+        indexes = [ifindex[p.ifname] for p in plan.ports if p.ifname in ifindex]
+        ports.count = len(indexes)
+        for i, idx in enumerate(indexes):
+            ports.ifindex[i] = idx
+        self.maps["fdp_ports"].set(ctypes.c_uint32(0), ports)
+        macs = self.maps["fdp_macs"]
+        current = {abi.mac_str(k.mac): (v.peer, bool(v.flags & abi.MacFlags.LOCAL))
+                   for k, v in ((k, macs.get(k)) for k in list(macs.keys())) if v is not None}
+        diff = diff_macs(current, plan)
+        for mac in diff.delete:
+            macs.delete(abi.mac_key(mac))
+        for mac, ifname in diff.upsert.items():
+            if ifname not in ifindex:
+                continue
+            macs.set(abi.mac_key(mac), abi.MacEntry(peer=plan.local_short_id, flags=abi.MacFlags.LOCAL,
+                                                    ifindex=ifindex[ifname]))
+
+    # ------------------------------------------------------------------ counters
+    def drops(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        m = self.maps["fdp_drops"]
+        for reason, name in abi.DROP_NAMES.items():
+            vals = m.get_percpu(ctypes.c_uint32(reason)) or []
+            total = sum(v.value for v in vals)
+            if total:
+                out[name] = total
+        return out
+
+    def peer_stats(self, names: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+        out = []
+        m = self.maps["fdp_peer_stats"]
+        for sid in sorted(set(names or {}) or range(abi.MAX_PEERS)):
+            vals = m.get_percpu(ctypes.c_uint32(sid)) or []
+            tot = {f: sum(getattr(v, f) for v in vals) for f in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes")}
+            if names is None and not any(tot.values()):
+                continue
+            out.append({"peer": (names or {}).get(sid, str(sid)), "short_id": sid, **tot})
+        return out
+
+    def flows(self, names: Mapping[int, str] | None = None, *, now_ns: int | None = None) -> list[dict[str, Any]]:
+        out = []
+        mono = now_ns if now_ns is not None else time.monotonic_ns()
+        wall = time.time()
+        for key, vals in self.maps["fdp_flows"].items_percpu():
+            packets = sum(v.packets for v in vals)
+            if not packets:
+                continue
+            last = max(vals, key=lambda v: v.last_seen_ns)
+            ip = key.ethertype == abi.be16_to_int(0x0800) or abi.be16_to_int(key.ethertype) == 0x0800
+            out.append({
+                "src_mac": abi.mac_str(key.src_mac), "dst_mac": abi.mac_str(key.dst_mac),
+                "src_ip": abi.be32_to_ip(key.src_ip) if key.src_ip else None,
+                "dst_ip": abi.be32_to_ip(key.dst_ip) if key.dst_ip else None,
+                "proto": key.proto if ip else None,
+                "sport": abi.be16_to_int(key.sport) or None, "dport": abi.be16_to_int(key.dport) or None,
+                "ethertype": abi.be16_to_int(key.ethertype),
+                "packets": packets, "bytes": sum(v.bytes for v in vals),
+                "last_seen": round(wall - max(0.0, (mono - last.last_seen_ns) / 1e9), 3),
+                "age_s": round(max(0.0, (mono - last.last_seen_ns) / 1e9), 3),
+                "path": _PATH_NAMES.get(last.path, str(last.path)),
+                "via": (names or {}).get(last.via_peer, str(last.via_peer)),
+            })
+        return out

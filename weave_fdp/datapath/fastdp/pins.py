@@ -1,0 +1,135 @@
+"""Where this host's fastdp maps are pinned, and making sure a bpffs is there.
+
+``ip netns exec`` (how the lab runs each host's router) remounts /sys, hiding the
+system's bpffs at /sys/fs/bpf; a bpffs mounted there anew would be a private
+instance that a restarted router could not see. So when /sys/fs/bpf is not a
+bpffs in our mount namespace, the pins go through /proc/1/root, the initial
+mount namespace's view, which every router of the machine shares.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from weave_fdp import paths
+from weave_fdp.errors import DatapathError
+
+log = logging.getLogger(__name__)
+
+BPF_FS_MAGIC = 0xCAFE4A11
+BPF_OBJ_NAME_LEN = 16
+SYS_BPF = Path("/sys/fs/bpf")
+INIT_ROOT = Path("/proc/1/root")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 120)]
+
+
+def is_bpffs(path: Path) -> bool:
+    buf = _Statfs()
+    if _libc.statfs(str(path).encode(), ctypes.byref(buf)) != 0:
+        return False
+    return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def _reroot(p: Path) -> Path:
+    return INIT_ROOT / p.relative_to("/")
+
+
+def bpffs_root() -> Path:
+    """Make sure /sys/fs/bpf is a bpffs in this mount namespace; the prefix to use ("/").
+
+    Under ``ip netns exec`` /sys is a fresh sysfs, so the mount made here is private
+    to this process's mount namespace; the pins then do not outlive the router, and
+    a restarted router recovers the maps from the attached programs instead
+    (``recover_pins``), so forwarding state survives either way.
+    """
+    if is_bpffs(SYS_BPF):
+        return Path("/")
+    cp = subprocess.run(["mount", "-t", "bpf", "bpf", str(SYS_BPF)], capture_output=True, text=True)
+    if cp.returncode != 0 or not is_bpffs(SYS_BPF):
+        raise DatapathError(f"cannot mount a bpffs at /sys/fs/bpf: {cp.stderr.strip()}",
+                            fix="mount it: mount -t bpf bpf /sys/fs/bpf")
+    log.info("mounted bpffs at /sys/fs/bpf")
+    return Path("/")
+
+
+def host_pin_dir(create: bool = True) -> Path:
+    """This host's pin directory (``paths.bpf_pin_dir()`` as seen from here)."""
+    d = bpffs_root() / paths.bpf_pin_dir().relative_to("/")
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def remove_pins(pin_dir: Path) -> list[str]:
+    """Unlink every pin in ``pin_dir`` and the directory; names removed."""
+    removed: list[str] = []
+    if not pin_dir.is_dir():
+        return removed
+    for entry in sorted(pin_dir.iterdir()):
+        try:
+            entry.unlink()
+            removed.append(entry.name)
+        except FileNotFoundError:
+            pass
+    try:
+        pin_dir.rmdir()
+    except OSError:
+        pass
+    return removed
+
+
+def recover_pins(prog_id: int, pin_dir: Path, names: list[str]) -> list[str]:
+    """Pin, under ``pin_dir``, the maps used by the loaded program ``prog_id`` whose
+    names are in ``names`` (kernel map names are truncated to 15 characters).
+
+    How a restarted router finds the maps of the programs still attached when the
+    previous router's pins are out of reach (another mount namespace).
+    """
+    from bcc import libbcc
+
+    lib = libbcc.lib
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return []
+    import os
+    try:
+        ids = (ctypes.c_uint32 * 64)()
+        info = ctypes.create_string_buffer(256)
+        ctypes.memmove(ctypes.addressof(info) + 52, ctypes.byref(ctypes.c_uint32(64)), 4)
+        ctypes.memmove(ctypes.addressof(info) + 56, ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
+        size = ctypes.c_uint32(256)
+        if lib.bpf_obj_get_info(fd, info, ctypes.byref(size)) != 0:
+            return []
+        nr = min(64, int.from_bytes(info.raw[52:56], "little"))
+    finally:
+        os.close(fd)
+    wanted = {n[:BPF_OBJ_NAME_LEN - 1]: n for n in names}
+    pinned = []
+    pin_dir.mkdir(parents=True, exist_ok=True)
+    for map_id in list(ids)[:nr]:
+        mfd = lib.bpf_map_get_fd_by_id(map_id)
+        if mfd < 0:
+            continue
+        try:
+            minfo = ctypes.create_string_buffer(128)
+            msize = ctypes.c_uint32(128)
+            if lib.bpf_obj_get_info(mfd, minfo, ctypes.byref(msize)) != 0:
+                continue
+            kname = minfo.raw[24:40].split(b"\0", 1)[0].decode()
+            full = wanted.get(kname)
+            if full and not (pin_dir / full).exists():
+                if lib.bpf_obj_pin(mfd, str(pin_dir / full).encode()) == 0:
+                    pinned.append(full)
+        finally:
+            os.close(mfd)
+    return pinned

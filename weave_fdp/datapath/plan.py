@@ -1,0 +1,151 @@
+"""Pure planning for fastdp: which BPF map entries should exist.
+
+The router turns the mesh (short IDs, unicast next hops, broadcast trees,
+connection modes, underlay addresses) and the local containers into a
+:class:`DatapathPlan`; the fastdp edge (``datapath.fastdp.loader``) applies it.
+Nothing here touches the kernel, so it is tested without root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from weave_fdp.errors import DatapathError
+
+MODES = ("fastdp", "sleeve", "none")
+MAX_SHORT_ID = 0xFFF
+MAX_BCAST_HOPS = 16     # mirrors FDP_MAX_BCAST_HOPS
+MAX_LOCAL_PORTS = 64    # mirrors FDP_MAX_LOCAL_PORTS
+
+
+@dataclass(frozen=True)
+class PeerRoute:
+    """How to reach destination peer ``short_id``: via ``nexthop`` at ``nexthop_ip``."""
+
+    short_id: int
+    name: str
+    nexthop_short_id: int
+    nexthop_ip: str
+    mode: str           # mode of the connection to the next hop
+
+
+@dataclass(frozen=True)
+class BcastHop:
+    short_id: int
+    ip: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class LocalPort:
+    """A local container: host-side veth and the MAC of its ethwe."""
+
+    ifname: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class DatapathPlan:
+    local_short_id: int
+    mtu: int
+    peers: Mapping[int, PeerRoute] = field(default_factory=dict)
+    bcast: Mapping[int, tuple[BcastHop, ...]] = field(default_factory=dict)
+    ports: tuple[LocalPort, ...] = ()
+    names: Mapping[int, str] = field(default_factory=dict)   # short ID -> peer name (reports)
+
+
+def _check_short(name: str, sid: int) -> int:
+    if not 0 <= sid <= MAX_SHORT_ID:
+        raise DatapathError(f"peer {name} has short ID {sid} outside 0..{MAX_SHORT_ID}")
+    return sid
+
+
+def _check_ip(peer: str, ip: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(ip))
+    except ValueError as exc:
+        raise DatapathError(f"peer {peer} has no usable IPv4 underlay address ({ip!r})") from exc
+
+
+def _mac(mac: str) -> str:
+    parts = mac.lower().split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
+        raise DatapathError(f"bad MAC address {mac!r} of a local container")
+    return ":".join(parts)
+
+
+def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str, str],
+               broadcast: Mapping[str, list[str] | tuple[str, ...]], hop_ips: Mapping[str, str],
+               modes: Mapping[str, str], ports: Mapping[str, str] | None = None,
+               mtu: int = 1450) -> DatapathPlan:
+    """The plan for peer ``local``.
+
+    ``short_ids``: peer name -> short ID (local included); ``unicast``: destination
+    -> next hop (a direct neighbour); ``broadcast``: source -> next hops from this
+    peer on that source's tree; ``hop_ips``: neighbour -> underlay IPv4;
+    ``modes``: neighbour -> "fastdp" | "sleeve" | "none"; ``ports``: host veth -> MAC.
+    Peers without a route, or whose next hop has no address, are left out (their
+    frames are dropped as unknown until a route exists).
+    """
+    if local not in short_ids:
+        raise DatapathError(f"local peer {local} has no short ID yet")
+    local_sid = _check_short(local, short_ids[local])
+    names = {_check_short(n, s): n for n, s in short_ids.items()}
+    peers: dict[int, PeerRoute] = {}
+    for dest, hop in unicast.items():
+        if dest == local or dest not in short_ids or hop not in short_ids or hop not in hop_ips:
+            continue
+        mode = modes.get(hop, "none")
+        if mode not in MODES:
+            raise DatapathError(f"unknown mode {mode!r} for the connection to {hop}")
+        peers[short_ids[dest]] = PeerRoute(short_ids[dest], dest, short_ids[hop],
+                                           _check_ip(hop, hop_ips[hop]), mode)
+    # Peers of the mesh we cannot reach still get a "known" slot with mode none, so
+    # frames from them are accepted (a one-way break) and frames to them dropped as no-route.
+    for name, sid in short_ids.items():
+        if name != local and sid not in peers:
+            peers[sid] = PeerRoute(sid, name, sid, "0.0.0.0", "none")
+    bcast: dict[int, tuple[BcastHop, ...]] = {}
+    for src, hops in broadcast.items():
+        if src not in short_ids:
+            continue
+        entries = tuple(BcastHop(short_ids[h], _check_ip(h, hop_ips[h]), modes.get(h, "none"))
+                        for h in hops if h in short_ids and h in hop_ips and h != local)
+        if len(entries) > MAX_BCAST_HOPS:
+            raise DatapathError(f"peer {local} has {len(entries)} next hops on {src}'s broadcast tree; "
+                                f"fastdp carries at most {MAX_BCAST_HOPS}")
+        if entries:
+            bcast[short_ids[src]] = entries
+    port_list = tuple(LocalPort(ifname, _mac(mac)) for ifname, mac in sorted((ports or {}).items()))
+    if len(port_list) > MAX_LOCAL_PORTS:
+        raise DatapathError(f"{len(port_list)} containers on this host; fastdp carries at most {MAX_LOCAL_PORTS}")
+    return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names)
+
+
+@dataclass(frozen=True)
+class MacDiff:
+    upsert: dict[str, str]    # MAC -> host ifname (local containers)
+    delete: list[str]         # MACs to remove
+
+
+def diff_macs(current: Mapping[str, tuple[int, bool]], plan: DatapathPlan) -> MacDiff:
+    """What to change in the MAC table. ``current``: MAC -> (peer short ID, is_local).
+
+    Local entries are exactly the plan's ports; learned entries stay while their
+    peer is in the plan (a peer that left takes its MACs with it).
+    """
+    want = {p.mac: p.ifname for p in plan.ports}
+    delete = []
+    for mac, (peer, is_local) in current.items():
+        if is_local and mac not in want:
+            delete.append(mac)
+        elif not is_local and (peer not in plan.peers or peer == plan.local_short_id):
+            delete.append(mac)
+    return MacDiff(upsert=want, delete=sorted(delete))
+
+
+def diff_slots(current: set[int], want: set[int]) -> tuple[set[int], set[int]]:
+    """(slots to write, slots to clear) for an array indexed by short ID."""
+    return want, current - want

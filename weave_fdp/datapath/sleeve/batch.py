@@ -1,0 +1,140 @@
+"""Batching frames into datagram bodies, fragmenting big frames, reassembling them.
+
+Pure logic. A "limit" is the largest body (type byte + entries) that fits one
+datagram on the path to a next hop: path MTU payload minus header and sealing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from weave_fdp.datapath.sleeve import wire
+
+TYPE_FRAMES = bytes([wire.T_FRAMES])
+FRAG_BODY_OVERHEAD = 1 + wire.ENTRY.size + wire.FRAG.size
+
+
+@dataclass
+class _Open:
+    parts: list = field(default_factory=lambda: [TYPE_FRAMES])
+    size: int = 1
+
+
+class Batcher:
+    """Packs entries per next hop into bodies no larger than each hop's limit.
+
+    ``add`` returns the bodies that became full; ``drain`` returns the rest (call
+    it when the capture queue is empty, so batching adds no latency).
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[Hashable, _Open] = {}
+
+    def add(self, hop: Hashable, entry_header: bytes, payload: bytes | memoryview,
+            limit: int) -> list[tuple[Hashable, bytes]]:
+        need = len(entry_header) + len(payload)
+        if 1 + need > limit:
+            raise ValueError(f"entry of {need} bytes does not fit a body of {limit}; fragment it")
+        done = []
+        cur = self._open.get(hop)
+        if cur is not None and cur.size + need > limit:
+            done.append((hop, b"".join(cur.parts)))
+            cur = None
+        if cur is None:
+            cur = self._open[hop] = _Open()
+        cur.parts.append(entry_header)
+        cur.parts.append(payload)
+        cur.size += need
+        return done
+
+    def drain(self) -> list[tuple[Hashable, bytes]]:
+        out = [(hop, b"".join(o.parts)) for hop, o in self._open.items() if o.size > 1]
+        self._open.clear()
+        return out
+
+
+def fragment(src: bytes, dst: bytes, frame: bytes | memoryview, flags: int, frag_id: int,
+             limit: int, ttl: int = wire.DEFAULT_TTL) -> list[bytes]:
+    """Split ``frame`` into FRAMES bodies of one fragment entry each.
+
+    Every body but the last is exactly ``limit`` bytes, so the datagrams can go out
+    in one ``sendmsg`` with UDP_SEGMENT (the kernel requires equal segments).
+    """
+    chunk = limit - FRAG_BODY_OVERHEAD
+    if chunk < 64:
+        raise ValueError(f"body limit {limit} too small to fragment")
+    total = len(frame)
+    mv = memoryview(frame)
+    bodies = []
+    for off in range(0, total, chunk):
+        piece = mv[off:off + chunk]
+        bodies.append(b"".join((
+            TYPE_FRAMES,
+            wire.ENTRY.pack(src, dst, flags | wire.E_FRAG, ttl, wire.FRAG.size + len(piece)),
+            wire.FRAG.pack(frag_id & 0xFFFFFFFF, off, total),
+            piece,
+        )))
+    return bodies
+
+
+@dataclass
+class _Partial:
+    buf: bytearray
+    offsets: set
+    got: int
+    started: float
+    flags: int
+
+
+class Reassembler:
+    """Rebuilds fragmented frames; keyed by (source peer, fragment id).
+
+    Incomplete frames expire after ``timeout`` seconds; at most ``max_partial`` are
+    held (the oldest is dropped first), so garbage cannot exhaust memory.
+    """
+
+    def __init__(self, timeout: float = 2.0, max_partial: int = 256) -> None:
+        self.timeout = timeout
+        self.max_partial = max_partial
+        self._partial: dict[tuple[bytes, int], _Partial] = {}
+        self.expired = 0
+
+    def add(self, src: bytes, fid: int, offset: int, total: int, chunk: memoryview,
+            flags: int, now: float | None = None) -> tuple[bytes, int] | None:
+        """Store a fragment; returns (frame, entry flags) once complete."""
+        now = time.monotonic() if now is None else now
+        key = (src, fid)
+        p = self._partial.get(key)
+        if p is None:
+            if len(self._partial) >= self.max_partial:
+                self.expire(now)
+                if len(self._partial) >= self.max_partial:
+                    self._partial.pop(next(iter(self._partial)))
+                    self.expired += 1
+            p = self._partial[key] = _Partial(bytearray(total), set(), 0, now, flags & ~wire.E_FRAG)
+        elif len(p.buf) != total:
+            raise wire.WireError("bad fragment", f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
+        if offset in p.offsets:
+            return None
+        p.offsets.add(offset)
+        p.buf[offset:offset + len(chunk)] = chunk
+        p.got += len(chunk)
+        if p.got < total:
+            return None
+        del self._partial[key]
+        if p.got != total:
+            raise wire.WireError("bad fragment", f"fragments of {fid} overlap")
+        return p.buf, p.flags   # no copy: the caller only reads it
+
+    def expire(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        old = [k for k, p in self._partial.items() if now - p.started > self.timeout]
+        for k in old:
+            del self._partial[k]
+        self.expired += len(old)
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self._partial)

@@ -1,0 +1,606 @@
+"""The sleeve forwarder: frames between the bridge port and UDP 6783, relayed by peer.
+
+Threads (syscalls release the GIL, so capture and receive overlap on 2 cores):
+- capture: bridge port -> batch per next hop -> UDP (GSO super-frames are
+  fragmented and sent with one UDP_SEGMENT sendmsg);
+- receive: UDP -> open/verify -> deliver to the bridge port, learn MAC -> peer,
+  relay entries for other peers;
+- timer: heartbeats, PMTU probes, expiry.
+
+Routing is by destination *peer*: the MAC table maps container MACs to the peer
+they live on (learned from received frames); unknown and group MACs follow the
+broadcast tree of the source peer. The caller keeps the peer table and routes
+current with ``set_peers`` / ``set_routes`` (the router does it from the mesh; the
+standalone runner from a static file).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from weave_fdp.datapath.sleeve import frames as fr
+from weave_fdp.datapath.sleeve import sockets as so
+from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Batcher, Reassembler, fragment
+from weave_fdp.datapath.sleeve.counters import Drops
+from weave_fdp.datapath.sleeve.crypto import Opener, Sealer
+from weave_fdp.datapath.sleeve.pmtu import PmtuProber
+
+log = logging.getLogger("weave_fdp.sleeve")
+
+HEARTBEAT_INTERVAL = 0.5     # s
+PEER_TIMEOUT = 3.0           # s without any datagram: the peer's sleeve is down
+MAC_TIMEOUT = 300.0          # s a learned MAC stays
+DRAIN = 64                   # frames read per wake-up before flushing batches
+GSO_MAX_BYTES = 65000        # UDP payload per UDP_SEGMENT sendmsg
+GSO_MAX_SEGS = 64
+FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
+
+
+@dataclass
+class PeerLink:
+    """State of the sleeve towards one direct neighbour."""
+
+    name: bytes
+    addr: tuple[str, int]
+    sealer: Sealer | None
+    opener: Opener | None
+    prober: PmtuProber
+    last_rx: float = 0.0
+    rtt_ms: float | None = None
+    up_since: float | None = None
+    stats: dict[str, int] = field(default_factory=lambda: dict(tx_pkts=0, tx_bytes=0, rx_pkts=0, rx_bytes=0))
+
+    def is_up(self, now: float) -> bool:
+        return now - self.last_rx < PEER_TIMEOUT
+
+    def overhead(self) -> int:
+        return wire.HEADER.size + (wire.SEAL_OVERHEAD if self.sealer else 0)
+
+    def body_limit(self) -> int:
+        """Largest body one datagram to this peer can carry."""
+        return self.prober.payload - self.overhead()
+
+    def frame_capacity(self) -> int:
+        """Largest Ethernet frame that fits one datagram even with a vnet header."""
+        return self.body_limit() - 1 - wire.ENTRY.size - wire.VNET_LEN
+
+    def mtu(self) -> int:
+        """L3 MTU a container sees through this connection."""
+        return self.frame_capacity() - 14
+
+
+class Forwarder:
+    """One host's sleeve. ``local``: 6-byte peer name; ``ifname``: the capture port."""
+
+    def __init__(self, local: bytes, ifname: str, *, bind_ip: str = "0.0.0.0", port: int = wire.PORT,
+                 secret_for: Callable[[bytes], bytes | None] | None = None, link_mtu: int = 1500,
+                 vnet: bool = True, udp_gso: bool = True) -> None:
+        self.local = local
+        self.ifname = ifname
+        self.bind_ip, self.port = bind_ip, port
+        self.secret_for = secret_for or (lambda peer: None)
+        self.link_mtu = link_mtu
+        self.vnet = vnet
+        self.udp_gso = udp_gso
+        self.links: dict[bytes, PeerLink] = {}
+        self.unicast: dict[bytes, bytes] = {}
+        self.broadcast: dict[bytes, list[bytes]] = {}
+        self.local_bcast_to: Callable[[bytes], bool] = lambda hop: True   # switch: hop in sleeve mode?
+        self.macs: dict[bytes, tuple[bytes, float]] = {}
+        self.drops = Drops()
+        self.stats = dict(captured=0, injected=0, relayed=0, icmp_too_big=0, fragmented=0, reassembled=0,
+                          gro_batches=0)
+        self.on_peer_change: Callable[[bytes, bool], None] | None = None
+        self._frag_ids = itertools.count(1)
+        self._reasm = Reassembler()
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self.psock: socket.socket | None = None
+        self.usock: socket.socket | None = None
+        self.gro = False
+
+    # ---- configuration (thread-safe enough: whole-dict replacement) ----
+
+    def set_peers(self, peers: dict[bytes, tuple[str, int]]) -> None:
+        """Direct neighbours and their underlay (ip, port). Keeps state of unchanged ones."""
+        links = {}
+        for name, addr in peers.items():
+            old = self.links.get(name)
+            secret = self.secret_for(name)
+            if old is not None and old.addr == addr and (old.sealer is None) == (secret is None) \
+                    and (secret is None or old.sealer.key == Sealer(secret, self.local, name).key):
+                links[name] = old
+                continue
+            links[name] = PeerLink(
+                name, addr,
+                Sealer(secret, self.local, name) if secret is not None else None,
+                Opener(secret, self.local, name) if secret is not None else None,
+                PmtuProber(self.link_mtu))
+        self.links = links
+
+    def set_routes(self, unicast: dict[bytes, bytes], broadcast: dict[bytes, list[bytes]]) -> None:
+        self.unicast, self.broadcast = unicast, broadcast
+        gone = [m for m, (p, _) in self.macs.items() if p not in unicast]
+        for m in gone:
+            self.macs.pop(m, None)
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        self.psock = so.packet_socket(self.ifname, vnet=self.vnet)
+        self.usock, self.gro = so.udp_socket(self.bind_ip, self.port)
+        self._running = True
+        for fn, nm in ((self._capture_loop, "capture"), (self._receive_loop, "receive"), (self._timer_loop, "timer")):
+            t = threading.Thread(target=self._guard(fn), name=f"sleeve-{nm}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("sleeve up on %s, UDP %s:%d (vnet=%s, gro=%s)", self.ifname, self.bind_ip, self.port,
+                 self.vnet, self.gro)
+
+    def stop(self) -> None:
+        self._running = False
+        for t in self._threads:
+            t.join(timeout=2)
+        self._threads.clear()
+        for s in (self.psock, self.usock):
+            if s is not None:
+                s.close()
+        self.psock = self.usock = None
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            while self._running:
+                try:
+                    fn()
+                except Exception:   # a bug: log it loudly and keep serving
+                    log.exception("sleeve thread %s crashed; restarting it", threading.current_thread().name)
+                    time.sleep(0.1)
+        return run
+
+    # ---- sending ----
+
+    def _send(self, link: PeerLink, body: bytes) -> None:
+        data = link.sealer.seal(body) if link.sealer else wire.encode_header(self.local) + body
+        try:
+            self.usock.sendto(data, link.addr)
+        except BlockingIOError:
+            self.drops.drop("udp send queue full")
+            return
+        except OSError as exc:
+            self._send_error(exc, link)
+            return
+        link.stats["tx_pkts"] += 1
+        link.stats["tx_bytes"] += len(data)
+
+    def _send_many(self, link: PeerLink, bodies: list[bytes]) -> None:
+        """Datagrams of equal size (all but the last): one UDP_SEGMENT sendmsg per 64 KiB."""
+        if not self.udp_gso or len(bodies) == 1:
+            for b in bodies:
+                self._send(link, b)
+            return
+        datas = [link.sealer.seal(b) if link.sealer else wire.encode_header(self.local) + b for b in bodies]
+        seg = len(datas[0])
+        per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
+        for i in range(0, len(datas), per):
+            group = datas[i:i + per]
+            try:
+                if len(group) == 1:
+                    self.usock.sendto(group[0], link.addr)
+                else:
+                    self.usock.sendmsg(group, so.gso_cmsg(seg), 0, link.addr)
+            except BlockingIOError:
+                self.drops.drop("udp send queue full")
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
+                    log.warning("sleeve: UDP GSO refused (%s); sending datagrams one by one", exc)
+                    self.udp_gso = False
+                    for d in group:
+                        self.usock.sendto(d, link.addr)
+                else:
+                    self._send_error(exc, link)
+                    continue
+            link.stats["tx_pkts"] += len(group)
+            link.stats["tx_bytes"] += sum(map(len, group))
+
+    def _send_error(self, exc: OSError, link: PeerLink) -> None:
+        if exc.errno == errno.EMSGSIZE:
+            self.drops.drop("datagram too big for link", f"to {wire.bytes_to_name(link.name)}")
+        else:
+            self.drops.drop(f"send error {errno.errorcode.get(exc.errno, exc.errno)}", str(exc))
+
+    # ---- capture: bridge -> peers ----
+
+    def _capture_loop(self) -> None:
+        s = self.psock
+        buf = bytearray(70000)
+        mv = memoryview(buf)
+        poller = select.poll()
+        poller.register(s, select.POLLIN)
+        batcher = Batcher()
+        vlen = wire.VNET_LEN if self.vnet else 0
+        while self._running:
+            n_read = 0
+            while n_read < DRAIN:
+                try:
+                    n = s.recv_into(buf)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.drops.drop("capture error", str(exc))
+                    break
+                n_read += 1
+                if n < vlen + 14:
+                    continue
+                self.stats["captured"] += 1
+                try:
+                    self._outbound(bytes(mv[:n]), vlen, batcher)
+                except Exception as exc:   # a bug on one frame must not stop the sleeve
+                    self.drops.drop("capture bug", repr(exc))
+                    log.debug("capture bug", exc_info=True)
+            for hop, body in batcher.drain():
+                link = self.links.get(hop)
+                if link is not None:
+                    self._send(link, body)
+            if n_read < DRAIN:
+                poller.poll(200)
+
+    def _outbound(self, data: bytes, vlen: int, batcher: Batcher) -> None:
+        """Route one captured frame (``data`` = vnet header + Ethernet frame)."""
+        dst_mac = data[vlen:vlen + 6]
+        if fr.is_multicast(dst_mac):
+            hops = [h for h in self.broadcast.get(self.local, ()) if self.local_bcast_to(h)]
+            dst = wire.BROADCAST
+        else:
+            known = self.macs.get(dst_mac)
+            if known is None:    # unknown unicast: flood like Weave does
+                hops = [h for h in self.broadcast.get(self.local, ()) if self.local_bcast_to(h)]
+                dst = wire.BROADCAST
+            else:
+                dst = known[0]
+                hop = self.unicast.get(dst)
+                if hop is None:
+                    self.drops.drop("no route to peer", wire.bytes_to_name(dst))
+                    return
+                hops = [hop]
+        flags, payload = self._strip_vnet(data, vlen)
+        for hop in hops:
+            link = self.links.get(hop)
+            if link is None:
+                self.drops.drop("next hop has no sleeve", wire.bytes_to_name(hop))
+                continue
+            self._to_link(link, self.local, dst, flags, payload, batcher, wire.DEFAULT_TTL, origin=True)
+
+    def _strip_vnet(self, data: bytes, vlen: int) -> tuple[int, bytes | memoryview]:
+        """Drop an all-zero vnet header (saves 10 bytes); keep one that matters."""
+        if vlen and data[:vlen] != fr.VNET_ZERO:
+            return wire.E_VNET, data
+        return 0, memoryview(data)[vlen:]
+
+    def _to_link(self, link: PeerLink, src: bytes, dst: bytes, flags: int, payload: bytes | memoryview,
+                 batcher: Batcher, ttl: int, *, origin: bool) -> None:
+        limit = link.body_limit()
+        frame_off = wire.VNET_LEN if flags & wire.E_VNET else 0
+        frame = memoryview(payload)[frame_off:]
+        seg = fr.wire_segment_len(payload[:wire.VNET_LEN], frame) if frame_off else len(frame)
+        if seg > link.frame_capacity() and origin:
+            reply = fr.too_big_reply(frame, link.mtu())
+            if reply is not None:     # the sender's stack lowers its PMTU and resends smaller
+                self.stats["icmp_too_big"] += 1
+                self._inject(0, reply)
+                return
+        if 1 + wire.ENTRY.size + len(payload) <= limit:
+            for hop, body in batcher.add(link.name, wire.encode_entry(src, dst, payload, flags=flags, ttl=ttl),
+                                         payload, limit):
+                l2 = self.links.get(hop)
+                if l2 is not None:
+                    self._send(l2, body)
+            return
+        if not origin:
+            self.drops.drop("relayed frame too big for next hop", wire.bytes_to_name(link.name))
+            return
+        self.stats["fragmented"] += 1
+        if link.sealer is None and self.udp_gso:
+            self._send_frag_train(link, src, dst, flags, payload, ttl, limit)
+        else:
+            self._send_many(link, fragment(src, dst, payload, flags, next(self._frag_ids), limit, ttl))
+
+    def _send_frag_train(self, link: PeerLink, src: bytes, dst: bytes, flags: int,
+                         payload: bytes | memoryview, ttl: int, limit: int) -> None:
+        """Plain fragments without copying the frame: iovecs [prefix, chunk]... in UDP_SEGMENT sendmsgs.
+
+        Same bytes on the wire as ``batch.fragment`` (every datagram but the last is
+        exactly one segment long).
+        """
+        chunk = limit - FRAG_BODY_OVERHEAD
+        head = wire.encode_header(self.local) + TYPE_FRAMES
+        fid = next(self._frag_ids) & 0xFFFFFFFF
+        total = len(payload)
+        mv = memoryview(payload)
+        seg = wire.HEADER.size + limit
+        per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
+        eflags = flags | wire.E_FRAG
+        step = chunk * per
+        for start in range(0, total, step):
+            iov = []
+            for off in range(start, min(total, start + step), chunk):
+                n = min(chunk, total - off)
+                iov.append(head + wire.ENTRY.pack(src, dst, eflags, ttl, wire.FRAG.size + n)
+                           + wire.FRAG.pack(fid, off, total))
+                iov.append(mv[off:off + n])
+            try:
+                if len(iov) == 2:
+                    sent = self.usock.sendmsg(iov, [], 0, link.addr)
+                else:
+                    sent = self.usock.sendmsg(iov, so.gso_cmsg(seg), 0, link.addr)
+            except BlockingIOError:
+                self.drops.drop("udp send queue full")
+                continue
+            except OSError as exc:
+                self._send_error(exc, link)
+                continue
+            link.stats["tx_pkts"] += len(iov) // 2
+            link.stats["tx_bytes"] += sent
+
+    # ---- receive: peers -> bridge ----
+
+    def _receive_loop(self) -> None:
+        s = self.usock
+        buf = bytearray(65536 + 4096)
+        mv = memoryview(buf)
+        poller = select.poll()
+        poller.register(s, select.POLLIN)
+        batcher = Batcher()
+        anc = socket.CMSG_SPACE(4)
+        while self._running:
+            n_read = 0
+            while n_read < DRAIN:
+                try:
+                    n, ancdata, _flags, addr = s.recvmsg_into([buf], anc)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        self.drops.drop("receive error", str(exc))
+                    break
+                n_read += 1
+                seg = so.gro_size(ancdata) if self.gro else 0
+                try:
+                    if seg and seg < n:
+                        self.stats["gro_batches"] += 1
+                        for off in range(0, n, seg):
+                            end = min(n, off + seg)
+                            if not self._fast_fragment(buf, mv, off, end):
+                                self._datagram(mv[off:end], addr, batcher)
+                    elif not self._fast_fragment(buf, mv, 0, n):
+                        self._datagram(mv[:n], addr, batcher)
+                except Exception as exc:   # a bug on one datagram must not stop the sleeve
+                    self.drops.drop("receive bug", repr(exc))
+                    log.debug("receive bug", exc_info=True)
+            for hop, body in batcher.drain():
+                link = self.links.get(hop)
+                if link is not None:
+                    self._send(link, body)
+            if n_read < DRAIN:
+                poller.poll(200)
+
+    def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int) -> bool:
+        """The hot path: a plain datagram holding one fragment for us. False: take the full path.
+
+        Checks exactly what the full path would (version, flags, known unsealed
+        sender, one well-formed entry) with fewer objects per datagram.
+        """
+        if end - off < FAST_MIN or buf[off] != wire.VERSION or buf[off + 1] or buf[off + 8] != wire.T_FRAMES:
+            return False
+        link = self.links.get(bytes(buf[off + 2:off + 8]))
+        if link is None or link.opener is not None:
+            return False
+        src, dst, eflags, _ttl, elen = wire.ENTRY.unpack_from(buf, off + 9)
+        if dst != self.local or eflags & ~wire.E_VNET != wire.E_FRAG or elen != end - off - 25:
+            return False
+        fid, foff, total = wire.FRAG.unpack_from(buf, off + 25)
+        chunk = mv[off + 37:end]
+        if total > wire.MAX_FRAME or foff + len(chunk) > total:
+            return False
+        now = time.monotonic()
+        if not link.is_up(now):
+            return False      # let the full path log the peer coming up
+        link.last_rx = now
+        link.stats["rx_pkts"] += 1
+        link.stats["rx_bytes"] += end - off
+        try:
+            done = self._reasm.add(src, fid, foff, total, chunk, eflags, now)
+        except wire.WireError as exc:
+            self.drops.drop(exc.cause, str(exc))
+            return True
+        if done is not None:
+            self.stats["reassembled"] += 1
+            self._deliver(src, done[1], memoryview(done[0]))
+        return True
+
+    def _datagram(self, dg: memoryview, addr: tuple[str, int], batcher: Batcher) -> None:
+        try:
+            hdr = wire.decode_header(dg)
+            link = self.links.get(hdr.sender)
+            if link is None:
+                raise wire.WireError("unknown sender", f"datagram from {addr[0]} claims unknown peer "
+                                                       f"{wire.bytes_to_name(hdr.sender)}")
+            if link.opener is not None:
+                if not hdr.sealed:
+                    raise wire.WireError("unsealed", f"plain datagram from {addr[0]} while a password is set")
+                body = memoryview(link.opener.open(dg, hdr))
+            else:
+                if hdr.sealed:
+                    raise wire.WireError("sealed without password", f"sealed datagram from {addr[0]}; "
+                                                                    "no password set here")
+                body = dg[hdr.body_offset:]
+            t = wire.body_type(body)
+            now = time.monotonic()
+            if not link.is_up(now):
+                link.up_since = now
+                log.info("sleeve: peer %s (%s) is up", wire.bytes_to_name(link.name), addr[0])
+                if self.on_peer_change:
+                    self.on_peer_change(link.name, True)
+            link.last_rx = now
+            link.stats["rx_pkts"] += 1
+            link.stats["rx_bytes"] += len(dg)
+            if t == wire.T_FRAMES:
+                self._frames(link, body[1:], batcher)
+            elif t == wire.T_HEARTBEAT:
+                ts, _pmtu = wire.decode_fixed(body[1:], wire.HB, "heartbeat")
+                self._send(link, wire.encode_heartbeat_ack(ts))
+            elif t == wire.T_HEARTBEAT_ACK:
+                (ts,) = wire.decode_fixed(body[1:], wire.HB_ACK, "heartbeat ack")
+                rtt = (time.monotonic_ns() - ts) / 1e6
+                if 0 <= rtt < 60000:
+                    link.rtt_ms = rtt
+            elif t == wire.T_PMTU_PROBE:
+                pid, size = wire.decode_fixed(body[1:], wire.PROBE, "pmtu probe")
+                self._send(link, wire.encode_probe_ack(pid, len(dg)))
+            elif t == wire.T_PMTU_ACK:
+                pid, size = wire.decode_fixed(body[1:], wire.PROBE, "pmtu ack")
+                link.prober.on_ack(pid, size)
+        except wire.WireError as exc:
+            self.drops.drop(exc.cause, f"from {addr[0]}: {exc}")
+
+    def _frames(self, link: PeerLink, body: memoryview, batcher: Batcher) -> None:
+        # Decode all entries first: a datagram with a bad tail delivers nothing.
+        for e in list(wire.iter_entries(body)):
+            if e.dst == self.local or e.dst == wire.BROADCAST:
+                if e.is_frag and e.dst == self.local:
+                    fid, off, total, chunk = wire.decode_frag(e.payload)
+                    done = self._reasm.add(e.src, fid, off, total, chunk, e.flags)
+                    if done is None:
+                        continue
+                    self.stats["reassembled"] += 1
+                    data, flags = done
+                    self._deliver(e.src, flags, memoryview(data))
+                elif not e.is_frag:
+                    self._deliver(e.src, e.flags, e.payload)
+                else:   # fragmented broadcast: deliver whole, relay pieces as they are
+                    fid, off, total, chunk = wire.decode_frag(e.payload)
+                    done = self._reasm.add(e.src, fid, off, total, chunk, e.flags)
+                    if done is not None:
+                        self._deliver(e.src, done[1], memoryview(done[0]))
+                if e.dst == wire.BROADCAST:
+                    for hop in self.broadcast.get(e.src, ()):
+                        if hop != link.name:
+                            self._relay(e, hop, batcher)
+            else:
+                hop = self.unicast.get(e.dst)
+                if hop is None:
+                    self.drops.drop("unknown destination peer", wire.bytes_to_name(e.dst))
+                elif hop == link.name:
+                    self.drops.drop("routing loop", wire.bytes_to_name(e.dst))
+                else:
+                    self._relay(e, hop, batcher)
+
+    def _relay(self, e: wire.Entry, hop: bytes, batcher: Batcher) -> None:
+        if e.ttl <= 1:
+            self.drops.drop("ttl exceeded", wire.bytes_to_name(e.dst))
+            return
+        link = self.links.get(hop)
+        if link is None:
+            self.drops.drop("next hop has no sleeve", wire.bytes_to_name(hop))
+            return
+        self.stats["relayed"] += 1
+        if e.is_frag:
+            limit = link.body_limit()
+            if 1 + wire.ENTRY.size + len(e.payload) > limit:
+                self.drops.drop("relayed fragment too big for next hop", wire.bytes_to_name(hop))
+                return
+            for h, body in batcher.add(hop, wire.encode_entry(e.src, e.dst, e.payload, flags=e.flags,
+                                                              ttl=e.ttl - 1), e.payload, limit):
+                l2 = self.links.get(h)
+                if l2 is not None:
+                    self._send(l2, body)
+            return
+        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)
+
+    def _deliver(self, src_peer: bytes, flags: int, payload: memoryview) -> None:
+        off = wire.VNET_LEN if flags & wire.E_VNET else 0
+        if len(payload) < off + 14:
+            self.drops.drop("runt", "frame shorter than an Ethernet header")
+            return
+        src_mac = bytes(payload[off + 6:off + 12])
+        if not src_mac[0] & 1:
+            cur = self.macs.get(src_mac)
+            if cur is None or cur[0] != src_peer:
+                self.macs[src_mac] = (src_peer, time.monotonic())
+        if off:
+            self._inject(None, payload)
+        else:
+            self._inject(0, payload)
+
+    def _inject(self, vnet: int | None, payload: bytes | memoryview) -> None:
+        """Write a frame to the bridge port; ``vnet`` 0 prepends an empty vnet header."""
+        try:
+            if self.vnet and vnet == 0:
+                self.psock.sendmsg([fr.VNET_ZERO, payload])
+            else:
+                self.psock.send(payload)
+        except BlockingIOError:
+            self.drops.drop("inject queue full")
+            return
+        except OSError as exc:
+            self.drops.drop(f"inject error {errno.errorcode.get(exc.errno, exc.errno)}", str(exc))
+            return
+        self.stats["injected"] += 1
+
+    # ---- timer ----
+
+    def _timer_loop(self) -> None:
+        while self._running:
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if link.last_rx and not link.is_up(now) and link.up_since is not None:
+                    link.up_since = None
+                    log.warning("sleeve: peer %s silent for %.0f s: down", wire.bytes_to_name(link.name),
+                                PEER_TIMEOUT)
+                    if self.on_peer_change:
+                        self.on_peer_change(link.name, False)
+                self._send(link, wire.encode_heartbeat(time.monotonic_ns(), link.prober.payload))
+                for pid, size in link.prober.due(now):
+                    body = wire.encode_probe(pid, size, link.overhead())
+                    self._send(link, body)
+                if link.prober.lost and not link.prober.lost_reported and link.is_up(now):
+                    link.prober.lost_reported = True
+                    self.drops.drop("pmtu probes unanswered", wire.bytes_to_name(link.name))
+            self._reasm.expire(now)
+            if self._reasm.expired:
+                self.drops.counts["reassembly timeout"] = self._reasm.expired
+            stale = [m for m, (_, t) in self.macs.items() if now - t > MAC_TIMEOUT]
+            for m in stale:
+                self.macs.pop(m, None)
+            time.sleep(HEARTBEAT_INTERVAL)
+
+    # ---- status ----
+
+    def peer_status(self, name: bytes) -> dict | None:
+        link = self.links.get(name)
+        if link is None:
+            return None
+        now = time.monotonic()
+        return {
+            "peer": wire.bytes_to_name(name), "addr": f"{link.addr[0]}:{link.addr[1]}",
+            "up": link.is_up(now), "encrypted": link.sealer is not None,
+            "pmtu": link.prober.payload, "pmtu_discovered": link.prober.settled, "mtu": link.mtu(),
+            "rtt_ms": None if link.rtt_ms is None else round(link.rtt_ms, 3), **link.stats,
+        }
+
+    def status(self) -> dict:
+        return {
+            "local": wire.bytes_to_name(self.local), "port": self.port, "vnet": self.vnet, "gro": self.gro,
+            "udp_gso": self.udp_gso,
+            "peers": [self.peer_status(n) for n in sorted(self.links)],
+            "macs": len(self.macs), "stats": dict(self.stats), "drops": self.drops.snapshot(),
+        }

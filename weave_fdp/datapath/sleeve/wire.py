@@ -1,0 +1,219 @@
+"""Sleeve wire format, version 1 (UDP 6783). Pure codec: no sockets, no kernel.
+
+Every datagram starts with a clear 8-byte header::
+
+    0      1      2 ............ 7
+    +------+------+----------------+
+    | ver  | flags| sender name(6) |      ver = 1; flags bit0 = SEALED
+    +------+------+----------------+
+
+Unsealed: the body follows. Sealed: an 8-byte big-endian sequence number, then
+``crypto_secretbox(body)`` (16-byte MAC + ciphertext) keyed per direction
+(see ``crypto.py``). The body is one type byte and its payload::
+
+    FRAMES (1)      entries until the end: src(6) dst(6) eflags(1) ttl(1) len(2) payload(len)
+                    eflags bit0 VNET: the frame starts with a 10-byte virtio_net_hdr
+                    eflags bit1 FRAG: payload = frag id(4) offset(4) total(4) + a chunk of
+                                      the whole frame (vnet header included) at offset
+    HEARTBEAT (2)   timestamp ns(8) sender's PMTU view(2)
+    HEARTBEAT_ACK(3) echoed timestamp(8)
+    PMTU_PROBE (4)  probe id(4) size(2), zero padding up to size bytes of UDP payload
+    PMTU_ACK (5)    probe id(4) size(2)
+
+All integers big-endian. Peer names are the 48-bit MAC form ("7e:12:34:56:78:9a");
+the broadcast destination is ff:ff:ff:ff:ff:ff. Decoders check every length before
+slicing and raise ``ProtocolError`` (with a short ``cause`` used for counting).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from weave_fdp.errors import ProtocolError
+
+VERSION = 1
+PORT = 6783
+FLAG_SEALED = 0x01
+
+HEADER = struct.Struct("!BB6s")          # version, flags, sender
+SEQ = struct.Struct("!Q")
+MAC_LEN = 16                             # secretbox authenticator
+SEAL_OVERHEAD = SEQ.size + MAC_LEN       # bytes a sealed datagram adds
+ENTRY = struct.Struct("!6s6sBBH")        # src, dst, eflags, ttl, len
+FRAG = struct.Struct("!III")             # id, offset, total
+VNET_LEN = 10                            # struct virtio_net_hdr
+
+T_FRAMES = 1
+T_HEARTBEAT = 2
+T_HEARTBEAT_ACK = 3
+T_PMTU_PROBE = 4
+T_PMTU_ACK = 5
+TYPES = {T_FRAMES, T_HEARTBEAT, T_HEARTBEAT_ACK, T_PMTU_PROBE, T_PMTU_ACK}
+
+E_VNET = 0x01
+E_FRAG = 0x02
+DEFAULT_TTL = 16                         # relays decrement; 0 is dropped (loops during route churn)
+
+HB = struct.Struct("!QH")
+HB_ACK = struct.Struct("!Q")
+PROBE = struct.Struct("!IH")
+
+BROADCAST = b"\xff" * 6
+IP_UDP_OVERHEAD = 28                     # IPv4 + UDP headers around our payload
+# Bytes one datagram adds around a single unfragmented frame (without IP/UDP).
+FRAME_OVERHEAD = HEADER.size + 1 + ENTRY.size
+
+
+class WireError(ProtocolError):
+    """A datagram that does not decode; ``cause`` names the drop reason for counters."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def name_to_bytes(name: str) -> bytes:
+    """"7e:12:34:56:78:9a" -> 6 bytes; raises ProtocolError on anything else."""
+    try:
+        raw = bytes.fromhex(name.replace(":", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != 6 or name.count(":") != 5:
+        raise ProtocolError(f"bad peer name {name!r}", fix="peer names look like 7e:12:34:56:78:9a")
+    return raw
+
+
+def bytes_to_name(raw: bytes) -> str:
+    """6 bytes -> "7e:12:34:56:78:9a"."""
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The clear header of a datagram."""
+
+    sealed: bool
+    sender: bytes        # 6 bytes
+    seq: int             # 0 when unsealed
+    body_offset: int     # where the body (or the sealed box) starts
+
+
+def encode_header(sender: bytes, *, sealed: bool = False) -> bytes:
+    return HEADER.pack(VERSION, FLAG_SEALED if sealed else 0, sender)
+
+
+def decode_header(buf: bytes | memoryview) -> Header:
+    """Parse the clear header; the body starts at ``Header.body_offset``."""
+    if len(buf) < HEADER.size:
+        raise WireError("truncated", f"datagram of {len(buf)} bytes is shorter than the sleeve header")
+    ver, flags, sender = HEADER.unpack_from(buf, 0)
+    if ver != VERSION:
+        raise WireError("bad version", f"sleeve version {ver} is not supported (this peer speaks {VERSION})")
+    if flags & ~FLAG_SEALED:
+        raise WireError("bad flags", f"unknown sleeve header flags {flags:#x}")
+    if flags & FLAG_SEALED:
+        if len(buf) < HEADER.size + SEAL_OVERHEAD + 1:
+            raise WireError("truncated", "sealed datagram shorter than sequence number and authenticator")
+        (seq,) = SEQ.unpack_from(buf, HEADER.size)
+        return Header(True, bytes(sender), seq, HEADER.size + SEQ.size)
+    if len(buf) < HEADER.size + 1:
+        raise WireError("truncated", "datagram has a header but no body")
+    return Header(False, bytes(sender), 0, HEADER.size)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One frame (or fragment of a frame) inside a FRAMES body."""
+
+    src: bytes
+    dst: bytes
+    flags: int
+    ttl: int
+    payload: memoryview   # the frame, or FRAG header + chunk
+
+    @property
+    def is_frag(self) -> bool:
+        return bool(self.flags & E_FRAG)
+
+
+def encode_entry(src: bytes, dst: bytes, payload: bytes | memoryview, *, flags: int = 0,
+                 ttl: int = DEFAULT_TTL) -> bytes:
+    """Entry header for ``payload``; callers join header and payload (no copy here)."""
+    n = len(payload)
+    if n > 0xFFFF:
+        raise ProtocolError(f"sleeve entry of {n} bytes exceeds 65535; fragment it")
+    return ENTRY.pack(src, dst, flags, ttl, n)
+
+
+def iter_entries(body: memoryview) -> Iterator[Entry]:
+    """Entries of a FRAMES body (``body`` starts after the type byte)."""
+    off, end = 0, len(body)
+    if end == 0:
+        raise WireError("empty", "FRAMES datagram carries no frame")
+    while off < end:
+        if end - off < ENTRY.size:
+            raise WireError("truncated", f"entry header cut short at byte {off}")
+        src, dst, flags, ttl, n = ENTRY.unpack_from(body, off)
+        off += ENTRY.size
+        if n > end - off:
+            raise WireError("length", f"entry declares {n} bytes but only {end - off} remain")
+        if flags & ~(E_VNET | E_FRAG):
+            raise WireError("bad flags", f"unknown entry flags {flags:#x}")
+        if flags & E_FRAG and n < FRAG.size + 1:
+            raise WireError("truncated", "fragment entry shorter than its fragment header")
+        if not flags & E_FRAG and n < 14 + (VNET_LEN if flags & E_VNET else 0):
+            raise WireError("runt", f"frame of {n} bytes is shorter than an Ethernet header")
+        yield Entry(bytes(src), bytes(dst), flags, ttl, body[off:off + n])
+        off += n
+
+
+def decode_frag(payload: memoryview) -> tuple[int, int, int, memoryview]:
+    """(id, offset, total, chunk) of a fragment entry; checks the chunk lies inside total."""
+    fid, offset, total = FRAG.unpack_from(payload, 0)
+    chunk = payload[FRAG.size:]
+    if total > MAX_FRAME or offset + len(chunk) > total:
+        raise WireError("length", f"fragment [{offset}, +{len(chunk)}) outside frame of {total} bytes")
+    return fid, offset, total, chunk
+
+
+MAX_FRAME = VNET_LEN + 14 + 4 + 0x40000   # vnet + Ethernet + VLAN + a big GSO super-frame
+
+
+def encode_heartbeat(ts_ns: int, pmtu: int) -> bytes:
+    return bytes([T_HEARTBEAT]) + HB.pack(ts_ns & 0xFFFFFFFFFFFFFFFF, pmtu & 0xFFFF)
+
+
+def encode_heartbeat_ack(ts_ns: int) -> bytes:
+    return bytes([T_HEARTBEAT_ACK]) + HB_ACK.pack(ts_ns & 0xFFFFFFFFFFFFFFFF)
+
+
+def encode_probe(probe_id: int, size: int, overhead: int) -> bytes:
+    """A PMTU probe body padded so the whole UDP payload is ``size`` bytes.
+
+    ``overhead`` is what the caller adds around the body (header, sealing).
+    """
+    body = bytes([T_PMTU_PROBE]) + PROBE.pack(probe_id & 0xFFFFFFFF, size & 0xFFFF)
+    pad = size - overhead - len(body)
+    return body + bytes(max(0, pad))
+
+
+def encode_probe_ack(probe_id: int, size: int) -> bytes:
+    return bytes([T_PMTU_ACK]) + PROBE.pack(probe_id & 0xFFFFFFFF, size & 0xFFFF)
+
+
+def decode_fixed(body: memoryview, st: struct.Struct, what: str) -> tuple[int, ...]:
+    """Unpack the fixed part of a control body (after the type byte)."""
+    if len(body) < st.size:
+        raise WireError("truncated", f"{what} of {len(body)} bytes, expected {st.size}")
+    return st.unpack_from(body, 0)
+
+
+def body_type(body: memoryview) -> int:
+    if len(body) < 1:
+        raise WireError("truncated", "empty body")
+    t = body[0]
+    if t not in TYPES:
+        raise WireError("bad type", f"unknown sleeve message type {t}")
+    return t

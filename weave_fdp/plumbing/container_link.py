@@ -1,0 +1,206 @@
+"""A container's link to the weave network: veth ``vethwepl<suffix>`` on bridge
+``weave`` in the host namespace, ``ethwe`` in the container's namespace with its
+addresses, the overlay MTU and a 224.0.0.0/4 route (multicast over weave).
+
+Targets are network namespaces given as a path (``/run/netns/NAME`` or
+``/proc/PID/ns/net``); the suffix is derived from the namespace's inode, so the
+same container always gets the same veth name and attaching twice is harmless.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weave_fdp.errors import AlreadyExists, DatapathError, NotFound, UsageError
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where
+from weave_fdp.plumbing.weave_bridge import BRIDGE
+
+log = logging.getLogger(__name__)
+
+CONTAINER_IFNAME = "ethwe"
+HOST_PREFIX = "vethwepl"
+MULTICAST_ROUTE = "224.0.0.0/4"
+
+
+@dataclass(frozen=True)
+class ContainerLink:
+    """What ``ps`` shows for one attached container."""
+
+    host_ifname: str
+    host_ifindex: int
+    mac: str
+    cidrs: tuple[str, ...]
+    netns_path: str
+
+
+def host_ifname_for(netns_path: str) -> str:
+    """``vethwepl`` + 7 hex digits derived from the namespace's identity (dev, inode)."""
+    try:
+        st = os.stat(netns_path)
+    except OSError as exc:
+        raise NotFound(f"network namespace {netns_path} does not exist",
+                       fix="check the target (netns:NAME or pid:PID)") from exc
+    digest = hashlib.sha1(f"{st.st_dev}:{st.st_ino}".encode()).hexdigest()
+    return HOST_PREFIX + digest[:7]
+
+
+def _open_target(netns_path: str) -> IPRoute:
+    if not Path(netns_path).exists():
+        raise NotFound(f"network namespace {netns_path} does not exist",
+                       fix="check the target (netns:NAME or pid:PID)")
+    try:
+        return NetNS(netns_path, flags=0)
+    except OSError as exc:
+        raise NotFound(f"cannot enter network namespace {netns_path}: {exc.strerror}") from exc
+
+
+def check_cidrs(cidrs: list[str]) -> list[str]:
+    """Validate ADDRESS/PREFIXLEN strings (IPv4); normalized copies."""
+    out = []
+    for cidr in cidrs:
+        if "/" not in cidr:
+            raise UsageError(f"address {cidr!r} lacks a prefix length", fix="e.g. 10.32.1.1/12")
+        try:
+            iface = ipaddress.ip_interface(cidr)
+        except ValueError as exc:
+            raise UsageError(f"bad address {cidr!r}", fix="use ADDRESS/PREFIXLEN, e.g. 10.32.1.1/12") from exc
+        if iface.version != 4:
+            raise UsageError(f"address {cidr} is not IPv4", fix="weave-fdp carries IPv4 addresses")
+        if iface.ip == iface.network.network_address and iface.network.prefixlen < 31:
+            raise UsageError(f"address {cidr} is the network address of its subnet", fix="pick a host address")
+        out.append(str(iface))
+    return out
+
+
+def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:
+    return tuple(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ns.get_addr(index=idx, family=2))
+
+
+def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef = None,
+           multicast_route: bool = True) -> ContainerLink:
+    """Give the container at ``netns_path`` an ``ethwe`` on bridge ``weave`` with ``cidrs``.
+
+    Idempotent: an existing link is kept and missing addresses added. On failure
+    everything this call created is removed again (nothing half-attached).
+    """
+    cidrs = check_cidrs(cidrs)
+    host_if = host_ifname_for(netns_path)
+    created = False
+    cns = _open_target(netns_path)
+    try:
+        with _handle(host_netns) as ipr:
+            if _index(ipr, BRIDGE) is None:
+                raise NotFound(f"bridge {BRIDGE} does not exist in {_where(host_netns)}",
+                               fix="is the router running? (`weave-fdp launch`)")
+            cidx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+            hidx = _index(ipr, host_if)
+            if cidx and hidx is None:
+                raise AlreadyExists(f"the container at {netns_path} already has an {CONTAINER_IFNAME} "
+                                    "that is not ours", fix="remove it or detach first")
+            if hidx is None:
+                fd = os.open(netns_path, os.O_RDONLY)
+                try:
+                    ipr.link("add", ifname=host_if, kind="veth", mtu=mtu,
+                             peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": fd, "mtu": mtu})
+                finally:
+                    os.close(fd)
+                created = True
+                hidx = _index(ipr, host_if)
+                assert hidx is not None
+            ipr.link("set", index=hidx, master=_index(ipr, BRIDGE), mtu=mtu, state="up")
+            cidx = cns.link_lookup(ifname=CONTAINER_IFNAME)[0]
+            cns.link("set", index=cidx, mtu=mtu, state="up")
+            for cidr in cidrs:
+                iface = ipaddress.ip_interface(cidr)
+                try:
+                    cns.addr("add", index=cidx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+            if multicast_route:
+                try:
+                    cns.route("add", dst=MULTICAST_ROUTE, oif=cidx)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+            mac = cns.get_links(cidx)[0].get_attr("IFLA_ADDRESS")
+            return ContainerLink(host_if, hidx, mac, _addresses(cns, cidx), netns_path)
+    except NetlinkError as exc:
+        if created:
+            detach(netns_path, host_netns=host_netns)
+        raise DatapathError(f"cannot attach {netns_path}: {exc}") from exc
+    except BaseException:
+        if created:
+            detach(netns_path, host_netns=host_netns)
+        raise
+    finally:
+        cns.close()
+
+
+def remove_addresses(netns_path: str, cidrs: list[str]) -> tuple[str, ...]:
+    """Remove ``cidrs`` from the container's ``ethwe``; the addresses left."""
+    cns = _open_target(netns_path)
+    try:
+        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        if not idx:
+            return ()
+        for cidr in check_cidrs(cidrs):
+            iface = ipaddress.ip_interface(cidr)
+            try:
+                cns.addr("del", index=idx[0], address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code not in (errno.EADDRNOTAVAIL, errno.ENOENT):
+                    raise
+        return _addresses(cns, idx[0])
+    finally:
+        cns.close()
+
+
+def detach(netns_path: str, *, host_netns: NetnsRef = None) -> bool:
+    """Remove the container's veth pair; False when it was not attached."""
+    host_if = host_ifname_for(netns_path)
+    with _handle(host_netns) as ipr:
+        idx = _index(ipr, host_if)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+        return True
+
+
+def host_links(*, host_netns: NetnsRef = None) -> dict[str, int]:
+    """Host-side container veths on this host: name -> ifindex."""
+    with _handle(host_netns) as ipr:
+        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()
+                if (link.get_attr("IFLA_IFNAME") or "").startswith(HOST_PREFIX)}
+
+
+def describe(netns_path: str, *, host_netns: NetnsRef = None) -> ContainerLink | None:
+    """The container's link as ``ps`` shows it, or None when not attached."""
+    host_if = host_ifname_for(netns_path)
+    with _handle(host_netns) as ipr:
+        hidx = _index(ipr, host_if)
+    if hidx is None:
+        return None
+    cns = _open_target(netns_path)
+    try:
+        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        if not idx:
+            return None
+        mac = cns.get_links(idx[0])[0].get_attr("IFLA_ADDRESS")
+        return ContainerLink(host_if, hidx, mac, _addresses(cns, idx[0]), netns_path)
+    finally:
+        cns.close()

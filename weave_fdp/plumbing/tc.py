@@ -1,0 +1,106 @@
+"""tc clsact attach points for BPF programs (direct-action filters).
+
+One filter per hook (handle 1, priority 1), installed with ``replace`` so a
+restarted router swaps the program atomically while traffic keeps flowing.
+Removing the clsact qdisc removes every filter on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weave_fdp.errors import DatapathError, NotFound
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where
+
+log = logging.getLogger(__name__)
+
+PARENT_INGRESS = "ffff:fff2"  # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)
+PARENT_EGRESS = "ffff:fff3"
+_HANDLE = 1
+_PRIO = 1
+
+
+def _parent(direction: str) -> str:
+    return PARENT_INGRESS if direction == "ingress" else PARENT_EGRESS
+
+
+def attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str = "ingress",
+           netns: NetnsRef = None) -> None:
+    """Attach program ``prog_fd`` at ``ifname``'s tc ``direction`` hook (replacing what was there)."""
+    with _handle(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            raise NotFound(f"interface {ifname} does not exist in {_where(netns)}")
+        try:
+            ipr.tc("add", "clsact", index=idx)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise DatapathError(f"cannot add clsact qdisc to {ifname} in {_where(netns)}: {exc}") from exc
+        try:
+            ipr.tc("replace-filter", "bpf", index=idx, handle=_HANDLE, prio=_PRIO, fd=prog_fd,
+                   name=prog_name, parent=_parent(direction), classid=1, direct_action=True)
+        except NetlinkError as exc:
+            raise DatapathError(f"cannot attach BPF program {prog_name} to {ifname} {direction} "
+                                f"in {_where(netns)}: {exc}",
+                                fix="run `weave-fdp probe` to check the kernel") from exc
+
+
+def detach_all(ifname: str, *, netns: NetnsRef = None) -> bool:
+    """Remove the clsact qdisc (and so every tc BPF program) of ``ifname``; False if none was there."""
+    with _handle(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return False
+        try:
+            ipr.tc("del", "clsact", index=idx)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+                return False
+            raise DatapathError(f"cannot remove clsact qdisc of {ifname} in {_where(netns)}: {exc}") from exc
+        return True
+
+
+def programs(ifname: str, *, direction: str = "ingress", netns: NetnsRef = None) -> list[str]:
+    """Names of the BPF programs attached at ``ifname``'s tc hook (empty when none)."""
+    with _handle(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return []
+        try:
+            filters = ipr.get_filters(index=idx, parent=_parent(direction))
+        except NetlinkError:
+            return []
+        names: list[str] = []
+        for f in filters:
+            opts: Any = f.get_attr("TCA_OPTIONS")
+            if opts is not None and opts.get_attr("TCA_BPF_NAME"):
+                names.append(opts.get_attr("TCA_BPF_NAME"))
+        return names
+
+
+def program_id(ifname: str, *, direction: str = "ingress", netns: str | None = None) -> int | None:
+    """Kernel id of the BPF program attached at ``ifname``'s tc hook, or None.
+
+    pyroute2 does not decode TCA_BPF_ID, so this asks ``tc -j``.
+    """
+    import json
+    import subprocess
+
+    argv = ["tc", "-j", "filter", "show", "dev", ifname, direction]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    cp = subprocess.run(argv, capture_output=True, text=True)
+    if cp.returncode != 0:
+        return None
+    try:
+        for f in json.loads(cp.stdout or "[]"):
+            prog = (f.get("options") or {}).get("prog") or {}
+            if prog.get("id"):
+                return int(prog["id"])
+    except (ValueError, AttributeError):
+        return None
+    return None

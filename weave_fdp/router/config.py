@@ -1,0 +1,103 @@
+"""Router configuration (the `weave-fdp launch` flags), validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weave_fdp.errors import UsageError
+
+DEFAULT_PORT = 6783
+DEFAULT_CONN_LIMIT = 200
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass
+class RouterConfig:
+    """Everything `launch` accepts; the daemon and its parts read it."""
+
+    peers: list[str] = field(default_factory=list)
+    name: str | None = None
+    nickname: str | None = None
+    password: str | None = None
+    trusted_subnets: list[str] = field(default_factory=list)
+    port: int = DEFAULT_PORT
+    conn_limit: int = DEFAULT_CONN_LIMIT
+    discovery: bool = True
+    no_fastdp: bool = False
+    no_dns: bool = False
+    ipalloc_range: str = "10.32.0.0/12"
+    ipalloc_init: str | None = None
+    state_dir: Path | None = None
+    log_level: str = "info"
+    listen_host: str = "0.0.0.0"
+
+    def validate(self) -> "RouterConfig":
+        """Raise UsageError naming the bad flag and its fix."""
+        if self.name is not None:
+            self.name = self.name.lower()
+            if not MAC_RE.match(self.name):
+                raise UsageError(f"--name {self.name!r} is not a peer name",
+                                 fix="give a MAC address such as 7e:aa:bb:cc:dd:ee")
+        if not 1 <= self.port <= 65535:
+            raise UsageError(f"--port {self.port} is out of range", fix="use 1-65535")
+        if self.conn_limit < 1:
+            raise UsageError(f"--conn-limit {self.conn_limit} must be at least 1")
+        for cidr in self.trusted_subnets:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise UsageError(f"--trusted-subnets: {cidr!r} is not a CIDR",
+                                 fix="write e.g. 192.0.2.0/24") from exc
+        try:
+            ipaddress.ip_network(self.ipalloc_range, strict=False)
+        except ValueError as exc:
+            raise UsageError(f"--ipalloc-range {self.ipalloc_range!r} is not a CIDR",
+                             fix="write e.g. 10.32.0.0/12") from exc
+        for peer in self.peers:
+            parse_peer_address(peer, self.port)
+        return self
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["state_dir"] = str(self.state_dir) if self.state_dir else None
+        d["password"] = None  # never leaves the process
+        return d
+
+
+def parse_peer_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> (host, port); UsageError with the fix otherwise.
+
+    Host names are accepted (resolved when dialing); IPv6 literals go in brackets.
+    """
+    text = text.strip()
+    if not text:
+        raise UsageError("empty peer address", fix="give HOST or HOST:PORT, e.g. 192.0.2.1")
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise UsageError(f"peer address {text!r}: missing ']'", fix="write [2001:db8::1]:6783")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise UsageError(f"peer address {text!r} is malformed", fix="write [2001:db8::1]:6783")
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    if not host or not re.match(r"^[A-Za-z0-9.:_-]+$", host):
+        raise UsageError(f"peer address {text!r} is not HOST[:PORT]", fix="e.g. 192.0.2.1 or host2:6783")
+    return host, port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 1 <= int(p) <= 65535:
+        raise UsageError(f"peer address {text!r}: port {p!r} is not 1-65535")
+    return int(p)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

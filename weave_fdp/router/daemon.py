@@ -1,0 +1,306 @@
+"""The per-host router daemon: mesh + API + overlays, on one asyncio loop.
+
+Start order: bind the API socket (the lock: a second router in this netns fails
+here), check the state dir, listen on the mesh port, start overlays, then answer the
+API (requests wait until everything is up, so `launch` returning means ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from weave_fdp import __version__, paths
+from weave_fdp.errors import FdpError, NotFound, UsageError
+from weave_fdp.router import api as api_mod
+from weave_fdp.router.api import ApiServer
+from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
+from weave_fdp.router.mesh.maker import ConnectionMaker
+from weave_fdp.router.mesh.node import Identity, MeshNode
+from weave_fdp.router.mesh.topology import SHORT_ID_SPACE
+from weave_fdp.router.mesh.transport import TcpTransport
+from weave_fdp.router.overlay import load_overlays
+from weave_fdp.router.overlay.base import DirectConnection, MeshView, Overlay, PeerInfo, RouterContext
+from weave_fdp.router.state import RouterState, random_peer_name
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config.validate()
+        self.state = RouterState(config.state_dir or paths.state_dir())
+        self.api = ApiServer()
+        self.started = time.time()
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.overlays: list[Overlay] = []
+        self.node: MeshNode | None = None
+        self.transport: TcpTransport | None = None
+        self.maker: ConnectionMaker | None = None
+        self.ctx: RouterContext | None = None
+
+    # ------------------------------------------------------------ start / stop
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.api.start()
+        self.state.ensure_writable()
+        saved = self.state.load_peer()
+        name = cfg.name or saved.get("name") or random_peer_name()
+        sid = saved.get("short_id") if saved.get("name") == name else None
+        if not isinstance(sid, int) or not 0 <= sid < SHORT_ID_SPACE:
+            sid = random.randrange(SHORT_ID_SPACE)
+        ident = Identity(name=name, nickname=cfg.nickname or socket.gethostname(),
+                         uid=random.getrandbits(63), incarnation=int(time.time() * 1000), short_id=sid)
+        self.node = node = MeshNode(ident, port=cfg.port, conn_limit=cfg.conn_limit)
+        self.state.save_peer(name, sid)
+        self.overlays = load_overlays(cfg)
+        self.transport = TcpTransport(node, host=cfg.listen_host, password=cfg.password,
+                                      trusted_subnets=cfg.trusted_subnets,
+                                      overlays=tuple(o.name for o in self.overlays))
+        await self.transport.start()
+        self.maker = ConnectionMaker(node, self.transport.dial, discovery=cfg.discovery)
+        node.listeners.append(self._on_mesh)
+        node.on_overlay_control = self._on_overlay_control
+        node.on_link_change = self._on_link_change
+        self._register_ops()
+        self.ctx = RouterContext(api=self.api, config=cfg, state_dir=self.state.dir,
+                                 local=self.local_info(), send_overlay_control=node.send_overlay_control,
+                                 loop=asyncio.get_running_loop(), mesh=node, mesh_view=self.mesh_view)
+        for ov in list(self.overlays):
+            try:
+                await ov.start(self.ctx)
+            except Exception as exc:
+                log.error("overlay %s failed to start, continuing without it: %s", ov.name, exc)
+                self.overlays.remove(ov)
+        node.start()
+        self.maker.start()
+        direct = list(dict.fromkeys([*self.state.load_direct(), *cfg.peers]))
+        if cfg.peers:
+            self.state.save_direct(direct)
+        self.maker.add_direct([parse_peer_address(p, cfg.port) for p in direct])
+        self.ready.set()
+        log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
+                 cfg.port, ", ".join(o.name for o in self.overlays) or "none")
+
+    async def stop(self) -> None:
+        for ov in self.overlays:
+            try:
+                await ov.stop()
+            except Exception as exc:
+                log.warning("overlay %s: error while stopping: %s", ov.name, exc)
+        if self.maker:
+            self.maker.stop()
+        if self.node:
+            self.node.stop()
+        if self.transport:
+            await self.transport.stop()
+        await self.api.stop()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self.start()
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------ overlay hook
+
+    def local_info(self) -> PeerInfo:
+        assert self.node is not None
+        e = self.node.topology.local
+        return PeerInfo(e.name, e.nickname, e.short_id, e.uid, True)
+
+    def mesh_view(self) -> MeshView:
+        node = self.node
+        assert node is not None
+        routes = node.routes
+        peers = {n: PeerInfo(n, e.nickname, e.short_id, e.uid, routes.reachable(n))
+                 for n, e in node.topology.peers.items()}
+        conns = {p: DirectConnection(p, l.remote_host, l.remote_port, l.outbound, l.established,
+                                     l.features.overlays) for p, l in node.links.items()}
+        return MeshView(local=peers[node.name], peers=peers, connections=conns,
+                        unicast=dict(routes.unicast), broadcast=routes.broadcast)
+
+    def _on_mesh(self) -> None:
+        if not self.overlays:
+            return
+        view = self.mesh_view()
+        for ov in self.overlays:
+            try:
+                ov.on_mesh(view)
+            except Exception:
+                log.exception("overlay %s: on_mesh failed", ov.name)
+
+    def _on_link_change(self) -> None:
+        if self.maker is not None:
+            self.maker.kick()
+
+    def _on_overlay_control(self, peer: str, payload: bytes) -> None:
+        for ov in self.overlays:
+            try:
+                ov.on_overlay_control(peer, payload)
+            except Exception:
+                log.exception("overlay %s: bad control message from %s", ov.name, peer)
+
+    # ------------------------------------------------------------ API ops
+
+    def _register_ops(self) -> None:
+        ops = {"report": self._op_report, "connect": self._op_connect, "forget": self._op_forget,
+               "stop": self._op_stop, "rmpeer": self._op_rmpeer}
+        for op, fn in ops.items():
+            self.api.register(op, self._when_ready(fn))
+        # rmpeer belongs to IPAM: a module-level registration by it wins over ours
+        if "rmpeer" in api_mod._GLOBAL_HANDLERS:
+            self.api._handlers.pop("rmpeer", None)
+
+    def _when_ready(self, fn: Any) -> Any:
+        async def wrapped(args: dict[str, Any]) -> Any:
+            await asyncio.wait_for(self.ready.wait(), 30)
+            return await fn(args)
+        return wrapped
+
+    async def _resolve(self, peers: Any) -> list[tuple[str, int]]:
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise UsageError("peers must be a list of HOST[:PORT] strings")
+        out = []
+        loop = asyncio.get_running_loop()
+        for p in peers:
+            host, port = parse_peer_address(p, self.config.port)
+            try:
+                await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), 3)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise NotFound(f"peer address {p!r} does not resolve: {getattr(exc, 'strerror', None) or exc}",
+                               fix="give an IP address or a name in /etc/hosts") from None
+            out.append((host, port))
+        return out
+
+    async def _op_connect(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.maker is not None
+        addrs = await self._resolve(args.get("peers", []))
+        self.maker.add_direct(addrs, replace=bool(args.get("replace")))
+        self.state.save_direct(self.maker.direct())
+        return {"targets": self.maker.direct()}
+
+    async def _op_forget(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.maker is not None
+        peers = args.get("peers", [])
+        if not isinstance(peers, list):
+            raise UsageError("peers must be a list")
+        unknown = self.maker.forget([parse_peer_address(p, self.config.port) for p in peers])
+        self.state.save_direct(self.maker.direct())
+        return {"targets": self.maker.direct(), "unknown": unknown}
+
+    async def _op_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def _op_rmpeer(self, args: dict[str, Any]) -> Any:
+        raise FdpError("rmpeer reclaims a peer's IP address space, which needs IPAM; "
+                       "IPAM is not running in this router")
+
+    async def _op_report(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.report()
+
+    # ------------------------------------------------------------ report
+
+    def report(self) -> dict[str, Any]:
+        node, maker, tr = self.node, self.maker, self.transport
+        assert node is not None and maker is not None and tr is not None
+        local = node.topology.local
+        routes = node.routes
+        peers = []
+        for n, e in sorted(node.topology.peers.items()):
+            peers.append({"name": n, "nickname": e.nickname, "short_id": e.short_id, "uid": e.uid,
+                          "version": e.version, "reachable": routes.reachable(n),
+                          "next_hop": routes.unicast.get(n),
+                          "connections": [{"name": c.peer, "address": c.address, "outbound": c.outbound,
+                                           "established": c.established} for c in e.connections]})
+        return {
+            "version": __version__,
+            "router": {"name": local.name, "nickname": local.nickname, "short_id": local.short_id,
+                       "uid": local.uid, "uptime_s": round(time.time() - self.started, 1),
+                       "encryption": bool(self.config.password), "port": self.config.port,
+                       "trusted_subnets": list(self.config.trusted_subnets),
+                       "overlays": [o.name for o in self.overlays], "state_dir": str(self.state.dir),
+                       "discovery": self.config.discovery, "conn_limit": self.config.conn_limit,
+                       "pid": os.getpid(), "gossip_tx_bytes": node.gossip_tx_bytes},
+            "peers": peers,
+            "connections": self._connections(),
+            "routes": {"unicast": dict(sorted(routes.unicast.items())), "broadcast": routes.broadcast},
+            "targets": maker.direct(),
+            "overlays": {o.name: _safe(o.status, {}) for o in self.overlays},
+            "datapath": {},
+            "ipam": None,
+            "dns": None,
+            **{k: _safe(fn, None) for k, fn in (self.ctx.report_sections.items() if self.ctx else [])},
+        }
+
+    def _conn_mode(self, peer: str) -> dict[str, Any]:
+        reasons = []
+        for ov in self.overlays:
+            st = _safe(lambda: ov.connection_status(peer), {}) or {}
+            if st.get("mode"):
+                return st
+            if st.get("reason"):
+                reasons.append(f"{ov.name}: {st['reason']}")
+        return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
+
+    def _connections(self) -> list[dict[str, Any]]:
+        node, maker, tr = self.node, self.maker, self.transport
+        assert node is not None and maker is not None and tr is not None
+        out = []
+        mono, wall = time.monotonic(), time.time()
+        linked_hosts = set()
+        for peer, l in sorted(node.links.items()):
+            linked_hosts.add(l.remote_host)
+            st = self._conn_mode(peer)
+            out.append({"address": format_address(l.remote_host, l.remote_port), "peer": peer,
+                        "nickname": l.features.nickname, "outbound": l.outbound,
+                        "state": "established" if l.established else "pending",
+                        "info": "encrypted" if l.cipher else "unencrypted",
+                        "mode": st.get("mode"), "mode_reason": st.get("reason"), "mtu": st.get("mtu"),
+                        "rtt_ms": st.get("rtt_ms"), "tx_bytes": l.tx_bytes, "rx_bytes": l.rx_bytes,
+                        "retry_at": None, "overlays": list(l.features.overlays),
+                        "protocol_version": l.protocol_version})
+        for t in sorted(maker.targets.values(), key=lambda t: t.address):
+            if t.state == "connected" or t.is_self:
+                continue
+            retry = None if t.state == "connecting" else round(wall + max(0.0, t.retry_at - mono), 1)
+            out.append({"address": t.address, "peer": t.peer, "nickname": None, "outbound": True,
+                        "state": {"connecting": "pending", "failed": "failed"}.get(t.state, "retrying"),
+                        "info": t.last_error or ("connecting" if t.state == "connecting" else "waiting to retry"),
+                        "mode": None, "mode_reason": None, "mtu": None, "rtt_ms": None,
+                        "tx_bytes": 0, "rx_bytes": 0, "retry_at": retry, "attempts": t.attempts,
+                        "direct": t.direct})
+        for f in tr.failures:
+            if wall - f["at"] < 120 and f["address"].rpartition(":")[0] not in linked_hosts:
+                out.append({"address": f["address"], "peer": None, "nickname": None, "outbound": False,
+                            "state": "failed", "info": f["reason"], "mode": None, "mode_reason": None,
+                            "mtu": None, "rtt_ms": None, "tx_bytes": 0, "rx_bytes": 0, "retry_at": None,
+                            "at": round(f["at"], 1)})
+        return out
+
+
+def _safe(fn: Any, default: Any) -> Any:
+    try:
+        return fn()
+    except Exception as exc:
+        log.warning("report section failed: %s", exc)
+        return default
+
+
+def run_foreground(config: RouterConfig) -> None:
+    """Run the router until SIGTERM/SIGINT or the `stop` op; FdpError on startup failures."""
+    asyncio.run(Router(config).run())

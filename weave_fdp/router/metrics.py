@@ -1,0 +1,248 @@
+"""Prometheus metrics of one router, built from its ``report`` on every scrape.
+
+``start_metrics_server(addr, get_report)`` serves ``/metrics`` on ``addr``
+("HOST:PORT", ":PORT" or "[V6]:PORT") from a thread, with a registry of its own
+holding one custom collector. The collector calls ``get_report()`` (the same
+dict the ``report`` API op returns) at scrape time, so there is no second copy
+of the state and nothing to keep in sync. A report that fails or is malformed
+yields ``weave_fdp_up 0`` and whatever could be read, never a failed scrape.
+
+Names follow Prometheus conventions (``_total`` counters, base units); they are
+listed in the README under "Metrics".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from weave_fdp.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "weave_fdp"
+CONN_STATES = ("established", "pending", "retrying", "failed")
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if f == f else None
+
+
+def _s(v: Any, default: str = "unknown") -> str:
+    return v if isinstance(v, str) and v else (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               else default)
+
+
+def _d(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _l(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _metric_name(*parts: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", "_".join(parts)).lower()
+
+
+class ReportCollector(Collector):
+    """Metric families from a fresh report on each ``collect()``."""
+
+    def __init__(self, get_report: Callable[[], Any]) -> None:
+        self.get_report = get_report
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            report = self.get_report()
+        except Exception as exc:  # the scrape must still answer, with up=0
+            log.warning("metrics: report failed: %s", exc)
+            report = None
+        up = GaugeMetricFamily(f"{PREFIX}_up", "1 when the router produced a report for this scrape")
+        up.add_metric([], 1.0 if isinstance(report, dict) else 0.0)
+        yield up
+        if not isinstance(report, dict):
+            return
+        for build in (self._router, self._peers, self._connections, self._datapath, self._sections):
+            try:
+                yield from build(report)
+            except Exception as exc:  # one odd section must not hide the others
+                log.warning("metrics: %s failed on this report: %s", build.__name__, exc)
+
+    # -- families -------------------------------------------------------------
+
+    def _router(self, report: dict[str, Any]) -> Iterator[Any]:
+        r = _d(report.get("router"))
+        info = InfoMetricFamily(f"{PREFIX}_router", "Identity of this router")
+        info.add_metric([], {"name": _s(r.get("name")), "nickname": _s(r.get("nickname")),
+                             "version": _s(report.get("version")),
+                             "encryption": "true" if r.get("encryption") is True else "false"})
+        yield info
+        uptime = _num(r.get("uptime_s"))
+        if uptime is not None:
+            g = GaugeMetricFamily(f"{PREFIX}_uptime_seconds", "Seconds since this router started")
+            g.add_metric([], uptime)
+            yield g
+
+    def _peers(self, report: dict[str, Any]) -> Iterator[Any]:
+        peers = [p for p in _l(report.get("peers")) if isinstance(p, dict)]
+        g = GaugeMetricFamily(f"{PREFIX}_peers", "Peers in the topology (this one included) by reachability",
+                              labels=["reachable"])
+        reach = sum(1 for p in peers if p.get("reachable") is not False)
+        g.add_metric(["true"], reach)
+        g.add_metric(["false"], len(peers) - reach)
+        yield g
+
+    def _connections(self, report: dict[str, Any]) -> Iterator[Any]:
+        conns = [c for c in _l(report.get("connections")) if isinstance(c, dict)]
+        counts: dict[tuple[str, str], int] = {(s, "none"): 0 for s in CONN_STATES}
+        nick = self._nicknames(report)
+        tx = CounterMetricFamily(f"{PREFIX}_connection_tx_bytes", "Control bytes sent on a connection",
+                                 labels=["peer", "nickname", "address", "mode"])
+        rx = CounterMetricFamily(f"{PREFIX}_connection_rx_bytes", "Control bytes received on a connection",
+                                 labels=["peer", "nickname", "address", "mode"])
+        mtu = GaugeMetricFamily(f"{PREFIX}_connection_mtu_bytes", "MTU of a connection's current path",
+                                labels=["peer", "nickname", "mode"])
+        rtt = GaugeMetricFamily(f"{PREFIX}_connection_rtt_seconds", "Heartbeat round-trip time of a connection",
+                                labels=["peer", "nickname", "mode"])
+        for c in conns:
+            state, mode = _s(c.get("state")).lower(), _s(c.get("mode"), "none").lower()
+            counts[(state, mode)] = counts.get((state, mode), 0) + 1
+            if c.get("state") != "established":
+                continue
+            peer = _s(c.get("peer"))
+            labels = [peer, _s(c.get("nickname") or nick.get(peer)), _s(c.get("address")), mode]
+            for fam, key in ((tx, "tx_bytes"), (rx, "rx_bytes")):
+                v = _num(c.get(key))
+                if v is not None:
+                    fam.add_metric(labels, v)
+            if (v := _num(c.get("mtu"))) is not None:
+                mtu.add_metric([labels[0], labels[1], mode], v)
+            if (v := _num(c.get("rtt_ms"))) is not None:
+                rtt.add_metric([labels[0], labels[1], mode], v / 1000.0)
+        g = GaugeMetricFamily(f"{PREFIX}_connections", "Connections by state and mode (fastdp, sleeve, none)",
+                              labels=["state", "mode"])
+        for (state, mode), n in sorted(counts.items()):
+            g.add_metric([state, mode], n)
+        yield g
+        yield from (tx, rx, mtu, rtt)
+
+    def _nicknames(self, report: dict[str, Any]) -> dict[str, str]:
+        return {p["name"]: _s(p.get("nickname")) for p in _l(report.get("peers"))
+                if isinstance(p, dict) and isinstance(p.get("name"), str)}
+
+    def _datapath(self, report: dict[str, Any]) -> Iterator[Any]:
+        dp = report.get("datapath")
+        if not isinstance(dp, dict):
+            return
+        nick = self._nicknames(report)
+        mode_of = {c.get("peer"): _s(c.get("mode"), "none") for c in _l(report.get("connections"))
+                   if isinstance(c, dict) and c.get("state") == "established"}
+        flows = [f for f in _l(dp.get("flows")) if isinstance(f, dict)]
+        g = GaugeMetricFamily(f"{PREFIX}_flows", "Flows in the datapath's flow table by path", labels=["path"])
+        by_path: dict[str, int] = {}
+        for f in flows:
+            p = _s(f.get("path"))
+            by_path[p] = by_path.get(p, 0) + 1
+        for p, n in sorted(by_path.items()):
+            g.add_metric([p], n)
+        if not by_path:
+            g.add_metric(["fastdp"], 0)
+        yield g
+        fams = {
+            key: CounterMetricFamily(f"{PREFIX}_peer_{key}", f"Datapath {key.replace('_', ' ')} to/from a peer",
+                                     labels=["peer", "nickname", "path"])
+            for key in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes")
+        }
+        seen: dict[tuple[str, str], dict[str, float]] = {}
+        for row in _l(dp.get("peers")):
+            if not isinstance(row, dict):
+                continue
+            peer = _s(row.get("peer"))
+            # One row per (peer, path) when the datapath splits them; else the connection's mode.
+            path = _s(row.get("path") or mode_of.get(peer), "unknown")
+            acc = seen.setdefault((peer, path), {})
+            for key in fams:
+                if (v := _num(row.get(key))) is not None:
+                    acc[key] = acc.get(key, 0.0) + v
+        for (peer, path), acc in sorted(seen.items()):
+            for key, v in acc.items():
+                fams[key].add_metric([peer, nick.get(peer, peer), path], v)
+        yield from fams.values()
+        drops = CounterMetricFamily(f"{PREFIX}_drops", "Packets the datapath dropped, by named reason",
+                                    labels=["reason"])
+        for reason, n in sorted(_d(dp.get("drops")).items()):
+            if (v := _num(n)) is not None:
+                drops.add_metric([str(reason)], v)
+        yield drops
+
+    def _sections(self, report: dict[str, Any]) -> Iterator[Any]:
+        """IPAM and DNS: enabled flag, then every numeric figure they report (and list sizes)."""
+        for section in ("ipam", "dns"):
+            if section not in report:
+                continue
+            value = report.get(section)
+            en = GaugeMetricFamily(_metric_name(PREFIX, section, "enabled"), f"1 when {section.upper()} runs")
+            en.add_metric([], 1.0 if isinstance(value, dict) else 0.0)
+            yield en
+            names = {en.name}
+            for key, v in sorted(_d(value).items()):
+                if isinstance(v, list):
+                    name, n = _metric_name(PREFIX, section, key), float(len(v))
+                elif (n2 := _num(v)) is not None:
+                    name, n = _metric_name(PREFIX, section, key), n2
+                else:
+                    continue
+                if name in names:  # two keys that sanitize alike: keep the first
+                    continue
+                names.add(name)
+                g = GaugeMetricFamily(name, f"{section.upper()} figure '{key}' from the router report")
+                g.add_metric([], n)
+                yield g
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """"HOST:PORT", ":PORT" (all addresses) or "[V6]:PORT" -> (host, port); UsageError otherwise."""
+    m = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", addr.strip())
+    if not m or not 0 < int(m.group("port")) < 65536:
+        raise UsageError(f"metrics address {addr!r} is not HOST:PORT",
+                         fix="use e.g. --metrics-addr 127.0.0.1:6782 or --metrics-addr :6782")
+    host = m.group("v6") or m.group("host") or "0.0.0.0"
+    return host, int(m.group("port"))
+
+
+def make_registry(get_report: Callable[[], Any]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReportCollector(get_report))
+    return registry
+
+
+def start_metrics_server(addr: str, get_report: Callable[[], dict[str, Any]]) -> Callable[[], None]:
+    """Serve ``/metrics`` on ``addr`` from a daemon thread; return a function that stops it.
+
+    ``get_report`` runs in the server's thread: it must be safe to call from there
+    (the router passes a function that takes a consistent copy of its state).
+    """
+    from prometheus_client import start_http_server
+
+    host, port = parse_addr(addr)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=make_registry(get_report))
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {addr}: {exc.strerror}",
+                         fix="pick a free port and an address of this host for --metrics-addr") from exc
+    log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return close
