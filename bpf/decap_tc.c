@@ -10,7 +10,10 @@
  *                              one clone per local port
  *   any other dst_peer      -> relay: new tunnel key toward the next hop,
  *                              redirect back out of the VXLAN device
- *   heartbeat ethertype     -> TC_ACT_OK: the router reads it (AF_PACKET)
+ *   heartbeat ping          -> answered here as a pong, back through the tunnel:
+ *                              fastdp health is the kernel path's health, and it
+ *                              stays answered while the router restarts
+ *   heartbeat pong          -> TC_ACT_OK: the router reads it (AF_PACKET)
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -19,6 +22,29 @@
 #include "lib/counters.h"
 #include "lib/tunnel.h"
 #include "lib/forward.h"
+
+/* Turn a heartbeat ping into a pong in place and send it back where it came from. */
+static __always_inline int fdp_heartbeat(struct __sk_buff *skb, struct fdp_config *cfg,
+					 __u32 src_peer, __u32 remote)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *hb = data + ETH_HLEN;
+	__u8 pong = FDP_HB_PONG;
+	__u16 me = bpf_htons(cfg->local_peer);
+
+	if ((void *)(hb + FDP_HB_SRC_OFF + 2) > data_end)
+		return fdp_drop(FDP_DROP_TRUNCATED);
+	if (*(__u32 *)hb != bpf_htonl(FDP_HB_MAGIC) || hb[FDP_HB_KIND_OFF] != FDP_HB_PING)
+		return TC_ACT_OK;  /* pongs (and anything newer) go up to the router */
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + FDP_HB_KIND_OFF, &pong, 1, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + FDP_HB_SRC_OFF, &me, 2, 0) < 0)
+		return fdp_drop(FDP_DROP_TRUNCATED);
+	if (fdp_set_tunnel(skb, fdp_vni(cfg->local_peer, src_peer), remote) < 0)
+		return fdp_drop(FDP_DROP_TUNNEL_KEY);
+	fdp_peer_tx(src_peer, skb->len);
+	return fdp_redirect(cfg->vxlan_ifindex);
+}
 
 int fdp_from_tunnel(struct __sk_buff *skb)
 {
@@ -50,7 +76,7 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 
 	if (dst_peer == cfg->local_peer && key.ethertype == bpf_htons(FDP_HEARTBEAT_ETHERTYPE)) {
 		fdp_peer_rx(src_peer, len);
-		return TC_ACT_OK;
+		return fdp_heartbeat(skb, cfg, src_peer, remote);
 	}
 
 	if (dst_peer != src_peer && dst_peer != cfg->local_peer) {

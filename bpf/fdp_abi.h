@@ -47,6 +47,13 @@
 #define FDP_VNI_MAX 0xffffff              /* VNI is 24 bits on the wire */
 #define FDP_TUNNEL_TTL 64                 /* outer IPv4 TTL, hops */
 #define FDP_HEARTBEAT_ETHERTYPE 0x88b5    /* IEEE local experimental: fastdp heartbeats */
+/* Heartbeat payload after the inner Ethernet header (heartbeat.py has the rest):
+ * "FDPH" magic, version u8, kind u8, src short ID be16, seq be32, echo time be64. */
+#define FDP_HB_MAGIC 0x46445048           /* "FDPH" read as a big-endian u32 */
+#define FDP_HB_KIND_OFF 5                 /* bytes after the Ethernet header */
+#define FDP_HB_SRC_OFF 6
+#define FDP_HB_PING 1
+#define FDP_HB_PONG 2
 
 /* Mode of the connection to a next-hop peer, set by the overlay switch. */
 enum fdp_mode {

@@ -19,6 +19,7 @@ import pytest
 from tests.bpf.fdp_helpers import eth, events, ipv4, tunnel_ctx, udp
 from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
+from weave_fdp.datapath.fastdp import heartbeat as hbm
 from weave_fdp.datapath.plan import build_plan
 
 OK, SHOT, REDIRECT = 0, 2, 7
@@ -132,9 +133,20 @@ CASES = [
          "not-fastdp", tunnel_ctx(V(2, 4), IP["p2"])),
     Case("relay toward an unreachable peer", RX, ip_frame(MAC_ON_6, src=MAC_ON_2), SHOT, [],
          "no-route", tunnel_ctx(V(2, 6), IP["p2"])),
-    Case("heartbeat goes up to the router", RX, eth("02:00:00:00:00:01", MAC_ON_2, 0x88B5) + bytes(46), OK, [],
+    Case("heartbeat pong goes up to the router", RX,
+         hbm.encode_frame(hbm.Heartbeat(hbm.PONG, 2, 9, 12345), 100), OK, [],
          None, tunnel_ctx(V(2, 1), IP["p2"])),
+    Case("other 0x88b5 frames go up to the router", RX, eth("02:00:00:00:00:01", MAC_ON_2, 0x88B5) + bytes(46),
+         OK, [], None, tunnel_ctx(V(2, 1), IP["p2"])),
 ]
+
+
+def test_heartbeat_ping_is_answered_in_the_kernel(dp) -> None:
+    ping = hbm.encode_frame(hbm.Heartbeat(hbm.PING, 2, 9, 12345), 1450)
+    res, evs, drops = run(dp, RX, ping, tunnel_ctx(V(2, 1), IP["p2"]))
+    assert res.retval == REDIRECT and drops == {}
+    assert evs == [("TUNNEL_KEY", V(1, 2), IP["p2"], 0), ("REDIRECT", 0, "", VXLAN_IF)]
+    assert res.data == hbm.encode_frame(hbm.Heartbeat(hbm.PONG, 1, 9, 12345), 1450)  # exact bytes
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -77,8 +77,8 @@ def test_broadcast_and_multicast_reach_every_container_once(two: FastdpLab) -> N
 
 def test_wire_is_vxlan_with_the_right_vni(two: FastdpLab) -> None:
     lab = two.lab
-    cap = lab.popen(2, ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-a", "duration:6",
-                        "-c", "4", "-f", "udp port 6784", "-T", "fields", "-E", "separator=|",
+    cap = lab.popen(2, ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-a", "duration:5",
+                        "-Y", "icmp", "-f", "udp port 6784", "-T", "fields", "-E", "separator=|",
                         "-e", "udp.dstport", "-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(1.5)

@@ -32,7 +32,9 @@ def wait_fastdp(lab, i, n=1, timeout=20.0):
         if len(conns) >= n and all(c.get("mode") == "fastdp" for c in conns):
             return conns
         time.sleep(0.25)
-    pytest.fail(f"h{i} connections not in fastdp: {conns}")
+    r = cli(lab, i, "status", "connections", "--json", check=False)
+    logs = subprocess.run(f"tail -n 15 /run/weave-fdp/{lab.prefix}-h*/*.log", shell=True, capture_output=True, text=True).stdout
+    pytest.fail(f"h{i} connections not in fastdp: {conns} {r.stderr[-300:]}\n{logs}")
 
 
 def router_pid(lab, i) -> int:
@@ -76,8 +78,8 @@ def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
     assert r.returncode == 4 and "already used" in r.stderr
     assert "vethwepl" not in lab.exec(1, ["ip", "-o", "link"]).stdout.replace(ps[0]["ifname"], "")
 
-    # kill -9 the router while a 10 ms ping runs: the kernel keeps forwarding
-    ping = lab.popen_container(1, 1, ["ping", "-i", "0.01", "-c", "400", "-W", "1", lab.container_ip(2, 1)],
+    # kill -9 the router while a 10 ms ping runs (8 s): the kernel keeps forwarding
+    ping = lab.popen_container(1, 1, ["ping", "-i", "0.01", "-c", "800", "-W", "1", lab.container_ip(2, 1)],
                                stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
     os.kill(router_pid(lab, 1), signal.SIGKILL)

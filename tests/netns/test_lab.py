@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from weave_fdp import paths
 from weave_fdp.errors import AlreadyExists, ExitCode
 from weave_fdp.lab import state as lab_state
 from weave_fdp.lab.lab import Lab, lab_namespaces, teardown
@@ -120,7 +123,7 @@ def test_cut_and_restore(make_lab: MakeLab) -> None:
     assert Lab.load(lab.prefix).state.cuts == [(1, 2)]  # another process sees the cut
     lab.cut(2, 1)  # idempotent
     lab.restore(2, 1)
-    assert all(lab.reachability().values())
+    assert all(lab.wait_reachability().values())
     lab.restore(1, 2)  # no-op
 
 
@@ -213,8 +216,18 @@ def test_name_clash_builds_nothing_and_keeps_the_other(lab_prefix: str) -> None:
 def test_teardown_survives_missing_reset(make_lab: MakeLab) -> None:
     # routers=True makes down run `weave-fdp reset` first; its failure must not stop the tear-down
     lab = make_lab(hosts=2)
-    assert len(teardown(lab.prefix, routers=True, reset_timeout=10)) == 3
-    assert lab_namespaces(lab.prefix) == []
+    # the routers' per-host dirs go too (keyed by namespace name); another lab's stay
+    mine = [paths.STATE_ROOT / lab.host_ns(1), paths.RUNTIME_ROOT / lab.host_ns(2)]
+    other = paths.STATE_ROOT / f"{lab.prefix}x-h1"
+    for d in [*mine, other]:
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "f").write_text("x")
+    try:
+        assert len(teardown(lab.prefix, routers=True, reset_timeout=10)) == 3
+        assert lab_namespaces(lab.prefix) == []
+        assert not any(d.exists() for d in mine) and other.exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_cli_up_status_exec_down(lab_prefix: str) -> None:
@@ -322,5 +335,21 @@ def test_cli_down_all(tmp_path: Path) -> None:
 def test_cli_demo(lab_prefix: str) -> None:
     cp = cli("lab", "demo", "--prefix", lab_prefix, "--topology", "line")
     assert cp.returncode == 0, cp.stderr
-    assert "probe" in cp.stdout and "matches the topology" in cp.stdout and f"lab {lab_prefix} removed" in cp.stdout
+    assert ("fastdp:" in cp.stdout or "probe:" in cp.stdout) and "matches the topology" in cp.stdout and f"lab {lab_prefix} removed" in cp.stdout
+    assert lab_namespaces(lab_prefix) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_interrupted_leaves_nothing(lab_prefix: str, sig: int) -> None:
+    # a line makes the reachability step take ~1 s (h1 -> h3 times out): interrupt it there
+    p = subprocess.Popen([*CLI, "lab", "demo", "--prefix", lab_prefix, "--topology", "line"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (NETNS_DIR / f"{lab_prefix}-h3").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode != 0
+    assert f"lab {lab_prefix} removed" in out, (out, err)
     assert lab_namespaces(lab_prefix) == []

@@ -27,7 +27,9 @@ def test_defines_match() -> None:
              "FDP_SHORT_ID_BITS": abi.SHORT_ID_BITS, "FDP_SHORT_ID_MASK": abi.SHORT_ID_MASK,
              "FDP_VNI_MAX": abi.VNI_MAX, "FDP_TUNNEL_TTL": abi.TUNNEL_TTL,
              "FDP_HEARTBEAT_ETHERTYPE": abi.HEARTBEAT_ETHERTYPE, "FDP_CONFIG_READY": abi.CONFIG_READY,
-             "FDP_TEST_MAX_EVENTS": abi.TEST_MAX_EVENTS}
+             "FDP_TEST_MAX_EVENTS": abi.TEST_MAX_EVENTS, "FDP_HB_MAGIC": abi.HB_MAGIC,
+             "FDP_HB_KIND_OFF": abi.HB_KIND_OFF, "FDP_HB_SRC_OFF": abi.HB_SRC_OFF, "FDP_HB_PING": abi.HB_PING,
+             "FDP_HB_PONG": abi.HB_PONG}
     for name, value in pairs.items():
         assert d[name] == value, name
 

@@ -102,3 +102,15 @@ def test_broken_pipe_on_json_exits_quietly() -> None:
     finally:
         proc.kill()
     assert proc.stderr.read() == b""
+
+
+def test_live_view_without_a_terminal_says_what_to_use(capsys) -> None:
+    code, out, err = run(capsys, "top", "--demo-file", MESH)
+    assert code == 2 and "--once" in err and err.count("\n") == 1
+
+
+def test_flows_json_has_the_report_fields_only(capsys) -> None:
+    code, out, _ = run(capsys, "flows", "--json", "--demo-file", MESH)
+    rec = json.loads(out)[0]
+    assert set(rec) == {"src_mac", "dst_mac", "src_ip", "dst_ip", "proto", "sport", "dport", "packets", "bytes",
+                        "last_seen", "path", "via", "via_nickname", "time"}

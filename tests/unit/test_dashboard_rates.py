@@ -43,10 +43,23 @@ def test_rates_between_recorded_snapshots() -> None:
 
 
 def test_first_sample_and_new_flows_have_no_rate() -> None:
-    a, b = series()[:2]
+    raw = json.loads((FIXTURES / "report_series.json").read_text())
+    a = parse_report(raw[0])
     assert compute_rates(None, a, None).flows == {}
-    b.flows.append(type(b.flows[0])(*(["x"] * 7 + [1, 1, 1.0, "fastdp", None])))
-    assert ("x",) * 7 not in compute_rates(a, b, 1.0).flows
+    raw[1]["datapath"]["flows"].append({"src_ip": "10.32.9.9", "dst_ip": "10.32.9.8", "proto": "udp",
+                                        "packets": 5, "bytes": 500})
+    b = parse_report(raw[1])
+    r = compute_rates(a, b, 1.0)
+    new = b.flows[-1].key
+    assert new not in r.flows and r.flow_rate(len(b.flows) - 1) is None
+    assert len(r.flows) == len(a.flows)
+
+
+def test_flow_keys_survive_unhashable_garbage() -> None:
+    a = parse_report({"datapath": {"flows": [{"src_ip": ["x"], "bytes": 1, "packets": 1}]}})
+    b = parse_report({"datapath": {"flows": [{"src_ip": ["x"], "bytes": 11, "packets": 2}]}})
+    assert compute_rates(a, b, 2.0).flow_bps == [5.0]
+    assert b.flows[0].src_ip is None
 
 
 def test_peer_rows_per_path_are_summed() -> None:

@@ -128,3 +128,13 @@ def test_json_frame_has_rates_and_history() -> None:
     host2 = next(p for p in out["peers"] if p["nickname"] == "host2")
     assert host2["history"] == [2_246_098] * 4 and host2["next_hop"] == host2["name"]
     assert out["counts"]["by_mode"] == {"fastdp": 1, "sleeve": 1}
+
+
+def test_report_recorded_from_a_real_router_renders() -> None:
+    """tests/fixtures/report_lab_h2.json: `weave-fdp report` of h2 in a line lab h1-h2-h3 (fastdp)."""
+    dash = dashboard("report_lab_h2.json")
+    assert dash.snap is not None and dash.snap.problems == []
+    for w, h in ((80, 24), (200, 50)):
+        text = "\n".join(frame(dash, w, h))
+        assert "h1" in text and "h3" in text and "fastdp" in text and "established" in text
+        assert "not enabled" in text

@@ -87,11 +87,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _invoke(args: list[str]) -> object:
+    """What ``click.Command.main`` does, minus its own error handling.
+
+    click's main turns a broken pipe into a silent exit 1 and usage errors into
+    several lines; we want exit 0 for ``... --json | head`` and one-line errors.
+    """
+    cli._main_shell_completion({}, "weave-fdp", "_WEAVE_FDP_COMPLETE")
+    with cli.make_context("weave-fdp", args) as ctx:
+        return cli.invoke(ctx)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map typed errors to one line and an exit code."""
     try:
-        code = cli.main(args=argv, prog_name="weave-fdp", standalone_mode=False)
-        # Non-standalone click returns ctx.exit(n)'s code instead of exiting with it.
+        code = _invoke(sys.argv[1:] if argv is None else list(argv))
+        # ctx.exit(n) surfaces as a returned code here rather than an exit.
         if isinstance(code, int) and not isinstance(code, bool) and code != ExitCode.OK:
             sys.exit(code)
     except click.exceptions.Abort:

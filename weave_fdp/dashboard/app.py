@@ -24,7 +24,7 @@ from rich.live import Live
 from weave_fdp.dashboard.source import ReportSource
 from weave_fdp.dashboard.state import Dashboard
 from weave_fdp.dashboard.view import render_frame, render_report
-from weave_fdp.errors import FdpError
+from weave_fdp.errors import FdpError, UsageError
 
 
 @contextlib.contextmanager
@@ -61,6 +61,9 @@ def run_live(source: ReportSource, interval: float = 1.0, console: Console | Non
     console = console or Console(highlight=False)
     dash = Dashboard()
     first = source.fetch()  # fail fast, with the error's one line, if no router answers
+    if not console.is_terminal:
+        raise UsageError("the live view needs a terminal on stdout",
+                         fix="use `weave-fdp top --once` or `--json` in scripts and pipes")
     dash.ingest(first, time.monotonic())
     refreshes = 1
     next_at = time.monotonic() + interval

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 from weave_fdp.dashboard.fmt import fmt_bytes, fmt_count, fmt_endpoint, fmt_rate
@@ -34,7 +33,7 @@ def select_flows(snap: Snapshot, peers: set[str] | None, proto: str | None) -> l
 def flow_record(f: Flow, snap: Snapshot, rate: FlowRate | None = None,
                 prev: Flow | None = None) -> dict[str, Any]:
     """One flow as JSON: the report's fields, the via peer's nickname, rates and deltas when known."""
-    rec = asdict(f)
+    rec = f.to_dict()
     rec["via_nickname"] = snap.peer_label(f.via) if f.via else None
     if rate is not None:
         rec["rate"], rec["pps"] = rate.bps, rate.pps

@@ -18,6 +18,8 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 CONN_STATES = ("established", "pending", "retrying", "failed")
 
 FlowKey = tuple[Any, ...]
+FLOW_FIELDS = ("src_mac", "dst_mac", "src_ip", "dst_ip", "proto", "sport", "dport", "packets", "bytes",
+               "last_seen", "path", "via")
 
 
 def _str(v: Any) -> str | None:
@@ -179,6 +181,10 @@ class Flow:
     def __post_init__(self) -> None:
         if not self.key:
             self.key = (self.src_mac, self.dst_mac, self.src_ip, self.dst_ip, self.proto, self.sport, self.dport)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's fields (normalized), without the internal key."""
+        return {name: getattr(self, name) for name in FLOW_FIELDS}
 
 
 @dataclass(slots=True)

@@ -205,7 +205,7 @@ class Dashboard:
                 "history": self.history.series(p.name or ""),
             })
         flows = [
-            {**asdict(f), "rate": r.bps if r else None, "pps": r.pps if r else None}
+            {**f.to_dict(), "rate": r.bps if r else None, "pps": r.pps if r else None}
             for f, r in self.flows(limit)
         ]
         return {

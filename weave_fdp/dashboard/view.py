@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len, set_cell_size
 from rich.console import Group, RenderableType
 from rich.layout import Layout
 from rich.panel import Panel
@@ -39,7 +40,7 @@ MIN_WIDTH, MIN_HEIGHT = 40, 8
 WIDE_WIDTH, WIDE_HEIGHT = 150, 30
 
 STATE_STYLE = {"established": "green", "pending": "yellow", "retrying": "yellow", "failed": "red"}
-MODE_STYLE = {"fastdp": "green", "sleeve": "yellow"}
+MODE_STYLE = {"fastdp": "green", "sleeve": "yellow", "tx": "green", "rx": "green", "relay": "green"}
 
 
 def _table(width: int) -> Table:
@@ -50,9 +51,11 @@ def _table(width: int) -> Table:
 
 
 def _col(t: Table, name: str, *, right: bool = False, min_width: int | None = None,
-         max_width: int | None = None, ratio: int | None = None) -> None:
+         max_width: int | None = None, ratio: int | None = None, width: int | None = None) -> None:
+    """One no-wrap, ellipsized column. A ``width`` (fixed, or the minimum of a ``ratio``
+    column) spares rich measuring every cell: the flow table is redrawn every second."""
     t.add_column(name, justify="right" if right else "left", no_wrap=True, overflow="ellipsis",
-                 min_width=min_width, max_width=max_width, ratio=ratio)
+                 min_width=min_width, max_width=max_width, ratio=ratio, width=width)
 
 
 def _panel(body: RenderableType, title: str) -> Panel:
@@ -159,8 +162,8 @@ def peers_table(dash: Dashboard, rows: int, width: int) -> Table:
     _col(t, "route", min_width=6)
     if wide:
         _col(t, "links", ratio=2)
-    _col(t, "tx/s", right=True, min_width=8)
-    _col(t, "rx/s", right=True, min_width=8)
+    _col(t, "tx/s", right=True, width=8)
+    _col(t, "rx/s", right=True, width=8)
     fixed = (8 + 6 + 8 + 8 + 10 + (17 + 12 + 4 if wide else 0))
     spark_w = max(6, min(60, width - fixed))
     _col(t, "last 60s", min_width=spark_w, max_width=spark_w)
@@ -206,13 +209,13 @@ def connections_table(dash: Dashboard, rows: int, width: int) -> Table:
         _col(t, "dir", min_width=3)
     _col(t, "state", min_width=5, max_width=11)
     _col(t, "mode", min_width=6, ratio=1)
-    _col(t, "mtu", right=True, min_width=4)
-    _col(t, "rtt", right=True, min_width=5)
+    _col(t, "mtu", right=True, width=4)
+    _col(t, "rtt", right=True, width=6)
     if wide:
-        _col(t, "tx/s", right=True, min_width=8)
-        _col(t, "rx/s", right=True, min_width=8)
+        _col(t, "tx/s", right=True, width=8)
+        _col(t, "rx/s", right=True, width=8)
     else:
-        _col(t, "tx/rx B/s", right=True, min_width=9)
+        _col(t, "tx/rx B/s", right=True, width=11)
     for c in dash.connections()[:rows]:
         r = dash.rates.connections.get(c.key)
         tx, rx = (r.tx_bps, r.rx_bps) if r else (None, None)
@@ -227,36 +230,64 @@ def connections_table(dash: Dashboard, rows: int, width: int) -> Table:
     return t
 
 
-def flows_table(dash: Dashboard, rows: int, width: int) -> Table:
+SEP = "  "  # between fixed_grid columns
+
+
+def _fit(s: str, width: int, right: bool = False) -> str:
+    """``s`` in exactly ``width`` cells: padded, or cut with an ellipsis."""
+    n = cell_len(s)
+    if n > width:
+        return set_cell_size(s, width - 1) + "…" if width > 1 else "…"[:width]
+    return " " * (width - n) + s if right else s + " " * (width - n)
+
+
+def fixed_grid(columns: list[tuple[str, int, bool]], rows: list[list[tuple[str, str]]]) -> Group:
+    """A table of fixed-width columns drawn as one Text per line.
+
+    rich's Table renders every cell as its own renderable; for the flow table,
+    redrawn every second, one pre-cut line per row costs a fraction of that.
+    ``columns``: (header, width, right-aligned); ``rows``: (text, style) per cell.
+    """
+    header = Text(SEP.join(_fit(name, w, right) for name, w, right in columns), style="bold",
+                  no_wrap=True, overflow="crop")
+    lines = [header]
+    for row in rows:
+        line = Text(no_wrap=True, overflow="crop")
+        for k, ((cell, style), (_, w, right)) in enumerate(zip(row, columns)):
+            if k:
+                line.append(SEP)
+            line.append(_fit(cell, w, right), style=style or None)
+        lines.append(line)
+    if not rows:
+        lines.append(Text("none", style="dim"))
+    return Group(*lines)
+
+
+def flows_table(dash: Dashboard, rows: int, width: int) -> Group:
     """Top flows by the current sort: endpoints (container names when wide), proto, counters, rate, path."""
     snap = dash.snap or Snapshot()
     wide = width >= 110
     names = dns_names(snap) if wide else {}
-    t = _table(width)
-    _col(t, "source", min_width=9, ratio=1)
-    _col(t, "destination", min_width=9, ratio=1)
-    _col(t, "proto", min_width=4, max_width=6)
-    if width >= 90:
-        _col(t, "pkts", right=True, min_width=5)
-    _col(t, "bytes", right=True, min_width=6)
-    _col(t, "rate", right=True, min_width=8)
-    if wide:
-        _col(t, "pkt/s", right=True, min_width=6)
-    _col(t, "path", min_width=6)
-    _col(t, "via", min_width=4, max_width=16)
+    fixed = [("proto", 5, False)] + ([("pkts", 5, True)] if width >= 90 else []) + [
+        ("bytes", 6, True), ("rate", 8, True)] + ([("pkt/s", 5, True)] if wide else []) + [("path", 6, False)]
+    spare = max(0, width - sum(w for _, w, _ in fixed) - len(SEP) * (len(fixed) + 2))
+    via = min(16, max(4, spare // 7))
+    src_w = max(5, (spare - via) // 2)
+    columns = [("source", src_w, False), ("destination", max(5, spare - via - src_w), False), *fixed,
+               ("via", via, False)]
+    out: list[list[tuple[str, str]]] = []
     for f, r in dash.flows(rows):
         src = fmt_endpoint(f.src_ip, f.sport, names.get(f.src_ip or ""), f.src_mac)
         dst = fmt_endpoint(f.dst_ip, f.dport, names.get(f.dst_ip or ""), f.dst_mac)
-        row: list[Any] = [src, dst, f.proto or NA]
+        row = [(src, ""), (dst, ""), (f.proto or NA, "")]
         if width >= 90:
-            row.append(fmt_count(f.packets))
-        row += [fmt_bytes(f.bytes), fmt_rate(r.bps if r else None)]
+            row.append((fmt_count(f.packets), ""))
+        row += [(fmt_bytes(f.bytes), ""), (fmt_rate(r.bps if r else None), "")]
         if wide:
-            row.append(fmt_count(r.pps) if r and r.pps is not None else NA)
-        row += [Text(f.path or NA, style=MODE_STYLE.get(f.path or "", "")),
-                snap.peer_label(f.via) if f.via else NA]
-        t.add_row(*row)
-    return t
+            row.append((fmt_count(r.pps) if r and r.pps is not None else NA, ""))
+        row += [(f.path or NA, MODE_STYLE.get(f.path or "", "")), (snap.peer_label(f.via) if f.via else NA, "")]
+        out.append(row)
+    return fixed_grid(columns, out)
 
 
 def _drops_text(dash: Dashboard) -> Text:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from weave_fdp import paths
 from weave_fdp.errors import AlreadyExists, DependencyMissing, FdpError, NotFound, PermissionDenied, UsageError
 from weave_fdp.lab import state as lab_state
 from weave_fdp.lab import topology as topo
@@ -215,6 +216,7 @@ class Lab:
             done += 1
 
         created: list[str] = []
+        owner = os.getpid()
         t0 = time.monotonic()
         try:
             step("underlay bridge")
@@ -238,8 +240,16 @@ class Lab:
             if progress:
                 progress("ready", total, total)
         except BaseException:
+            if os.getpid() != owner:  # a forked helper interrupted by Ctrl-C: not ours to clean up
+                os._exit(1)
             log.warning("lab %s: build failed, rolling back %d namespaces", self.prefix, len(created))
-            self._rollback(created)
+            if self.state.routers:
+                # routers started: reset them too (every namespace of the prefix is ours,
+                # the clash check above saw none)
+                teardown(self.prefix, routers=True)
+                self._reap()
+            else:
+                self._rollback(created)
             raise
         log.info("lab %s up: %d hosts (%s) in %.2f s", self.prefix, self.hosts, self.topology,
                  time.monotonic() - t0)
@@ -288,7 +298,11 @@ class Lab:
     @staticmethod
     def down_prefix(prefix: str, progress: ProgressFn | None = None) -> list[str]:
         """Remove lab ``prefix`` or the leftovers of a crashed run (found by prefix)."""
-        saved = lab_state.load(check_prefix(prefix))
+        try:
+            saved = lab_state.load(check_prefix(prefix))
+        except FdpError:  # a state file from another version: remove the lab all the same
+            saved = None
+        # Without a state file we cannot know whether routers ran: reset to be safe.
         return teardown(prefix, routers=saved.routers if saved else True, progress=progress)
 
     @classmethod
@@ -441,6 +455,16 @@ class Lab:
         with ThreadPoolExecutor(max_workers=min(32, max(1, len(pairs)))) as pool:
             return dict(zip(pairs, pool.map(ping, pairs)))
 
+    def wait_reachability(self, timeout: float = 5.0) -> dict[tuple[int, int], bool]:
+        """Measure :meth:`reachability` until it equals :meth:`expected_reachability`
+        or ``timeout`` s pass; the last measurement. After :meth:`restore` a host's
+        failed ARP entry needs up to a second or two to resolve again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reach = self.reachability()
+            if reach == self.expected_reachability() or time.monotonic() >= deadline:
+                return reach
+
     def expected_reachability(self) -> dict[tuple[int, int], bool]:
         """What :meth:`reachability` should give: the topology minus cut links."""
         exp = topo.expected_reachability(self.topology, self.hosts)
@@ -554,6 +578,22 @@ def teardown(prefix: str, *, routers: bool = True, progress: ProgressFn | None =
         done += 1
     lab_state.remove(prefix)
     shutil.rmtree(lab_state.state_root() / prefix, ignore_errors=True)
+    _remove_host_dirs(prefix)
     if progress:
         progress("removed", total, total)
     return removed
+
+
+def _remove_host_dirs(prefix: str) -> None:
+    """Per-host state, runtime and bpffs pin dirs of the lab's hosts (keyed by namespace
+    name, see weave_fdp.paths): a new lab with the same prefix starts fresh."""
+    pattern = netns_pattern(prefix)
+    for root in (paths.STATE_ROOT, paths.RUNTIME_ROOT, paths.BPFFS_ROOT):
+        try:
+            entries = [e for e in root.iterdir() if pattern.fullmatch(e.name) and e.is_dir()]
+        except OSError:
+            continue
+        for entry in entries:
+            shutil.rmtree(entry, ignore_errors=True)
+            if entry.exists():
+                log.warning("could not remove %s", entry)

@@ -9,6 +9,8 @@ same container always gets the same veth name and attaching twice is harmless.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import ipaddress
@@ -17,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weave_fdp.errors import AlreadyExists, DatapathError, NotFound, UsageError
@@ -53,14 +55,45 @@ def host_ifname_for(netns_path: str) -> str:
     return HOST_PREFIX + digest[:7]
 
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _open_target(netns_path: str) -> IPRoute:
+    """A netlink handle inside the target namespace.
+
+    Made by switching this thread into the namespace just long enough to open the
+    socket (a socket keeps its namespace). pyroute2's NetNS forks a helper
+    instead, and a forked child of the router shares its asyncio signal wake-up
+    fd: the helper's SIGTERM on close would read as a SIGTERM to the router.
+    """
     if not Path(netns_path).exists():
         raise NotFound(f"network namespace {netns_path} does not exist",
                        fix="check the target (netns:NAME or pid:PID)")
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        return NetNS(netns_path, flags=0)
-    except OSError as exc:
-        raise NotFound(f"cannot enter network namespace {netns_path}: {exc.strerror}") from exc
+        try:
+            target = os.open(netns_path, os.O_RDONLY)
+        except OSError as exc:
+            raise NotFound(f"cannot open network namespace {netns_path}: {exc.strerror}") from exc
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise NotFound(f"{netns_path} is not a network namespace ({exc.strerror})") from exc
+        finally:
+            os.close(target)
+        try:
+            return IPRoute()
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
 
 
 def check_cidrs(cidrs: list[str]) -> list[str]:

@@ -29,8 +29,17 @@ def _parent(direction: str) -> str:
 
 
 def attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str = "ingress",
-           netns: NetnsRef = None) -> None:
-    """Attach program ``prog_fd`` at ``ifname``'s tc ``direction`` hook (replacing what was there)."""
+           netns: NetnsRef = None, tag: str | None = None) -> bool:
+    """Attach program ``prog_fd`` at ``ifname``'s tc ``direction`` hook (replacing what was there).
+
+    With ``tag`` (the program's tag), an attached program with the same name and tag
+    (same code, same maps after a router restart) is kept: no swap, no glitch.
+    Returns True when it attached, False when it kept the one there.
+    """
+    if tag is not None:
+        cur = program_info(ifname, direction=direction, netns=netns if isinstance(netns, str) else None)
+        if cur and cur.get("tag") == tag and str(cur.get("name", "")).startswith(prog_name[:15]):
+            return False
     with _handle(netns) as ipr:
         idx = _index(ipr, ifname)
         if idx is None:
@@ -47,6 +56,7 @@ def attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str = "ingre
             raise DatapathError(f"cannot attach BPF program {prog_name} to {ifname} {direction} "
                                 f"in {_where(netns)}: {exc}",
                                 fix="run `weave-fdp probe` to check the kernel") from exc
+    return True
 
 
 def detach_all(ifname: str, *, netns: NetnsRef = None) -> bool:
@@ -83,9 +93,15 @@ def programs(ifname: str, *, direction: str = "ingress", netns: NetnsRef = None)
 
 
 def program_id(ifname: str, *, direction: str = "ingress", netns: str | None = None) -> int | None:
-    """Kernel id of the BPF program attached at ``ifname``'s tc hook, or None.
+    """Kernel id of the BPF program attached at ``ifname``'s tc hook, or None."""
+    info = program_info(ifname, direction=direction, netns=netns)
+    return int(info["id"]) if info and info.get("id") else None
 
-    pyroute2 does not decode TCA_BPF_ID, so this asks ``tc -j``.
+
+def program_info(ifname: str, *, direction: str = "ingress", netns: str | None = None) -> dict | None:
+    """{"id", "tag", "name"} of the BPF program at ``ifname``'s tc hook, or None.
+
+    pyroute2 does not decode TCA_BPF_ID/TAG, so this asks ``tc -j``.
     """
     import json
     import subprocess
@@ -100,7 +116,7 @@ def program_id(ifname: str, *, direction: str = "ingress", netns: str | None = N
         for f in json.loads(cp.stdout or "[]"):
             prog = (f.get("options") or {}).get("prog") or {}
             if prog.get("id"):
-                return int(prog["id"])
+                return prog
     except (ValueError, AttributeError):
         return None
     return None

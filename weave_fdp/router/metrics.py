@@ -7,8 +7,18 @@ dict the ``report`` API op returns) at scrape time, so there is no second copy
 of the state and nothing to keep in sync. A report that fails or is malformed
 yields ``weave_fdp_up 0`` and whatever could be read, never a failed scrape.
 
-Names follow Prometheus conventions (``_total`` counters, base units); they are
-listed in the README under "Metrics".
+Names follow Prometheus conventions (``_total`` counters, base units):
+
+  weave_fdp_up, weave_fdp_router_info{name,nickname,version,encryption}, weave_fdp_uptime_seconds
+  weave_fdp_peers{reachable}
+  weave_fdp_connections{state,mode}  (every state always present; mode "none" when not established)
+  weave_fdp_connection_{tx,rx}_bytes_total{peer,nickname,address,mode}  (control connection)
+  weave_fdp_connection_mtu_bytes / _rtt_seconds{peer,nickname,mode}
+  weave_fdp_flows{path}
+  weave_fdp_peer_{tx,rx}_{packets,bytes}_total{peer,nickname,path}  (datapath, per peer and path)
+  weave_fdp_drops_total{reason}
+  weave_fdp_{ipam,dns}_enabled, and weave_fdp_{ipam,dns}_<key> for every numeric figure
+  (or list, as its length) the router reports in those sections.
 """
 
 from __future__ import annotations

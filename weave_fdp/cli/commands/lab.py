@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from weave_fdp.cli.output import console, err_console, json_option, print_json
-from weave_fdp.errors import ExitCode, FdpError, PermissionDenied
+from weave_fdp.errors import FdpError, PermissionDenied
 from weave_fdp.lab import state as lab_state
 from weave_fdp.lab.lab import DEFAULT_PREFIX, Lab, ProgressFn, check_prefix
 from weave_fdp.lab.topology import MAX_HOSTS, TOPOLOGIES
@@ -60,7 +60,7 @@ def _progress(title: str, enabled: bool = True) -> Iterator[ProgressFn]:
                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                    console=err_console(), transient=True)
     with bar:
-        task = bar.add_task(title, total=None)
+        task = bar.add_task(title, total=1)
 
         def update(what: str, done: int, total: int) -> None:
             bar.update(task, description=f"{title}: {what}", completed=done, total=total)
@@ -81,7 +81,7 @@ def _hosts_table(lab: Lab) -> Table:
 
 def _reach_table(lab: Lab, reach: dict[tuple[int, int], bool]) -> Table:
     exp = lab.expected_reachability()
-    t = Table(title="underlay reachability (ping from row to column)")
+    t = Table(title="underlay reachability", caption="ping from row to column; blocked = not linked")
     t.add_column("from \\ to")
     for j in range(1, lab.hosts + 1):
         t.add_column(f"h{j}", justify="center")
@@ -257,8 +257,10 @@ def down_cmd(prefix: str | None, all_labs: bool, as_json: bool) -> None:
 def _probe_lines() -> list[str]:
     """The probe's verdict lines; a note while the probe is not there yet."""
     try:
-        from weave_fdp.probe import run_probe  # written by the probe engineer
-
+        try:
+            from weave_fdp.probe import run_probe  # type: ignore[attr-defined]
+        except ImportError:
+            from weave_fdp.probe.checks import run_probe
         report = run_probe()
         return list(report.verdict_lines())
     except (ImportError, AttributeError):
@@ -269,9 +271,16 @@ def _probe_lines() -> list[str]:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so the demo's clean-up runs on both."""
+    """SIGTERM behaves like Ctrl-C, so the demo's clean-up runs on both.
+
+    Only in this process: pyroute2 forks helpers and stops them with SIGTERM; a
+    fork raising KeyboardInterrupt would run our clean-up from its copy of the stack.
+    """
+    me = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != me:
+            os._exit(128 + signum)
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, handler)

@@ -127,7 +127,12 @@ def _startup_error(log_path: Path, offset: int, rc: int) -> FdpError:
 
 @click.command()
 def stop() -> None:
-    """Stop this host's router (the fast datapath keeps its pinned state)."""
+    """Stop this host's router (the fast datapath keeps its pinned state).
+
+    \b
+    Example:
+      weave-fdp stop
+    """
     _stop(RouterClient(timeout=5))
 
 
@@ -140,7 +145,12 @@ def _stop(client: RouterClient) -> None:
 
 @click.command()
 def reset() -> None:
-    """Stop the router (if running) and remove this host's persisted state."""
+    """Stop the router (if running) and remove this host's persisted state.
+
+    \b
+    Example:
+      weave-fdp reset
+    """
     client = RouterClient(timeout=5)
     state = paths.state_dir()
     try:
@@ -157,7 +167,13 @@ def reset() -> None:
 @click.argument("peers", nargs=-1)
 @click.option("--replace", is_flag=True, help="Replace the list of direct peers instead of adding.")
 def connect(peers: tuple[str, ...], replace: bool) -> None:
-    """Add PEERS (HOST[:PORT]) to the direct peers the router keeps connected."""
+    """Add PEERS (HOST[:PORT]) to the direct peers the router keeps connected.
+
+    \b
+    Examples:
+      weave-fdp connect 192.0.2.2 192.0.2.3:6783
+      weave-fdp connect --replace 192.0.2.4
+    """
     if not peers and not replace:
         raise UsageError("connect needs at least one peer", fix="e.g. weave-fdp connect 192.0.2.2")
     RouterClient().call("connect", peers=list(peers), replace=replace)
@@ -166,7 +182,12 @@ def connect(peers: tuple[str, ...], replace: bool) -> None:
 @click.command()
 @click.argument("peers", nargs=-1, required=True)
 def forget(peers: tuple[str, ...]) -> None:
-    """Stop dialing PEERS (existing connections stay until they drop)."""
+    """Stop dialing PEERS (existing connections stay until they drop).
+
+    \b
+    Example:
+      weave-fdp forget 192.0.2.2
+    """
     res = RouterClient().call("forget", peers=list(peers))
     for u in res.get("unknown", []):
         click.echo(f"warning: {u} was not a direct peer", err=True)
@@ -176,7 +197,12 @@ def forget(peers: tuple[str, ...]) -> None:
 @click.argument("peers", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def rmpeer(peers: tuple[str, ...], as_json: bool) -> None:
-    """Reclaim the IP address space owned by PEERS (peers that are gone for good)."""
+    """Reclaim the IP address space owned by PEERS (peers that are gone for good).
+
+    \b
+    Example:
+      weave-fdp rmpeer 7e:aa:bb:cc:dd:ee
+    """
     res = RouterClient().call("rmpeer", peers=list(peers))
     if as_json:
         print_json(res)
@@ -189,7 +215,13 @@ def rmpeer(peers: tuple[str, ...], as_json: bool) -> None:
 @click.option("-f", "--format", "template", help="Python format template over the report, "
               "e.g. '{router[name]} {router[nickname]}'.")
 def report(as_json: bool, template: str | None) -> None:
-    """The router's full state as JSON (or formatted with -f)."""
+    """The router's full state as JSON (or formatted with -f).
+
+    \b
+    Examples:
+      weave-fdp report
+      weave-fdp report -f '{router[name]} {router[nickname]}'
+    """
     rep = RouterClient().call("report")
     if template:
         try:
@@ -232,7 +264,13 @@ def connection_line(c: dict[str, Any]) -> str:
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Router summary; `status peers|connections|targets` for details."""
+    """Router summary; `status peers|connections|targets` for details.
+
+    \b
+    Examples:
+      weave-fdp status
+      weave-fdp status connections --json
+    """
     ctx.ensure_object(dict)
     ctx.obj["status_json"] = as_json
     if ctx.invoked_subcommand is not None:
@@ -269,7 +307,12 @@ def _want_json(ctx: click.Context, as_json: bool) -> bool:
 @json_option
 @click.pass_context
 def status_peers(ctx: click.Context, as_json: bool) -> None:
-    """Every peer and the connections it announces."""
+    """Every peer and the connections it announces.
+
+    \b
+    Example:
+      weave-fdp status peers
+    """
     rep = RouterClient().call("report")
     if _want_json(ctx, as_json):
         print_json(rep["peers"])
@@ -288,7 +331,12 @@ def status_peers(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def status_connections(ctx: click.Context, as_json: bool) -> None:
-    """Direct connections: state, mode (fastdp/sleeve) and why, MTU; failures and retries."""
+    """Direct connections: state, mode (fastdp/sleeve) and why, MTU; failures and retries.
+
+    \b
+    Example:
+      weave-fdp status connections
+    """
     rep = RouterClient().call("report")
     if _want_json(ctx, as_json):
         print_json(rep["connections"])
@@ -301,7 +349,12 @@ def status_connections(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def status_targets(ctx: click.Context, as_json: bool) -> None:
-    """The direct peers this router keeps connecting to (launch/connect, persisted)."""
+    """The direct peers this router keeps connecting to (launch/connect, persisted).
+
+    \b
+    Example:
+      weave-fdp status targets
+    """
     rep = RouterClient().call("report")
     if _want_json(ctx, as_json):
         print_json(rep["targets"])
@@ -314,7 +367,12 @@ def status_targets(ctx: click.Context, as_json: bool) -> None:
 
 @click.group()
 def bench() -> None:
-    """Benchmarks (not tests): measured figures, printed."""
+    """Benchmarks (not tests): measured figures, printed.
+
+    \b
+    Example:
+      weave-fdp bench mesh --sim 100,500 --real 10
+    """
 
 
 @bench.command("mesh")
@@ -324,7 +382,12 @@ def bench() -> None:
               help="Real routers in namespaces (0 to skip).")
 @json_option
 def bench_mesh(sim_sizes: str, real_count: int, as_json: bool) -> None:
-    """Mesh convergence, idle cost and gossip bytes (simulated and real routers)."""
+    """Mesh convergence, idle cost and gossip bytes (simulated and real routers).
+
+    \b
+    Example:
+      weave-fdp bench mesh --sim 100 --real 0
+    """
     from weave_fdp.router.mesh import bench as mesh_bench
 
     sizes = [int(s) for s in sim_sizes.split(",") if s.strip()]

@@ -119,20 +119,21 @@ def flows(follow: bool, peer: str | None, proto: str | None, as_json: bool, inte
     source = open_source(demo_file)
     batches = iter_flow_batches(source, follow=follow, interval=interval, peer=peer, proto=proto, count=count)
     with _stream_guard():
-        for snap, batch in batches:
-            if as_json:
-                if not follow:
-                    print_json(batch)
-                for rec in batch if follow else ():
+        for _, batch in batches:
+            if as_json and not follow:
+                print_json(batch)
+            elif as_json:
+                for rec in batch:
                     print_json_line(rec)
             elif follow:
                 for rec in batch:
                     click.echo(flow_line(rec))
             else:
-                _print_flow_table(snap, batch)
+                _print_flow_table(batch)
 
 
-def _print_flow_table(snap: object, batch: list[dict]) -> None:
+def _print_flow_table(batch: list[dict]) -> None:
+    """The one-shot flow table (text)."""
     from rich.table import Table
 
     from weave_fdp.dashboard.fmt import fmt_bytes, fmt_count, fmt_endpoint

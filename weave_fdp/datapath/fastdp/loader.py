@@ -106,11 +106,22 @@ class FastDatapath:
         self._fds.clear()
 
     # ------------------------------------------------------------------ attach
+    def tag(self, name: str) -> str:
+        """The kernel's tag of program ``name`` (hash of its code), as ``tc`` prints it."""
+        from bcc import libbcc
+
+        tag = ctypes.c_ulonglong(0)
+        if libbcc.lib.bpf_prog_get_tag(self._fds[name], ctypes.byref(tag)) != 0:
+            return ""
+        return tag.value.to_bytes(8, "big").hex()
+
     def attach_port(self, ifname: str, netns: Any = None) -> None:
-        tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns)
+        tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns,
+                  tag=self.tag(PROG_FROM_CONTAINER))
 
     def attach_tunnel(self, ifname: str, netns: Any = None) -> None:
-        tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns)
+        tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns,
+                  tag=self.tag(PROG_FROM_TUNNEL))
 
     # ------------------------------------------------------------------ plan
     def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +79,24 @@ def _uint(body: dict, key: str, bits: int, what: str) -> int:
     return val
 
 
+_GOOD_NAMES: set[str] = set()  # names already validated (gossip repeats them a lot)
+
+
 def check_peer_name(name: Any, what: str) -> str:
+    if type(name) is str and name in _GOOD_NAMES:
+        return name
     if not isinstance(name, str) or not PEER_NAME_RE.match(name):
-        raise ProtocolError(f"{what}: bad peer name {name!r}")
+        raise ProtocolError(f"{what}: bad peer name {name!r}"[:200])
+    if len(_GOOD_NAMES) > 100_000:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES.add(name)
     return name
+
+
+def _u64(val: Any, key: str, what: str) -> int:
+    if type(val) is not int or not 0 <= val < 1 << 64:
+        raise ProtocolError(f"{what}: field {key!r} is not a u64")
+    return val
 
 
 # ---------------------------------------------------------------- preamble + frames
@@ -254,10 +269,25 @@ class PeerEntry:
         return (self.incarnation, self.version, self.uid)
 
 
+def _encode_entry(e: PeerEntry) -> bytes:
+    # [name, incarnation, version, uid, bin(msgpack [nickname, short_id, connections])]:
+    # the ordering key stays outside, so receivers skip copies they already hold
+    # without decoding the rest
+    rest = pack([e.nickname, e.short_id, [[c.peer, c.address, c.outbound, c.established]
+                                          for c in e.connections]])
+    return pack([e.name, e.incarnation, e.version, e.uid, rest])
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 65536:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
 def encode_topology(entries: list[PeerEntry]) -> bytes:
-    return pack([[e.name, e.nickname, e.uid, e.incarnation, e.version, e.short_id,
-                  [[c.peer, c.address, c.outbound, c.established] for c in e.connections]]
-                 for e in entries])
+    return _array_header(len(entries)) + b"".join(_encode_entry(e) for e in entries)
 
 
 class TopologyEncoder:
@@ -271,27 +301,36 @@ class TopologyEncoder:
         for e in entries:
             hit = self._cache.get(e.name)
             if hit is None or hit[0] != e.key():
-                hit = (e.key(), pack([e.name, e.nickname, e.uid, e.incarnation, e.version, e.short_id,
-                                      [[c.peer, c.address, c.outbound, c.established] for c in e.connections]]))
+                hit = (e.key(), _encode_entry(e))
                 self._cache[e.name] = hit
             parts.append(hit[1])
-        n = len(parts)
-        header = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 65536
-                                                  else b"\xdd" + n.to_bytes(4, "big"))
-        return header + b"".join(parts)
+        return _array_header(len(parts)) + b"".join(parts)
 
 
-def decode_topology(data: bytes) -> list[PeerEntry]:
+def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], bool] | None" = None
+                    ) -> list[PeerEntry]:
+    """Decode a topology payload; with ``wanted(name, key)``, entries it declines are skipped
+    before their body is decoded (most gossip repeats what we know)."""
     w = "topology"
     body = unpack(data, w)
     if not isinstance(body, list):
         raise ProtocolError("topology: not a list")
     out = []
     for item in body:
-        if not isinstance(item, list) or len(item) != 7:
-            raise ProtocolError("topology: peer entry is not a 7-element array")
-        name, nick, uid, inc, ver, sid, conns = item
-        fields = {"uid": uid, "inc": inc, "ver": ver, "sid": sid, "nick": nick}
+        if not isinstance(item, list) or len(item) != 5:
+            raise ProtocolError("topology: peer entry is not a 5-element array")
+        name, inc, ver, uid, rest = item
+        name = check_peer_name(name, w)
+        key = (_u64(inc, "inc", w), _u64(ver, "ver", w), _u64(uid, "uid", w))
+        if wanted is not None and not wanted(name, key):
+            continue
+        if type(rest) is not bytes:
+            raise ProtocolError("topology: entry body is not bin")
+        inner = unpack(rest, w)
+        if not isinstance(inner, list) or len(inner) != 3:
+            raise ProtocolError("topology: entry body is not a 3-element array")
+        nick, sid, conns = inner
+        fields = {"nick": nick, "sid": sid}
         if not isinstance(conns, list):
             raise ProtocolError("topology: connections is not an array")
         centries = []
@@ -300,8 +339,6 @@ def decode_topology(data: bytes) -> list[PeerEntry]:
                     or not isinstance(c[2], bool) or not isinstance(c[3], bool)):
                 raise ProtocolError("topology: malformed connection entry")
             centries.append(ConnEntry(check_peer_name(c[0], w), c[1], c[2], c[3]))
-        out.append(PeerEntry(check_peer_name(name, w), _get(fields, "nick", str, w),
-                             _uint(fields, "uid", 64, w), _uint(fields, "inc", 64, w),
-                             _uint(fields, "ver", 64, w), _uint(fields, "sid", 12, w),
-                             tuple(centries)))
+        out.append(PeerEntry(name, _get(fields, "nick", str, w), uid, inc, ver,
+                             _uint(fields, "sid", 12, w), tuple(centries)))
     return out

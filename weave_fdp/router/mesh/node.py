@@ -83,6 +83,7 @@ class MeshNode:
         self.gossip_tx_bytes = 0
         self._encoder = codec.TopologyEncoder()
         self._pending: dict[str, set[str]] = {}     # link peer -> topology names to send
+        self._known: dict[str, dict[str, tuple[int, int, int]]] = {}  # link peer -> name -> key it has
         self._flush_scheduled = False
         self._recompute_handle: asyncio.Handle | None = None
         self._periodic: asyncio.Task[None] | None = None
@@ -149,6 +150,7 @@ class MeshNode:
             link.close(reason)
             return False
         self.links[link.peer] = link
+        self._known.pop(link.peer, None)
         log.info("peer %s(%s): connection %s %s:%d up", link.peer, link.features.nickname,
                  "to" if link.outbound else "from", link.remote_host, link.remote_port)
         self._send_topology(link, None)
@@ -160,6 +162,7 @@ class MeshNode:
             return
         del self.links[link.peer]
         self._pending.pop(link.peer, None)
+        self._known.pop(link.peer, None)
         log.info("peer %s(%s): connection %s:%d down: %s", link.peer, link.features.nickname,
                  link.remote_host, link.remote_port, reason)
         self._local_changed()
@@ -170,7 +173,8 @@ class MeshNode:
             return
         if not link.established:
             link.established = True
-            self._local_changed()
+            if self.on_link_change:
+                self.on_link_change()
         if tag == codec.HEARTBEAT:
             return
         if tag == codec.OVERLAY_CONTROL:
@@ -187,8 +191,11 @@ class MeshNode:
 
     def _local_conns(self) -> list[ConnEntry]:
         # the address is the peer's dialable one (its listen port), so others can discover it
+        # Announced as established from the handshake on: both ends pick the same link
+        # of a duplicate pair, and routes need both ends to announce each other anyway.
+        # (link.established, shown in status, still waits for the first message.)
         return [ConnEntry(l.peer, f"{l.remote_host}:{l.remote_port if l.outbound else l.features.port}",
-                          l.outbound, l.established) for l in self.links.values()]
+                          l.outbound, True) for l in self.links.values()]
 
     def _local_changed(self) -> None:
         if self.topology.set_local_connections(self._local_conns()):
@@ -200,7 +207,13 @@ class MeshNode:
     # ------------------------------------------------------------ topology gossip
 
     def _send_topology(self, link: Link, names: set[str] | None) -> None:
-        payload = self._encoder.encode(self.topology.entries(names))
+        known = self._known.setdefault(link.peer, {})
+        entries = [e for e in self.topology.entries(names) if names is None or known.get(e.name, (-1,)) < e.key()]
+        if not entries:
+            return
+        for e in entries:
+            known[e.name] = e.key()
+        payload = self._encoder.encode(entries)
         self._send(link, codec.GOSSIP, {"c": TOPOLOGY, "s": self.name, "p": payload})
 
     def _queue_topology(self, names: list[str], exclude: str | None) -> None:
@@ -225,7 +238,17 @@ class MeshNode:
                 self._send_topology(link, names)
 
     def _apply_topology(self, link: Link, payload: bytes) -> None:
-        entries = codec.decode_topology(payload)
+        peers, me = self.topology.peers, self.name
+
+        known = self._known.setdefault(link.peer, {})
+
+        def wanted(name: str, key: tuple[int, int, int]) -> bool:
+            if known.get(name, (-1,)) < key:
+                known[name] = key  # the sender has it: never send it back
+            old = peers.get(name)
+            return old is None or name == me or key > old.key()
+
+        entries = codec.decode_topology(payload, wanted)
         changed, self_bumped = self.topology.apply(entries)
         if self_bumped:
             self._queue_topology([self.name], exclude=None)
@@ -246,6 +269,11 @@ class MeshNode:
         loop = asyncio.get_running_loop()
         gone, next_due = self.topology.garbage_collect(loop.time(), self.gc_grace)
         if gone:
+            # neighbours drop them too: forget that they hold them, or a returning
+            # peer whose entry did not change would never be sent to them again
+            for known in self._known.values():
+                for n in gone:
+                    known.pop(n, None)
             log.info("peers removed (unreachable for %g s): %s", self.gc_grace, ", ".join(sorted(gone)))
         if next_due is not None and self._gc_handle is None:
             def again() -> None:

@@ -49,7 +49,8 @@ class Topology:
         return True
 
     def bump_local(self, **changes: object) -> None:
-        self.peers[self.local_name] = replace(self.local, version=self.local.version + 1, **changes)  # type: ignore[arg-type]
+        changes.setdefault("version", self.local.version + 1)
+        self.peers[self.local_name] = replace(self.local, **changes)  # type: ignore[arg-type]
 
     def apply(self, entries: list[PeerEntry]) -> tuple[list[str], bool]:
         """Merge received entries.

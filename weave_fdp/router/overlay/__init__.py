@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from typing import Any
 
 from weave_fdp.router.overlay.base import Overlay
@@ -23,9 +24,17 @@ OVERLAY_FACTORIES: dict[str, str] = {
 
 
 def load_overlays(config: Any) -> list[Overlay]:
-    """Instantiate the available overlays, honouring ``config.no_fastdp``."""
+    """Instantiate the available overlays, honouring ``config.no_fastdp``.
+
+    WEAVE_FDP_OVERLAYS=name,... (or "none") restricts the set: control-plane tests
+    use it to run routers without data planes.
+    """
     out: list[Overlay] = []
+    only = os.environ.get("WEAVE_FDP_OVERLAYS")
+    allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
     for name, modname in OVERLAY_FACTORIES.items():
+        if allowed is not None and name not in allowed:
+            continue
         if name == "fastdp" and getattr(config, "no_fastdp", False):
             log.info("overlay fastdp disabled by --no-fastdp")
             continue

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.5   # s between pings to each peer
 HEALTHY_WITHIN = 1.5       # s: a peer whose last pong is older is unhealthy
+GRACE = 30.0               # s a lost control connection keeps its datapath entries
+STARTUP_GRACE = 10.0       # s a restarted router keeps the kernel's entries until the mesh is back
 
 
 class PeerHealth:
@@ -54,6 +56,13 @@ class FastdpOverlay:
         # pyroute2's sync API cannot run inside the router's event loop, and datapath
         # changes must not interleave: one worker thread does them all, in order.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastdp")
+        # The kernel keeps forwarding while the control plane blinks: the last inputs
+        # of a lost connection stay for GRACE seconds, and after a restart the maps
+        # found in the kernel stay until the mesh is back (or STARTUP_GRACE passes).
+        self._last: Any = None
+        self._lost_at: dict[str, float] = {}
+        self._started = time.monotonic()
+        self._boot_fastdp: set[int] = set()    # short IDs in fastdp mode in the maps we found
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run a datapath call on the fastdp worker thread."""
@@ -71,6 +80,7 @@ class FastdpOverlay:
         self.ctx = ctx
         self.host = HostDatapath(pin_dir=await self.run(host_pin_dir))
         await self.run(self.host.start)
+        self._boot_fastdp = await self.run(self._fastdp_peers_in_maps)
         self._tx = hbm.sender_socket()
         self._rx = hbm.receiver_socket(VXLAN_IFNAME)
         ctx.loop.add_reader(self._rx.fileno(), self._on_heartbeat)
@@ -96,16 +106,24 @@ class FastdpOverlay:
     # ------------------------------------------------------------ mesh -> plan
     def on_mesh(self, view: MeshView) -> None:
         self.view = view
-        for peer in list(self.health):
-            if peer not in view.connections:
-                self.health.pop(peer, None)
-                self.modes.pop(peer, None)
         self._apply()
 
     def _apply(self) -> None:
         """Schedule a re-plan on the worker (never blocks the event loop)."""
         if self.ctx is not None and self.host is not None:
             self.ctx.loop.run_in_executor(self._worker, self._apply_now)
+
+    def _fastdp_peers_in_maps(self) -> set[int]:
+        import ctypes
+
+        from weave_fdp.datapath.fastdp import abi
+        out = set()
+        peers = self.host.dp.maps["fdp_peers"]
+        for sid in range(abi.MAX_PEERS):
+            v = peers.get(ctypes.c_uint32(sid))
+            if v is not None and v.flags and v.mode == abi.Mode.FASTDP:
+                out.add(sid)
+        return out
 
     def _apply_now(self) -> None:
         from weave_fdp.datapath.fastdp.host import MeshInputs
@@ -114,17 +132,49 @@ class FastdpOverlay:
         if view is None or self.host is None or self.host.dp is None:
             return
         conns = {p: c for p, c in view.connections.items() if c.established}
+        if (not conns and self._boot_fastdp and time.monotonic() - self._started < STARTUP_GRACE):
+            return  # restarted: the kernel's entries are better than an empty mesh
         mesh = MeshInputs(
             local=view.local.name,
             short_ids={n: p.short_id for n, p in view.peers.items()},
-            unicast={d: h for d, h in view.unicast.items() if h in conns},
+            # a direct neighbour is its own next hop, even before routes catch up
+            unicast={**{p: p for p in conns}, **{d: h for d, h in view.unicast.items() if h in conns}},
             broadcast={s: [h for h in hs if h in conns] for s, hs in view.broadcast.items()},
             hop_ips={p: c.remote_ip for p, c in conns.items()},
             modes={p: self._mode(p, "fastdp" in c.overlays) for p, c in conns.items()})
+        self._keep_lost(mesh, conns)
         try:
             self.host.set_mesh(mesh)
         except Exception:
             log.exception("fastdp: cannot apply the mesh to the datapath")
+
+    def _keep_lost(self, mesh: Any, conns: dict[str, Any]) -> None:
+        """Merge into ``mesh`` the last entries of connections lost less than GRACE ago."""
+        now = time.monotonic()
+        last, self._last = self._last, mesh
+        if last is None:
+            return
+        for peer in last.hop_ips:
+            if peer not in conns:
+                self._lost_at.setdefault(peer, now)
+        for peer in list(self._lost_at):
+            if peer in conns or now - self._lost_at[peer] > GRACE:
+                self._lost_at.pop(peer)
+                continue
+            if peer not in last.short_ids or last.modes.get(peer) != "fastdp":
+                continue
+            mesh.short_ids.setdefault(peer, last.short_ids[peer])
+            mesh.hop_ips[peer] = last.hop_ips[peer]
+            mesh.modes[peer] = "fastdp"
+            for dest, hop in last.unicast.items():
+                if hop == peer and dest not in mesh.unicast:
+                    mesh.short_ids.setdefault(dest, last.short_ids.get(dest, -1))
+                    mesh.unicast[dest] = peer
+            for src, hops in last.broadcast.items():
+                if peer in hops and peer not in mesh.broadcast.setdefault(src, []):
+                    mesh.broadcast[src].append(peer)
+        mesh.short_ids = {n: s for n, s in mesh.short_ids.items() if s >= 0}
+        self._last = mesh
 
     def _mode(self, peer: str, peer_has_fastdp: bool) -> str:
         if not peer_has_fastdp:
@@ -136,7 +186,13 @@ class FastdpOverlay:
         # encrypted (fastdp cannot seal frames).
         if getattr(self.config, "password", None):
             return "sleeve"
-        return "fastdp" if self.healthy(peer) else "sleeve"
+        if self.healthy(peer):
+            return "fastdp"
+        view = self.view
+        sid = view.peers[peer].short_id if view and peer in view.peers else -1
+        if sid in self._boot_fastdp and time.monotonic() - self._started < STARTUP_GRACE:
+            return "fastdp"  # it was in fastdp before the restart: keep it until heartbeats say otherwise
+        return "sleeve"
 
     # ------------------------------------------------------------ FastdpControl
     def unusable_reason(self, peer: str) -> str | None:
@@ -169,27 +225,44 @@ class FastdpOverlay:
                 log.exception("fastdp heartbeat round failed")
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
+    def _targets(self) -> dict[str, tuple[int, str]]:
+        """Peers to heartbeat: direct fastdp connections, plus lost ones still in grace
+        (so a router restart on either side does not read as a dead kernel path)."""
+        view = self.view
+        out: dict[str, tuple[int, str]] = {}
+        if view is None:
+            return out
+        for peer, c in view.connections.items():
+            if c.established and "fastdp" in c.overlays and peer in view.peers:
+                out[peer] = (view.peers[peer].short_id, c.remote_ip)
+        last = self._last
+        if last is not None:
+            for peer in self._lost_at:
+                if peer not in out and peer in last.short_ids and peer in last.hop_ips:
+                    out[peer] = (last.short_ids[peer], last.hop_ips[peer])
+        return out
+
     def _send_pings(self) -> None:
         view = self.view
         if view is None or self._tx is None or self.host is None or self.host.mtu is None:
             return
         me = view.local.short_id
         now_ns = time.monotonic_ns()
-        for peer, c in view.connections.items():
-            if not c.established or "fastdp" not in c.overlays or peer not in view.peers:
-                continue
+        targets = self._targets()
+        for peer in list(self.health):
+            if peer not in targets:
+                self.health.pop(peer, None)
+                self.modes.pop(peer, None)
+        for peer, (sid, ip) in targets.items():
             h = self.health.setdefault(peer, PeerHealth())
             h.seq += 1
-            dgram = hbm.encode_datagram(hbm.Heartbeat(hbm.PING, me, h.seq, now_ns), me,
-                                        view.peers[peer].short_id, self.host.mtu)
+            dgram = hbm.encode_datagram(hbm.Heartbeat(hbm.PING, me, h.seq, now_ns), me, sid, self.host.mtu)
             try:
-                self._tx.sendto(dgram, (c.remote_ip, hbm.abi.VXLAN_PORT))
+                self._tx.sendto(dgram, (ip, hbm.abi.VXLAN_PORT))
                 h.sent += 1
                 h.error = None
             except OSError as exc:
                 h.error = f"heartbeat send failed: {exc.strerror}"
-                if self.healthy(peer) is False and h.last_pong is None:
-                    log.debug("fastdp heartbeat to %s: %s", peer, exc)
 
     def _on_heartbeat(self) -> None:
         assert self._rx is not None
@@ -204,8 +277,8 @@ class FastdpOverlay:
             view = self.view
             if hb is None or view is None:
                 continue
-            peer = next((n for n, p in view.peers.items() if p.short_id == hb.src and n != view.local.name), None)
-            if peer is None or peer not in view.connections:
+            peer = next((n for n, (sid, _ip) in self._targets().items() if sid == hb.src), None)
+            if peer is None:
                 continue
             if hb.kind == hbm.PING:
                 self._pong(peer, hb)
