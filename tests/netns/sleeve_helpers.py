@@ -161,3 +161,79 @@ class Capture:
         self.proc.terminate()
         self.proc.wait(10)
         return self.path.read_bytes()
+
+
+# ---------------------------------------------------------------- benchmark (not a test)
+
+def iperf(lab: Lab, server: tuple[int, int | None], client: tuple[int, int | None], dst: str,
+          seconds: float = 3, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    """One iperf3 TCP stream; (Gbit/s received, sender CPU %). ``(host, None)`` runs on the host."""
+    run = lambda where, argv, **kw: (lab.popen(where[0], argv, **kw) if where[1] is None  # noqa: E731
+                                     else lab.popen_container(where[0], where[1], argv, **kw))
+    srv = run(server, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    argv = ["iperf3", "-c", dst, "-t", str(seconds), "-J", *extra]
+    cli = run(client, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out, _ = cli.communicate(timeout=seconds + 30)
+    srv.wait(10)
+    res = json.loads(out)
+    return (res["end"]["sum_received"]["bits_per_second"] / 1e9,
+            res["end"]["cpu_utilization_percent"]["host_total"])
+
+
+def bench(argv: list[str] | None = None) -> int:
+    """Underlay, plain sleeve and encrypted sleeve, iperf3 1 stream, in the same run.
+
+        python tests/netns/sleeve_helpers.py [--seconds 3] [--rounds 3] [--mtu 1450] [--json]
+    """
+    import argparse
+    import statistics
+    import tempfile
+    ap = argparse.ArgumentParser(description=bench.__doc__)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mtu", type=int, default=1376, help="container MTU")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        sl = SleeveLab(Path(tmp), hosts=2, container_mtu=a.mtu)
+        try:
+            sl.up()
+            sl.wait_peers_up()
+            res: dict[str, list[float]] = {"underlay": [], "plain": [], "encrypted": []}
+            cpu: dict[str, list[float]] = {k: [] for k in res}
+            for _ in range(a.rounds):
+                for mode in ("underlay", "plain", "encrypted"):
+                    if mode == "underlay":
+                        g, c = iperf(sl.lab, (2, None), (1, None), sl.lab.host_ip(2), a.seconds)
+                    else:
+                        want = "s3cret" if mode == "encrypted" else None
+                        if sl.password != want:
+                            sl.password = want
+                            for i in (1, 2):
+                                sl.stop(i)
+                            for i in (1, 2):
+                                sl.start(i)
+                            time.sleep(0.5)
+                            sl.wait_peers_up()
+                        g, c = iperf(sl.lab, (2, 1), (1, 1), "10.32.2.1", a.seconds)
+                    res[mode].append(g)
+                    cpu[mode].append(c)
+            med = {k: statistics.median(v) for k, v in res.items()}
+            out = {k: {"gbit_s": round(med[k], 3), "runs": [round(x, 3) for x in v],
+                       "ratio": round(med[k] / med["underlay"], 3)} for k, v in res.items()}
+            if a.json:
+                print(json.dumps(out))
+            else:
+                for k, v in out.items():
+                    print(f"{k:10s} {v['gbit_s']:7.3f} Gbit/s  {100 * v['ratio']:5.1f}% of underlay  runs={v['runs']}")
+            for i in (1, 2):
+                st = sl.status(i)
+                print(f"h{i}: stats={st['stats']} drops={st['drops']}", file=sys.stderr)
+        finally:
+            sl.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bench())

@@ -145,7 +145,7 @@ def _stop(client: RouterClient) -> None:
 
 @click.command()
 def reset() -> None:
-    """Stop the router (if running) and remove this host's persisted state.
+    """Stop the router (if running) and remove this host's programs, maps, devices, links and state.
 
     \b
     Example:
@@ -158,9 +158,14 @@ def reset() -> None:
         _stop(client)
     except RouterNotRunning:
         pass
+    from weave_fdp.datapath.reset import reset_datapaths
+
+    removed = reset_datapaths()
     if state.is_dir():
         shutil.rmtree(state, ignore_errors=True)
     shutil.rmtree(paths.runtime_dir(), ignore_errors=True)
+    gone = removed["links"] + removed["pins"]
+    click.echo(f"reset: removed {', '.join(gone)}" if gone else "reset: nothing to remove")
 
 
 @click.command()
