@@ -24,7 +24,7 @@ test-netns: install
 	@$(PYTEST) tests -m netns $(PYTEST_ARGS)
 
 bench: install
-	@$(VENV)/bin/weave-fdp lab bench
+	@$(VENV)/bin/weave-fdp bench datapath
 
 clean:
 	-@$(VENV)/bin/weave-fdp lab down --all 2>/dev/null

@@ -30,7 +30,7 @@ class SleeveLab:
 
     def __init__(self, tmp: Path, hosts: int = 2, topology: str = "full", containers: int = 1,
                  container_mtu: int = 1376, password: str | dict[int, str] | None = None,
-                 vnet: bool = True) -> None:
+                 vnet: bool = True, big: bool | dict[int, bool] = True) -> None:
         self.prefix = "t" + secrets.token_hex(3)[:5]
         self.lab = Lab(self.prefix, hosts, topology)
         self.tmp = tmp
@@ -38,6 +38,7 @@ class SleeveLab:
         self.container_mtu = container_mtu
         self.password = password
         self.vnet = vnet
+        self.big = big
         self.procs: dict[int, subprocess.Popen[Any]] = {}
 
     def up(self) -> "SleeveLab":
@@ -63,6 +64,7 @@ class SleeveLab:
             "peers": {peer_name(k): self.lab.host_ip(k) for k in range(1, self.lab.hosts + 1)},
             "links": [[peer_name(a), peer_name(b)] for a, b in self.lab.links()],
             "password": pw, "status_file": str(self.tmp / f"status-h{i}.json"), "vnet": self.vnet,
+            "big": self.big.get(i, True) if isinstance(self.big, dict) else self.big,
         }
 
     def start(self, i: int) -> None:
@@ -194,9 +196,10 @@ def bench(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mtu", type=int, default=1376, help="container MTU")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-big", action="store_true", help="no big datagrams (app-level fragments only)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        sl = SleeveLab(Path(tmp), hosts=2, container_mtu=a.mtu)
+        sl = SleeveLab(Path(tmp), hosts=2, container_mtu=a.mtu, big=not a.no_big)
         try:
             sl.up()
             sl.wait_peers_up()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import shutil
@@ -336,6 +337,11 @@ def test_cli_demo(lab_prefix: str) -> None:
     cp = cli("lab", "demo", "--prefix", lab_prefix, "--topology", "line")
     assert cp.returncode == 0, cp.stderr
     assert ("fastdp:" in cp.stdout or "probe:" in cp.stdout) and "matches the topology" in cp.stdout and f"lab {lab_prefix} removed" in cp.stdout
+    # the overlay part: routers converge, containers on every host ping each other (h1 <-> h3 relayed by h2)
+    assert "every router saw the whole mesh" in cp.stdout
+    assert "established fastdp" in cp.stdout
+    assert "container ping" in cp.stdout and "lost" not in cp.stdout
+    assert re.search(r"iperf3 h1-c1 -> h3-c1, 1 TCP stream, \d+ s: [\d.]+ Gbit/s", cp.stdout)
     assert lab_namespaces(lab_prefix) == []
 
 

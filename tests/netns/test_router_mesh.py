@@ -230,3 +230,58 @@ def test_bad_input_one_line_and_exit_codes(routers: Callable[..., Routers], tmp_
     cp = r.launch(2, check=False)
     assert cp.returncode == 1 and "TCP port 6783" in cp.stderr
     assert r.report(1)["router"]["name"]  # still serving
+
+
+SCRAPE = r"""
+import sys, urllib.request
+print(urllib.request.urlopen("http://{addr}/metrics", timeout=5).read().decode())
+"""
+
+
+def scrape(r: Routers, i: int, addr: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape /metrics from inside host i's namespace; (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = r.lab.exec(i, ["python3", "-c", SCRAPE.format(addr=addr)], timeout=15).stdout
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_metrics_endpoint_scraped_and_bad_addresses(routers: Callable[..., Routers]) -> None:
+    r = routers(2, "full")
+    r.launch(1, "--metrics-addr", "0.0.0.0:6782")
+    r.launch(2, r.lab.host_ip(1), "--metrics-addr", ":6782")
+    wait_until(lambda: any(c["state"] == "established" for c in r.report(1)["connections"])
+               and len(r.report(1)["peers"]) == 2 and all(p["reachable"] for p in r.report(1)["peers"]),
+               10, "h1 and h2 to connect")
+    m = scrape(r, 1, f"{r.lab.host_ip(1)}:6782")
+    assert m[("weave_fdp_up", ())] == 1
+    assert m[("weave_fdp_peers", (("reachable", "true"),))] == 2
+    assert m[("weave_fdp_peers", (("reachable", "false"),))] == 0
+    assert m[("weave_fdp_connections", (("mode", "none"), ("state", "established")))] == 1
+    names = r.names()
+    tx = [v for (n, labels), v in m.items()
+          if n == "weave_fdp_connection_tx_bytes_total" and ("peer", names["h2"]) in labels]
+    assert tx and tx[0] > 0
+    # h2 serves on every address too, scraped over its loopback
+    m2 = scrape(r, 2, "127.0.0.1:6782")
+    assert m2[("weave_fdp_peers", (("reachable", "true"),))] == 2
+    # a bad address and a busy port fail the launch with one line, and h1 keeps serving
+    r.run(2, "stop")
+    cp = r.launch(2, "--metrics-addr", "nonsense", state="bad", check=False)
+    assert cp.returncode == 2 and "--metrics-addr" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1
+    # SO_REUSEADDR: the scrape above may have left 6782 in TIME_WAIT
+    blocker = r.lab.popen(2, ["python3", "-c", "import socket,time; s=socket.socket(); "
+                                               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                                               "s.bind(('0.0.0.0',6782)); s.listen(); time.sleep(30)"])
+    time.sleep(0.3)
+    try:
+        assert blocker.poll() is None, "the port blocker did not start"
+        cp = r.launch(2, "--metrics-addr", "0.0.0.0:6782", state="busy", check=False)
+    finally:
+        blocker.kill()
+        blocker.wait()
+    assert cp.returncode == 2 and "cannot serve metrics on 0.0.0.0:6782" in cp.stderr, cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1
+    assert not r.run(2, "status", check=False).returncode == 0  # nothing left running on h2
+    assert scrape(r, 1, "127.0.0.1:6782")[("weave_fdp_up", ())] == 1

@@ -43,10 +43,12 @@ def wait_for(fn, timeout: float = 5.0):
         time.sleep(0.2)
 
 
-def test_plain_sleeve_ping_mtu_iperf_and_visible_inner_frames(sleeve_lab) -> None:
-    sl = sleeve_lab(hosts=2, container_mtu=1450)
+@pytest.mark.parametrize("big_dgrams", [True, False], ids=["big-datagrams", "app-fragments"])
+def test_plain_sleeve_ping_mtu_iperf_and_visible_inner_frames(sleeve_lab, big_dgrams: bool) -> None:
+    sl = sleeve_lab(hosts=2, container_mtu=1450, big=big_dgrams)
     st = sl.status(1)["peers"][0]
     assert st["pmtu"] == 1472 and st["mtu"] == 1423 and st["up"]
+    assert st["big_datagrams"] is big_dgrams
 
     cap = Capture(sl, 2, "plain")
     sl.lab.exec_container(1, 1, ["ping", "-c", "3", "-i", "0.2", "-p", MARKER, "10.32.2.1"])
@@ -68,13 +70,20 @@ def test_plain_sleeve_ping_mtu_iperf_and_visible_inner_frames(sleeve_lab) -> Non
     bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
     assert bps > 50e6, f"sleeve TCP only {bps / 1e6:.0f} Mbit/s"
     s1 = sl.status(1)
-    assert s1["stats"]["fragmented"] > 0       # GSO super-frames went out in UDP_SEGMENT batches
-    assert sl.status(2)["stats"]["reassembled"] > 0
+    if big_dgrams:  # GSO super-frames went out whole, one (kernel-fragmented) datagram each
+        p = s1["peers"][0]
+        assert p["tx_bytes"] / p["tx_pkts"] > 8000, p
+    else:        # ... or as app-level fragments in UDP_SEGMENT batches
+        assert s1["stats"]["fragmented"] > 0
+        assert sl.status(2)["stats"]["reassembled"] > 0
 
 
 def test_encrypted_relay_on_a_line_hides_frames_and_refuses_crafted_and_replayed(sleeve_lab) -> None:
-    sl = sleeve_lab(hosts=3, topology="line", password="s3cret")
+    # h2 sends no big datagrams: what h1 sends it whole must be split again toward h3.
+    sl = sleeve_lab(hosts=3, topology="line", password="s3cret", big={2: False})
     assert all(p["encrypted"] for p in sl.status(2)["peers"])
+    assert [p["big_datagrams"] for p in sl.status(1)["peers"]] == [True]
+    assert not any(p["big_datagrams"] for p in sl.status(2)["peers"])
 
     cap = Capture(sl, 2, "sealed")
     sl.lab.exec_container(1, 1, ["ping", "-c", "3", "-i", "0.2", "-p", MARKER, "10.32.3.1"])
@@ -98,6 +107,17 @@ def test_encrypted_relay_on_a_line_hides_frames_and_refuses_crafted_and_replayed
     # It keeps serving, and logged each cause once.
     sl.lab.exec_container(1, 1, ["ping", "-c", "2", "-i", "0.2", "10.32.3.1"])
     assert sl.log(2).count("dropped a packet: replay") == 1
+
+    # TCP h1 -> h3 through the relay: big sealed datagrams in, re-fragmented sealed datagrams out.
+    import json
+    srv = sl.lab.popen_container(3, 1, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    out = sl.lab.exec_container(1, 1, ["iperf3", "-c", "10.32.3.1", "-t", "1", "-J"], timeout=30).stdout
+    srv.wait(5)
+    assert json.loads(out)["end"]["sum_received"]["bits_per_second"] > 20e6
+    st2 = sl.status(2)
+    assert st2["stats"]["fragmented"] > 0 and not any("too big" in c for c in st2["drops"]), st2
+    assert sl.status(3)["stats"]["reassembled"] > 0
 
 
 def test_wrong_password_gets_nothing_through(sleeve_lab, tmp_path: Path) -> None:

@@ -47,3 +47,59 @@ def test_router_sleeve_encrypted_line_reports_mode_and_reason(make_lab) -> None:
     rep = json.loads(lab.exec(2, [*weave_command(), "report"]).stdout)
     sl = rep["overlays"]["sleeve"]
     assert sl["stats"]["relayed"] >= 6 and all(p["encrypted"] for p in sl["peers"])
+
+
+def flows(lab, i: int) -> list[dict]:
+    """`weave-fdp flows --json` on host i (the dashboard's command, reading the router's report)."""
+    out = lab.exec(i, [*weave_command(), "flows", "--json"], check=False).stdout
+    try:
+        return json.loads(out)
+    except ValueError:
+        return []
+
+
+def icmp_flow(lab, i: int, src: str, dst: str) -> dict | None:
+    """The ICMP flow src -> dst on host i (echo requests and replies share the ICMP key)."""
+    rows = [f for f in flows(lab, i) if f.get("src_ip") == src and f.get("dst_ip") == dst
+            and str(f.get("proto")) in ("icmp", "1")]
+    assert len(rows) <= 1, rows
+    return rows[0] if rows else None
+
+
+def test_router_sleeve_flow_counters_are_exact(make_lab) -> None:
+    """N pings of S bytes: exactly N frames and N x (S + 42) frame bytes on that flow, both hosts."""
+    lab = make_lab(hosts=2)
+    for i in (1, 2):
+        wire_container(lab, i)
+    lab.launch_routers(["--no-fastdp"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = lab.exec_container(1, 1, ["ping", "-c", "1", "-W", "1", "10.32.2.1"], check=False)
+        if r.returncode == 0:
+            break
+    else:
+        pytest.fail(f"no sleeve connectivity: {connections(lab, 1)}")
+    c1, c2 = "10.32.1.1", "10.32.2.1"
+    wait = time.monotonic() + 5
+    while (icmp_flow(lab, 1, c1, c2) is None or icmp_flow(lab, 2, c1, c2) is None) and time.monotonic() < wait:
+        time.sleep(0.2)
+    before = {(i, s, d): icmp_flow(lab, i, s, d) for i in (1, 2) for s, d in ((c1, c2), (c2, c1))}
+    assert all(before.values()), before
+    assert before[(1, c1, c2)]["path"] == "sleeve" and before[(1, c1, c2)]["via_nickname"] == "h2"
+
+    n, size = 7, 300
+    frame = size + 8 + 20 + 14           # ICMP payload + ICMP + IPv4 + Ethernet headers
+    lab.exec_container(1, 1, ["ping", "-c", str(n), "-i", "0.05", "-s", str(size), "-W", "2", c2])
+    # Requests c1 -> c2 leave h1 and arrive at h2; replies c2 -> c1 the other way round.
+    for key, row in before.items():
+        deadline = time.monotonic() + 3
+        while True:
+            now = icmp_flow(lab, *key)
+            got = (now["packets"] - row["packets"], now["bytes"] - row["bytes"])
+            if got == (n, n * frame) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got == (n, n * frame), f"flow {key}: {got} != {(n, n * frame)}"
+    rep = json.loads(lab.exec(1, [*weave_command(), "report"]).stdout)
+    peers = [p for p in rep["datapath"]["peers"] if p.get("path") == "sleeve"]
+    assert len(peers) == 1 and peers[0]["tx_packets"] >= n + 1 and peers[0]["rx_packets"] >= n + 1, peers

@@ -82,3 +82,23 @@ def test_window_accepts_each_number_at_most_once(seqs: list[int]) -> None:
     for s in accepted:
         assert s > top - 128
         top = max(top, s)
+
+
+def test_in_place_seal_and_open_match_the_copying_ones() -> None:
+    body = bytes([wire.T_FRAMES]) + bytes(range(256)) * 40
+    buf = bytearray(64 + len(body))
+    buf[64:] = body
+    sa = Sealer(S, A, B)
+    dg = bytes(sa.seal_inplace(memoryview(buf), 64, 64 + len(body)))
+    assert len(dg) == wire.HEADER.size + wire.SEAL_OVERHEAD + len(body)
+    assert _open(Opener(S, B, A), dg) == body              # the copying opener reads it
+    ob = Opener(S, B, A)
+    rx = bytearray(sa.seal(body))
+    got = ob.open(memoryview(rx), wire.decode_header(rx), inplace=True)
+    assert isinstance(got, memoryview) and bytes(got) == body
+    rx2 = bytearray(sa.seal(body))
+    rx2[-1] ^= 1
+    before = bytes(rx2)
+    with pytest.raises(wire.WireError) as ei:
+        ob.open(memoryview(rx2), wire.decode_header(rx2), inplace=True)
+    assert ei.value.cause == "auth failed" and bytes(rx2) == before   # nothing written on failure

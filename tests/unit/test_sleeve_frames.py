@@ -6,7 +6,7 @@ import struct
 
 from weave_fdp.datapath.sleeve import frames as fr
 from weave_fdp.datapath.sleeve import routes, wire
-from weave_fdp.datapath.sleeve.pmtu import PmtuProber
+from weave_fdp.datapath.sleeve.pmtu import BIG_PAYLOAD, PmtuProber
 
 SRC_MAC, DST_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
@@ -54,19 +54,45 @@ def test_pmtu_prober_discovers_and_follows_changes() -> None:
     p = PmtuProber(1500)
     assert p.payload == 1472 and not p.settled
     probes = p.due(now=0.0)
-    sizes = [s for _, s in probes]
+    sizes = [s for _, s, df in probes if df]
     assert max(sizes) == 1472 and 548 in sizes
-    for pid, size in probes:
-        if size <= 1400 - wire.IP_UDP_OVERHEAD:
+    for pid, size, df in probes:
+        if df and size <= 1400 - wire.IP_UDP_OVERHEAD:
             p.on_ack(pid, size)
     assert p.payload == 1372 and p.settled
     assert p.due(now=0.5) == []            # not yet time
     probes = p.due(now=100.0)
-    for pid, size in probes:
+    for pid, size, _df in probes:
         if size <= 1252:
             p.on_ack(pid, size)
     p.due(now=200.0)                       # closing the round applies the lower value
     assert p.payload == 1252
+
+
+def test_pmtu_big_probe_turns_big_datagrams_on_and_off() -> None:
+    p = PmtuProber(1500)
+    probes = p.due(now=0.0)
+    big = [(pid, size) for pid, size, df in probes if not df]
+    assert big == [(big[0][0], BIG_PAYLOAD)] and not p.big_ok
+    assert not p.on_ack(big[0][0], 1000)          # an ack of the wrong size is ignored
+    assert p.on_ack(big[0][0], BIG_PAYLOAD) and p.big_ok
+    for pid, size, df in probes:
+        if df:
+            p.on_ack(pid, size)
+    assert p.payload == 1472
+    # Next round: small probes answered, the big one not (fragments dropped now): off again.
+    for pid, size, df in p.due(now=100.0):
+        if df:
+            p.on_ack(pid, size)
+    p.due(now=200.0)
+    assert not p.big_ok and p.payload == 1472
+    # Peer silent for a round: no change of mind about fragments.
+    q = PmtuProber(1500)
+    q.on_ack(next(pid for pid, _s, df in q.due(now=0.0) if not df), BIG_PAYLOAD)
+    q.due(now=100.0)
+    q.due(now=200.0)
+    assert q.big_ok
+    assert all(df for _, _, df in PmtuProber(1500, big=False).due(now=0.0))
 
 
 def test_pmtu_lost_after_unanswered_rounds() -> None:

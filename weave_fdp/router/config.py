@@ -33,6 +33,7 @@ class RouterConfig:
     state_dir: Path | None = None
     log_level: str = "info"
     listen_host: str = "0.0.0.0"
+    metrics_addr: str | None = None   # HOST:PORT for Prometheus /metrics; None = off
 
     def validate(self) -> "RouterConfig":
         """Raise UsageError naming the bad flag and its fix."""
@@ -58,6 +59,8 @@ class RouterConfig:
                              fix="write e.g. 10.32.0.0/12") from exc
         for peer in self.peers:
             parse_peer_address(peer, self.port)
+        if self.metrics_addr is not None:
+            parse_metrics_addr(self.metrics_addr)
         return self
 
     def to_dict(self) -> dict:
@@ -91,6 +94,20 @@ def parse_peer_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str
     if not host or not re.match(r"^[A-Za-z0-9.:_-]+$", host):
         raise UsageError(f"peer address {text!r} is not HOST[:PORT]", fix="e.g. 192.0.2.1 or host2:6783")
     return host, port
+
+
+def parse_metrics_addr(text: str) -> tuple[str, int]:
+    """``--metrics-addr`` -> (host, port): "HOST:PORT", ":PORT" or "[V6]:PORT"; UsageError otherwise.
+
+    The grammar is the metrics module's (imported lazily: it pulls in prometheus_client).
+    """
+    from weave_fdp.router.metrics import parse_addr
+
+    try:
+        return parse_addr(text)
+    except UsageError as exc:
+        raise UsageError(f"--metrics-addr {text!r} is not HOST:PORT",
+                         fix="use e.g. --metrics-addr 0.0.0.0:6782 or --metrics-addr :6782") from exc
 
 
 def _port(p: str, text: str) -> int:

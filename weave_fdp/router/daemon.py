@@ -46,6 +46,7 @@ class Router:
         self.transport: TcpTransport | None = None
         self.maker: ConnectionMaker | None = None
         self.ctx: RouterContext | None = None
+        self._close_metrics: Any = None   # stops the /metrics server (None: not serving)
 
     # ------------------------------------------------------------ start / stop
 
@@ -53,6 +54,8 @@ class Router:
         cfg = self.config
         await self.api.start()
         self.state.ensure_writable()
+        if cfg.metrics_addr:
+            self._start_metrics(cfg.metrics_addr)
         saved = self.state.load_peer()
         name = cfg.name or saved.get("name") or random_peer_name()
         sid = saved.get("short_id") if saved.get("name") == name else None
@@ -81,6 +84,8 @@ class Router:
             except Exception as exc:
                 log.error("overlay %s failed to start, continuing without it: %s", ov.name, exc)
                 self.overlays.remove(ov)
+        self._overlays_started = True   # peers may have connected while overlays started:
+        self._on_mesh()                 # give them the view they missed
         node.start()
         self.maker.start()
         direct = list(dict.fromkeys([*self.state.load_direct(), *cfg.peers]))
@@ -91,7 +96,32 @@ class Router:
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
                  cfg.port, ", ".join(o.name for o in self.overlays) or "none")
 
+    def _start_metrics(self, addr: str) -> None:
+        """Serve /metrics from a thread; each scrape takes a report on the loop (a consistent view).
+
+        A bad address or a busy port raises UsageError, failing the launch with one line.
+        """
+        from weave_fdp.router.metrics import start_metrics_server
+
+        loop = asyncio.get_running_loop()
+
+        async def _report() -> dict[str, Any]:
+            await asyncio.wait_for(self.ready.wait(), 4)
+            return self.report()
+
+        def get_report() -> dict[str, Any]:
+            return asyncio.run_coroutine_threadsafe(_report(), loop).result(timeout=5)
+
+        self._close_metrics = start_metrics_server(addr, get_report)
+
     async def stop(self) -> None:
+        if self._close_metrics is not None:
+            # in a thread: a scrape in flight waits on this loop, and shutdown() waits on it
+            close, self._close_metrics = self._close_metrics, None
+            try:
+                await asyncio.to_thread(close)
+            except Exception as exc:
+                log.warning("metrics server: error while stopping: %s", exc)
         for ov in self.overlays:
             try:
                 await ov.stop()
@@ -134,8 +164,8 @@ class Router:
                         unicast=dict(routes.unicast), broadcast=routes.broadcast)
 
     def _on_mesh(self) -> None:
-        if not self.overlays:
-            return
+        if not self.overlays or not getattr(self, "_overlays_started", False):
+            return   # an overlay gets views only once started (it needs its ctx)
         view = self.mesh_view()
         for ov in self.overlays:
             try:
@@ -148,6 +178,8 @@ class Router:
             self.maker.kick()
 
     def _on_overlay_control(self, peer: str, payload: bytes) -> None:
+        if not getattr(self, "_overlays_started", False):
+            return   # not started: the sleeve's key exchange resends once it sees the mesh
         for ov in self.overlays:
             try:
                 ov.on_overlay_control(peer, payload)
@@ -248,14 +280,10 @@ class Router:
         }
 
     def _conn_mode(self, peer: str) -> dict[str, Any]:
-        reasons = []
-        for ov in self.overlays:
-            st = _safe(lambda: ov.connection_status(peer), {}) or {}
-            if st.get("mode"):
-                return st
-            if st.get("reason"):
-                reasons.append(f"{ov.name}: {st['reason']}")
-        return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
+        """The mode of ``peer``'s connection: see :func:`connection_mode` for the rule."""
+        statuses = [(ov.name, _safe(lambda: ov.connection_status(peer), {}) or {}, is_switch(ov))
+                    for ov in self.overlays]
+        return connection_mode(statuses)
 
     def _connections(self) -> list[dict[str, Any]]:
         node, maker, tr = self.node, self.maker, self.transport
@@ -291,6 +319,37 @@ class Router:
                             "mtu": None, "rtt_ms": None, "tx_bytes": 0, "rx_bytes": 0, "retry_at": None,
                             "at": round(f["at"], 1)})
         return out
+
+
+def is_switch(overlay: Any) -> bool:
+    """True for the overlay that runs the overlay switch (today the sleeve): it owns an OverlaySwitch."""
+    from weave_fdp.router.overlay.switch import OverlaySwitch
+
+    return isinstance(getattr(overlay, "switch", None), OverlaySwitch)
+
+
+def connection_mode(statuses: list[tuple[str, dict[str, Any], bool]]) -> dict[str, Any]:
+    """Which overlay carries a connection, from each overlay's ``connection_status``.
+
+    ``statuses`` is [(overlay name, its status, whether it runs the overlay switch)] in
+    preference order. The rule:
+
+    1. The switch is the authority: it alone steers a peer's traffic (it tells fastdp
+       to redirect or to pass frames to the bridge). When an overlay running it reports
+       a mode, that mode is the answer, whatever the others say: fastdp may be healthy
+       while the switch still waits out its resume delay on sleeve.
+    2. Otherwise (no switch running, or it has no mode for this peer, e.g. the peer runs
+       no sleeve) the first overlay, in preference order, that reports a mode.
+    3. Otherwise no mode, and the reason names every overlay's reason.
+    """
+    for _name, st, switch in statuses:
+        if switch and st.get("mode"):
+            return st
+    for _name, st, _switch in statuses:
+        if st.get("mode"):
+            return st
+    reasons = [f"{name}: {st['reason']}" for name, st, _ in statuses if st.get("reason")]
+    return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
 
 
 def _safe(fn: Any, default: Any) -> Any:

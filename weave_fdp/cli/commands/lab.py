@@ -15,6 +15,7 @@ import click
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from weave_fdp.cli.demo import run_overlay_demo
 from weave_fdp.cli.output import console, err_console, json_option, print_json
 from weave_fdp.errors import FdpError, PermissionDenied
 from weave_fdp.lab import state as lab_state
@@ -295,8 +296,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--topology", "-t", default="full", show_default=True, metavar="|".join(TOPOLOGIES),
               shell_complete=_complete_topology, help="Underlay topology.")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, metavar="P", help="Lab name prefix.")
-def demo_cmd(hosts: int, topology: str, prefix: str) -> None:
-    """The main demo (`make demo`): probe verdict, a lab, its reachability, tear-down.
+@click.option("--overlay/--no-overlay", default=True, show_default=True,
+              help="Launch routers, attach a container per host, ping, iperf3, one dashboard frame.")
+def demo_cmd(hosts: int, topology: str, prefix: str, overlay: bool) -> None:
+    """The main demo (`make demo`): probe verdict, a lab, routers, containers, traffic, tear-down.
+
+    With --overlay (the default) every host runs a router joined to its underlay
+    neighbours, gets one container, and the demo shows `status connections`, a
+    container ping matrix (relayed where the topology is a line), iperf3 throughput
+    and one frame of `weave-fdp top`.
 
     The lab is always removed at the end, also on error or Ctrl-C.
 
@@ -304,7 +312,8 @@ def demo_cmd(hosts: int, topology: str, prefix: str) -> None:
     Example:
       weave-fdp lab demo --topology line
     """
-    lab = Lab(prefix=prefix, hosts=hosts, topology=topology)  # bad options fail before anything runs
+    lab = Lab(prefix=prefix, hosts=hosts, topology=topology,  # bad options fail before anything runs
+              containers=1 if overlay else 0)
     out = console()
     out.rule("[bold]weave-fdp demo")
     for line in _probe_lines():
@@ -327,6 +336,8 @@ def demo_cmd(hosts: int, topology: str, prefix: str) -> None:
                       + ("[green]matches the topology[/]" if ok else "[red]does NOT match the topology[/]"))
             if not ok:
                 raise FdpError("the lab's underlay reachability does not match its topology")
+            if overlay:
+                run_overlay_demo(lab, out)
         finally:
             if built:
                 with _progress(f"lab {prefix} down") as progress:

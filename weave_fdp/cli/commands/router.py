@@ -44,11 +44,13 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Persistent state (default per host).")
 @click.option("--log-level", "router_log_level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Router log level.")
+@click.option("--metrics-addr", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 0.0.0.0:6782); default off.")
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd or a terminal).")
 def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, password: str | None,
            trusted_subnets: tuple[str, ...], port: int, conn_limit: int, no_discovery: bool,
            no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_init: str | None,
-           state_dir: Path | None, router_log_level: str, foreground: bool) -> None:
+           state_dir: Path | None, router_log_level: str, metrics_addr: str | None, foreground: bool) -> None:
     """Start this host's router and join PEERS (HOST[:PORT]); prints the peer name.
 
     \b
@@ -56,12 +58,13 @@ def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, passw
       weave-fdp launch                         first host
       weave-fdp launch 192.0.2.1               join it (its peers are discovered)
       WEAVE_PASSWORD=s3cret weave-fdp launch 192.0.2.1
+      weave-fdp launch --metrics-addr 0.0.0.0:6782 192.0.2.1
     """
     cfg = RouterConfig(peers=list(peers), name=name, nickname=nickname, password=password or None,
                        trusted_subnets=_split_csv(trusted_subnets), port=port, conn_limit=conn_limit,
                        discovery=not no_discovery, no_fastdp=no_fastdp, no_dns=no_dns,
                        ipalloc_range=ipalloc_range, ipalloc_init=ipalloc_init, state_dir=state_dir,
-                       log_level=router_log_level).validate()
+                       log_level=router_log_level, metrics_addr=metrics_addr).validate()
     client = RouterClient(timeout=3)
     if client.running():
         raise AlreadyExists(f"the router is already running here (peer {_peer_name(client)})",

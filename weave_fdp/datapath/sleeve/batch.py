@@ -49,6 +49,12 @@ class Batcher:
         cur.size += need
         return done
 
+    def take(self, hop: Hashable) -> list[tuple[Hashable, bytes]]:
+        """The open body of ``hop`` (if any), closed now: send it before a frame that
+        bypasses the batcher, so frames to one hop keep their order."""
+        o = self._open.pop(hop, None)
+        return [(hop, b"".join(o.parts))] if o is not None and o.size > 1 else []
+
     def drain(self) -> list[tuple[Hashable, bytes]]:
         out = [(hop, b"".join(o.parts)) for hop, o in self._open.items() if o.size > 1]
         self._open.clear()

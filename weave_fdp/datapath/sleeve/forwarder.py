@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import select
 import socket
 import threading
@@ -32,7 +33,8 @@ from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Batcher, Reassembler, fragment
 from weave_fdp.datapath.sleeve.counters import Drops
 from weave_fdp.datapath.sleeve.crypto import Opener, Sealer
-from weave_fdp.datapath.sleeve.pmtu import PmtuProber
+from weave_fdp.datapath.sleeve.flows import FlowTable, PeerCounters, peer_rows
+from weave_fdp.datapath.sleeve.pmtu import BIG_PAYLOAD, PmtuProber
 
 log = logging.getLogger("weave_fdp.sleeve")
 
@@ -43,6 +45,8 @@ DRAIN = 64                   # frames read per wake-up before flushing batches
 GSO_MAX_BYTES = 65000        # UDP payload per UDP_SEGMENT sendmsg
 GSO_MAX_SEGS = 64
 FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
+HEADROOM = 64                # bytes before a captured frame: room to build its datagram in place
+DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 
 
 @dataclass
@@ -65,13 +69,20 @@ class PeerLink:
     def overhead(self) -> int:
         return wire.HEADER.size + (wire.SEAL_OVERHEAD if self.sealer else 0)
 
-    def body_limit(self) -> int:
-        """Largest body one datagram to this peer can carry."""
+    def path_limit(self) -> int:
+        """Largest body of a datagram that crosses the path unfragmented (PMTU)."""
         return self.prober.payload - self.overhead()
 
+    def body_limit(self) -> int:
+        """Largest body one datagram to this peer may carry: a big one (the kernels
+        fragment and reassemble it) once the big probe proved fragments pass."""
+        return (BIG_PAYLOAD if self.prober.big_ok else self.prober.payload) - self.overhead()
+
     def frame_capacity(self) -> int:
-        """Largest Ethernet frame that fits one datagram even with a vnet header."""
-        return self.body_limit() - 1 - wire.ENTRY.size - wire.VNET_LEN
+        """Largest Ethernet frame (wire segment) that fits one unfragmented datagram even
+        with a vnet header: what containers may send (the MTU we advertise and enforce
+        with ICMP), so the connection keeps working if fragments stop passing."""
+        return self.path_limit() - 1 - wire.ENTRY.size - wire.VNET_LEN
 
     def mtu(self) -> int:
         """L3 MTU a container sees through this connection."""
@@ -83,7 +94,7 @@ class Forwarder:
 
     def __init__(self, local: bytes, ifname: str, *, bind_ip: str = "0.0.0.0", port: int = wire.PORT,
                  secret_for: Callable[[bytes], bytes | None] | None = None, link_mtu: int = 1500,
-                 vnet: bool = True, udp_gso: bool = True) -> None:
+                 vnet: bool = True, udp_gso: bool = True, big: bool = True) -> None:
         self.local = local
         self.ifname = ifname
         self.bind_ip, self.port = bind_ip, port
@@ -91,6 +102,7 @@ class Forwarder:
         self.link_mtu = link_mtu
         self.vnet = vnet
         self.udp_gso = udp_gso
+        self.big = big
         self.links: dict[bytes, PeerLink] = {}
         self.unicast: dict[bytes, bytes] = {}
         self.broadcast: dict[bytes, list[bytes]] = {}
@@ -100,12 +112,20 @@ class Forwarder:
         self.stats = dict(captured=0, injected=0, relayed=0, icmp_too_big=0, fragmented=0, reassembled=0,
                           gro_batches=0)
         self.on_peer_change: Callable[[bytes, bool], None] | None = None
+        self.tx_flows = FlowTable()     # written by the capture thread only
+        self.rx_flows = FlowTable()     # written by the receive thread only
+        self.tx_peers = PeerCounters()  # inner frames toward a peer (capture thread)
+        self.rx_peers = PeerCounters()  # inner frames from a peer (receive thread)
         self._frag_ids = itertools.count(1)
+        self._rx_now = time.monotonic()
+        # Relays re-fragmenting a frame pick ids with the top bit set, away from origins' ids.
+        self._relay_frag_ids = itertools.count(0x80000000 | int.from_bytes(os.urandom(3), "big") << 4)
         self._reasm = Reassembler()
         self._running = False
         self._threads: list[threading.Thread] = []
         self.psock: socket.socket | None = None
         self.usock: socket.socket | None = None
+        self.probe_sock: socket.socket | None = None
         self.gro = False
 
     # ---- configuration (thread-safe enough: whole-dict replacement) ----
@@ -124,7 +144,7 @@ class Forwarder:
                 name, addr,
                 Sealer(secret, self.local, name) if secret is not None else None,
                 Opener(secret, self.local, name) if secret is not None else None,
-                PmtuProber(self.link_mtu))
+                PmtuProber(self.link_mtu, big=self.big))
         self.links = links
 
     def set_routes(self, unicast: dict[bytes, bytes], broadcast: dict[bytes, list[bytes]]) -> None:
@@ -138,6 +158,7 @@ class Forwarder:
     def start(self) -> None:
         self.psock = so.packet_socket(self.ifname, vnet=self.vnet)
         self.usock, self.gro = so.udp_socket(self.bind_ip, self.port)
+        self.probe_sock = so.probe_socket(self.bind_ip)
         self._running = True
         for fn, nm in ((self._capture_loop, "capture"), (self._receive_loop, "receive"), (self._timer_loop, "timer")):
             t = threading.Thread(target=self._guard(fn), name=f"sleeve-{nm}", daemon=True)
@@ -151,10 +172,10 @@ class Forwarder:
         for t in self._threads:
             t.join(timeout=2)
         self._threads.clear()
-        for s in (self.psock, self.usock):
+        for s in (self.psock, self.usock, self.probe_sock):
             if s is not None:
                 s.close()
-        self.psock = self.usock = None
+        self.psock = self.usock = self.probe_sock = None
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -168,10 +189,13 @@ class Forwarder:
 
     # ---- sending ----
 
-    def _send(self, link: PeerLink, body: bytes) -> None:
-        data = link.sealer.seal(body) if link.sealer else wire.encode_header(self.local) + body
+    def _parts(self, link: PeerLink, body: bytes | memoryview) -> list:
+        """The datagram as iovecs: sealed (one libsodium pass into a fresh buffer) or header + body."""
+        return link.sealer.seal_parts(body) if link.sealer else [wire.encode_header(self.local), body]
+
+    def _send(self, link: PeerLink, body: bytes | memoryview, sock: socket.socket | None = None) -> None:
         try:
-            self.usock.sendto(data, link.addr)
+            sent = (sock or self.usock).sendmsg(self._parts(link, body), [], 0, link.addr)
         except BlockingIOError:
             self.drops.drop("udp send queue full")
             return
@@ -179,16 +203,17 @@ class Forwarder:
             self._send_error(exc, link)
             return
         link.stats["tx_pkts"] += 1
-        link.stats["tx_bytes"] += len(data)
+        link.stats["tx_bytes"] += sent
 
     def _send_many(self, link: PeerLink, bodies: list[bytes]) -> None:
-        """Datagrams of equal size (all but the last): one UDP_SEGMENT sendmsg per 64 KiB."""
-        if not self.udp_gso or len(bodies) == 1:
-            for b in bodies:
-                self._send(link, b)
-            return
-        datas = [link.sealer.seal(b) if link.sealer else wire.encode_header(self.local) + b for b in bodies]
+        """Datagrams of equal size (all but the last): one UDP_SEGMENT sendmsg per 64 KiB
+        when the segments fit the path unfragmented (the kernel's GSO needs that)."""
+        datas = [b"".join(self._parts(link, b)) for b in bodies]
         seg = len(datas[0])
+        if not self.udp_gso or len(datas) == 1 or seg > link.prober.payload:
+            for d in datas:
+                self._send_datagram(link, d)
+            return
         per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
         for i in range(0, len(datas), per):
             group = datas[i:i + per]
@@ -205,12 +230,24 @@ class Forwarder:
                     log.warning("sleeve: UDP GSO refused (%s); sending datagrams one by one", exc)
                     self.udp_gso = False
                     for d in group:
-                        self.usock.sendto(d, link.addr)
+                        self._send_datagram(link, d)
                 else:
                     self._send_error(exc, link)
-                    continue
+                continue
             link.stats["tx_pkts"] += len(group)
             link.stats["tx_bytes"] += sum(map(len, group))
+
+    def _send_datagram(self, link: PeerLink, data: bytes) -> None:
+        try:
+            self.usock.sendto(data, link.addr)
+        except BlockingIOError:
+            self.drops.drop("udp send queue full")
+            return
+        except OSError as exc:
+            self._send_error(exc, link)
+            return
+        link.stats["tx_pkts"] += 1
+        link.stats["tx_bytes"] += len(data)
 
     def _send_error(self, exc: OSError, link: PeerLink) -> None:
         if exc.errno == errno.EMSGSIZE:
@@ -222,17 +259,20 @@ class Forwarder:
 
     def _capture_loop(self) -> None:
         s = self.psock
-        buf = bytearray(70000)
+        buf = bytearray(HEADROOM + 70000)
         mv = memoryview(buf)
+        rmv = mv[HEADROOM:]
         poller = select.poll()
         poller.register(s, select.POLLIN)
         batcher = Batcher()
         vlen = wire.VNET_LEN if self.vnet else 0
         while self._running:
             n_read = 0
+            now = time.monotonic()
+            self.tx_flows.maybe_age(now)
             while n_read < DRAIN:
                 try:
-                    n = s.recv_into(buf)
+                    n = s.recv_into(rmv)
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -243,7 +283,7 @@ class Forwarder:
                     continue
                 self.stats["captured"] += 1
                 try:
-                    self._outbound(bytes(mv[:n]), vlen, batcher)
+                    self._outbound(mv, n, vlen, batcher, now)
                 except Exception as exc:   # a bug on one frame must not stop the sleeve
                     self.drops.drop("capture bug", repr(exc))
                     log.debug("capture bug", exc_info=True)
@@ -254,9 +294,14 @@ class Forwarder:
             if n_read < DRAIN:
                 poller.poll(200)
 
-    def _outbound(self, data: bytes, vlen: int, batcher: Batcher) -> None:
-        """Route one captured frame (``data`` = vnet header + Ethernet frame)."""
-        dst_mac = data[vlen:vlen + 6]
+    def _outbound(self, mv: memoryview, n: int, vlen: int, batcher: Batcher, now: float) -> None:
+        """Route one captured frame: ``mv[HEADROOM:HEADROOM + n]`` = vnet header + Ethernet frame.
+
+        Big frames to one peer are sealed/sent where they were captured (no copy);
+        others are copied once into the batcher.
+        """
+        data = mv[HEADROOM:HEADROOM + n]
+        dst_mac = bytes(data[vlen:vlen + 6])
         if fr.is_multicast(dst_mac):
             hops = [h for h in self.broadcast.get(self.local, ()) if self.local_bcast_to(h)]
             dst = wire.BROADCAST
@@ -272,62 +317,107 @@ class Forwarder:
                     self.drops.drop("no route to peer", wire.bytes_to_name(dst))
                     return
                 hops = [hop]
-        flags, payload = self._strip_vnet(data, vlen)
+        flags = wire.E_VNET if vlen and data[:vlen] != fr.VNET_ZERO else 0
+        off = 0 if flags else vlen                       # an all-zero vnet header is dropped
+        plen = n - off
+        payload: bytes | None = None
+        sent_via = None
         for hop in hops:
             link = self.links.get(hop)
             if link is None:
                 self.drops.drop("next hop has no sleeve", wire.bytes_to_name(hop))
                 continue
-            self._to_link(link, self.local, dst, flags, payload, batcher, wire.DEFAULT_TTL, origin=True)
+            if len(hops) == 1 and DIRECT_MIN <= 1 + wire.ENTRY.size + plen <= link.body_limit():
+                if self._too_big(link, flags, data[off:]):
+                    continue
+                ok = self._send_direct(link, mv, HEADROOM + off, plen, dst, flags, batcher)
+            else:
+                if payload is None:
+                    payload = bytes(data[off:])
+                ok = self._to_link(link, self.local, dst, flags, payload, batcher, wire.DEFAULT_TTL, origin=True)
+            if ok:
+                sent_via = hop if sent_via is None else sent_via
+                self.tx_peers.add(dst if dst != wire.BROADCAST else hop, len(data) - vlen)
+        if sent_via is not None:
+            self.tx_flows.add(data, vlen, len(data) - vlen, now, sent_via)
 
-    def _strip_vnet(self, data: bytes, vlen: int) -> tuple[int, bytes | memoryview]:
-        """Drop an all-zero vnet header (saves 10 bytes); keep one that matters."""
-        if vlen and data[:vlen] != fr.VNET_ZERO:
-            return wire.E_VNET, data
-        return 0, memoryview(data)[vlen:]
-
-    def _to_link(self, link: PeerLink, src: bytes, dst: bytes, flags: int, payload: bytes | memoryview,
-                 batcher: Batcher, ttl: int, *, origin: bool) -> None:
-        limit = link.body_limit()
+    def _too_big(self, link: PeerLink, flags: int, payload: bytes | memoryview) -> bool:
+        """A frame (or GSO segment) over the connection's MTU: answer ICMP, True = refused."""
         frame_off = wire.VNET_LEN if flags & wire.E_VNET else 0
         frame = memoryview(payload)[frame_off:]
         seg = fr.wire_segment_len(payload[:wire.VNET_LEN], frame) if frame_off else len(frame)
-        if seg > link.frame_capacity() and origin:
-            reply = fr.too_big_reply(frame, link.mtu())
-            if reply is not None:     # the sender's stack lowers its PMTU and resends smaller
-                self.stats["icmp_too_big"] += 1
-                self._inject(0, reply)
-                return
+        if seg <= link.frame_capacity():
+            return False
+        reply = fr.too_big_reply(frame, link.mtu())
+        if reply is None:
+            return False              # fragmentable: the caller sends it on
+        self.stats["icmp_too_big"] += 1
+        self._inject(0, reply)        # the sender's stack lowers its PMTU and resends smaller
+        return True
+
+    def _send_direct(self, link: PeerLink, mv: memoryview, start: int, plen: int, dst: bytes, flags: int,
+                     batcher: Batcher) -> bool:
+        """One frame alone in one datagram, built around it in the capture buffer and
+        sealed in place: no copy between the packet socket and the UDP socket."""
+        for hop, body in batcher.take(link.name):    # what was queued before it leaves first
+            self._send(link, body)
+        e = start - 1 - wire.ENTRY.size
+        mv[e] = wire.T_FRAMES
+        wire.ENTRY.pack_into(mv, e + 1, self.local, dst, flags, wire.DEFAULT_TTL, plen)
+        end = start + plen
+        if link.sealer is not None:
+            dg = link.sealer.seal_inplace(mv, e, end)
+        else:
+            mv[e - wire.HEADER.size:e] = wire.encode_header(self.local)
+            dg = mv[e - wire.HEADER.size:end]
+        try:
+            sent = self.usock.sendto(dg, link.addr)
+        except BlockingIOError:
+            self.drops.drop("udp send queue full")
+            return False
+        except OSError as exc:
+            self._send_error(exc, link)
+            return False
+        link.stats["tx_pkts"] += 1
+        link.stats["tx_bytes"] += sent
+        return True
+
+    def _to_link(self, link: PeerLink, src: bytes, dst: bytes, flags: int, payload: bytes | memoryview,
+                 batcher: Batcher, ttl: int, *, origin: bool) -> bool:
+        """Queue or send one frame toward ``link``; False when it was refused (ICMP sent or dropped)."""
+        limit = link.body_limit()
+        if origin and self._too_big(link, flags, payload):
+            return False
         if 1 + wire.ENTRY.size + len(payload) <= limit:
             for hop, body in batcher.add(link.name, wire.encode_entry(src, dst, payload, flags=flags, ttl=ttl),
                                          payload, limit):
                 l2 = self.links.get(hop)
                 if l2 is not None:
                     self._send(l2, body)
-            return
-        if not origin:
-            self.drops.drop("relayed frame too big for next hop", wire.bytes_to_name(link.name))
-            return
+            return True
         self.stats["fragmented"] += 1
+        fid = next(self._frag_ids if origin else self._relay_frag_ids) & 0xFFFFFFFF
         if link.sealer is None and self.udp_gso:
-            self._send_frag_train(link, src, dst, flags, payload, ttl, limit)
+            self._send_frag_train(link, src, dst, flags, payload, ttl, limit, fid)
         else:
-            self._send_many(link, fragment(src, dst, payload, flags, next(self._frag_ids), limit, ttl))
+            self._send_many(link, fragment(src, dst, payload, flags, fid, limit, ttl))
+        return True
 
     def _send_frag_train(self, link: PeerLink, src: bytes, dst: bytes, flags: int,
-                         payload: bytes | memoryview, ttl: int, limit: int) -> None:
-        """Plain fragments without copying the frame: iovecs [prefix, chunk]... in UDP_SEGMENT sendmsgs.
+                         payload: bytes | memoryview, ttl: int, limit: int, fid: int) -> None:
+        """Plain fragments without copying the frame: iovecs [prefix, chunk]... in UDP_SEGMENT sendmsgs
+        (or one sendmsg per datagram when they are big datagrams the kernel fragments).
 
         Same bytes on the wire as ``batch.fragment`` (every datagram but the last is
         exactly one segment long).
         """
         chunk = limit - FRAG_BODY_OVERHEAD
         head = wire.encode_header(self.local) + TYPE_FRAMES
-        fid = next(self._frag_ids) & 0xFFFFFFFF
         total = len(payload)
         mv = memoryview(payload)
         seg = wire.HEADER.size + limit
-        per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
+        gso = seg <= link.prober.payload
+        per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg)) if gso else 1
         eflags = flags | wire.E_FRAG
         step = chunk * per
         for start in range(0, total, step):
@@ -363,6 +453,8 @@ class Forwarder:
         anc = socket.CMSG_SPACE(4)
         while self._running:
             n_read = 0
+            self._rx_now = time.monotonic()
+            self.rx_flows.maybe_age(self._rx_now)
             while n_read < DRAIN:
                 try:
                     n, ancdata, _flags, addr = s.recvmsg_into([buf], anc)
@@ -437,7 +529,7 @@ class Forwarder:
             if link.opener is not None:
                 if not hdr.sealed:
                     raise wire.WireError("unsealed", f"plain datagram from {addr[0]} while a password is set")
-                body = memoryview(link.opener.open(dg, hdr))
+                body = memoryview(link.opener.open(dg, hdr, inplace=True))
             else:
                 if hdr.sealed:
                     raise wire.WireError("sealed without password", f"sealed datagram from {addr[0]}; "
@@ -515,14 +607,20 @@ class Forwarder:
         self.stats["relayed"] += 1
         if e.is_frag:
             limit = link.body_limit()
+            pieces = [e.payload]
             if 1 + wire.ENTRY.size + len(e.payload) > limit:
-                self.drops.drop("relayed fragment too big for next hop", wire.bytes_to_name(hop))
-                return
-            for h, body in batcher.add(hop, wire.encode_entry(e.src, e.dst, e.payload, flags=e.flags,
-                                                              ttl=e.ttl - 1), e.payload, limit):
-                l2 = self.links.get(h)
-                if l2 is not None:
-                    self._send(l2, body)
+                # Split the fragment further (same id and total, shifted offsets): the
+                # next hop's datagrams are smaller than the ones it came in.
+                fid, off, total, chunk = wire.decode_frag(e.payload)
+                step = limit - FRAG_BODY_OVERHEAD
+                pieces = [wire.FRAG.pack(fid, off + o, total) + bytes(chunk[o:o + step])
+                          for o in range(0, len(chunk), step)]
+            for piece in pieces:
+                for h, body in batcher.add(hop, wire.encode_entry(e.src, e.dst, piece, flags=e.flags,
+                                                                  ttl=e.ttl - 1), piece, limit):
+                    l2 = self.links.get(h)
+                    if l2 is not None:
+                        self._send(l2, body)
             return
         self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)
 
@@ -536,12 +634,12 @@ class Forwarder:
             cur = self.macs.get(src_mac)
             if cur is None or cur[0] != src_peer:
                 self.macs[src_mac] = (src_peer, time.monotonic())
-        if off:
-            self._inject(None, payload)
-        else:
-            self._inject(0, payload)
+        if self._inject(None if off else 0, payload):
+            n = len(payload) - off
+            self.rx_flows.add(payload, off, n, self._rx_now, src_peer)
+            self.rx_peers.add(src_peer, n)
 
-    def _inject(self, vnet: int | None, payload: bytes | memoryview) -> None:
+    def _inject(self, vnet: int | None, payload: bytes | memoryview) -> bool:
         """Write a frame to the bridge port; ``vnet`` 0 prepends an empty vnet header."""
         try:
             if self.vnet and vnet == 0:
@@ -550,11 +648,12 @@ class Forwarder:
                 self.psock.send(payload)
         except BlockingIOError:
             self.drops.drop("inject queue full")
-            return
+            return False
         except OSError as exc:
             self.drops.drop(f"inject error {errno.errorcode.get(exc.errno, exc.errno)}", str(exc))
-            return
+            return False
         self.stats["injected"] += 1
+        return True
 
     # ---- timer ----
 
@@ -569,9 +668,9 @@ class Forwarder:
                     if self.on_peer_change:
                         self.on_peer_change(link.name, False)
                 self._send(link, wire.encode_heartbeat(time.monotonic_ns(), link.prober.payload))
-                for pid, size in link.prober.due(now):
+                for pid, size, df in link.prober.due(now):
                     body = wire.encode_probe(pid, size, link.overhead())
-                    self._send(link, body)
+                    self._send(link, body, self.probe_sock if df else None)
                 if link.prober.lost and not link.prober.lost_reported and link.is_up(now):
                     link.prober.lost_reported = True
                     self.drops.drop("pmtu probes unanswered", wire.bytes_to_name(link.name))
@@ -594,6 +693,7 @@ class Forwarder:
             "peer": wire.bytes_to_name(name), "addr": f"{link.addr[0]}:{link.addr[1]}",
             "up": link.is_up(now), "encrypted": link.sealer is not None,
             "pmtu": link.prober.payload, "pmtu_discovered": link.prober.settled, "mtu": link.mtu(),
+            "big_datagrams": link.prober.big_ok,
             "rtt_ms": None if link.rtt_ms is None else round(link.rtt_ms, 3), **link.stats,
         }
 
@@ -603,4 +703,12 @@ class Forwarder:
             "udp_gso": self.udp_gso,
             "peers": [self.peer_status(n) for n in sorted(self.links)],
             "macs": len(self.macs), "stats": dict(self.stats), "drops": self.drops.snapshot(),
+            "flow_count": len(self.tx_flows) + len(self.rx_flows),
         }
+
+    def datapath_report(self) -> dict:
+        """The sleeve's part of ``report["datapath"]``: flows, per-peer frame counters, drops."""
+        name = wire.bytes_to_name
+        return {"flows": self.tx_flows.snapshot("tx", name) + self.rx_flows.snapshot("rx", name),
+                "peers": peer_rows(self.tx_peers, self.rx_peers, name),
+                "drops": self.drops.snapshot()}

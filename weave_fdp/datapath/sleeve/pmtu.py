@@ -5,6 +5,13 @@ acks the size it received. The path MTU is the largest size acked in the latest
 round that got any ack, so it rises when the path grows and falls when it
 shrinks. Until the first ack we assume the local link's MTU (optimistic: a
 conservative guess would push containers' PMTU down for ten minutes).
+
+Each round also sends one *big* probe (``BIG_PAYLOAD`` bytes, DF clear): when it
+is acked, IP fragments pass on this path in that direction and the sender may use
+datagrams of up to ``BIG_PAYLOAD`` bytes, which the kernels fragment and reassemble
+(one seal, one syscall per GSO super-frame instead of ~45). A round whose small
+probes are acked but whose big probe is not turns big datagrams off again (a
+firewall that drops fragments); ``big=False`` never tries.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ LINK_MTUS = (65535, 9000, 4000, 1500, 1492, 1480, 1460, 1450, 1420, 1400, 1380, 
 FAST_INTERVAL = 1.0      # s between rounds until the path is known
 SLOW_INTERVAL = 10.0     # s between rounds afterwards
 LOST_ROUNDS = 3          # rounds without any ack before we call probes lost
+BIG_PAYLOAD = 65507      # largest IPv4 UDP payload: 65535 - 20 (IP) - 8 (UDP)
 
 
 @dataclass
@@ -26,6 +34,8 @@ class _Round:
     sent_at: float
     ids: dict[int, int] = field(default_factory=dict)   # probe id -> size
     best: int = 0
+    big_id: int | None = None
+    big_acked: bool = False
 
 
 class PmtuProber:
@@ -33,8 +43,10 @@ class PmtuProber:
 
     _ids = itertools.count(1)
 
-    def __init__(self, link_mtu: int) -> None:
+    def __init__(self, link_mtu: int, *, big: bool = True) -> None:
         self.link_mtu = link_mtu
+        self.try_big = big
+        self.big_ok = False                   # fragmented big datagrams reach the peer
         self.candidates = sorted({m - wire.IP_UDP_OVERHEAD for m in LINK_MTUS if m <= link_mtu}
                                  | {link_mtu - wire.IP_UDP_OVERHEAD}, reverse=True)
         self.assumed = link_mtu - wire.IP_UDP_OVERHEAD
@@ -53,8 +65,8 @@ class PmtuProber:
     def settled(self) -> bool:
         return self.pmtu is not None
 
-    def due(self, now: float | None = None) -> list[tuple[int, int]]:
-        """Close the current round if its time is up and return (id, size) probes to send."""
+    def due(self, now: float | None = None) -> list[tuple[int, int, bool]]:
+        """Close the current round if its time is up; (id, size, df) probes to send now."""
         now = time.monotonic() if now is None else now
         if now < self._next:
             return []
@@ -62,12 +74,22 @@ class PmtuProber:
         r = self._round = _Round(now)
         for size in self.candidates:
             r.ids[next(self._ids)] = size
+        out = [(pid, size, True) for pid, size in r.ids.items()]
+        if self.try_big:
+            r.big_id = next(self._ids)
+            out.append((r.big_id, BIG_PAYLOAD, False))
         self._next = now + (SLOW_INTERVAL if self.settled else FAST_INTERVAL)
-        return list(r.ids.items())
+        return out
 
     def on_ack(self, probe_id: int, size: int) -> bool:
         """Record an ack; True when it was for a probe of the current round."""
         r = self._round
+        if r is not None and probe_id == r.big_id and r.big_id is not None:
+            if size != BIG_PAYLOAD:
+                return False
+            r.big_acked = True
+            self.big_ok = True
+            return True
         if r is None or r.ids.get(probe_id) != size:
             return False
         r.best = max(r.best, size)
@@ -82,6 +104,8 @@ class PmtuProber:
             return
         if r.best:
             self.pmtu = r.best
+            if r.big_id is not None and not r.big_acked:
+                self.big_ok = False      # small probes pass, fragments do not (any more)
         else:
             self.unanswered += 1
 

@@ -5,7 +5,8 @@
 CONFIG: {"local": NAME, "ifname": "vethwe-pcap", "bridge": "weave" (created with the port),
 "peers": {NAME: "192.0.2.1", ...} (every peer, local included), "links": [[A, B], ...]
 (underlay adjacency; default: full mesh), "password": null, "port": 6783,
-"status_file": PATH (status JSON rewritten every 0.5 s), "vnet": true, "udp_gso": true}
+"status_file": PATH (status JSON rewritten every 0.5 s, with "datapath": flows/peers/drops),
+"vnet": true, "udp_gso": true, "big": true (big datagrams fragmented by the kernel when probes pass)}
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def build(cfg: dict) -> Forwarder:
     port = int(cfg.get("port", wire.PORT))
     fw = Forwarder(wire.name_to_bytes(local), cfg.get("ifname", "vethwe-pcap"), port=port,
                    secret_for=lambda peer: secret, link_mtu=int(cfg.get("link_mtu", 1500)),
-                   vnet=bool(cfg.get("vnet", True)), udp_gso=bool(cfg.get("udp_gso", True)))
+                   vnet=bool(cfg.get("vnet", True)), udp_gso=bool(cfg.get("udp_gso", True)),
+                   big=bool(cfg.get("big", True)))
     b = wire.name_to_bytes
     fw.set_peers({b(n): (cfg["peers"][n], port) for n in adj[local]})
     fw.set_routes({b(d): b(h) for d, h in routes.unicast_next_hops(adj, local).items()},
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if status_file:
             tmp = status_file + ".tmp"
             with open(tmp, "w") as f:
-                json.dump(fw.status(), f)
+                json.dump({**fw.status(), "datapath": fw.datapath_report()}, f)
             os.replace(tmp, status_file)
         stop.wait(0.5)
     fw.stop()

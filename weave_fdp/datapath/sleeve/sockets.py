@@ -9,8 +9,12 @@ Why these options:
 - PACKET_QDISC_BYPASS: inject straight to the veth, no qdisc.
 - UDP_SEGMENT / UDP_GRO: a fragmented super-frame leaves in one sendmsg and may
   arrive in one recvmsg.
-- IP_PMTUDISC_PROBE: DF set, and the kernel's PMTU cache does not get in the way
-  of our own probing.
+- IP_PMTUDISC_DONT on the data socket: DF clear, so a datagram larger than the
+  path MTU (a whole GSO super-frame sealed once) is fragmented by the kernel and
+  reassembled by the peer's kernel. Used only after a big probe proved that
+  fragments pass on that path (see ``pmtu.py``).
+- IP_PMTUDISC_PROBE on a second, probe-only socket: DF set, and the kernel's PMTU
+  cache does not get in the way of our own probing.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
 IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_PROBE = 3
 BUF_BYTES = 8 << 20
 
@@ -69,12 +74,25 @@ def packet_socket(ifname: str, *, vnet: bool = True) -> socket.socket:
     return s
 
 
-def udp_socket(bind_ip: str, port: int, *, gro: bool = True) -> tuple[socket.socket, bool]:
-    """UDP socket for the sleeve; returns (socket, GRO enabled)."""
+def probe_socket(bind_ip: str) -> socket.socket:
+    """UDP socket (ephemeral port) that sends DF PMTU probes; the peer acks to our port 6783."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+        s.bind((bind_ip, 0))
+    except OSError as exc:
+        s.close()
+        raise FdpError(f"cannot open the sleeve's PMTU probe socket on {bind_ip}: {exc}") from exc
+    s.setblocking(False)
+    return s
+
+
+def udp_socket(bind_ip: str, port: int, *, gro: bool = True, df: bool = False) -> tuple[socket.socket, bool]:
+    """UDP socket for the sleeve; returns (socket, GRO enabled). ``df``: never fragment."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE if df else IP_PMTUDISC_DONT)
         _force_buffers(s)
         s.bind((bind_ip, port))
     except OSError as exc:

@@ -48,13 +48,17 @@ async def _sim(n: int, degree: int = 3, idle_s: float = 3.0, gossip_interval: fl
     await asyncio.sleep(idle_s)
     idle_bytes = sum(nd.gossip_tx_bytes for nd in nodes) - before
     links = sum(len(nd.links) for nd in nodes) // 2
+    stats: dict[str, int] = {}
+    for nd in nodes:
+        for k, v in nd.topo_gossip.stats.items():
+            stats[k] = stats.get(k, 0) + v
     for node in nodes:
         node.stop()
     return {"peers": n, "links": links,
             "connect_s": round(t_connect - t0, 3), "convergence_s": round(t_conv - t_connect, 3),
             "gossip_bytes_total_to_converge": before,
             "idle_gossip_bytes_per_s_per_peer": round(idle_bytes / idle_s / n, 1),
-            "gossip_interval_s": gossip_interval}
+            "gossip_interval_s": gossip_interval, "topology_gossip": stats}
 
 
 def simulate(n: int, **kw: Any) -> dict[str, Any]:

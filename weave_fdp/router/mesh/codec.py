@@ -7,11 +7,12 @@ reaches the rest of the router unchecked.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -19,7 +20,8 @@ from weave_fdp.errors import ProtocolError
 
 MAGIC = b"WFDP"
 PROTOCOL_MIN = 1
-PROTOCOL_MAX = 1
+PROTOCOL_MAX = 2      # 2: topology digests and requests (section 7 of docs/PROTOCOL.md)
+DIGEST_VERSION = 2    # links at this version or above gossip topology by digest
 PREAMBLE = struct.Struct("!4sBB")       # magic, min version, max version
 FRAME_HEADER = struct.Struct("!I")      # payload length, big endian
 MAX_FRAME = 8 << 20                     # bytes; larger frames are refused
@@ -244,8 +246,9 @@ def decode_message(data: bytes) -> tuple[int, dict]:
 
 # ---------------------------------------------------------------- topology gossip payload
 
-@dataclass(frozen=True)
-class ConnEntry:
+class ConnEntry(NamedTuple):
+    """One connection a peer announces (a tuple: thousands are decoded per topology message)."""
+
     peer: str
     address: str
     outbound: bool
@@ -264,9 +267,35 @@ class PeerEntry:
     short_id: int
     connections: tuple[ConnEntry, ...]
 
+    # derived once per entry (they are read on every route recompute and gossip round)
+    _key: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    established_peers: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    established_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _derive(self.__dict__, self.incarnation, self.version, self.uid, self.connections)
+
     def key(self) -> tuple[int, int, int]:
         """Ordering of updates: later incarnation first, then higher version."""
-        return (self.incarnation, self.version, self.uid)
+        return self._key
+
+    @classmethod
+    def decoded(cls, name: str, nickname: str, uid: int, incarnation: int, version: int, short_id: int,
+                connections: tuple[ConnEntry, ...]) -> "PeerEntry":
+        """Construct without the frozen-dataclass setattr calls (the decoder's hot path)."""
+        e = object.__new__(cls)
+        d = e.__dict__
+        d.update(name=name, nickname=nickname, uid=uid, incarnation=incarnation, version=version,
+                 short_id=short_id, connections=connections)
+        _derive(d, incarnation, version, uid, connections)
+        return e
+
+
+def _derive(d: dict[str, Any], inc: int, ver: int, uid: int, conns: tuple[ConnEntry, ...]) -> None:
+    d["_key"] = (inc, ver, uid)
+    est = {c[0] for c in conns if c[3]}
+    d["established_set"] = frozenset(est)
+    d["established_peers"] = tuple(sorted(est))
 
 
 def _encode_entry(e: PeerEntry) -> bytes:
@@ -316,6 +345,7 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
     if not isinstance(body, list):
         raise ProtocolError("topology: not a list")
     out = []
+    make_conn = ConnEntry._make
     for item in body:
         if not isinstance(item, list) or len(item) != 5:
             raise ProtocolError("topology: peer entry is not a 5-element array")
@@ -330,15 +360,110 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
         if not isinstance(inner, list) or len(inner) != 3:
             raise ProtocolError("topology: entry body is not a 3-element array")
         nick, sid, conns = inner
-        fields = {"nick": nick, "sid": sid}
-        if not isinstance(conns, list):
+        if type(nick) is not str or len(nick) > MAX_STR:
+            raise ProtocolError("topology: nickname is not a short string")
+        if type(sid) is not int or not 0 <= sid < 4096:
+            raise ProtocolError("topology: short ID is not a u12")
+        if type(conns) is not list:
             raise ProtocolError("topology: connections is not an array")
         centries = []
         for c in conns:
-            if (not isinstance(c, list) or len(c) != 4 or not isinstance(c[1], str) or len(c[1]) > MAX_STR
-                    or not isinstance(c[2], bool) or not isinstance(c[3], bool)):
+            if type(c) is not list or len(c) != 4:
                 raise ProtocolError("topology: malformed connection entry")
-            centries.append(ConnEntry(check_peer_name(c[0], w), c[1], c[2], c[3]))
-        out.append(PeerEntry(name, _get(fields, "nick", str, w), uid, inc, ver,
-                             _uint(fields, "sid", 12, w), tuple(centries)))
+            peer, addr, outbound, est = c
+            if type(addr) is not str or len(addr) > MAX_STR or type(outbound) is not bool or type(est) is not bool:
+                raise ProtocolError("topology: malformed connection entry")
+            if type(peer) is not str or peer not in _GOOD_NAMES:
+                check_peer_name(peer, w)
+            centries.append(make_conn(c))
+        out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries)))
     return out
+
+
+# ---------------------------------------------------------------- topology digests (protocol 2)
+
+#: gossip channels of protocol 2 (a version 1 peer never receives them, and would ignore them)
+TOPOLOGY_DIGEST = "topology.digest"
+TOPOLOGY_REQUEST = "topology.request"
+
+DIGEST_DELTA = 0        # "I now hold these": receiver requests the ones it lacks
+DIGEST_FULL = 1         # "this is all I hold": receiver pushes what the sender lacks
+DIGEST_FULL_REPLY = 2   # as FULL, and the receiver answers with its own FULL
+DIGEST_SUMMARY = 3      # count + fingerprint of all I hold: receiver answers FULL_REPLY on a mismatch
+DIGEST_KINDS = (DIGEST_DELTA, DIGEST_FULL, DIGEST_FULL_REPLY, DIGEST_SUMMARY)
+
+DIGEST_RECORD = struct.Struct("!6sQQQ")   # name, incarnation, version, uid: 30 bytes
+SUMMARY = struct.Struct("!I16s")          # entry count, fingerprint
+NAME_BYTES = 6
+
+Key = tuple[int, int, int]
+
+_NAME_TO_BYTES: dict[str, bytes] = {}
+_BYTES_TO_NAME: dict[bytes, str] = {}
+
+
+def name_to_bytes(name: str) -> bytes:
+    b = _NAME_TO_BYTES.get(name)
+    if b is None:
+        b = bytes.fromhex(name.replace(":", ""))
+        if len(_NAME_TO_BYTES) > 100_000:
+            _NAME_TO_BYTES.clear()
+        _NAME_TO_BYTES[name] = b
+    return b
+
+
+def bytes_to_name(b: bytes) -> str:
+    n = _BYTES_TO_NAME.get(b)
+    if n is None:
+        n = b.hex(":")
+        if len(_BYTES_TO_NAME) > 100_000:
+            _BYTES_TO_NAME.clear()
+        _BYTES_TO_NAME[b] = n
+    return n
+
+
+def encode_digest(kind: int, items: Iterable[tuple[str, Key]]) -> bytes:
+    """u8 kind, then one 30-byte record per (name, key) (DELTA, FULL, FULL_REPLY)."""
+    rec, get = DIGEST_RECORD.pack, _NAME_TO_BYTES.get
+    return bytes([kind]) + b"".join(rec(get(n) or name_to_bytes(n), *k) for n, k in items)
+
+
+def fingerprint(items: Iterable[tuple[str, Key]]) -> bytes:
+    """16 bytes naming a whole topology view: SHA-256 of its records in name order."""
+    rec = DIGEST_RECORD.pack
+    return hashlib.sha256(b"".join(rec(name_to_bytes(n), *k) for n, k in sorted(items))).digest()[:16]
+
+
+def encode_summary(items: list[tuple[str, Key]]) -> bytes:
+    return bytes([DIGEST_SUMMARY]) + SUMMARY.pack(len(items), fingerprint(items))
+
+
+def decode_digest(data: bytes) -> tuple[int, list[tuple[str, Key]] | tuple[int, bytes]]:
+    """-> (kind, [(name, key)]) or (DIGEST_SUMMARY, (count, fingerprint)); ProtocolError on bad input."""
+    if not data:
+        raise ProtocolError("topology digest: empty")
+    kind, body = data[0], data[1:]
+    if kind not in DIGEST_KINDS:
+        raise ProtocolError(f"topology digest: unknown kind {kind}")
+    if kind == DIGEST_SUMMARY:
+        if len(body) != SUMMARY.size:
+            raise ProtocolError(f"topology digest: summary of {len(body)} bytes, expected {SUMMARY.size}")
+        return kind, SUMMARY.unpack(body)
+    if len(body) % DIGEST_RECORD.size:
+        raise ProtocolError(f"topology digest: {len(body)} bytes is not a whole number of records")
+    if len(body) // DIGEST_RECORD.size > MAX_LIST:
+        raise ProtocolError("topology digest: too many records")
+    get = _BYTES_TO_NAME.get
+    return kind, [(get(n) or bytes_to_name(n), (inc, ver, uid))
+                  for n, inc, ver, uid in DIGEST_RECORD.iter_unpack(body)]
+
+
+def encode_request(names: Iterable[str]) -> bytes:
+    """The peer names whose entries we ask for: 6 bytes each."""
+    return b"".join(name_to_bytes(n) for n in names)
+
+
+def decode_request(data: bytes) -> list[str]:
+    if len(data) % NAME_BYTES or len(data) // NAME_BYTES > MAX_LIST:
+        raise ProtocolError(f"topology request: {len(data)} bytes is not a list of 6-byte names")
+    return [bytes_to_name(data[i:i + NAME_BYTES]) for i in range(0, len(data), NAME_BYTES)]

@@ -20,11 +20,14 @@ from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.codec import ConnEntry, Features, PeerEntry
 from weave_fdp.router.mesh.gossip import GossipChannel, Gossiper
 from weave_fdp.router.mesh.routes import Routes
+from weave_fdp.router.mesh.topogossip import TOPOLOGY, TopologyGossip
 from weave_fdp.router.mesh.topology import Topology
 
 log = logging.getLogger(__name__)
 
-TOPOLOGY = "topology"
+RECOMPUTE_COST_FACTOR = 20   # wait this many times the last recompute's duration before the next
+RECOMPUTE_MAX_DELAY = 0.1    # s; but never longer than this
+RESERVED_CHANNELS = (TOPOLOGY, codec.TOPOLOGY_DIGEST, codec.TOPOLOGY_REQUEST)
 
 
 @dataclass
@@ -74,18 +77,16 @@ class MeshNode:
         self.topology = Topology(PeerEntry(ident.name, ident.nickname, ident.uid, ident.incarnation,
                                            1, ident.short_id, ()))
         self.links: dict[str, Link] = {}
-        self.routes = Routes(self.topology.peers, ident.name)
+        self.routes = Routes(self.topology.peers, ident.name, self.topology.graph())
         self.channels: dict[str, GossipChannel] = {}
         self.listeners: list[Callable[[], None]] = []
         self.on_overlay_control: Callable[[str, bytes], None] | None = None
         self.on_link_change: Callable[[], None] | None = None
         self.started = time.monotonic()
         self.gossip_tx_bytes = 0
-        self._encoder = codec.TopologyEncoder()
-        self._pending: dict[str, set[str]] = {}     # link peer -> topology names to send
-        self._known: dict[str, dict[str, tuple[int, int, int]]] = {}  # link peer -> name -> key it has
-        self._flush_scheduled = False
+        self.topo_gossip = TopologyGossip(self, gossip_delay)
         self._recompute_handle: asyncio.Handle | None = None
+        self._recompute_cost = 0.0   # s the last recompute took
         self._periodic: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -97,6 +98,7 @@ class MeshNode:
     def stop(self) -> None:
         if self._gc_handle:
             self._gc_handle.cancel()
+        self.topo_gossip.stop()
         if self._periodic:
             self._periodic.cancel()
         for link in list(self.links.values()):
@@ -112,7 +114,7 @@ class MeshNode:
                         local.short_id, conn_id, overlays, trusted, self.port, version)
 
     def register_channel(self, name: str, gossiper: Gossiper) -> GossipChannel:
-        if name == TOPOLOGY or name in self.channels:
+        if name in RESERVED_CHANNELS or name in self.channels:
             raise ValueError(f"gossip channel {name!r} already registered")
         ch = GossipChannel(self, name, gossiper)
         self.channels[name] = ch
@@ -150,10 +152,9 @@ class MeshNode:
             link.close(reason)
             return False
         self.links[link.peer] = link
-        self._known.pop(link.peer, None)
         log.info("peer %s(%s): connection %s %s:%d up", link.peer, link.features.nickname,
                  "to" if link.outbound else "from", link.remote_host, link.remote_port)
-        self._send_topology(link, None)
+        self.topo_gossip.link_up(link)
         self._local_changed()
         return True
 
@@ -161,8 +162,7 @@ class MeshNode:
         if self.links.get(link.peer) is not link:
             return
         del self.links[link.peer]
-        self._pending.pop(link.peer, None)
-        self._known.pop(link.peer, None)
+        self.topo_gossip.link_down(link)
         log.info("peer %s(%s): connection %s:%d down: %s", link.peer, link.features.nickname,
                  link.remote_host, link.remote_port, reason)
         self._local_changed()
@@ -206,49 +206,11 @@ class MeshNode:
 
     # ------------------------------------------------------------ topology gossip
 
-    def _send_topology(self, link: Link, names: set[str] | None) -> None:
-        known = self._known.setdefault(link.peer, {})
-        entries = [e for e in self.topology.entries(names) if names is None or known.get(e.name, (-1,)) < e.key()]
-        if not entries:
-            return
-        for e in entries:
-            known[e.name] = e.key()
-        payload = self._encoder.encode(entries)
-        self._send(link, codec.GOSSIP, {"c": TOPOLOGY, "s": self.name, "p": payload})
-
     def _queue_topology(self, names: list[str], exclude: str | None) -> None:
-        """Coalesce topology deltas per link; flushed after ``gossip_delay``.
+        self.topo_gossip.changed(names, exclude)
 
-        A short delay merges the bursts of changes a join causes (connection up,
-        then established; several peers at once) into one message per link.
-        """
-        for peer in self.links:
-            if peer != exclude:
-                self._pending.setdefault(peer, set()).update(names)
-        if not self._flush_scheduled and self._pending:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(self.gossip_delay, self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for peer, names in pending.items():
-            link = self.links.get(peer)
-            if link is not None and names:
-                self._send_topology(link, names)
-
-    def _apply_topology(self, link: Link, payload: bytes) -> None:
-        peers, me = self.topology.peers, self.name
-
-        known = self._known.setdefault(link.peer, {})
-
-        def wanted(name: str, key: tuple[int, int, int]) -> bool:
-            if known.get(name, (-1,)) < key:
-                known[name] = key  # the sender has it: never send it back
-            old = peers.get(name)
-            return old is None or name == me or key > old.key()
-
-        entries = codec.decode_topology(payload, wanted)
+    def merge(self, link: Link, entries: list[PeerEntry]) -> None:
+        """Entries received from ``link``: keep the newer ones, pass those on, recompute."""
         changed, self_bumped = self.topology.apply(entries)
         if self_bumped:
             self._queue_topology([self.name], exclude=None)
@@ -260,29 +222,44 @@ class MeshNode:
     # ------------------------------------------------------------ recompute (debounced)
 
     def _schedule_recompute(self) -> None:
+        """Recompute routes soon: after ``recompute_delay``, or RECOMPUTE_COST_FACTOR times the
+        last recompute's duration when that is longer, so that a burst of topology changes
+        in a large mesh costs a bounded share of the CPU (gossip itself never waits for it)."""
         if self._recompute_handle is None:
-            self._recompute_handle = asyncio.get_running_loop().call_later(
-                self.recompute_delay, self._recompute)
+            delay = min(RECOMPUTE_MAX_DELAY, max(self.recompute_delay,
+                                                 RECOMPUTE_COST_FACTOR * self._recompute_cost))
+            self._recompute_handle = asyncio.get_running_loop().call_later(delay, self._recompute)
 
     def _recompute(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._recompute_inner()
+        finally:
+            self._recompute_cost = time.perf_counter() - started
+
+    def _recompute_inner(self) -> None:
         self._recompute_handle = None
         loop = asyncio.get_running_loop()
-        gone, next_due = self.topology.garbage_collect(loop.time(), self.gc_grace)
-        if gone:
-            # neighbours drop them too: forget that they hold them, or a returning
-            # peer whose entry did not change would never be sent to them again
-            for known in self._known.values():
-                for n in gone:
-                    known.pop(n, None)
-            log.info("peers removed (unreachable for %g s): %s", self.gc_grace, ", ".join(sorted(gone)))
-        if next_due is not None and self._gc_handle is None:
-            def again() -> None:
-                self._gc_handle = None
-                self._schedule_recompute()
-            self._gc_handle = loop.call_at(next_due + 0.01, again)
         if self.topology.resolve_short_id(self.rng):
             self._queue_topology([self.name], exclude=None)
-        self.routes = Routes(self.topology.peers, self.name)
+        peers = self.topology.peers
+        routes = Routes(peers, self.name, self.topology.graph())
+        # everyone reachable over symmetric links is reachable over announced ones:
+        # the GC walk is needed only when someone is not (or was not, last time)
+        if len(routes.unicast) + 1 < len(peers) or self.topology.has_unreachable:
+            gone, next_due = self.topology.garbage_collect(loop.time(), self.gc_grace)
+            if gone:
+                # neighbours drop them too: forget that they hold them, or a returning
+                # peer whose entry did not change would never be sent to them again
+                self.topo_gossip.forget(gone)
+                log.info("peers removed (unreachable for %g s): %s", self.gc_grace, ", ".join(sorted(gone)))
+                routes = Routes(peers, self.name, self.topology.graph())
+            if next_due is not None and self._gc_handle is None:
+                def again() -> None:
+                    self._gc_handle = None
+                    self._schedule_recompute()
+                self._gc_handle = loop.call_at(next_due + 0.01, again)
+        self.routes = routes
         for fn in list(self.listeners):
             try:
                 fn()
@@ -323,8 +300,7 @@ class MeshNode:
 
     def _gossip_message(self, link: Link, tag: int, body: dict) -> None:
         channel, src, payload = body["c"], body["s"], body["p"]
-        if tag == codec.GOSSIP and channel == TOPOLOGY:
-            self._apply_topology(link, payload)
+        if tag == codec.GOSSIP and self.topo_gossip.on_message(link, channel, payload):
             return
         ch = self.channels.get(channel)
         if tag == codec.GOSSIP:
@@ -347,16 +323,21 @@ class MeshNode:
                 self.send_unicast(channel, dst, payload, src=src)
 
     async def _periodic_gossip(self) -> None:
-        """Full state to a couple of random neighbours, so missed deltas heal."""
+        """Every interval (+-20%), a gossip round: see :meth:`gossip_round`."""
         while True:
             await asyncio.sleep(self.gossip_interval * self.rng.uniform(0.8, 1.2))
-            links = list(self.links.values())
-            for link in self.rng.sample(links, min(2, len(links))):
-                self._send_topology(link, None)
-                for ch in self.channels.values():
-                    state = ch.gossiper.gossip()
-                    if state:
-                        self._send(link, codec.GOSSIP, {"c": ch.name, "s": self.name, "p": state})
+            self.gossip_round()
+
+    def gossip_round(self) -> None:
+        """Topology summary and each channel's full state to two random neighbours, so missed
+        deltas heal (a topology summary costs 24 bytes when both views agree)."""
+        links = list(self.links.values())
+        for link in self.rng.sample(links, min(2, len(links))):
+            self.topo_gossip.periodic(link)
+            for ch in self.channels.values():
+                state = ch.gossiper.gossip()
+                if state:
+                    self._send(link, codec.GOSSIP, {"c": ch.name, "s": self.name, "p": state})
 
 
 def keep_new_link(local: str, remote: str, new_is_outbound: bool) -> bool:

@@ -19,9 +19,11 @@ Graph = dict[str, list[str]]
 
 def symmetric_graph(peers: Mapping[str, PeerEntry]) -> Graph:
     """name -> sorted neighbours joined by an established connection both ends announce."""
-    claims = {name: {c.peer for c in e.connections if c.established} for name, e in peers.items()}
-    return {name: sorted(p for p in out if p in claims and name in claims[p])
-            for name, out in claims.items()}
+    # each entry's sorted established peers are computed once per entry version (cached)
+    empty: frozenset[str] = frozenset()
+    return {name: [p for p in e.established_peers
+                   if name in (peers[p].established_set if p in peers else empty)]
+            for name, e in peers.items()}
 
 
 def bfs_tree(graph: Graph, root: str) -> dict[str, str | None]:
@@ -69,9 +71,10 @@ def broadcast_routes(graph: Graph, local: str) -> dict[str, list[str]]:
 class Routes:
     """Routes of one topology snapshot; broadcast trees are computed on demand."""
 
-    def __init__(self, peers: Mapping[str, PeerEntry], local: str) -> None:
+    def __init__(self, peers: Mapping[str, PeerEntry], local: str, graph: Graph | None = None) -> None:
+        """``graph``: symmetric_graph(peers) when the caller keeps it already (Topology.graph)."""
         self.local = local
-        self.graph = symmetric_graph(peers)
+        self.graph = symmetric_graph(peers) if graph is None else graph
         self.unicast = unicast_routes(self.graph, local)
         self._broadcast: dict[str, list[str]] = {}
         self._all_broadcast: dict[str, list[str]] | None = None

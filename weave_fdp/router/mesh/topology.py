@@ -30,6 +30,61 @@ class Topology:
         self.local_name = local.name
         self.peers: dict[str, PeerEntry] = {local.name: local}
         self._unreachable_since: dict[str, float] = {}
+        # incremental symmetric graph (see graph()): names changed since the last call,
+        # each name's established peers as of then, and the graph's rows
+        self._dirty: set[str] = {local.name}
+        self._claims: dict[str, frozenset[str]] = {}
+        self._adj: dict[str, set[str]] = {}
+        self._graph: dict[str, list[str]] = {}
+        self._sid_dirty: set[str] | None = None   # None: check every peer's short ID
+
+    def _put(self, entry: PeerEntry) -> None:
+        """Every change of ``peers`` goes through here or _drop (the graph is kept incrementally)."""
+        self.peers[entry.name] = entry
+        self._dirty.add(entry.name)
+        if self._sid_dirty is not None:
+            self._sid_dirty.add(entry.name)
+
+    def _drop(self, name: str) -> None:
+        del self.peers[name]
+        self._dirty.add(name)
+
+    def graph(self) -> dict[str, list[str]]:
+        """``routes.symmetric_graph(self.peers)``, updated only where entries changed.
+
+        The edge N-P exists when both announce an established connection to the other.
+        A change of N's entry can change only the edges between N and the peers it
+        announced before or announces now, so a recompute costs what changed, not the
+        size of the mesh. Returns a (shallow) copy: rows are replaced, never mutated.
+        """
+        peers, graph, claims, adj = self.peers, self._graph, self._claims, self._adj
+        if self._dirty:
+            touched: set[str] = set()
+            empty: frozenset[str] = frozenset()
+            for n in self._dirty:
+                e = peers.get(n)
+                new = e.established_set if e is not None else empty
+                old = claims.pop(n, empty)
+                if e is not None:
+                    claims[n] = new
+                touched.add(n)
+                for p in old | new:
+                    other = peers.get(p)
+                    if p in new and other is not None and n in other.established_set:
+                        adj.setdefault(n, set()).add(p)
+                        adj.setdefault(p, set()).add(n)
+                    else:
+                        adj.get(n, set()).discard(p)
+                        adj.get(p, set()).discard(n)
+                    touched.add(p)
+            self._dirty.clear()
+            for t in touched:
+                if t in peers:
+                    graph[t] = sorted(adj.get(t, ()))
+                else:
+                    graph.pop(t, None)
+                    adj.pop(t, None)
+        return dict(graph)
 
     @property
     def local(self) -> PeerEntry:
@@ -45,12 +100,12 @@ class Topology:
         new = tuple(sorted(conns, key=lambda c: (c.peer, c.address)))
         if new == self.local.connections:
             return False
-        self.peers[self.local_name] = replace(self.local, connections=new, version=self.local.version + 1)
+        self._put(replace(self.local, connections=new, version=self.local.version + 1))
         return True
 
     def bump_local(self, **changes: object) -> None:
         changes.setdefault("version", self.local.version + 1)
-        self.peers[self.local_name] = replace(self.local, **changes)  # type: ignore[arg-type]
+        self._put(replace(self.local, **changes))  # type: ignore[arg-type]
 
     def apply(self, entries: list[PeerEntry]) -> tuple[list[str], bool]:
         """Merge received entries.
@@ -77,7 +132,7 @@ class Topology:
                 continue
             old = self.peers.get(e.name)
             if old is None or e.key() > old.key():
-                self.peers[e.name] = e
+                self._put(e)
                 changed.append(e.name)
         return changed, self_bumped
 
@@ -94,6 +149,11 @@ class Topology:
                     seen.add(c.peer)
                     queue.append(c.peer)
         return seen
+
+    @property
+    def has_unreachable(self) -> bool:
+        """True while some peer is waiting out its grace period as unreachable."""
+        return bool(self._unreachable_since)
 
     def garbage_collect(self, now: float = 0.0, grace: float = 0.0) -> tuple[list[str], float | None]:
         """Remove peers unreachable for at least ``grace`` seconds.
@@ -118,15 +178,21 @@ class Topology:
                 due = since + grace
                 next_due = due if next_due is None else min(next_due, due)
         for n in gone:
-            del self.peers[n]
+            self._drop(n)
             self._unreachable_since.pop(n, None)
         return gone, next_due
 
     def short_id_conflict(self) -> bool:
         """True when another peer with a smaller name holds our short ID (we must move)."""
-        sid = self.local.short_id
-        return any(e.short_id == sid and e.name < self.local_name
-                   for n, e in self.peers.items() if n != self.local_name)
+        sid, me = self.local.short_id, self.local_name
+        dirty, self._sid_dirty = self._sid_dirty, set()
+        # only entries changed since the last check can conflict anew (ours changing: all)
+        names = self.peers if dirty is None or me in dirty else dirty
+        for n in names:
+            e = self.peers.get(n)
+            if e is not None and n != me and e.short_id == sid and n < me:
+                return True
+        return False
 
     def choose_short_id(self, rng: random.Random | None = None) -> int:
         """A short ID nobody else in our view uses (random, so restarts rarely collide)."""

@@ -10,19 +10,23 @@ peer that has fastdp, registers the container ops (attach/detach/ps) and fills
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from concurrent.futures import ThreadPoolExecutor
 import socket
 import time
 from typing import Any
 
+import msgpack
+
 from weave_fdp.datapath.fastdp import heartbeat as hbm
 from weave_fdp.router.overlay.base import MeshView, RouterContext
+from weave_fdp.router.overlay.switch import R_ESP, R_MTU, flood_overlay
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 0.5   # s between pings to each peer
-HEALTHY_WITHIN = 1.5       # s: a peer whose last pong is older is unhealthy
+HEARTBEAT_INTERVAL = 0.25  # s between pings to each peer (the switch holds after switch.HOLD_AFTER without one)
+HEALTHY_WITHIN = 1.5       # s: a peer whose last pong is older is unhealthy (status only; the switch decides)
 GRACE = 30.0               # s a lost control connection keeps its datapath entries
 STARTUP_GRACE = 10.0       # s a restarted router keeps the kernel's entries until the mesh is back
 
@@ -48,7 +52,7 @@ class FastdpOverlay:
         self.host: Any = None
         self.ctx: RouterContext | None = None
         self.view: MeshView | None = None
-        self.modes: dict[str, str] = {}       # peer -> mode set by the overlay switch
+        self.modes: dict[str, str] = {}       # peer -> the overlay switch's decision (set_mode)
         self.health: dict[str, PeerHealth] = {}
         self._tx: socket.socket | None = None
         self._rx: socket.socket | None = None
@@ -63,6 +67,10 @@ class FastdpOverlay:
         self._lost_at: dict[str, float] = {}
         self._started = time.monotonic()
         self._boot_fastdp: set[int] = set()    # short IDs in fastdp mode in the maps we found
+        self._seen_at: dict[str, float] = {}   # peer -> when its connection was first seen established
+        # "floods" messages: sources whose floods, reaching that neighbour, must go on by sleeve
+        self._told: dict[str, frozenset[str]] = {}
+        self._sent: dict[str, frozenset[str]] = {}
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run a datapath call on the fastdp worker thread."""
@@ -106,10 +114,27 @@ class FastdpOverlay:
     # ------------------------------------------------------------ mesh -> plan
     def on_mesh(self, view: MeshView) -> None:
         self.view = view
+        now = time.monotonic()
+        for peer, c in view.connections.items():
+            if c.established:
+                self._seen_at.setdefault(peer, now)
+        for peer in list(self._seen_at):
+            if peer not in view.connections:
+                self._seen_at.pop(peer)
+        for d in (self._told, self._sent):
+            for peer in list(d):
+                if peer not in view.connections or not view.connections[peer].established:
+                    d.pop(peer)
+        # the switch's decisions outlive a blink of the connection (it remembers them
+        # too); only peers that left the mesh are forgotten
+        for peer in list(self.modes):
+            if peer not in view.peers:
+                self.modes.pop(peer)
         self._apply()
 
     def _apply(self) -> None:
         """Schedule a re-plan on the worker (never blocks the event loop)."""
+        self._advertise_floods()
         if self.ctx is not None and self.host is not None:
             self.ctx.loop.run_in_executor(self._worker, self._apply_now)
 
@@ -139,9 +164,10 @@ class FastdpOverlay:
             short_ids={n: p.short_id for n, p in view.peers.items()},
             # a direct neighbour is its own next hop, even before routes catch up
             unicast={**{p: p for p in conns}, **{d: h for d, h in view.unicast.items() if h in conns}},
-            broadcast={s: [h for h in hs if h in conns] for s, hs in view.broadcast.items()},
+            broadcast={s: [h for h in hs if h in conns and (s != view.local.name or not self.floods_by_sleeve(h))]
+                       for s, hs in view.broadcast.items()},
             hop_ips={p: c.remote_ip for p, c in conns.items()},
-            modes={p: self._mode(p, "fastdp" in c.overlays) for p, c in conns.items()})
+            modes={p: self._mode(p) for p in conns})
         self._keep_lost(mesh, conns)
         try:
             self.host.set_mesh(mesh)
@@ -176,38 +202,124 @@ class FastdpOverlay:
         mesh.short_ids = {n: s for n, s in mesh.short_ids.items() if s >= 0}
         self._last = mesh
 
-    def _mode(self, peer: str, peer_has_fastdp: bool) -> str:
-        if not peer_has_fastdp:
-            return "sleeve"
+    def _mode(self, peer: str) -> str:
+        """The mode written to the BPF map for ``peer``: the overlay switch's decision.
+
+        Before the switch has decided (a connection seconds old), the kernel keeps
+        what it had: a router restarted while traffic flowed keeps its fastdp
+        entries (the switch confirms them with the first heartbeat), a new
+        connection starts on sleeve.
+        """
         if peer in self.modes:
             return self.modes[peer]
-        # The switch only calls set_mode on a change from its initial "sleeve": until
-        # then, fastdp once heartbeats answer, never when the connection must be
-        # encrypted (fastdp cannot seal frames).
-        if getattr(self.config, "password", None):
-            return "sleeve"
-        if self.healthy(peer):
-            return "fastdp"
+        return "fastdp" if self._was_fastdp(peer) else "sleeve"
+
+    def _was_fastdp(self, peer: str) -> bool:
+        """``peer`` was in fastdp mode in the maps this router found at start (within STARTUP_GRACE)."""
+        if time.monotonic() - self._started >= STARTUP_GRACE:
+            return False
         view = self.view
         sid = view.peers[peer].short_id if view and peer in view.peers else -1
-        if sid in self._boot_fastdp and time.monotonic() - self._started < STARTUP_GRACE:
-            return "fastdp"  # it was in fastdp before the restart: keep it until heartbeats say otherwise
-        return "sleeve"
+        return sid in self._boot_fastdp
 
     # ------------------------------------------------------------ FastdpControl
     def unusable_reason(self, peer: str) -> str | None:
+        """Why fastdp cannot carry ``peer`` whatever its heartbeats say, or None.
+
+        - encryption: with ``--password`` the switch checks that *we* trust the peer
+          (``--trusted-subnets``); plain fastdp also needs the peer to trust us (the
+          ``trusted`` flag of its features message), else one end would send in the
+          clear what the other wants sealed;
+        - "mtu" while heartbeats of the fastdp MTU cannot leave (EMSGSIZE: the path
+          is narrower than the underlay);
+        - a send error when no heartbeat ever came back.
+        """
+        if getattr(self.config, "password", None) and not self._peer_trusts_us(peer):
+            return R_ESP
         h = self.health.get(peer)
-        return h.error if h and h.error and h.last_pong is None else None
+        if h is None or not h.error:
+            return None
+        return h.error if h.error == R_MTU or h.last_pong is None else None
+
+    def floods_by_sleeve(self, peer: str) -> bool:
+        """See :meth:`switch.FastdpControl.floods_by_sleeve`."""
+        view = self.view
+        relays = view is not None and view.local.name in self._told.get(peer, frozenset())
+        return flood_overlay(self._mode(peer), relays) == "sleeve"
+
+    # ------------------------------------------------------------ floods across overlays
+    def _needs_sleeve(self) -> frozenset[str]:
+        """Sources whose floods, reaching this host, must go on over a sleeve connection
+        (a hop on their tree from here is on sleeve, or said the same of them)."""
+        view = self.view
+        if view is None:
+            return frozenset()
+        out = set()
+        for src, hops in view.broadcast.items():
+            for h in hops:
+                c = view.connections.get(h)
+                if c is not None and c.established and (self._mode(h) == "sleeve"
+                                                        or src in self._told.get(h, frozenset())):
+                    out.add(src)
+                    break
+        return frozenset(out)
+
+    def _advertise_floods(self) -> None:
+        """Tell each fastdp neighbour which sources' floods we relay into sleeve (on change)."""
+        view, ctx = self.view, self.ctx
+        if view is None or ctx is None:
+            return
+        need = self._needs_sleeve()
+        for peer, c in view.connections.items():
+            if not c.established or "fastdp" not in c.overlays or self._sent.get(peer) == need:
+                continue
+            msg = msgpack.packb({"o": "fastdp", "t": "floods", "s": sorted(need)})
+            try:
+                if ctx.send_overlay_control(peer, msg):
+                    self._sent[peer] = need
+            except Exception as exc:   # the connection is going away; retried on the next change
+                log.debug("fastdp: cannot send floods message to %s: %s", peer, exc)
+
+    def on_overlay_control(self, peer: str, payload: bytes) -> None:
+        """A neighbour's "floods" message; other overlays' messages are ignored."""
+        try:
+            msg = msgpack.unpackb(payload, raw=False)
+        except Exception:
+            return
+        if not isinstance(msg, dict) or msg.get("o") != "fastdp" or msg.get("t") != "floods":
+            return
+        srcs = msg.get("s")
+        if not isinstance(srcs, list) or not all(isinstance(x, str) for x in srcs) or len(srcs) > 4096:
+            log.warning("fastdp: bad floods message from %s", peer)
+            return
+        told = frozenset(srcs)
+        if self._told.get(peer) != told:
+            log.info("fastdp: %s relays floods of %d source(s) into sleeve", peer, len(told))
+            self._told[peer] = told
+            self._apply()
+
+    def _peer_trusts_us(self, peer: str) -> bool:
+        mesh = self.ctx.mesh if self.ctx is not None else None
+        link = mesh.links.get(peer) if mesh is not None else None
+        return bool(link is not None and getattr(link.features, "trusted", False))
 
     def last_heartbeat(self, peer: str) -> float | None:
+        """When the last pong came back; for a peer that was on fastdp before this
+        router restarted and has not answered yet, when its connection came up (the
+        kernel kept forwarding meanwhile, so fastdp gets ``HOLD_AFTER`` to prove it)."""
         h = self.health.get(peer)
-        return h.last_pong if h else None
+        if h is not None and h.last_pong is not None:
+            return h.last_pong
+        if self._was_fastdp(peer):
+            return self._seen_at.get(peer)
+        return None
 
     def set_mode(self, peer: str, mode: str) -> None:
+        """The switch's decision for ``peer``: applied to the BPF map at once."""
         if self.modes.get(peer) != mode:
             log.info("fastdp: connection to %s now %s", peer, mode)
-        self.modes[peer] = mode
-        self._apply()
+            self.modes[peer] = mode
+            self._apply()
 
     def mtu(self, peer: str) -> int | None:
         return self.host.mtu if self.host else None
@@ -218,7 +330,12 @@ class FastdpOverlay:
 
     # ------------------------------------------------------------ heartbeats
     async def _heartbeat_loop(self) -> None:
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds % 20 == 0:    # every 5 s: repeat "floods" messages (a replaced connection lost them)
+                self._sent.clear()
+                self._advertise_floods()
             try:
                 self._send_pings()
             except Exception:
@@ -252,7 +369,6 @@ class FastdpOverlay:
         for peer in list(self.health):
             if peer not in targets:
                 self.health.pop(peer, None)
-                self.modes.pop(peer, None)
         for peer, (sid, ip) in targets.items():
             h = self.health.setdefault(peer, PeerHealth())
             h.seq += 1
@@ -262,7 +378,8 @@ class FastdpOverlay:
                 h.sent += 1
                 h.error = None
             except OSError as exc:
-                h.error = f"heartbeat send failed: {exc.strerror}"
+                # EMSGSIZE: the kernel knows a path MTU below our heartbeat (ICMP came back)
+                h.error = R_MTU if exc.errno == errno.EMSGSIZE else f"heartbeat send failed: {exc.strerror}"
 
     def _on_heartbeat(self) -> None:
         assert self._rx is not None
@@ -287,8 +404,6 @@ class FastdpOverlay:
                 h.last_pong = time.monotonic()
                 h.received += 1
                 h.rtt_ms = round((time.monotonic_ns() - hb.echo_ns) / 1e6, 3)
-                if self.modes.get(peer) is None:
-                    self._apply()
 
     def _pong(self, peer: str, ping: hbm.Heartbeat) -> None:
         view, c = self.view, self.view.connections.get(peer) if self.view else None
@@ -304,16 +419,19 @@ class FastdpOverlay:
 
     # ------------------------------------------------------------ status
     def connection_status(self, peer: str) -> dict[str, Any]:
+        """fastdp's view of ``peer``: mode "fastdp" only when the switch chose it (the
+        reported mode is the switch's decision); otherwise why fastdp is not carrying it."""
         h = self.health.get(peer)
         rtt = h.rtt_ms if h else None
-        if self.healthy(peer):
-            mode = self.modes.get(peer, "fastdp")
-            return {"mode": "fastdp" if mode == "fastdp" else None,
-                    "reason": None if mode == "fastdp" else f"switch chose {mode}",
-                    "mtu": self.mtu(peer), "rtt_ms": rtt}
-        why = (h.error if h and h.error else "fastdp heartbeats lost" if h and h.last_pong
-               else "waiting for fastdp heartbeats")
-        return {"mode": None, "reason": why, "mtu": self.mtu(peer), "rtt_ms": None}
+        if self.modes.get(peer) == "fastdp":
+            return {"mode": "fastdp", "reason": None, "mtu": self.mtu(peer), "rtt_ms": rtt}
+        if h is not None and h.error:
+            why = h.error
+        elif self.healthy(peer):
+            why = "heartbeats answered; the switch has not moved back yet"
+        else:
+            why = "fastdp heartbeats lost" if h and h.last_pong else "waiting for fastdp heartbeats"
+        return {"mode": None, "reason": why, "mtu": self.mtu(peer), "rtt_ms": rtt}
 
     def status(self) -> dict[str, Any]:
         return {"mtu": self.host.mtu if self.host else None,

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.flows import merge_datapath
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.switch import Inputs, OverlaySwitch, fastdp_of
@@ -51,6 +52,7 @@ class SleeveOverlay:
         self._nonce: dict[str, bytes] = {}        # our nonce per peer connection
         self._peer_nonce: dict[str, bytes] = {}
         self._task: asyncio.Task | None = None
+        self._prev_datapath: Any = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, ctx: RouterContext) -> None:
@@ -63,6 +65,10 @@ class SleeveOverlay:
         self.fw.local_bcast_to = lambda hop: self.switch.mode(wire.bytes_to_name(hop)) == "sleeve"
         self.fw.start()
         ctx.add_report_section("sleeve", self.status)
+        # report["datapath"]: the sleeve's flows/peers/drops merged into what fastdp
+        # (started before us, see OVERLAY_FACTORIES) put there, or alone with --no-fastdp.
+        self._prev_datapath = ctx.report_sections.get("datapath")
+        ctx.add_report_section("datapath", self.datapath_report)
         self._task = ctx.loop.create_task(self._tick_loop())
 
     async def stop(self) -> None:
@@ -187,6 +193,17 @@ class SleeveOverlay:
             return {"mode": None, "reason": f"sleeve: no datagrams from {ps['addr']} (UDP blocked?)",
                     "mtu": ps["mtu"], "rtt_ms": None}
         return {"mode": "sleeve", "reason": sw["reason"], "mtu": ps["mtu"], "rtt_ms": ps["rtt_ms"]}
+
+    def datapath_report(self) -> dict[str, Any]:
+        """fastdp's ``datapath`` section (if any) with the sleeve's flows, peers and drops added."""
+        base = None
+        if self._prev_datapath is not None:
+            try:
+                base = self._prev_datapath()
+            except Exception:
+                log.exception("fastdp's datapath report failed; showing the sleeve's counters only")
+        return merge_datapath(base if isinstance(base, dict) else None,
+                              self.fw.datapath_report() if self.fw else {})
 
     def status(self) -> dict[str, Any]:
         st = self.fw.status() if self.fw else {}

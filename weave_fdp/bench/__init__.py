@@ -1,0 +1,1 @@
+"""Benchmarks (commands, not tests): the datapath comparison lives in ``datapath.py``."""

@@ -1,0 +1,260 @@
+"""Pure parts of the datapath benchmark: parse tool output, medians, ratios, table rows.
+
+Nothing here touches the kernel or runs a process, so it is unit tested without
+root (tests/unit/test_bench_results.py). The runner (``datapath.py``) feeds it
+samples; the CLI renders the rows it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+# Path keys in table order, and their titles.
+PATHS: dict[str, str] = {
+    "underlay": "underlay (no overlay)",
+    "vxlan": "kernel VXLAN + bridge",
+    "fastdp": "fastdp",
+    "sleeve": "sleeve",
+    "sleeve_enc": "sleeve encrypted",
+}
+BASE_PEER = "vxlan"      # the kernel path fastdp must beat
+BASE_LIMIT = "underlay"  # the limit
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the table: how to show it and which way is better."""
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    digits: int
+    shown: bool = True   # False: in --json only
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("tcp1_gbps", "TCP 1 stream", "Gbit/s", True, 2),
+    Metric("tcp4_gbps", "TCP 4 streams", "Gbit/s", True, 2),
+    Metric("rr_p50_us", "TCP RR RTT p50", "µs", False, 1),
+    Metric("rr_p99_us", "TCP RR RTT p99", "µs", False, 1),
+    Metric("udp64_kpps", "UDP 64 B received", "kpps", True, 1),
+    Metric("cpu_s_per_gb", "CPU, TCP 1 stream", "CPU s/GB", False, 2),
+    Metric("cpu4_s_per_gb", "CPU, TCP 4 streams", "CPU s/GB", False, 2),
+    # The whole machine's busy time over the same runs: includes whatever else runs.
+    Metric("machine_cpu_s_per_gb", "machine CPU, TCP 1 stream", "CPU s/GB", False, 2, shown=False),
+    Metric("machine_cpu4_s_per_gb", "machine CPU, TCP 4 streams", "CPU s/GB", False, 2, shown=False),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+# ---------------------------------------------------------------- parsing tool output
+
+def parse_iperf_tcp(text: str) -> tuple[float, int]:
+    """(bits/s received, bytes received) from ``iperf3 -J`` of a TCP client."""
+    doc = _json(text, "iperf3")
+    s = doc["end"]["sum_received"]
+    return float(s["bits_per_second"]), int(s["bytes"])
+
+
+def parse_iperf_udp(text: str) -> tuple[float, int]:
+    """(packets/s received, packets received) from ``iperf3 -u -J --get-server-output``.
+
+    The server's own report is the truth for what arrived: packets it counted
+    minus the ones it saw missing, over its measuring time.
+    """
+    doc = _json(text, "iperf3")
+    srv = doc.get("server_output_json")
+    if srv:
+        s = srv["end"]["sum"]
+    else:  # older iperf3: the client's copy of the server's counters
+        s = doc["end"]["sum"]
+    received = int(s["packets"]) - int(s["lost_packets"])
+    seconds = float(s.get("seconds") or (float(s["end"]) - float(s["start"])))
+    if seconds <= 0:
+        raise ValueError("iperf3 reported a zero-length UDP run")
+    return max(received, 0) / seconds, max(received, 0)
+
+
+def _json(text: str, tool: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{tool} printed no JSON: {text[:200]!r}") from exc
+    if "error" in doc:
+        raise ValueError(f"{tool}: {doc['error']}")
+    return doc
+
+
+_PCT = re.compile(r"--->\s+percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
+
+
+def parse_sockperf(text: str) -> dict[float, float]:
+    """Percentile -> microseconds from ``sockperf ping-pong`` output (e.g. {50.0: 21.3, 99.0: 40.1})."""
+    out = {float(p): float(v) for p, v in _PCT.findall(text)}
+    if not out:
+        raise ValueError(f"sockperf printed no percentiles: {text[-300:]!r}")
+    return out
+
+
+# ---------------------------------------------------------------- CPU time
+
+def proc_stat_busy(text: str, user_hz: int = 100) -> float:
+    """Busy CPU seconds of all CPUs together from /proc/stat's first ("cpu") line.
+
+    Busy = user + nice + system + irq + softirq (guest time is already inside
+    user); idle, iowait and steal (time the hypervisor gave to others) are not ours.
+    """
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            f = [int(x) for x in line.split()[1:]]
+            user, nice, system, _idle, _iowait, irq, softirq = f[:7]
+            return (user + nice + system + irq + softirq) / user_hz
+    raise ValueError("/proc/stat has no 'cpu' line")
+
+
+def cpu_seconds_per_gb(busy_s: float, nbytes: int) -> float | None:
+    """CPU seconds per 10^9 bytes moved (None when nothing moved)."""
+    if nbytes <= 0:
+        return None
+    return busy_s / (nbytes / 1e9)
+
+
+# ---------------------------------------------------------------- summary
+
+@dataclass
+class Samples:
+    """Every sample of one run: metric -> path -> values (one per round)."""
+
+    data: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def add(self, metric: str, path: str, value: float | None) -> None:
+        if value is None:
+            return
+        self.data.setdefault(metric, {}).setdefault(path, []).append(float(value))
+
+    def runs(self, metric: str, path: str) -> list[float]:
+        return list(self.data.get(metric, {}).get(path, []))
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    """value / base, None when either is missing or base is zero."""
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def spread(values: list[float]) -> float | None:
+    """Half the range of the runs relative to their median (0.1 = ±10%); None under 2 runs."""
+    med = median(values)
+    if len(values) < 2 or not med:
+        return None
+    return (max(values) - min(values)) / 2 / abs(med)
+
+
+def summarize(samples: Samples, paths: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """metric -> path -> {"runs", "median", "spread", "vs_vxlan", "vs_underlay"} (ratios of medians)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in METRICS:
+        meds = {p: median(samples.runs(m.key, p)) for p in paths}
+        out[m.key] = {p: {"runs": samples.runs(m.key, p), "median": meds[p],
+                          "spread": spread(samples.runs(m.key, p)),
+                          "vs_vxlan": ratio(meds[p], meds.get(BASE_PEER)),
+                          "vs_underlay": ratio(meds[p], meds.get(BASE_LIMIT))}
+                      for p in paths}
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    """One floor or aim of the issues, judged on the medians."""
+
+    what: str
+    ok: bool | None   # None: could not be judged (a path or metric missing)
+    detail: str
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2f}×"
+
+
+def checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[Check]:
+    """Floors (issue 4: fastdp vs kernel VXLAN; issue 5: sleeve vs underlay) and the aim."""
+    def r(metric: str, path: str, key: str) -> float | None:
+        return summary.get(metric, {}).get(path, {}).get(key)
+
+    out: list[Check] = []
+    paths = set(summary.get("tcp1_gbps", {})) | set(summary.get("rr_p50_us", {}))
+    if {"fastdp", BASE_PEER} <= paths:
+        out.extend(_fastdp_checks(r))
+    for path, title in (("sleeve", "sleeve"), ("sleeve_enc", "encrypted sleeve")):
+        if {path, BASE_LIMIT} <= paths:
+            v = r("tcp1_gbps", path, "vs_underlay")
+            out.append(Check(f"floor: {title} TCP 1 stream ≥ 10% of underlay", None if v is None else v >= 0.10,
+                             "n/a" if v is None else f"{100 * v:.1f}%"))
+    return out
+
+
+def _fastdp_checks(r: Any) -> list[Check]:
+    out = []
+    for metric, what in (("tcp1_gbps", "TCP 1 stream"), ("tcp4_gbps", "TCP 4 streams")):
+        v = r(metric, "fastdp", "vs_vxlan")
+        out.append(Check(f"floor: fastdp {what} ≥ 1.00× kernel VXLAN", None if v is None else v >= 1.0,
+                         _fmt_ratio(v)))
+    v = r("rr_p50_us", "fastdp", "vs_vxlan")
+    out.append(Check("floor: fastdp p50 latency ≤ 1.05× kernel VXLAN", None if v is None else v <= 1.05,
+                     _fmt_ratio(v)))
+    v = r("tcp1_gbps", "fastdp", "vs_vxlan")
+    out.append(Check("aim: fastdp TCP 1 stream ≥ 1.15× kernel VXLAN", None if v is None else v >= 1.15,
+                     _fmt_ratio(v)))
+    return out
+
+
+# ---------------------------------------------------------------- table
+
+def fmt_value(v: float | None, digits: int) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def table_rows(summary: dict[str, dict[str, dict[str, Any]]], paths: list[str]) -> list[list[str]]:
+    """Rows for the table: [metric (unit), then per path "median ±spread\\nR× vx\\nR× ul"].
+
+    Ratios are of medians; for latency and CPU a ratio below 1 is better; the
+    spread is half the range of the runs relative to the median.
+    """
+    rows = []
+    for m in METRICS:
+        per = summary.get(m.key)
+        if not per or not m.shown or all(per.get(p, {}).get("median") is None for p in paths):
+            continue
+        row = [f"{m.title} ({m.unit})"]
+        for p in paths:
+            cell = per.get(p, {})
+            lines = [fmt_value(cell.get("median"), m.digits)]
+            if cell.get("spread") is not None:
+                lines[0] += f" ±{100 * cell['spread']:.0f}%"
+            rv, ru = cell.get("vs_vxlan"), cell.get("vs_underlay")
+            if BASE_PEER in paths:
+                lines.append(f"{_fmt_ratio(rv)} vx")
+            if BASE_LIMIT in paths:
+                lines.append(f"{_fmt_ratio(ru)} ul")
+            row.append("\n".join(lines))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], paths: list[str]) -> str:
+    """The same table in Markdown (for docs/PERFORMANCE.md)."""
+    head = ["metric"] + [PATHS.get(p, p) for p in paths]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table_rows(summary, paths):
+        lines.append("| " + " | ".join(c.replace("\n", "<br>") for c in row) + " |")
+    return "\n".join(lines)
