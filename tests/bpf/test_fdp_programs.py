@@ -179,7 +179,7 @@ def test_counters_per_flow_and_per_peer(dp) -> None:
     assert len(flows) == 1
     f = flows[0]
     assert (f["dst_ip"], f["proto"], f["sport"], f["dport"]) == ("10.32.9.3", 17, 1111, 2222)
-    assert (f["packets"], f["bytes"], f["path"], f["via"]) == (3, 3 * len(frame), "tx", "p3")
+    assert (f["packets"], f["bytes"], f["path"], f["dir"], f["via"]) == (3, 3 * len(frame), "fastdp", "tx", "p3")
     after = {p["short_id"]: p for p in dp.peer_stats({3: "p3"})}[3]
     assert after["tx_packets"] - before["tx_packets"] == 3
     assert after["tx_bytes"] - before["tx_bytes"] == 3 * len(frame)

@@ -30,7 +30,8 @@ class SleeveLab:
 
     def __init__(self, tmp: Path, hosts: int = 2, topology: str = "full", containers: int = 1,
                  container_mtu: int = 1376, password: str | dict[int, str] | None = None,
-                 vnet: bool = True, big: bool | dict[int, bool] = True) -> None:
+                 vnet: bool = True, big: bool | dict[int, bool] = True,
+                 udp_gso: bool = True) -> None:
         self.prefix = "t" + secrets.token_hex(3)[:5]
         self.lab = Lab(self.prefix, hosts, topology)
         self.tmp = tmp
@@ -39,6 +40,7 @@ class SleeveLab:
         self.password = password
         self.vnet = vnet
         self.big = big
+        self.udp_gso = udp_gso
         self.procs: dict[int, subprocess.Popen[Any]] = {}
 
     def up(self) -> "SleeveLab":
@@ -64,7 +66,7 @@ class SleeveLab:
             "peers": {peer_name(k): self.lab.host_ip(k) for k in range(1, self.lab.hosts + 1)},
             "links": [[peer_name(a), peer_name(b)] for a, b in self.lab.links()],
             "password": pw, "status_file": str(self.tmp / f"status-h{i}.json"), "vnet": self.vnet,
-            "big": self.big.get(i, True) if isinstance(self.big, dict) else self.big,
+            "big": self.big.get(i, True) if isinstance(self.big, dict) else self.big, "udp_gso": self.udp_gso,
         }
 
     def start(self, i: int) -> None:

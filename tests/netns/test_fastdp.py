@@ -46,7 +46,7 @@ def test_two_hosts_ping_tcp_udp_mtu(two: FastdpLab) -> None:
     finally:
         srv.wait(timeout=10)
     rep = two.hosts[1].report()
-    tx = [f for f in rep["flows"] if f["dst_ip"] == dst and f["path"] == "tx"]
+    tx = [f for f in rep["flows"] if f["dst_ip"] == dst and f["dir"] == "tx" and f["path"] == "fastdp"]
     assert tx and sum(f["packets"] for f in tx) > 1000
     peers = {p["peer"]: p for p in rep["peers"]}
     assert peers["h2"]["tx_packets"] > 1000 and peers["h2"]["rx_packets"] > 0

@@ -231,17 +231,6 @@ def _ping_loss(out: str, t_unblock: float) -> tuple[int, int, int, int]:
 
 
 # ---------------------------------------------------------------- relay across overlays
-def _sleeve_floods_by_switch() -> bool:
-    """The sleeve sends this host's floods where ``FastdpControl.floods_by_sleeve`` says
-    (a fastdp hop that relays them into a sleeve connection); without it, h1's ARP never
-    crosses h2 into the sleeve."""
-    import weave_fdp.router.overlay.sleeve as sleeve
-    return "floods_by_sleeve" in Path(sleeve.__file__).read_text()
-
-
-@pytest.mark.skipif(not _sleeve_floods_by_switch(),
-                    reason="the sleeve overlay does not ask FastdpControl.floods_by_sleeve(hop) in its "
-                           "local_bcast_to yet (see docs/SLEEVE.md, overlay switch)")
 def test_line_fastdp_then_sleeve_relays_across_overlays(make_lab) -> None:
     lab = make_lab(hosts=3, topology="line")
     launch(lab, {3: ["--no-fastdp"]})

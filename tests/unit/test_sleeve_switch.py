@@ -88,3 +88,10 @@ def test_lost_heartbeats_hold_within_hold_after_plus_one_tick() -> None:
     while s.decide("p", inp(last), now=t)[0] == "fastdp":
         t = round(t + 0.25, 2)
     assert 1.5 <= t <= 1.75
+
+
+def test_flood_overlay_follows_the_connection_unless_the_hop_relays_into_sleeve() -> None:
+    from weave_fdp.router.overlay.switch import flood_overlay
+    assert flood_overlay("fastdp", False) == "fastdp"
+    assert flood_overlay("fastdp", True) == "sleeve"
+    assert flood_overlay("sleeve", False) == "sleeve"

@@ -84,6 +84,8 @@ class Router:
             except Exception as exc:
                 log.error("overlay %s failed to start, continuing without it: %s", ov.name, exc)
                 self.overlays.remove(ov)
+        if self.api.handler("attach") is None:
+            await self._register_bridge_ports()
         self._overlays_started = True   # peers may have connected while overlays started:
         self._on_mesh()                 # give them the view they missed
         node.start()
@@ -95,6 +97,15 @@ class Router:
         self.ready.set()
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
                  cfg.port, ", ".join(o.name for o in self.overlays) or "none")
+
+    async def _register_bridge_ports(self) -> None:
+        """attach/detach/ps without fastdp: containers on the bridge, remote frames by sleeve."""
+        from weave_fdp.datapath.bridge_ports import BridgePorts
+        from weave_fdp.router import containers
+
+        ports = BridgePorts()
+        await asyncio.to_thread(ports.start)
+        containers.register(self.api, ports, self.state.dir)
 
     def _start_metrics(self, addr: str) -> None:
         """Serve /metrics from a thread; each scrape takes a report on the loop (a consistent view).

@@ -6,6 +6,7 @@ top-level command of its own).
 
 from __future__ import annotations
 
+import json
 import signal
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from weave_fdp.cli.commands.router import bench as bench_group
 from weave_fdp.cli.output import console, err_console, json_option, print_json
+from weave_fdp.errors import UsageError
 
 
 def _csv(value: str) -> list[str]:
@@ -32,8 +34,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.option("--tests", "tests", default="tcp1,tcp4,rr,udp64", show_default=True,
               help="Tests to run, comma separated.")
 @click.option("--markdown", is_flag=True, help="Also print the table as Markdown.")
+@click.option("--save", "save", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the results as JSON to this file.")
+@click.option("--load", "load", type=click.Path(exists=True, dir_okay=False),
+              help="Measure nothing: show the results saved with --save (or --json) in FILE.")
 @json_option
-def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: bool, as_json: bool) -> None:
+def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: bool, save: str | None,
+                 load: str | None, as_json: bool) -> None:
     """Throughput, latency, packet rate and CPU per GB of every datapath, side by side.
 
     Builds one two-host lab per path (underlay, kernel VXLAN + bridge as Flannel
@@ -48,18 +55,41 @@ def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: 
       weave-fdp bench datapath --rounds 3 --seconds 3
       weave-fdp bench datapath --paths vxlan,fastdp --tests tcp1,rr --json
     """
-    from weave_fdp.bench import datapath, results
+    from weave_fdp.bench import datapath
 
-    opts = datapath.Options(rounds=rounds, seconds=seconds, paths=_csv(paths), tests=_csv(tests))
-    echo = None if as_json else (lambda s: err_console().print(s, markup=False))
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill tears down like Ctrl-C
-    try:
-        res = datapath.run(opts, echo=echo)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    if load:
+        res = _load(load)
+    else:
+        opts = datapath.Options(rounds=rounds, seconds=seconds, paths=_csv(paths), tests=_csv(tests))
+        echo = None if as_json else (lambda s: err_console().print(s, markup=False))
+        old = signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill tears down like Ctrl-C
+        try:
+            res = datapath.run(opts, echo=echo)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+    if save:
+        with open(save, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=True)
     if as_json:
         print_json(res)
         return
+    _render(res, markdown)
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            res = json.load(f)
+        res["paths"], res["metrics"], res["meta"]  # noqa: B018  (the keys the table needs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a saved datapath benchmark ({exc})",
+                         fix="pass a file written by `weave-fdp bench datapath --save FILE`") from exc
+    return res
+
+
+def _render(res: dict[str, Any], markdown: bool) -> None:
+    from weave_fdp.bench import results
+
     keys = [k for k in results.PATHS if k in res["paths"]]
     meta = res["meta"]
     table = Table(title=f"weave-fdp datapath benchmark — {meta['date']}, kernel {meta['kernel']}, "

@@ -384,22 +384,29 @@ def bench() -> None:
 
 
 @bench.command("mesh")
-@click.option("--sim", "sim_sizes", default="100,500", show_default=True,
+@click.option("--sim", "sim_sizes", default="10,100,500", show_default=True,
               help="Simulated peer counts (in-memory transport), comma separated.")
 @click.option("--real", "real_count", default=10, show_default=True,
               help="Real routers in namespaces (0 to skip).")
+@click.option("--protocol", type=click.Choice(["1", "2"]), default="2", show_default=True,
+              help="Topology gossip of simulated links: 1 pushes entries, 2 gossips digests.")
+@click.option("--gc", "keep_gc", is_flag=True, help="Keep Python's cyclic GC on during simulated runs.")
+@click.option("--no-overlays", is_flag=True, help="Real routers without data planes (control plane only).")
 @json_option
-def bench_mesh(sim_sizes: str, real_count: int, as_json: bool) -> None:
+def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no_overlays: bool,
+               as_json: bool) -> None:
     """Mesh convergence, idle cost and gossip bytes (simulated and real routers).
 
     \b
     Example:
       weave-fdp bench mesh --sim 100 --real 0
+      weave-fdp bench mesh --sim 100,500 --real 0 --protocol 1     (the push gossip of protocol 1)
     """
     from weave_fdp.router.mesh import bench as mesh_bench
 
     sizes = [int(s) for s in sim_sizes.split(",") if s.strip()]
-    res = mesh_bench.run_all(sizes, real_count, echo=None if as_json else click.echo)
+    res = mesh_bench.run_all(sizes, real_count, echo=None if as_json else click.echo, protocol=int(protocol),
+                             gc_paused=not keep_gc, overlays=not no_overlays)
     if as_json:
         print_json(res)
 

@@ -30,6 +30,8 @@ PROG_FROM_TUNNEL = "fdp_from_tunnel"
 PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL)
 _MODE = {"fastdp": abi.Mode.FASTDP, "sleeve": abi.Mode.SLEEVE, "none": abi.Mode.NONE}
 _PATH_NAMES = {p.value: p.name.lower() for p in abi.Path}
+# frames the programs passed to the bridge were carried by the sleeve or stayed on this host
+_FLOW_PATH = {"sleeve": "sleeve", "local": "local"}
 
 # map name -> (key type, value type, per CPU)
 MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
@@ -216,7 +218,10 @@ class FastDatapath:
                 "packets": packets, "bytes": sum(v.bytes for v in vals),
                 "last_seen": round(wall - max(0.0, (mono - last.last_seen_ns) / 1e9), 3),
                 "age_s": round(max(0.0, (mono - last.last_seen_ns) / 1e9), 3),
-                "path": _PATH_NAMES.get(last.path, str(last.path)),
+                # path: which datapath carried it (the report's contract); dir: what the
+                # kernel did with the last frame (tx/rx/relay/flood toward/from `via`)
+                "path": _FLOW_PATH.get(_PATH_NAMES.get(last.path, ""), "fastdp"),
+                "dir": _PATH_NAMES.get(last.path, str(last.path)),
                 "via": (names or {}).get(last.via_peer, str(last.via_peer)),
             })
         return out

@@ -37,6 +37,7 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_PROBE = 3
 BUF_BYTES = 8 << 20
+SO_NO_CHECK = 11
 
 
 def _force_buffers(s: socket.socket) -> None:

@@ -345,7 +345,7 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
     if not isinstance(body, list):
         raise ProtocolError("topology: not a list")
     out = []
-    make_conn = ConnEntry._make
+    tnew = tuple.__new__   # ConnEntry from the validated 4-element list, without _make's wrapper
     for item in body:
         if not isinstance(item, list) or len(item) != 5:
             raise ProtocolError("topology: peer entry is not a 5-element array")
@@ -375,7 +375,7 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
                 raise ProtocolError("topology: malformed connection entry")
             if type(peer) is not str or peer not in _GOOD_NAMES:
                 check_peer_name(peer, w)
-            centries.append(make_conn(c))
+            centries.append(tnew(ConnEntry, c))
         out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries)))
     return out
 

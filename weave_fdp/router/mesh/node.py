@@ -84,6 +84,7 @@ class MeshNode:
         self.on_link_change: Callable[[], None] | None = None
         self.started = time.monotonic()
         self.gossip_tx_bytes = 0
+        self.topology_changed_at = 0.0   # perf_counter() of the last received change (benchmarks)
         self.topo_gossip = TopologyGossip(self, gossip_delay)
         self._recompute_handle: asyncio.Handle | None = None
         self._recompute_cost = 0.0   # s the last recompute took
@@ -216,6 +217,7 @@ class MeshNode:
             self._queue_topology([self.name], exclude=None)
             changed = [n for n in changed if n != self.name]
         if changed:
+            self.topology_changed_at = time.perf_counter()
             self._queue_topology(changed, exclude=link.peer)
             self._schedule_recompute()
 

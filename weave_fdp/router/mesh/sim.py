@@ -15,8 +15,10 @@ from weave_fdp.router.mesh.node import Identity, MeshNode
 
 
 class SimLink:
-    def __init__(self, node: MeshNode, remote: MeshNode, outbound: bool) -> None:
+    def __init__(self, node: MeshNode, remote: MeshNode, outbound: bool,
+                 protocol_version: int = codec.PROTOCOL_MAX) -> None:
         self.node = node
+        self.protocol_version = protocol_version
         self.remote_node = remote
         self.other: SimLink | None = None
         self.features = remote.features(random.getrandbits(63), False, (), "sim")
@@ -63,9 +65,10 @@ def make_node(i: int, **kw: Any) -> MeshNode:
     return MeshNode(ident, **kw)
 
 
-def connect(a: MeshNode, b: MeshNode) -> bool:
-    """Join a (dialer) and b with an in-memory link pair, as a completed handshake would."""
-    la, lb = SimLink(a, b, True), SimLink(b, a, False)
+def connect(a: MeshNode, b: MeshNode, protocol_version: int = codec.PROTOCOL_MAX) -> bool:
+    """Join a (dialer) and b with an in-memory link pair, as a completed handshake would
+    (at ``protocol_version``: 1 pushes topology entries, 2 gossips digests)."""
+    la, lb = SimLink(a, b, True, protocol_version), SimLink(b, a, False, protocol_version)
     la.other, lb.other = lb, la
     if not a.link_up(la):
         return False

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOPOLOGY = "topology"
-REQUEST_TIMEOUT = 2.0   # s before asking another neighbour for an entry that did not come
+REQUEST_TIMEOUT = 5.0   # s before asking another neighbour for an entry that did not come
 NONE_KEY: Key = (-1, -1, -1)
 
 
@@ -241,12 +241,21 @@ class TopologyGossip:
         self.stats["requests_sent"] += len(names)
         self.node._send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_REQUEST, "s": self.node.name,
                                              "p": codec.encode_request(names)})
-        self._schedule_retry()
+        self._schedule_retry(asyncio.get_running_loop().time() + self.request_timeout)
 
-    def _schedule_retry(self) -> None:
-        if self._retry_handle is None and self.requested:
+    def _schedule_retry(self, due: float | None = None) -> None:
+        """One timer, at the earliest deadline of the outstanding requests (``due``: that of
+        a request just made, so the others need no scan)."""
+        if not self.requested:
+            return
+        if due is None:
             due = min(d for _, d, _ in self.requested.values())
-            self._retry_handle = asyncio.get_running_loop().call_at(due + 0.001, self._on_retry_timer)
+        due += 0.001
+        if self._retry_handle is not None:
+            if self._retry_handle.when() <= due:
+                return
+            self._retry_handle.cancel()
+        self._retry_handle = asyncio.get_running_loop().call_at(due, self._on_retry_timer)
 
     def _on_retry_timer(self) -> None:
         self._retry_handle = None

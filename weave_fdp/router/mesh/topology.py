@@ -68,14 +68,22 @@ class Topology:
                 if e is not None:
                     claims[n] = new
                 touched.add(n)
-                for p in old | new:
+                an = adj.get(n)
+                if an is None:
+                    an = adj[n] = set()
+                for p in (old | new) if old else new:
                     other = peers.get(p)
+                    ap = adj.get(p)
                     if p in new and other is not None and n in other.established_set:
-                        adj.setdefault(n, set()).add(p)
-                        adj.setdefault(p, set()).add(n)
+                        an.add(p)
+                        if ap is None:
+                            adj[p] = {n}
+                        else:
+                            ap.add(n)
                     else:
-                        adj.get(n, set()).discard(p)
-                        adj.get(p, set()).discard(n)
+                        an.discard(p)
+                        if ap is not None:
+                            ap.discard(n)
                     touched.add(p)
             self._dirty.clear()
             for t in touched:

@@ -62,7 +62,7 @@ class SleeveOverlay:
         port = int(getattr(self.config, "port", wire.PORT))
         self.fw = Forwarder(wire.name_to_bytes(ctx.local.name), ifname, port=port,
                             secret_for=self._secret_for, link_mtu=_underlay_mtu())
-        self.fw.local_bcast_to = lambda hop: self.switch.mode(wire.bytes_to_name(hop)) == "sleeve"
+        self.fw.local_bcast_to = self._floods_by_sleeve
         self.fw.start()
         ctx.add_report_section("sleeve", self.status)
         # report["datapath"]: the sleeve's flows/peers/drops merged into what fastdp
@@ -70,6 +70,19 @@ class SleeveOverlay:
         self._prev_datapath = ctx.report_sections.get("datapath")
         ctx.add_report_section("datapath", self.datapath_report)
         self._task = ctx.loop.create_task(self._tick_loop())
+
+    def _floods_by_sleeve(self, hop: bytes) -> bool:
+        """Whether this host's own floods go to ``hop`` by sleeve.
+
+        fastdp knows better than the switch alone: a neighbour reached by fastdp may
+        ask (a "floods" control message) that floods it relays into a sleeve link be
+        sent to it by sleeve, since the kernel does not pass fastdp floods on to sleeve.
+        """
+        name = wire.bytes_to_name(hop)
+        fd = fastdp_of(self.ctx)
+        if fd is not None and hasattr(fd, "floods_by_sleeve"):
+            return bool(fd.floods_by_sleeve(name))
+        return self.switch.mode(name) == "sleeve"
 
     async def stop(self) -> None:
         if self._task:

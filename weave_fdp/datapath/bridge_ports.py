@@ -1,0 +1,36 @@
+"""Container ports on the ``weave`` bridge without BPF: the host object for sleeve-only routers.
+
+With fastdp (``datapath.fastdp.host.HostDatapath``) attaching a container also installs
+its port in the BPF maps. Without it (``--no-fastdp``, or a kernel where fastdp failed
+to load) the bridge alone switches local frames and hands remote ones to the sleeve's
+port, so attaching is just the veth pair and the addresses.
+"""
+
+from __future__ import annotations
+
+from weave_fdp.plumbing import container_link, weave_bridge
+from weave_fdp.plumbing.links import NetnsRef
+
+
+class BridgePorts:
+    """Same ``attach``/``detach`` surface as ``HostDatapath``, for ``router.containers``."""
+
+    def __init__(self, *, netns: NetnsRef = None, mtu: int | None = None) -> None:
+        self.netns = netns
+        self.mtu = mtu
+
+    def start(self) -> None:
+        if self.mtu is None:
+            self.mtu = weave_bridge.overlay_mtu(weave_bridge.underlay_mtu(netns=self.netns))
+        weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
+
+    def attach(self, netns_path: str, cidrs: list[str], *,
+               multicast_route: bool = True) -> container_link.ContainerLink:
+        if self.mtu is None:
+            self.start()
+        assert self.mtu is not None
+        return container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
+                                     multicast_route=multicast_route)
+
+    def detach(self, netns_path: str) -> bool:
+        return container_link.detach(netns_path, host_netns=self.netns)
