@@ -110,7 +110,7 @@ def test_line_relays_in_the_kernel(make_lab) -> None:
         # the underlay really blocks h1 <-> h3
         assert lab.exec(1, ["ping", "-c", "1", "-W", "1", lab.host_ip(3)], check=False).returncode != 0
         assert fl.ping((1, 1), lab.container_ip(3, 1), count=3).returncode == 0
-        relayed = [f for f in fl.hosts[2].report()["flows"] if f["path"] == "relay"]
+        relayed = [f for f in fl.hosts[2].report()["flows"] if f["dir"] == "relay" and f["path"] == "fastdp"]
         assert relayed and sum(f["packets"] for f in relayed) >= 3
         assert fl.hosts[2].report()["drops"] == {}
     finally:

@@ -4,14 +4,20 @@ Per round, for each test, each path in turn (the order rotates every round so no
 path always runs first or right after another), between a client in container 1
 of host 1 and a server in container 1 of host 2:
 
-* ``iperf3`` TCP, 1 stream and 4 streams (``-P 4``): received bits/s;
-* ``sockperf ping-pong --tcp`` (64-byte messages, ``--full-rtt``): RTT p50/p99;
+* ``iperf3`` TCP, 1 stream and 4 streams (``-P 4``): received bits/s (client pinned to
+  CPU 0, server to CPU 1, as for the UDP test);
+* ``sockperf ping-pong --tcp`` (64-byte messages, ``--full-rtt``): RTT p50/p99, client
+  and server pinned to one CPU, then to two (see ``sockperf_rr``);
 * ``iperf3 -u -l 64 -b 0``: 64-byte UDP datagrams the server received, per second;
-* CPU per GB: the whole machine's busy CPU time (/proc/stat: user + nice + system +
-  irq + softirq, all CPUs) between the start and the end of each TCP client,
-  divided by the bytes the server received. Sender, receiver, softirqs and any
-  forwarder process are in it (so is whatever else the machine runs meanwhile:
-  the idle load is measured before the first round and reported).
+* CPU per GB: CPU time (user + system) of the transfer's processes during each TCP
+  run — the iperf3 client and server (getrusage of reaped children), the path's
+  forwarder processes (sleeve) and the ksoftirqd threads (/proc/PID/stat) —
+  divided by the bytes the server received. This kernel accounts CPU time by
+  ticks without IRQ_TIME_ACCOUNTING, so softirq work (the whole forwarding path
+  of a veth-connected lab runs in the sender's softirq) is charged to the task
+  it interrupts and is in the figure. The whole machine's busy time over the
+  same run (/proc/stat) is kept too (``machine_*`` in --json), but on a shared
+  machine it mostly measures everyone else: the idle load is reported.
 
 Medians over the rounds, ratios of medians against the kernel VXLAN path and the
 underlay (results.py). Everything is torn down at the end, also on Ctrl-C.
@@ -19,15 +25,18 @@ underlay (results.py). Everything is torn down at the end, also on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import platform
 import resource
 import secrets
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,14 +50,17 @@ log = logging.getLogger(__name__)
 IPERF_PORT = 5201
 SOCKPERF_PORT = 11111
 TESTS = ("tcp1", "tcp4", "rr", "udp64")
-TOOLS = {"iperf3": "iperf3", "sockperf": "sockperf", "ss": "iproute2"}
+TOOLS = {"iperf3": "iperf3", "sockperf": "sockperf", "ss": "iproute2", "taskset": "util-linux"}
 
 Echo = Callable[[str], None]
 METHOD = ("client in container 1 of host 1, server in container 1 of host 2, one lab per path; "
           "per round each test on each path in turn (order rotated per round); medians over rounds; "
-          "iperf3 TCP -P1/-P4 received bits/s; sockperf ping-pong --tcp -m 64 --full-rtt p50/p99; "
-          "iperf3 -u -l 64 -b 0 packets the server received per second; CPU per GB = whole-machine "
-          "busy time from /proc/stat (user+nice+system+irq+softirq) during each TCP run / GB received")
+          "iperf3 (client pinned to CPU 0, server to CPU 1) TCP -P1/-P4 received bits/s; "
+          "sockperf ping-pong --tcp -m 64 --full-rtt p50/p99, client and server pinned to one CPU, "
+          "then to two; iperf3 -u -l 64 -b 0 packets the server received per second; CPU per GB = CPU time "
+          "(user+system, tick-based accounting, so softirq work in a task's context is in it) of the "
+          "iperf3 client and server, the path's forwarder processes and ksoftirqd during each TCP run "
+          "/ GB received; machine_* in --json: whole-machine busy time from /proc/stat instead")
 
 
 @dataclass
@@ -98,6 +110,14 @@ def _wait_listening(ns: str, port: int, udp: bool = False, timeout: float = 5) -
         time.sleep(0.05)
 
 
+def _pin(cpu: int) -> list[str]:
+    """argv prefix pinning a command to ``cpu`` (sender on CPU 0, receiver on CPU 1: with veths the
+    sender's CPU carries the whole forwarding path, the receiver's copies to user space); nothing
+    on a one-CPU machine."""
+    n = os.cpu_count() or 1
+    return ["taskset", "-c", str(cpu % n)] if n >= 2 else []
+
+
 def _stop(p: subprocess.Popen[Any]) -> None:
     if p.poll() is None:
         p.terminate()
@@ -145,13 +165,13 @@ def _process_cpu(extra_pids: list[int]) -> float:
 
 def iperf_tcp(path: BenchPath, seconds: float, streams: int) -> tuple[float, int, float, float]:
     """(bits/s received, bytes received, CPU s of the transfer's processes, machine busy CPU s)."""
-    srv = popen_in_netns(path.server_ns, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+    srv = popen_in_netns(path.server_ns, [*_pin(1), "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     extra = path.pids() + _ksoftirqd_pids()
     try:
         _wait_listening(path.server_ns, IPERF_PORT)
         c0, b0 = _process_cpu(extra), busy_seconds()
-        cp = run_in_netns(path.client_ns, ["iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-t",
+        cp = run_in_netns(path.client_ns, [*_pin(0), "iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-t",
                                            f"{seconds:g}", "-P", str(streams), "-J"],
                           check=False, timeout=seconds + 30)
         busy = busy_seconds() - b0
@@ -165,11 +185,11 @@ def iperf_tcp(path: BenchPath, seconds: float, streams: int) -> tuple[float, int
 
 def iperf_udp64(path: BenchPath, seconds: float) -> float:
     """64-byte UDP datagrams per second the server received (sender unthrottled)."""
-    srv = popen_in_netns(path.server_ns, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+    srv = popen_in_netns(path.server_ns, [*_pin(1), "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(path.server_ns, IPERF_PORT)
-        cp = run_in_netns(path.client_ns, ["iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-u",
+        cp = run_in_netns(path.client_ns, [*_pin(0), "iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-u",
                                            "-l", "64", "-b", "0", "-t", f"{seconds:g}", "-J",
                                            "--get-server-output"],
                           check=False, timeout=seconds + 30)
@@ -179,16 +199,21 @@ def iperf_udp64(path: BenchPath, seconds: float) -> float:
         _stop(srv)
 
 
-def sockperf_rr(path: BenchPath, seconds: float) -> dict[float, float]:
-    """TCP ping-pong RTT percentiles (µs), 64-byte messages."""
-    srv = popen_in_netns(path.server_ns, ["sockperf", "server", "--tcp", "-i", path.server_ip,
-                                          "-p", str(SOCKPERF_PORT)],
+def sockperf_rr(path: BenchPath, seconds: float, cpus: tuple[int, int] = (0, 0)) -> dict[float, float]:
+    """TCP ping-pong RTT percentiles (µs), 64-byte messages; ``cpus``: (client, server) CPU to pin to.
+
+    Pinned because the placement decides the figure more than any path does: on one
+    CPU a round trip never waits for a CPU to wake, on two every message wakes the
+    other (a halted vCPU takes tens of µs to wake), and unpinned runs land on either.
+    """
+    srv = popen_in_netns(path.server_ns, [*_pin(cpus[1]), "sockperf", "server", "--tcp",
+                                          "-i", path.server_ip, "-p", str(SOCKPERF_PORT)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(path.server_ns, SOCKPERF_PORT)
-        cp = run_in_netns(path.client_ns, ["sockperf", "ping-pong", "--tcp", "-i", path.server_ip,
-                                           "-p", str(SOCKPERF_PORT), "-t", f"{max(1, round(seconds))}",
-                                           "-m", "64", "--full-rtt"],
+        cp = run_in_netns(path.client_ns, [*_pin(cpus[0]), "sockperf", "ping-pong", "--tcp",
+                                           "-i", path.server_ip, "-p", str(SOCKPERF_PORT),
+                                           "-t", f"{max(1, round(seconds))}", "-m", "64", "--full-rtt"],
                           check=False, timeout=seconds + 30)
         return results.parse_sockperf(cp.stdout + cp.stderr)
     finally:
@@ -206,10 +231,16 @@ def measure(path: BenchPath, test: str, seconds: float, samples: results.Samples
         samples.add("machine_" + cpu_key, path.key, results.cpu_seconds_per_gb(busy, nbytes))
         return f"{bps / 1e9:.2f} Gbit/s"
     if test == "rr":
-        pct = sockperf_rr(path, seconds)
+        pct = sockperf_rr(path, seconds, (0, 0))
         samples.add("rr_p50_us", path.key, pct.get(50.0))
         samples.add("rr_p99_us", path.key, pct.get(99.0))
-        return f"p50 {pct.get(50.0, 0):.1f} µs"
+        line = f"p50 {pct.get(50.0, 0):.1f} µs on 1 CPU"
+        if (os.cpu_count() or 1) >= 2:
+            pct = sockperf_rr(path, seconds, (0, 1))
+            samples.add("rr2_p50_us", path.key, pct.get(50.0))
+            samples.add("rr2_p99_us", path.key, pct.get(99.0))
+            line += f", {pct.get(50.0, 0):.1f} µs on 2"
+        return line
     pps = iperf_udp64(path, seconds)
     samples.add("udp64_kpps", path.key, pps / 1e3)
     return f"{pps / 1e3:.0f} kpps"
@@ -234,6 +265,20 @@ def machine() -> dict[str, Any]:
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
             "host": platform.node()}
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while tearing down: a second one must not leave labs behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
@@ -267,11 +312,12 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
                     say(f"round {rnd + 1}/{opts.rounds} {test:6s} {p.key:10s} {line}")
     finally:
         say("tearing down ...")
-        for p in paths:
-            try:
-                p.close()
-            except Exception:  # keep removing the others; the error is logged
-                log.exception("cannot tear down %s (lab %s)", p.key, p.lab.prefix)
+        with _shielded():
+            for p in paths:
+                try:
+                    p.close()
+                except Exception:  # keep removing the others; the error is logged
+                    log.exception("cannot tear down %s (lab %s)", p.key, p.lab.prefix)
     keys = [p.key for p in paths]
     summary = results.summarize(samples, keys)
     return {

@@ -65,6 +65,9 @@ def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: 
         old = signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill tears down like Ctrl-C
         try:
             res = datapath.run(opts, echo=echo)
+        except KeyboardInterrupt:
+            err_console().print("interrupted: every lab of this run was torn down", markup=False)
+            raise SystemExit(130) from None
         finally:
             signal.signal(signal.SIGTERM, old)
     if save:
