@@ -48,7 +48,7 @@ def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: 
     interleaved: iperf3 TCP 1 and 4 streams, sockperf TCP ping-pong p50/p99,
     64-byte UDP packet rate, CPU seconds per GB. Prints medians and ratios
     against the kernel VXLAN path (vx) and the underlay (ul). Everything is torn
-    down at the end, also on Ctrl-C. Default run: about 4 minutes.
+    down at the end, also on Ctrl-C. Default run: about 5 minutes.
 
     \b
     Example:
