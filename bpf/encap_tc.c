@@ -4,7 +4,10 @@
  * frames a local container sends.
  *
  *   dst MAC of a local container      -> TC_ACT_OK, the bridge delivers it
- *   dst MAC of a peer in fastdp mode  -> tunnel key (next hop, VNI) + redirect
+ *   dst MAC of a peer in fastdp mode  -> direct path (FDP_CONFIG_DIRECT, IPv4):
+ *                                        VXLAN headers pushed here, out of the
+ *                                        underlay device (lib/direct.h); else
+ *                                        tunnel key (next hop, VNI) + redirect
  *                                        to the collect_md VXLAN device
  *   dst MAC of a peer in sleeve mode  -> TC_ACT_OK, the bridge hands it to the sleeve
  *   broadcast / multicast / unknown   -> one clone per fastdp next hop on this
@@ -18,6 +21,7 @@
 #include "lib/counters.h"
 #include "lib/tunnel.h"
 #include "lib/forward.h"
+#include "lib/direct.h"
 
 int fdp_from_container(struct __sk_buff *skb)
 {
@@ -27,7 +31,7 @@ int fdp_from_container(struct __sk_buff *skb)
 	struct fdp_config *cfg;
 	struct fdp_peer *peer;
 	__u32 dst_peer, len = skb->len;
-	int reason;
+	int reason, verdict;
 
 	reason = fdp_parse_frame(skb, &key);
 	if (reason)
@@ -56,11 +60,19 @@ int fdp_from_container(struct __sk_buff *skb)
 	}
 	if (peer->mode != FDP_MODE_FASTDP || peer->nexthop_ip == 0)
 		return fdp_drop(FDP_DROP_NO_ROUTE);
-	if (fdp_set_tunnel(skb, fdp_vni(cfg->local_peer, dst_peer), peer->nexthop_ip) < 0)
-		return fdp_drop(FDP_DROP_TUNNEL_KEY);
+	verdict = fdp_encap_direct(skb, cfg, &key, peer, fdp_vni(cfg->local_peer, dst_peer));
+	if (verdict < 0) {
+		/* the VXLAN device path (also the fallback of the direct one) */
+		if (fdp_set_tunnel(skb, fdp_vni(cfg->local_peer, dst_peer), peer->nexthop_ip) < 0)
+			return fdp_drop(FDP_DROP_TUNNEL_KEY);
+		verdict = fdp_redirect(cfg->vxlan_ifindex);
+	} else if (verdict != TC_ACT_REDIRECT) {
+		return verdict;  /* dropped, with its reason */
+	}
+	/* len: the frame as the container sent it, whichever path carries it */
 	fdp_peer_tx(dst_peer, len);
 	fdp_flow_account(&key, len, FDP_PATH_TX, peer->nexthop_peer);
-	return fdp_redirect(cfg->vxlan_ifindex);
+	return verdict;
 
 flood:
 	fdp_flood_tunnel(skb, cfg, cfg->local_peer, 0);

@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 1
+#define FDP_ABI_VERSION 2
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
@@ -54,6 +54,13 @@
 #define FDP_HB_SRC_OFF 6
 #define FDP_HB_PING 1
 #define FDP_HB_PONG 2
+
+/* Direct path (FDP_CONFIG_DIRECT): the programs write the outer headers themselves. */
+#define FDP_VXLAN_HLEN 8                  /* VXLAN header, bytes */
+#define FDP_ENCAP_LEN 50                  /* outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 */
+#define FDP_VXLAN_FLAG_I 0x08             /* first byte of a VXLAN header: "VNI valid" */
+#define FDP_SPORT_MIN 49152               /* outer UDP source port: 49152 + (flow hash & mask), RFC 7348 */
+#define FDP_SPORT_MASK 0x3fff
 
 /* Mode of the connection to a next-hop peer, set by the overlay switch. */
 enum fdp_mode {
@@ -98,7 +105,9 @@ enum fdp_drop_reason {
 	FDP_DROP_NOT_FASTDP = 10,    /* relay needed but the next hop is not in fastdp mode */
 	FDP_DROP_TUNNEL_KEY = 11,    /* bpf_skb_set_tunnel_key failed */
 	FDP_DROP_CLONE = 12,         /* bpf_clone_redirect failed: one copy of a flood lost */
-	FDP_DROP_MAX = 13,
+	FDP_DROP_ENCAP = 13,         /* direct path: headers pushed but not written (frame half-built) */
+	FDP_DROP_DECAP = 14,         /* direct path: headers stripped but the frame not rebuilt */
+	FDP_DROP_MAX = 15,
 };
 
 /* fdp_config[0]: written by the loader. */
@@ -110,6 +119,7 @@ struct fdp_config {
 	__u32 mtu;            /* overlay MTU, bytes (informational) */
 };
 #define FDP_CONFIG_READY 1
+#define FDP_CONFIG_DIRECT 2   /* direct path on: encapsulate/strip in tc, bypass the VXLAN device */
 
 struct fdp_mac_key {
 	__u8 mac[6];
@@ -150,6 +160,19 @@ struct fdp_bcast {
 struct fdp_ports {
 	__u32 count;
 	__u32 ifindex[FDP_MAX_LOCAL_PORTS];
+};
+
+/*
+ * fdp_underlay[next-hop short ID]: how the direct path reaches that next hop,
+ * written by the loader from the host's routes (ifindex 0: no entry, the frame
+ * goes through the VXLAN device). The outer MACs come from the kernel's
+ * neighbour table at transmit (bpf_redirect_neigh), so they are never stale.
+ */
+struct fdp_underlay {
+	__u32 ifindex;        /* underlay device the route to the next hop leaves by */
+	__u32 src_ip;         /* outer source IPv4 (the route's preferred source, network order) */
+	__u32 gw_ip;          /* neighbour to send to: the route's gateway, else the next hop (network order) */
+	__u32 pad;
 };
 
 /* Flow = MACs plus the IPv4 5-tuple where present (zeros otherwise). */
@@ -195,6 +218,7 @@ enum fdp_test_kind {
 	FDP_EV_REDIRECT = 2,      /* bpf_redirect(ifindex, 0) */
 	FDP_EV_REDIRECT_PEER = 3, /* bpf_redirect_peer(ifindex, 0) */
 	FDP_EV_CLONE = 4,         /* bpf_clone_redirect(ifindex, 0) */
+	FDP_EV_REDIRECT_NEIGH = 5,/* bpf_redirect_neigh(ifindex, {AF_INET, ip}) */
 };
 struct fdp_test_event {
 	__u32 kind;           /* enum fdp_test_kind; in slot 0: the event count */

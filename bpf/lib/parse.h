@@ -24,14 +24,14 @@ static __always_inline int fdp_mac_is_group(const __u8 *mac)
 }
 
 /*
- * Fill @key from the frame at skb->data. Returns 0 or an FDP_DROP_* reason.
+ * Fill @key from the Ethernet frame @off bytes into skb->data. Returns 0 or an FDP_DROP_* reason.
  * Non-IPv4 frames (ARP, IPv6, ...) keep zero L3/L4 fields and are carried.
  */
-static __always_inline int fdp_parse_frame(struct __sk_buff *skb, struct fdp_flow_key *key)
+static __always_inline int fdp_parse_frame_at(struct __sk_buff *skb, __u32 off, struct fdp_flow_key *key)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct ethhdr *eth = data + off;  /* verifier: off is a constant at every call site */
 	struct iphdr *ip;
 	__u16 proto;
 
@@ -68,6 +68,12 @@ static __always_inline int fdp_parse_frame(struct __sk_buff *skb, struct fdp_flo
 		key->dport = ports[1];
 	}
 	return 0;
+}
+
+/* The frame at skb->data (see fdp_parse_frame_at). */
+static __always_inline int fdp_parse_frame(struct __sk_buff *skb, struct fdp_flow_key *key)
+{
+	return fdp_parse_frame_at(skb, 0, key);
 }
 
 #endif

@@ -71,6 +71,12 @@ static __always_inline int fdp_clone(struct __sk_buff *skb, __u32 ifindex)
 	return 0;
 }
 
+static __always_inline int fdp_redirect_neigh(__u32 ifindex, __u32 gw_be)
+{
+	fdp_test_record(FDP_EV_REDIRECT_NEIGH, 0, gw_be, ifindex);
+	return TC_ACT_REDIRECT;
+}
+
 #else /* production */
 
 static __always_inline int fdp_get_tunnel(struct __sk_buff *skb, __u32 *vni, __u32 *remote_be)
@@ -111,6 +117,26 @@ static __always_inline int fdp_redirect_peer(__u32 ifindex)
 static __always_inline int fdp_clone(struct __sk_buff *skb, __u32 ifindex)
 {
 	return bpf_clone_redirect(skb, ifindex, 0);
+}
+
+/*
+ * Out of underlay device @ifindex to neighbour @gw_be (network order): the
+ * kernel's neighbour table fills the outer Ethernet header (and resolves it
+ * with ARP when needed, queueing meanwhile), so no MAC is ever cached here.
+ * No route lookup: the loader resolved the route (fdp_underlay).
+ */
+/* bcc 0.26 declares the helper with the 5.10 three-argument signature; the
+ * kernel's (5.13+) takes the params length too. */
+static long (*fdp_bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+				      __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+
+static __always_inline int fdp_redirect_neigh(__u32 ifindex, __u32 gw_be)
+{
+	struct bpf_redir_neigh nh = {};
+
+	nh.nh_family = 2;  /* AF_INET */
+	nh.ipv4_nh = gw_be;
+	return fdp_bpf_redirect_neigh(ifindex, &nh, sizeof(nh), 0);
 }
 
 #endif /* FDP_TEST_MODE */

@@ -39,12 +39,14 @@ def tunnel_ctx(vni: int, remote_ip: str) -> bytes:
 
 def events(dp) -> list[tuple[str, int, str, int]]:
     """(kind, vni, ip, ifindex) recorded by the last runs, then cleared."""
-    table = dp.bpf[b"fdp_test_events"]
-    head = table[ctypes.c_uint32(0)]
+    from weave_fdp.datapath.fastdp.maps import BpfMap
+
+    table = BpfMap(dp.table_fd("fdp_test_events"), "fdp_test_events", ctypes.c_uint32, abi.TestEvent)
+    head = table.get(ctypes.c_uint32(0))
     out = []
-    for i in range(1, head.kind + 1):
-        ev = table[ctypes.c_uint32(i)]
+    for i in range(1, (head.kind if head else 0) + 1):
+        ev = table.get(ctypes.c_uint32(i))
         out.append((abi.TestKind(ev.kind).name, ev.vni, abi.be32_to_ip(ev.ip) if ev.ip else "", ev.ifindex))
     for i in range(abi.TEST_MAX_EVENTS):
-        table[ctypes.c_uint32(i)] = table.Leaf()
+        table.set(ctypes.c_uint32(i), abi.TestEvent())
     return out

@@ -51,11 +51,11 @@ def mesh_for(lab: Lab, i: int, modes: dict[int, str] | None = None) -> MeshInput
 class FastdpLab:
     """Every host of ``lab`` runs fastdp; ``containers`` containers each, attached."""
 
-    def __init__(self, lab: Lab, containers: int = 1) -> None:
+    def __init__(self, lab: Lab, containers: int = 1, direct: bool | None = None) -> None:
         self.lab = lab
         self.hosts: dict[int, HostDatapath] = {}
         for i in range(1, lab.hosts + 1):
-            hd = HostDatapath(netns=lab.host_ns(i), underlay_ifname="eth0")
+            hd = HostDatapath(netns=lab.host_ns(i), underlay_ifname="eth0", direct=direct)
             hd.start()
             hd.set_mesh(mesh_for(lab, i))
             self.hosts[i] = hd

@@ -29,7 +29,10 @@ def test_defines_match() -> None:
              "FDP_HEARTBEAT_ETHERTYPE": abi.HEARTBEAT_ETHERTYPE, "FDP_CONFIG_READY": abi.CONFIG_READY,
              "FDP_TEST_MAX_EVENTS": abi.TEST_MAX_EVENTS, "FDP_HB_MAGIC": abi.HB_MAGIC,
              "FDP_HB_KIND_OFF": abi.HB_KIND_OFF, "FDP_HB_SRC_OFF": abi.HB_SRC_OFF, "FDP_HB_PING": abi.HB_PING,
-             "FDP_HB_PONG": abi.HB_PONG}
+             "FDP_HB_PONG": abi.HB_PONG, "FDP_CONFIG_DIRECT": abi.CONFIG_DIRECT,
+             "FDP_VXLAN_HLEN": abi.VXLAN_HLEN, "FDP_ENCAP_LEN": abi.ENCAP_LEN,
+             "FDP_VXLAN_FLAG_I": abi.VXLAN_FLAG_I, "FDP_SPORT_MIN": abi.SPORT_MIN,
+             "FDP_SPORT_MASK": abi.SPORT_MASK}
     for name, value in pairs.items():
         assert d[name] == value, name
 

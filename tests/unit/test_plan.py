@@ -59,3 +59,13 @@ def test_diff_macs_keeps_learned_of_known_peers_and_drops_the_rest() -> None:
 
 def test_diff_slots() -> None:
     assert diff_slots({1, 2, 3}, {2, 4}) == ({2, 4}, {1, 3})
+
+
+def test_direct_hops_are_the_fastdp_next_hops_only() -> None:
+    from weave_fdp.datapath.plan import direct_hops
+
+    # h1 direct (fastdp), h3 direct (sleeve), h4 behind h1, h5 known but unreachable
+    p = build_plan(local="h2", short_ids={"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5},
+                   unicast={"h1": "h1", "h3": "h3", "h4": "h1"}, broadcast={},
+                   hop_ips={"h1": "192.0.2.1", "h3": "192.0.2.3"}, modes={"h1": "fastdp", "h3": "sleeve"})
+    assert direct_hops(p) == {1: "192.0.2.1"}

@@ -1,14 +1,17 @@
-"""The bpf() system call through ctypes: load raw programs, create maps, BPF_PROG_TEST_RUN.
+"""The bpf() system call through ctypes: programs, maps, pins, object info, BPF_PROG_TEST_RUN.
 
-Debian's bcc 0.26 has no binding for BPF_PROG_TEST_RUN, and the probe must check the
-kernel without bcc or headers, so both use this thin layer. Layouts follow
-``union bpf_attr`` in include/uapi/linux/bpf.h (only the prefix we fill).
+Debian's bcc 0.26 has no binding for BPF_PROG_TEST_RUN, the probe must check the
+kernel without bcc or headers, and the router must not map bcc/LLVM at all (its
+programs are compiled by a short-lived child and opened here from their pins), so
+all of them use this thin layer. Layouts follow ``union bpf_attr`` in
+include/uapi/linux/bpf.h (only the prefix we fill).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -17,8 +20,22 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
 
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_MAP_GET_FD_BY_ID = 14
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+# map update flags
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
 
 # enum bpf_prog_type
 PROG_TYPE_SOCKET_FILTER = 1
@@ -45,10 +62,10 @@ class BpfSyscallError(OSError):
         self.log = log
 
 
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
+def _bpf(cmd: int, attr: ctypes.Array, what: str = "") -> int:
     ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
-        raise BpfSyscallError(ctypes.get_errno(), f"bpf(cmd={cmd})")
+        raise BpfSyscallError(ctypes.get_errno(), what or f"bpf(cmd={cmd})")
     return int(ret)
 
 
@@ -137,9 +154,158 @@ def close(fd: int) -> None:
     os.close(fd)
 
 
-# --- object info (added for the probe) -----------------------------------------
+# --- map elements ---------------------------------------------------------------
+# Keys and values are ctypes objects or buffers (passed by reference); a per-CPU
+# map's value buffer holds round_up(value_size, 8) bytes per possible CPU.
 
-BPF_OBJ_GET_INFO_BY_FD = 15
+def _elem_attr(map_fd: int, key: object, value: object = None, flags: int = 0) -> ctypes.Array:
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, _ptr(key), _ptr(value), flags)
+    return attr
+
+
+def _ptr(obj: object) -> int:
+    if obj is None:
+        return 0
+    return ctypes.addressof(obj)  # type: ignore[arg-type]
+
+
+def map_lookup(map_fd: int, key: object, value: object) -> bool:
+    """Fill ``value`` with the element at ``key``; False when there is none (ENOENT)."""
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, _elem_attr(map_fd, key, value), "BPF_MAP_LOOKUP_ELEM")
+    except BpfSyscallError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_update(map_fd: int, key: object, value: object, flags: int = BPF_ANY) -> None:
+    """Create or replace the element at ``key`` (raises BpfSyscallError, e.g. E2BIG when full)."""
+    _bpf(BPF_MAP_UPDATE_ELEM, _elem_attr(map_fd, key, value, flags), "BPF_MAP_UPDATE_ELEM")
+
+
+def map_delete(map_fd: int, key: object) -> bool:
+    """Delete the element at ``key``; False when there was none."""
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, _elem_attr(map_fd, key), "BPF_MAP_DELETE_ELEM")
+    except BpfSyscallError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_next_key(map_fd: int, key: object | None, next_key: object) -> bool:
+    """Fill ``next_key`` with the key after ``key`` (the first key when ``key`` is None);
+    False at the end."""
+    try:
+        _bpf(BPF_MAP_GET_NEXT_KEY, _elem_attr(map_fd, key, next_key), "BPF_MAP_GET_NEXT_KEY")
+    except BpfSyscallError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+# --- pins and ids ---------------------------------------------------------------
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a program or map at ``path`` on a bpffs (EEXIST when something is there)."""
+    name = ctypes.create_string_buffer(str(path).encode())
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QII", attr, 0, _addr(name), fd, 0)
+    _bpf(BPF_OBJ_PIN, attr, f"BPF_OBJ_PIN {path}")
+
+
+def obj_get(path: str) -> int:
+    """fd of the program or map pinned at ``path`` (ENOENT when absent)."""
+    name = ctypes.create_string_buffer(str(path).encode())
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QII", attr, 0, _addr(name), 0, 0)
+    return _bpf(BPF_OBJ_GET, attr, f"BPF_OBJ_GET {path}")
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<III", attr, 0, prog_id, 0, 0)
+    return _bpf(BPF_PROG_GET_FD_BY_ID, attr, f"BPF_PROG_GET_FD_BY_ID {prog_id}")
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<III", attr, 0, map_id, 0, 0)
+    return _bpf(BPF_MAP_GET_FD_BY_ID, attr, f"BPF_MAP_GET_FD_BY_ID {map_id}")
+
+
+# --- object info ----------------------------------------------------------------
+
+def _obj_info(fd: int, size: int) -> ctypes.Array:
+    info = ctypes.create_string_buffer(size)
+    _fill_info(fd, info)
+    return info
+
+
+def _fill_info(fd: int, info: ctypes.Array) -> None:
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<IIQ", attr, 0, fd, len(info), _addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"BPF_OBJ_GET_INFO_BY_FD fd {fd}")
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    """The parts of ``struct bpf_prog_info`` we use."""
+
+    type: int
+    id: int
+    tag: str            # 16 hex digits, as ``tc``/``bpftool`` print it
+    jited_len: int
+    name: str           # the kernel's copy: at most 15 characters
+    map_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """The parts of ``struct bpf_map_info`` we use."""
+
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    name: str           # at most 15 characters
+
+
+def prog_info(prog_fd: int, *, max_maps: int = 64) -> ProgInfo:
+    """``struct bpf_prog_info`` of a loaded program: type, id, tag, name, map ids.
+
+    Layout: type u32 @0, id @4, tag[8] @8, jited_prog_len @16, ..., nr_map_ids @52,
+    map_ids (u64 pointer) @56, name[16] @64.
+    """
+    ids = (ctypes.c_uint32 * max_maps)()
+    info = ctypes.create_string_buffer(80)
+    struct.pack_into("<IQ", info, 52, max_maps, ctypes.addressof(ids))
+    _fill_info(prog_fd, info)
+    ptype, pid = struct.unpack_from("<II", info, 0)
+    (jited,) = struct.unpack_from("<I", info, 16)
+    (nr,) = struct.unpack_from("<I", info, 52)
+    return ProgInfo(type=ptype, id=pid, tag=info.raw[8:16].hex(), jited_len=jited,
+                    name=_cstr(info.raw[64:80]), map_ids=tuple(ids[:min(nr, max_maps)]))
+
+
+def map_info(map_fd: int) -> MapInfo:
+    """``struct bpf_map_info``: type u32 @0, id @4, key_size @8, value_size @12,
+    max_entries @16, map_flags @20, name[16] @24."""
+    info = _obj_info(map_fd, 40)
+    mtype, mid, ksize, vsize, maxe, flags = struct.unpack_from("<IIIIII", info, 0)
+    return MapInfo(type=mtype, id=mid, key_size=ksize, value_size=vsize, max_entries=maxe,
+                   flags=flags, name=_cstr(info.raw[24:40]))
 
 
 def prog_jited_len(prog_fd: int) -> int:
@@ -148,9 +314,6 @@ def prog_jited_len(prog_fd: int) -> int:
     Reads ``struct bpf_prog_info`` (type, id, tag[8], jited_prog_len, ...) with
     BPF_OBJ_GET_INFO_BY_FD; only its first 24 bytes are asked for.
     """
-    info = ctypes.create_string_buffer(24)
-    attr = ctypes.create_string_buffer(16)
-    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), _addr(info))
-    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    info = _obj_info(prog_fd, 24)
     (jited_len,) = struct.unpack_from("<I", info, 16)
     return int(jited_len)

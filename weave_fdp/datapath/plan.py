@@ -125,6 +125,26 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
 
 
 @dataclass(frozen=True)
+class UnderlayRoute:
+    """How the direct path leaves this host toward one next hop (from the host's routes)."""
+
+    ifindex: int        # underlay device
+    ifname: str
+    src_ip: str         # outer source address (the route's preferred source)
+    gw_ip: str          # neighbour to send to: the gateway, or the next hop itself when on-link
+
+
+def direct_hops(plan: DatapathPlan) -> dict[int, str]:
+    """Next hops the direct path may send to: short ID -> underlay IPv4, fastdp mode only.
+
+    Sleeve and unreachable next hops get no underlay entry (their frames never
+    reach the encapsulation), so the loader clears theirs.
+    """
+    return {r.nexthop_short_id: r.nexthop_ip for r in plan.peers.values()
+            if r.mode == "fastdp" and r.nexthop_ip != "0.0.0.0"}
+
+
+@dataclass(frozen=True)
 class MacDiff:
     upsert: dict[str, str]    # MAC -> host ifname (local containers)
     delete: list[str]         # MACs to remove

@@ -11,7 +11,7 @@ from weave_fdp.plumbing.sleeve_port import remove_sleeve_port
 
 def reset_datapaths() -> dict[str, list[str]]:
     """Tear down fastdp and sleeve state of the host this process runs in; names removed."""
-    # Imported here: fastdp pulls in bcc, which `reset` needs only when fastdp was used.
+    # Imported here: `reset` needs the fastdp modules only when fastdp was used.
     from weave_fdp.datapath.fastdp.host import reset_host
     from weave_fdp.datapath.fastdp.pins import host_pin_dir
 

@@ -14,7 +14,7 @@ import socket
 import struct
 from enum import IntEnum
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
@@ -34,6 +34,12 @@ HB_SRC_OFF = 6
 HB_PING = 1
 HB_PONG = 2
 CONFIG_READY = 1
+CONFIG_DIRECT = 2
+VXLAN_HLEN = 8
+ENCAP_LEN = 50
+VXLAN_FLAG_I = 0x08
+SPORT_MIN = 49152
+SPORT_MASK = 0x3FFF
 TEST_MAX_EVENTS = 32
 
 
@@ -75,9 +81,11 @@ class DropReason(IntEnum):
     NOT_FASTDP = 10
     TUNNEL_KEY = 11
     CLONE = 12
+    ENCAP = 13
+    DECAP = 14
 
 
-DROP_MAX = 13
+DROP_MAX = 15
 
 #: the names the CLI and the report show for each drop reason
 DROP_NAMES: dict[int, str] = {r.value: r.name.lower().replace("_", "-") for r in DropReason if r}
@@ -89,6 +97,7 @@ class TestKind(IntEnum):
     REDIRECT = 2
     REDIRECT_PEER = 3
     CLONE = 4
+    REDIRECT_NEIGH = 5
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -123,6 +132,10 @@ class Ports(ctypes.Structure):
     _fields_ = [("count", u32), ("ifindex", u32 * MAX_LOCAL_PORTS)]
 
 
+class Underlay(ctypes.Structure):
+    _fields_ = [("ifindex", u32), ("src_ip", u32), ("gw_ip", u32), ("pad", u32)]
+
+
 class FlowKey(ctypes.Structure):
     _fields_ = [("src_mac", u8 * 6), ("dst_mac", u8 * 6), ("ethertype", u16), ("proto", u8),
                 ("pad", u8), ("src_ip", u32), ("dst_ip", u32), ("sport", u16), ("dport", u16)]
@@ -145,7 +158,7 @@ class TestEvent(ctypes.Structure):
 #: every ABI struct by its C name (the layout test walks this)
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_config": Config, "fdp_mac_key": MacKey, "fdp_mac_entry": MacEntry, "fdp_peer": Peer,
-    "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_flow_key": FlowKey,
+    "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_flow_key": FlowKey,
     "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
 }
 
@@ -155,6 +168,23 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
 def vni(src_peer: int, dst_peer: int) -> int:
     """VNI = src | dst << 12 (a flood carries dst == src)."""
     return (src_peer & SHORT_ID_MASK) | ((dst_peer & SHORT_ID_MASK) << SHORT_ID_BITS)
+
+
+def vxlan_src_port(src_ip: str, dst_ip: str, proto: int, sport: int = 0, dport: int = 0) -> int:
+    """Outer UDP source port the direct path picks for a flow (mirrors fdp_flow_port in bpf/lib/direct.h).
+
+    The C code hashes the flow key's fields as the u32/u16 values they are in memory
+    (network order on this little-endian machine), so this does the same.
+    """
+    m = 0xFFFFFFFF
+    sp, dp = (struct.unpack("=H", struct.pack("!H", p))[0] for p in (sport, dport))
+    h = ip_to_be32(src_ip) ^ ip_to_be32(dst_ip) ^ ((sp << 16) | dp) ^ proto
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & m
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & m
+    h ^= h >> 16
+    return SPORT_MIN + (h & SPORT_MASK)
 
 
 def split_vni(value: int) -> tuple[int, int]:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from weave_fdp.datapath.fastdp import abi
-from weave_fdp.datapath.fastdp.loader import MAP_TYPES, FastDatapath
+from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, MAP_TYPES, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
+                                              UNDERLAY_TC_PRIO, FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
-from weave_fdp.datapath.plan import DatapathPlan, build_plan
-from weave_fdp.plumbing import container_link, tc, vxlan, weave_bridge
+from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, build_plan, direct_hops
+from weave_fdp.plumbing import container_link, tc, underlay_route, vxlan, weave_bridge
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,25 @@ class MeshInputs:
     modes: dict[str, str] = field(default_factory=dict)
 
 
+def direct_default() -> bool:
+    """The direct path's default: env WEAVE_FDP_DIRECT (0/1) if set, else the loader's."""
+    env = os.environ.get("WEAVE_FDP_DIRECT", "").strip().lower()
+    if env in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        return env in ("1", "true", "yes", "on")
+    return DIRECT_DEFAULT
+
+
 class HostDatapath:
     def __init__(self, *, netns: str | None = None, pin_dir: Path | None = None,
-                 underlay_ifname: str | None = None, mtu: int | None = None) -> None:
+                 underlay_ifname: str | None = None, mtu: int | None = None,
+                 direct: bool | None = None) -> None:
         self.netns = netns
         self.pin_dir = pin_dir
         self.underlay_ifname = underlay_ifname
         self.mtu = mtu
+        # direct path: VXLAN headers pushed/stripped in tc, bypassing the VXLAN device
+        self.direct = direct_default() if direct is None else direct
+        self.underlay_devs: set[str] = set()   # devices running fdp_from_underlay
         self.dp: FastDatapath | None = None
         self.vxlan_ifindex = 0
         self.ports: dict[str, str] = {}   # host veth -> container MAC
@@ -71,6 +85,10 @@ class HostDatapath:
                 self.ports[by_index[e.ifindex]] = abi.mac_str(key.mac)
         for name in links:
             self.dp.attach_port(name, netns=self.netns)
+        if not self.direct:
+            # a previous run had it on: its receive hooks go (the config flag follows in _apply)
+            for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
+                tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=self.netns)
         self._apply()
 
     def stop(self) -> None:
@@ -113,7 +131,28 @@ class HostDatapath:
                                broadcast=self.mesh.broadcast, hop_ips=self.mesh.hop_ips, modes=self.mesh.modes,
                                ports=self.ports, mtu=self.mtu or 1450)
         ifindex = container_link.host_links(host_netns=self.netns)
-        self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex)
+        routes = self._underlay_routes(self.plan) if self.direct else {}
+        self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex, direct=self.direct,
+                      underlay=routes)
+
+    def _underlay_routes(self, plan: DatapathPlan) -> dict[int, UnderlayRoute]:
+        """Route of the direct path to every fastdp next hop; its receive hook on their devices.
+
+        Next hops without a usable route get no entry: their frames take the VXLAN device.
+        """
+        assert self.dp is not None
+        routes: dict[int, UnderlayRoute] = {}
+        for sid, ip in direct_hops(plan).items():
+            r = underlay_route.route_to(ip, netns=self.netns)
+            if r is None:
+                log.info("fastdp direct path: no usable route to %s, peer %d uses the VXLAN device", ip, sid)
+                continue
+            routes[sid] = UnderlayRoute(r.ifindex, r.ifname, r.src, r.gateway)
+        devs = {r.ifname for r in routes.values()} | ({self.underlay_ifname} if self.underlay_ifname else set())
+        for dev in sorted(devs - self.underlay_devs):
+            self.dp.attach_underlay(dev, netns=self.netns)
+            self.underlay_devs.add(dev)
+        return routes
 
     # ------------------------------------------------------------------ counters
     def report(self) -> dict[str, Any]:
@@ -145,6 +184,8 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
         if delete_link(name, netns=netns):
             removed["links"].append(name)
     tc.detach_all(vxlan.VXLAN_IFNAME, netns=netns)
+    for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
+        tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
     if vxlan.delete_vxlan(netns=netns):
         removed["links"].append(vxlan.VXLAN_IFNAME)
     if weave_bridge.delete_bridge(netns=netns):

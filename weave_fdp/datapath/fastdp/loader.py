@@ -1,8 +1,10 @@
-"""Compile, load and attach the fastdp programs with bcc; apply a DatapathPlan to the maps.
+"""Load and attach the fastdp programs; apply a DatapathPlan to the maps.
 
-The only module (with ``maps.py``) that imports bcc. One load per host: both
-programs share the maps, which are pinned in the host's bpffs directory so that
-a restarted router reuses them while the attached programs keep forwarding.
+bcc compiles in a short-lived child (``fastdp.compile``) that pins what it loaded;
+this process opens the pins and does the rest with raw bpf() calls, so the router
+never maps bcc/LLVM. One load per host: the programs share the maps, which are
+pinned in the host's bpffs directory so that a restarted router reuses them while
+the attached programs keep forwarding.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bcc import BPF
-
-from weave_fdp.datapath.fastdp import abi
+from weave_fdp import paths
+from weave_fdp.datapath import bpf_syscall
+from weave_fdp.datapath.fastdp import abi, pins
+from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
-from weave_fdp.datapath.fastdp.source import program_text
-from weave_fdp.datapath.plan import DatapathPlan, diff_macs
+from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, diff_macs
 from weave_fdp.errors import DatapathError
 from weave_fdp.plumbing import tc
 
@@ -27,7 +29,15 @@ log = logging.getLogger(__name__)
 
 PROG_FROM_CONTAINER = "fdp_from_container"
 PROG_FROM_TUNNEL = "fdp_from_tunnel"
-PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL)
+PROG_FROM_UNDERLAY = "fdp_from_underlay"
+PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY)
+# The direct path (bpf/lib/direct.h) unless the host says otherwise (HostDatapath(direct=...),
+# env WEAVE_FDP_DIRECT=0|1); decided by `weave-fdp bench datapath`, see docs/PERFORMANCE.md.
+DIRECT_DEFAULT = False
+# tc filter of the underlay hook: its own priority and handle, so the device's other
+# filters (other software's) stay; deleted alone by reset
+UNDERLAY_TC_PRIO = 0xFD0
+UNDERLAY_TC_HANDLE = 0xFD0
 _MODE = {"fastdp": abi.Mode.FASTDP, "sleeve": abi.Mode.SLEEVE, "none": abi.Mode.NONE}
 _PATH_NAMES = {p.value: p.name.lower() for p in abi.Path}
 # frames the programs passed to the bridge were carried by the sleeve or stayed on this host
@@ -42,6 +52,7 @@ MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
     "fdp_ports": (ctypes.c_uint32, abi.Ports, False),
     "fdp_drops": (ctypes.c_uint32, ctypes.c_uint64, True),
     "fdp_peer_stats": (ctypes.c_uint32, abi.PeerStats, True),
+    "fdp_underlay": (ctypes.c_uint32, abi.Underlay, False),
     "fdp_flows": (abi.FlowKey, abi.FlowStats, True),
 }
 
@@ -58,9 +69,10 @@ class FastDatapath:
         self.pin_dir = pin_dir
         self.test_mode = test_mode
         self.defines = dict(defines or {})
-        self.bpf: BPF | None = None
         self.maps: dict[str, BpfMap[Any, Any]] = {}
         self._fds: dict[str, int] = {}
+        self._loaded: Loaded | None = None
+        self._tags: dict[str, str] = {}
 
     # ------------------------------------------------------------------ load
     def cflags(self) -> list[str]:
@@ -72,50 +84,66 @@ class FastDatapath:
         return flags
 
     def load(self) -> "FastDatapath":
-        """Compile and load both programs (raises DatapathError naming the program and why)."""
+        """Compile and load every program of PROGRAMS in a child process, open them here
+        (raises DatapathError naming the program and why; ``.log``: the verifier's tail)."""
         started = time.monotonic()
         if self.pin_dir is not None:
             self.pin_dir.mkdir(parents=True, exist_ok=True)
+            stage_root = self.pin_dir.parent
+        else:
+            stage_root = pins.bpffs_root() / paths.BPFFS_ROOT.relative_to("/")
+        loaded = compile_and_open(list(PROGRAMS), self.cflags(), stage_root)
         try:
-            self.bpf = BPF(text=program_text().encode(), cflags=self.cflags())
-        except Exception as exc:
-            raise DatapathError(f"cannot compile the fastdp BPF programs: {exc}",
-                                fix="run `weave-fdp probe` (kernel headers? bcc?)") from exc
-        for name in PROGRAMS:
-            try:
-                self._fds[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
-            except Exception as exc:
-                raise DatapathError(f"the kernel refused BPF program {name}: {exc}",
-                                    fix="run `weave-fdp probe` for what this kernel lacks") from exc
-        for name, (kt, vt, percpu) in MAP_TYPES.items():
-            self.maps[name] = BpfMap(self.bpf[name.encode()].map_fd, name, kt, vt, percpu=percpu)
-        log.info("fastdp programs loaded in %.2f s (pins: %s)", time.monotonic() - started, self.pin_dir)
+            self._open(loaded)
+        except BaseException:
+            loaded.close()
+            raise
+        self._loaded, self._fds = loaded, dict(loaded.prog_fds)
+        log.info("fastdp programs loaded in %.2f s (compiler child %.2f s; pins: %s)",
+                 time.monotonic() - started, loaded.child_seconds, self.pin_dir)
         return self
+
+    def _open(self, loaded: Loaded) -> None:
+        """Wrap the maps of MAP_TYPES, checking their sizes against the ABI mirror."""
+        for name, (kt, vt, percpu) in MAP_TYPES.items():
+            fd = loaded.map_fds.get(name)
+            if fd is None:
+                raise DatapathError(f"the fastdp programs have no map {name}",
+                                    fix="bpf/lib/maps.h and loader.MAP_TYPES disagree: rebuild both")
+            info = bpf_syscall.map_info(fd)
+            if (info.key_size, info.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
+                raise DatapathError(
+                    f"BPF map {name} has key/value sizes {info.key_size}/{info.value_size}, the ABI mirror "
+                    f"says {ctypes.sizeof(kt)}/{ctypes.sizeof(vt)}",
+                    fix="fdp_abi.h and abi.py disagree (or an old pinned map: `weave-fdp reset`)")
+            self.maps[name] = BpfMap(fd, name, kt, vt, percpu=percpu)
 
     def prog_fd(self, name: str) -> int:
         return self._fds[name]
 
     def table_fd(self, name: str) -> int:
-        assert self.bpf is not None
-        return self.bpf[name.encode()].map_fd
+        """fd of any map of the programs (also those outside MAP_TYPES, e.g. test maps)."""
+        assert self._loaded is not None, "load() first"
+        return self._loaded.map_fds[name]
 
     def close(self) -> None:
         """Drop our references (attached programs and pinned maps stay in the kernel)."""
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
         self.maps.clear()
         self._fds.clear()
+        self._tags.clear()
 
     # ------------------------------------------------------------------ attach
     def tag(self, name: str) -> str:
         """The kernel's tag of program ``name`` (hash of its code), as ``tc`` prints it."""
-        from bcc import libbcc
-
-        tag = ctypes.c_ulonglong(0)
-        if libbcc.lib.bpf_prog_get_tag(self._fds[name], ctypes.byref(tag)) != 0:
-            return ""
-        return tag.value.to_bytes(8, "big").hex()
+        if name not in self._tags:
+            try:
+                self._tags[name] = bpf_syscall.prog_info(self._fds[name]).tag
+            except OSError:
+                return ""
+        return self._tags[name]
 
     def attach_port(self, ifname: str, netns: Any = None) -> None:
         tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns,
@@ -125,16 +153,28 @@ class FastDatapath:
         tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns,
                   tag=self.tag(PROG_FROM_TUNNEL))
 
+    def attach_underlay(self, ifname: str, netns: Any = None) -> None:
+        """The direct path's receive hook on an underlay device (its own tc filter)."""
+        tc.attach(ifname, self._fds[PROG_FROM_UNDERLAY], PROG_FROM_UNDERLAY, netns=netns,
+                  tag=self.tag(PROG_FROM_UNDERLAY), prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE)
+
+    def detach_underlay(self, ifname: str, netns: Any = None) -> bool:
+        return tc.detach_filter(ifname, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
+
     # ------------------------------------------------------------------ plan
-    def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int) -> None:
-        cfg = abi.Config(abi_version=abi.ABI_VERSION, local_peer=local_short_id,
-                         flags=abi.CONFIG_READY if vxlan_ifindex else 0,
+    def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False) -> None:
+        """``direct``: the direct path (VXLAN headers pushed/stripped in tc, bpf/lib/direct.h)."""
+        flags = (abi.CONFIG_READY | (abi.CONFIG_DIRECT if direct else 0)) if vxlan_ifindex else 0
+        cfg = abi.Config(abi_version=abi.ABI_VERSION, local_peer=local_short_id, flags=flags,
                          vxlan_ifindex=vxlan_ifindex, mtu=mtu)
         self.maps["fdp_config"].set(ctypes.c_uint32(0), cfg)
 
-    def apply(self, plan: DatapathPlan, *, vxlan_ifindex: int, ifindex: Mapping[str, int]) -> None:
-        """Make the maps match ``plan``. ``ifindex``: host veth name -> index."""
-        self.configure(plan.local_short_id, vxlan_ifindex, plan.mtu)
+    def apply(self, plan: DatapathPlan, *, vxlan_ifindex: int, ifindex: Mapping[str, int],
+              direct: bool = False, underlay: Mapping[int, UnderlayRoute] | None = None) -> None:
+        """Make the maps match ``plan``. ``ifindex``: host veth name -> index; ``underlay``:
+        next-hop short ID -> route of the direct path (entries not listed are cleared)."""
+        self.configure(plan.local_short_id, vxlan_ifindex, plan.mtu, direct=direct)
+        self._apply_underlay(underlay or {})
         peers = self.maps["fdp_peers"]
         for sid in range(abi.MAX_PEERS):
             route = plan.peers.get(sid)
@@ -175,6 +215,18 @@ class FastDatapath:
                 continue
             macs.set(abi.mac_key(mac), abi.MacEntry(peer=plan.local_short_id, flags=abi.MacFlags.LOCAL,
                                                     ifindex=ifindex[ifname]))
+
+    def _apply_underlay(self, routes: Mapping[int, UnderlayRoute]) -> None:
+        m = self.maps["fdp_underlay"]
+        for sid in range(abi.MAX_PEERS):
+            r = routes.get(sid)
+            if r is None:
+                cur = m.get(ctypes.c_uint32(sid))
+                if cur is not None and cur.ifindex:
+                    m.set(ctypes.c_uint32(sid), abi.Underlay())
+                continue
+            m.set(ctypes.c_uint32(sid), abi.Underlay(ifindex=r.ifindex, src_ip=abi.ip_to_be32(r.src_ip),
+                                                     gw_ip=abi.ip_to_be32(r.gw_ip)))
 
     # ------------------------------------------------------------------ counters
     def drops(self) -> dict[str, int]:

@@ -1,28 +1,26 @@
 """BPF maps by file descriptor, with the ABI types of ``abi.py``.
 
-Works the same for maps bcc just created and for maps opened from their bpffs
-pins (``open_pinned``), so ``reset`` and a restarted router need no compile.
-Per-CPU values come back as one struct per possible CPU.
+Works on any map fd: the loader's (opened from the pins the compile child left),
+or one opened from its bpffs pin (``open_pinned``). Only raw bpf() calls
+(``datapath.bpf_syscall``): the router never maps libbcc. Per-CPU values come
+back as one struct per possible CPU (each rounded up to 8 bytes in the buffer).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from bcc import libbcc
-
+from weave_fdp.datapath import bpf_syscall as bpf
 from weave_fdp.errors import DatapathError
 
-_lib = libbcc.lib
 K = TypeVar("K", bound=ctypes._SimpleCData | ctypes.Structure)  # type: ignore[name-defined]
 V = TypeVar("V", bound=ctypes._SimpleCData | ctypes.Structure)  # type: ignore[name-defined]
 
-BPF_ANY = 0
+BPF_ANY = bpf.BPF_ANY
 
 
 def possible_cpus() -> int:
@@ -71,8 +69,11 @@ class BpfMap(Generic[K, V]):
 
     def get_percpu(self, key: K) -> list[V] | None:
         buf = self._value_buf()
-        if _lib.bpf_lookup_elem(self.fd, ctypes.byref(key), buf) < 0:
-            return None
+        try:
+            if not bpf.map_lookup(self.fd, key, buf):
+                return None
+        except bpf.BpfSyscallError as exc:
+            raise DatapathError(f"cannot read BPF map {self.name}: {exc.strerror}") from exc
         return self._split(buf) if self.percpu else [self.value_type.from_buffer_copy(buf.raw)]
 
     def set(self, key: K, value: V) -> None:
@@ -81,25 +82,32 @@ class BpfMap(Generic[K, V]):
             buf = ctypes.create_string_buffer(step * self._ncpu)
             for i in range(self._ncpu):
                 ctypes.memmove(ctypes.addressof(buf) + i * step, ctypes.byref(value), ctypes.sizeof(value))
-            ptr = buf
+            ptr: object = buf
         else:
-            ptr = ctypes.byref(value)
-        if _lib.bpf_update_elem(self.fd, ctypes.byref(key), ptr, BPF_ANY) < 0:
-            err = ctypes.get_errno() or errno.EINVAL
-            raise DatapathError(f"cannot update BPF map {self.name}: {os.strerror(err)}")
+            ptr = value
+        try:
+            bpf.map_update(self.fd, key, ptr, BPF_ANY)
+        except bpf.BpfSyscallError as exc:
+            raise DatapathError(f"cannot update BPF map {self.name}: {exc.strerror}") from exc
 
     def delete(self, key: K) -> bool:
-        return _lib.bpf_delete_elem(self.fd, ctypes.byref(key)) == 0
+        """Remove ``key``; False when it was not there (or the map is an array)."""
+        try:
+            return bpf.map_delete(self.fd, key)
+        except bpf.BpfSyscallError:
+            return False  # arrays refuse deletes (EINVAL): nothing was removed
 
     def keys(self) -> Iterator[K]:
         key = self.key_type()
         nxt = self.key_type()
-        if _lib.bpf_get_first_key(self.fd, ctypes.byref(nxt), ctypes.sizeof(nxt)) < 0:
+        if not bpf.map_next_key(self.fd, None, nxt):
             return
         while True:
             ctypes.memmove(ctypes.byref(key), ctypes.byref(nxt), ctypes.sizeof(key))
             yield self.key_type.from_buffer_copy(key)
-            if _lib.bpf_get_next_key(self.fd, ctypes.byref(key), ctypes.byref(nxt)) < 0:
+            # a key deleted meanwhile (LRU eviction) makes the kernel restart from the first
+            # key of its bucket list; that is fine for counters (a repeat at worst)
+            if not bpf.map_next_key(self.fd, key, nxt):
                 return
 
     def items_percpu(self) -> Iterator[tuple[K, list[V]]]:
@@ -115,7 +123,7 @@ class BpfMap(Generic[K, V]):
 
 def open_pinned(path: Path) -> int:
     """fd of the map pinned at ``path`` (DatapathError when absent)."""
-    fd = _lib.bpf_obj_get(str(path).encode())
-    if fd < 0:
-        raise DatapathError(f"no BPF map pinned at {path}")
-    return fd
+    try:
+        return bpf.obj_get(str(path))
+    except bpf.BpfSyscallError as exc:
+        raise DatapathError(f"no BPF map pinned at {path}: {exc.strerror}") from exc

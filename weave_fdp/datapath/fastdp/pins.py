@@ -12,11 +12,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
 from weave_fdp import paths
+from weave_fdp.datapath import bpf_syscall as bpf
 from weave_fdp.errors import DatapathError
 
 log = logging.getLogger(__name__)
@@ -95,41 +96,31 @@ def recover_pins(prog_id: int, pin_dir: Path, names: list[str]) -> list[str]:
     How a restarted router finds the maps of the programs still attached when the
     previous router's pins are out of reach (another mount namespace).
     """
-    from bcc import libbcc
-
-    lib = libbcc.lib
-    fd = lib.bpf_prog_get_fd_by_id(prog_id)
-    if fd < 0:
-        return []
-    import os
     try:
-        ids = (ctypes.c_uint32 * 64)()
-        info = ctypes.create_string_buffer(256)
-        ctypes.memmove(ctypes.addressof(info) + 52, ctypes.byref(ctypes.c_uint32(64)), 4)
-        ctypes.memmove(ctypes.addressof(info) + 56, ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
-        size = ctypes.c_uint32(256)
-        if lib.bpf_obj_get_info(fd, info, ctypes.byref(size)) != 0:
-            return []
-        nr = min(64, int.from_bytes(info.raw[52:56], "little"))
+        fd = bpf.prog_get_fd_by_id(prog_id)
+    except bpf.BpfSyscallError:
+        return []
+    try:
+        map_ids = bpf.prog_info(fd).map_ids
+    except bpf.BpfSyscallError:
+        return []
     finally:
         os.close(fd)
     wanted = {n[:BPF_OBJ_NAME_LEN - 1]: n for n in names}
     pinned = []
     pin_dir.mkdir(parents=True, exist_ok=True)
-    for map_id in list(ids)[:nr]:
-        mfd = lib.bpf_map_get_fd_by_id(map_id)
-        if mfd < 0:
+    for map_id in map_ids:
+        try:
+            mfd = bpf.map_get_fd_by_id(map_id)
+        except bpf.BpfSyscallError:
             continue
         try:
-            minfo = ctypes.create_string_buffer(128)
-            msize = ctypes.c_uint32(128)
-            if lib.bpf_obj_get_info(mfd, minfo, ctypes.byref(msize)) != 0:
-                continue
-            kname = minfo.raw[24:40].split(b"\0", 1)[0].decode()
-            full = wanted.get(kname)
+            full = wanted.get(bpf.map_info(mfd).name)
             if full and not (pin_dir / full).exists():
-                if lib.bpf_obj_pin(mfd, str(pin_dir / full).encode()) == 0:
-                    pinned.append(full)
+                bpf.obj_pin(mfd, str(pin_dir / full))
+                pinned.append(full)
+        except bpf.BpfSyscallError as exc:
+            log.warning("cannot recover map %d into %s: %s", map_id, pin_dir, exc)
         finally:
             os.close(mfd)
     return pinned

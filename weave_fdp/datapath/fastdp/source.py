@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
-PROGRAM_FILES = ("encap_tc.c", "decap_tc.c")
+PROGRAM_FILES = ("encap_tc.c", "decap_tc.c", "underlay_tc.c")
 
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
