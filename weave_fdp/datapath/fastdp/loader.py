@@ -33,7 +33,7 @@ PROG_FROM_UNDERLAY = "fdp_from_underlay"
 PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY)
 # The direct path (bpf/lib/direct.h) unless the host says otherwise (HostDatapath(direct=...),
 # env WEAVE_FDP_DIRECT=0|1); decided by `weave-fdp bench datapath`, see docs/PERFORMANCE.md.
-DIRECT_DEFAULT = False
+DIRECT_DEFAULT = True
 # tc filter of the underlay hook: its own priority and handle, so the device's other
 # filters (other software's) stay; deleted alone by reset
 UNDERLAY_TC_PRIO = 0xFD0
