@@ -42,6 +42,9 @@ def test_unicast_bypasses_the_vxlan_device(two: FastdpLab) -> None:
     dst = lab.container_ip(2, 1)
     assert two.ping((1, 1), dst, count=2, interval=0.1).returncode == 0  # ARP, learning: the device
     assert tc.devices_with_program(PROG_FROM_UNDERLAY, netns=lab.host_ns(2)) == ["eth0"]
+    # floods sent while the two static plans were being applied may have been dropped
+    # (unknown-peer) before this test: count only what the pings below cause
+    drops_before = {i: two.hosts[i].report()["drops"] for i in (1, 2)}
     before = {i: vxlan_counters(two, i) for i in (1, 2)}
     peers_before = {p["peer"]: p for p in two.hosts[1].report()["peers"]}["h2"]
     n = 30
@@ -49,13 +52,14 @@ def test_unicast_bypasses_the_vxlan_device(two: FastdpLab) -> None:
     after = {i: vxlan_counters(two, i) for i in (1, 2)}
     for i in (1, 2):
         tx, rx = (a - b for a, b in zip(after[i], before[i]))
-        assert tx <= 2 and rx <= 2, f"h{i}'s VXLAN device carried {tx} tx / {rx} rx of {n} pings"
+        # only floods may use the device (ARP refresh, IPv6 ND/MLD the containers send themselves)
+        assert tx <= 5 and rx <= 5, f"h{i}'s VXLAN device carried {tx} tx / {rx} rx of {n} pings"
     peers = {p["peer"]: p for p in two.hosts[1].report()["peers"]}["h2"]
     assert peers["tx_packets"] - peers_before["tx_packets"] >= n
     assert peers["rx_packets"] - peers_before["rx_packets"] >= n  # replies, stripped on h1's eth0
     rx = [f for f in two.hosts[2].report()["flows"] if f["dst_ip"] == dst and f["dir"] == "rx"]
     assert rx and sum(f["packets"] for f in rx) >= n
-    assert two.hosts[1].report()["drops"] == {} and two.hosts[2].report()["drops"] == {}
+    assert {i: two.hosts[i].report()["drops"] for i in (1, 2)} == drops_before
 
 
 def test_tcp_and_mtu_on_the_direct_path(two: FastdpLab) -> None:
@@ -77,8 +81,10 @@ def test_tcp_and_mtu_on_the_direct_path(two: FastdpLab) -> None:
     tx = [f for f in two.hosts[1].report()["flows"] if f["dst_ip"] == dst and f["dir"] == "tx" and f["proto"] == 6]
     sent = sum(f["packets"] for f in tx)
     assert sent > 1000
-    # every data packet left by the direct path (the device saw at most ARP)
-    assert vxlan_counters(two, 1)[0] - tx_before <= 2
+    # every data packet left by the direct path: the device carried only floods
+    # (ARP, IPv6 neighbour discovery/MLD the containers send on their own), a handful
+    # against the >1000 TCP packets sent
+    assert vxlan_counters(two, 1)[0] - tx_before <= 10
 
 
 def test_wire_is_still_valid_vxlan(two: FastdpLab) -> None:
