@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -99,7 +100,8 @@ def ping_table(lab: Lab, rtts: dict[tuple[int, int], float | None]) -> Table:
 
 def iperf(lab: Lab, client: int, server: int, seconds: int = IPERF_SECONDS) -> float:
     """One TCP stream from container 1 of ``client`` to that of ``server``; Gbit/s."""
-    srv = lab.popen_container(server, 1, ["iperf3", "-s", "-1"])
+    srv = lab.popen_container(server, 1, ["iperf3", "-s", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         dst = lab.container_ip(server, 1)
         for _ in range(50):  # the server needs a moment to listen
