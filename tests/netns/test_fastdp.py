@@ -109,9 +109,12 @@ def test_line_relays_in_the_kernel(make_lab) -> None:
     try:
         # the underlay really blocks h1 <-> h3
         assert lab.exec(1, ["ping", "-c", "1", "-W", "1", lab.host_ip(3)], check=False).returncode != 0
+        # floods the containers sent while the hosts were still being configured one by
+        # one may have been dropped (no-config, unknown-peer): count only the pings' own
+        drops_before = fl.hosts[2].report()["drops"]
         assert fl.ping((1, 1), lab.container_ip(3, 1), count=3).returncode == 0
         relayed = [f for f in fl.hosts[2].report()["flows"] if f["dir"] == "relay" and f["path"] == "fastdp"]
         assert relayed and sum(f["packets"] for f in relayed) >= 3
-        assert fl.hosts[2].report()["drops"] == {}
+        assert fl.hosts[2].report()["drops"] == drops_before
     finally:
         fl.close()
