@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weave_fdp.errors import AlreadyExists, DatapathError, NotFound, UsageError
-from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, delete_link
 from weave_fdp.plumbing.weave_bridge import BRIDGE
 
 log = logging.getLogger(__name__)
@@ -200,18 +200,7 @@ def remove_addresses(netns_path: str, cidrs: list[str]) -> tuple[str, ...]:
 
 def detach(netns_path: str, *, host_netns: NetnsRef = None) -> bool:
     """Remove the container's veth pair; False when it was not attached."""
-    host_if = host_ifname_for(netns_path)
-    with _handle(host_netns) as ipr:
-        idx = _index(ipr, host_if)
-        if idx is None:
-            return False
-        try:
-            ipr.link("del", index=idx)
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-        return True
+    return delete_link(host_ifname_for(netns_path), host_netns)
 
 
 def host_links(*, host_netns: NetnsRef = None) -> dict[str, int]:

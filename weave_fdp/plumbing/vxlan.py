@@ -11,7 +11,7 @@ import errno
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weave_fdp.errors import DatapathError, KernelFeatureMissing
-from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, delete_link
 
 VXLAN_IFNAME = "vxlan-6784"
 VXLAN_PORT = 6784
@@ -49,14 +49,4 @@ def ensure_vxlan(*, netns: NetnsRef = None, ifname: str = VXLAN_IFNAME, port: in
 
 def delete_vxlan(*, netns: NetnsRef = None, ifname: str = VXLAN_IFNAME) -> bool:
     """Delete the VXLAN device; False when it was not there."""
-    with _handle(netns) as ipr:
-        idx = _index(ipr, ifname)
-        if idx is None:
-            return False
-        try:
-            ipr.link("del", index=idx)
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-        return True
+    return delete_link(ifname, netns)
