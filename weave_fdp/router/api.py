@@ -103,8 +103,11 @@ class ApiServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._clients):
+        tasks = list(self._clients)
+        for task in tasks:
             task.cancel()
+        # wait for them: a client task destroyed after its loop closed would fail in writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _peer_uid(self, writer: asyncio.StreamWriter) -> int | None:
         sock = writer.get_extra_info("socket")
@@ -141,7 +144,10 @@ class ApiServer:
         finally:
             if task is not None:
                 self._clients.discard(task)
-            writer.close()
+            try:
+                writer.close()
+            except RuntimeError:
+                pass   # the loop is already closed (a server dropped without stop()): nothing to flush
 
     async def dispatch(self, line: bytes) -> dict[str, Any]:
         """Decode one request line, run its handler and return the reply dict."""

@@ -254,7 +254,9 @@ def _fmt_time(ts: float | None) -> str:
 def connection_line(c: dict[str, Any]) -> str:
     arrow = "->" if c["outbound"] else "<-"
     parts = [f"{arrow} {c['address']:<22}", f"{c['state']:<11}"]
-    if c["state"] == "established" or c["state"] == "pending":
+    if c["state"] == "pending" and not c.get("peer"):
+        parts.append(c.get("info") or "connecting")   # dialing: no peer has answered yet
+    elif c["state"] == "established" or c["state"] == "pending":
         parts.append(c.get("mode") or "-")
         parts.append(_peer_label(c.get("peer"), c.get("nickname")))
         if c.get("mtu"):
@@ -264,7 +266,7 @@ def connection_line(c: dict[str, Any]) -> str:
     else:
         parts.append(c.get("info") or "")
         if c.get("retry_at"):
-            parts.append(f", retry: {_fmt_time(c['retry_at'])}")
+            parts[-1] += f", retry: {_fmt_time(c['retry_at'])}"
     return " ".join(p for p in parts if p)
 
 
