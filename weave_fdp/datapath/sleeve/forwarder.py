@@ -307,12 +307,16 @@ class Forwarder:
                 except Exception as exc:   # a bug on one frame must not stop the sleeve
                     self.drops.drop("capture bug", repr(exc))
                     log.debug("capture bug", exc_info=True)
-            for hop, body in batcher.drain():
-                link = self.links.get(hop)
-                if link is not None:
-                    self._send(link, body)
+            self._flush(batcher)
             if n_read < DRAIN:
                 poller.poll(200)
+
+    def _flush(self, batcher: Batcher) -> None:
+        """Send what one read burst batched, one datagram per next hop and batch."""
+        for hop, body in batcher.drain():
+            link = self.links.get(hop)
+            if link is not None:
+                self._send(link, body)
 
     def _outbound(self, mv: memoryview, n: int, vlen: int, batcher: Batcher, now: float) -> None:
         """Route one captured frame: ``mv[HEADROOM:HEADROOM + n]`` = vnet header + Ethernet frame.
@@ -498,10 +502,7 @@ class Forwarder:
                 except Exception as exc:   # a bug on one datagram must not stop the sleeve
                     self.drops.drop("receive bug", repr(exc))
                     log.debug("receive bug", exc_info=True)
-            for hop, body in batcher.drain():
-                link = self.links.get(hop)
-                if link is not None:
-                    self._send(link, body)
+            self._flush(batcher)
             if n_read < DRAIN:
                 poller.poll(200)
 
