@@ -129,6 +129,10 @@ def test_mixed_hosts_then_failover_and_return(make_lab) -> None:
     for i in (1, 2):
         wait_mode(lab, i, 3, "sleeve", 10, "peer has no fastdp")
         wait_mode(lab, 3, i, "sleeve", 10, "fastdp not running on this host")
+    # what an operator reads: the mode and, for sleeve, why
+    text = lab.exec(1, [*weave_command(), "status", "connections"]).stdout
+    assert re.search(r"established fastdp \S+\(h2\) mtu=\d+$", text, re.M), text
+    assert re.search(r"established sleeve \S+\(h3\) mtu=\d+ \(peer has no fastdp\)$", text, re.M), text
     # full reachability, container to container
     for a in (1, 2, 3):
         for b in (1, 2, 3):

@@ -261,8 +261,8 @@ def connection_line(c: dict[str, Any]) -> str:
         parts.append(_peer_label(c.get("peer"), c.get("nickname")))
         if c.get("mtu"):
             parts.append(f"mtu={c['mtu']}")
-        if not c.get("mode") and c.get("mode_reason"):
-            parts.append(f"({c['mode_reason']})")
+        if c.get("mode") != "fastdp" and c.get("mode_reason"):
+            parts.append(f"({c['mode_reason']})")   # why not fastdp (or why nothing carries it)
     else:
         parts.append(c.get("info") or "")
         if c.get("retry_at"):

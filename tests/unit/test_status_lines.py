@@ -1,0 +1,36 @@
+"""`weave-fdp status connections` lines: Weave's shape, and a reason wherever fastdp is not used."""
+
+from __future__ import annotations
+
+from weave_fdp.cli.commands.router import connection_line
+
+BASE = {"address": "192.0.2.2:6783", "outbound": True, "peer": "7e:00:00:00:00:02", "nickname": "h2",
+        "info": "", "mode": None, "mode_reason": None, "mtu": None, "retry_at": None}
+
+
+def test_fastdp_connection() -> None:
+    line = connection_line({**BASE, "state": "established", "mode": "fastdp", "mtu": 1450})
+    assert line.split() == ["->", "192.0.2.2:6783", "established", "fastdp", "7e:00:00:00:00:02(h2)", "mtu=1450"]
+
+
+def test_sleeve_connection_says_why() -> None:
+    line = connection_line({**BASE, "state": "established", "mode": "sleeve", "mtu": 1423,
+                            "mode_reason": "fastdp heartbeats lost"})
+    assert " sleeve " in line and line.endswith("mtu=1423 (fastdp heartbeats lost)")
+
+
+def test_inbound_connection_without_a_data_path_says_why() -> None:
+    line = connection_line({**BASE, "outbound": False, "state": "established",
+                            "mode_reason": "no overlay running"})
+    assert line.startswith("<- ") and line.endswith("(no overlay running)")
+
+
+def test_failed_connection_shows_cause_and_retry() -> None:
+    line = connection_line({**BASE, "state": "failed", "peer": None, "nickname": None,
+                            "info": "connect to 192.0.2.2:6783: refused", "retry_at": 1795637474.6})
+    assert "failed" in line and "connect to 192.0.2.2:6783: refused, retry: " in line
+
+
+def test_dialing_connection_is_plain() -> None:
+    line = connection_line({**BASE, "state": "pending", "peer": None, "nickname": None})
+    assert line.split()[2:] == ["pending", "connecting"]
