@@ -49,7 +49,8 @@ def test_plain_sleeve_ping_mtu_iperf_and_visible_inner_frames(sleeve_lab, big_dg
     sl = sleeve_lab(hosts=2, container_mtu=1450, udp_gso=not big_dgrams)
     st = sl.status(1)["peers"][0]
     assert st["pmtu"] == 1472 and st["mtu"] == 1423 and st["up"]
-    assert st["big_datagrams"]              # the probe passed either way
+    # the probe passed either way (its big probe may answer a round after the small ones)
+    assert wait_for(lambda: sl.status(1)["peers"][0]["big_datagrams"], timeout=15)
 
     cap = Capture(sl, 2, "plain")
     sl.lab.exec_container(1, 1, ["ping", "-c", "3", "-i", "0.2", "-p", MARKER, "10.32.2.1"])
@@ -83,7 +84,7 @@ def test_encrypted_relay_on_a_line_hides_frames_and_refuses_crafted_and_replayed
     # h2 sends no big datagrams: what h1 sends it whole must be split again toward h3.
     sl = sleeve_lab(hosts=3, topology="line", password="s3cret", big={2: False})
     assert all(p["encrypted"] for p in sl.status(2)["peers"])
-    assert [p["big_datagrams"] for p in sl.status(1)["peers"]] == [True]
+    assert wait_for(lambda: [p["big_datagrams"] for p in sl.status(1)["peers"]] == [True], timeout=15)
     assert not any(p["big_datagrams"] for p in sl.status(2)["peers"])
 
     cap = Capture(sl, 2, "sealed")
