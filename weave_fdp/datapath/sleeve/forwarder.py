@@ -214,8 +214,16 @@ class Forwarder:
         return link.sealer.seal_parts(body) if link.sealer else [wire.encode_header(self.local), body]
 
     def _send(self, link: PeerLink, body: bytes | memoryview, sock: socket.socket | None = None) -> None:
+        self._transmit(link, self._parts(link, body), sock)
+
+    def _send_datagram(self, link: PeerLink, data: bytes) -> None:
+        """An already framed (and, on sealed links, sealed) datagram."""
+        self._transmit(link, [data])
+
+    def _transmit(self, link: PeerLink, parts: list, sock: socket.socket | None = None) -> None:
+        """One datagram from ``parts``; counted on the link, or its failure counted and handled."""
         try:
-            sent = (sock or self.usock).sendmsg(self._parts(link, body), [], 0, link.addr)
+            sent = (sock or self.usock).sendmsg(parts, [], 0, link.addr)
         except BlockingIOError:
             self.drops.drop("udp send queue full")
             return
@@ -256,18 +264,6 @@ class Forwarder:
                 continue
             link.stats["tx_pkts"] += len(group)
             link.stats["tx_bytes"] += sum(map(len, group))
-
-    def _send_datagram(self, link: PeerLink, data: bytes) -> None:
-        try:
-            self.usock.sendto(data, link.addr)
-        except BlockingIOError:
-            self.drops.drop("udp send queue full")
-            return
-        except OSError as exc:
-            self._send_error(exc, link)
-            return
-        link.stats["tx_pkts"] += 1
-        link.stats["tx_bytes"] += len(data)
 
     def _send_error(self, exc: OSError, link: PeerLink) -> None:
         if exc.errno == errno.EMSGSIZE:
