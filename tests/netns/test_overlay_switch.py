@@ -90,7 +90,7 @@ def wait_mode(lab: Lab, i: int, j: int, want: str, timeout: float, reason: str |
 def switch_history(lab: Lab, i: int, j: int) -> list[dict[str, Any]]:
     rep = json.loads(lab.exec(i, [*weave_command(), "report"]).stdout)
     peer = next(c["peer"] for c in connections(lab, i) if c.get("nickname") == f"h{j}")
-    return rep["overlays"]["sleeve"]["switch"][peer]["history"]
+    return rep["switch"][peer]["history"]
 
 
 def router_log(lab: Lab, i: int) -> str:

@@ -2,55 +2,53 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from weave_fdp.errors import UsageError
 from weave_fdp.router.config import RouterConfig, parse_metrics_addr
-from weave_fdp.router.daemon import connection_mode, is_switch
-from weave_fdp.router.overlay.switch import OverlaySwitch
+from weave_fdp.router.daemon import connection_mode
 
 FAST_OK = {"mode": "fastdp", "reason": None, "mtu": 1450, "rtt_ms": 0.2}
-SLEEVE_WAIT = {"mode": "sleeve", "reason": "waiting for fastdp heartbeats", "mtu": 1414, "rtt_ms": 0.4}
-SLEEVE_SAYS_FAST = {"mode": "fastdp", "reason": None, "mtu": 1450, "rtt_ms": 0.4}
+SLEEVE_OK = {"mode": "sleeve", "reason": None, "mtu": 1414, "rtt_ms": 0.4}
 NO_SLEEVE = {"mode": None, "reason": "peer has no sleeve", "mtu": None, "rtt_ms": None}
+BLOCKED = {"mode": None, "reason": "no datagrams from 192.0.2.3:6783 (UDP blocked?)", "mtu": 1414, "rtt_ms": None}
+
+
+def decided(mode: str, reason: str | None = None) -> dict:
+    return {"mode": mode, "reason": reason, "history": []}
 
 
 def test_switch_overrides_a_healthy_fastdp() -> None:
     # fastdp answers first (most preferred) but the switch still has the peer on sleeve
-    st = connection_mode([("fastdp", FAST_OK, False), ("sleeve", SLEEVE_WAIT, True)])
-    assert st["mode"] == "sleeve" and st["reason"] == "waiting for fastdp heartbeats"
+    st = connection_mode(decided("sleeve", "fastdp heartbeats lost"), [("fastdp", FAST_OK), ("sleeve", SLEEVE_OK)])
+    assert st["mode"] == "sleeve" and st["reason"] == "fastdp heartbeats lost" and st["mtu"] == 1414
 
 
 def test_switch_choosing_fastdp_is_reported_as_fastdp() -> None:
-    st = connection_mode([("fastdp", {"mode": None, "reason": "switch chose sleeve"}, False),
-                          ("sleeve", SLEEVE_SAYS_FAST, True)])
-    assert st["mode"] == "fastdp"
+    st = connection_mode(decided("fastdp"), [("fastdp", FAST_OK), ("sleeve", SLEEVE_OK)])
+    assert st == FAST_OK
+
+
+def test_chosen_overlay_that_cannot_carry_says_why_twice() -> None:
+    st = connection_mode(decided("sleeve", "peer has no fastdp"), [("fastdp", FAST_OK), ("sleeve", BLOCKED)])
+    assert st["mode"] is None
+    assert st["reason"] == "peer has no fastdp; sleeve: no datagrams from 192.0.2.3:6783 (UDP blocked?)"
+    st = connection_mode(decided("sleeve", "peer has no fastdp"), [("fastdp", FAST_OK)])   # no sleeve here
+    assert st["mode"] is None and st["reason"] == "peer has no fastdp; sleeve: not running on this host"
 
 
 def test_without_a_switch_verdict_the_preferred_overlay_wins() -> None:
-    assert connection_mode([("fastdp", FAST_OK, False), ("sleeve", NO_SLEEVE, True)])["mode"] == "fastdp"
-    assert connection_mode([("fastdp", FAST_OK, False)])["mode"] == "fastdp"  # --no-sleeve host
-    sleeve_only = {"mode": "sleeve", "reason": None, "mtu": 1414, "rtt_ms": 1.0}
-    assert connection_mode([("sleeve", sleeve_only, False)])["mode"] == "sleeve"
+    assert connection_mode(None, [("fastdp", FAST_OK), ("sleeve", NO_SLEEVE)])["mode"] == "fastdp"
+    assert connection_mode({"mode": None, "reason": "not decided yet"}, [("fastdp", FAST_OK)])["mode"] == "fastdp"
+    assert connection_mode(None, [("sleeve", SLEEVE_OK)])["mode"] == "sleeve"
 
 
 def test_no_mode_names_every_reason() -> None:
-    st = connection_mode([("fastdp", {"mode": None, "reason": "waiting for fastdp heartbeats"}, False),
-                          ("sleeve", NO_SLEEVE, True)])
+    st = connection_mode(None, [("fastdp", {"mode": None, "reason": "waiting for fastdp heartbeats"}),
+                                ("sleeve", NO_SLEEVE)])
     assert st["mode"] is None
     assert st["reason"] == "fastdp: waiting for fastdp heartbeats; sleeve: peer has no sleeve"
-    assert connection_mode([])["reason"] == "no overlay running"
-
-
-def test_is_switch_recognises_the_overlay_owning_the_switch() -> None:
-    from weave_fdp.router.overlay.sleeve import SleeveOverlay
-
-    assert is_switch(SleeveOverlay(RouterConfig()))
-    assert is_switch(SimpleNamespace(name="x", switch=OverlaySwitch()))
-    assert not is_switch(SimpleNamespace(name="fastdp"))
-    assert not is_switch(SimpleNamespace(name="odd", switch="not a switch"))
+    assert connection_mode(None, [])["reason"] == "no overlay running"
 
 
 @pytest.mark.parametrize("addr,want", [("0.0.0.0:6782", ("0.0.0.0", 6782)), (":9100", ("0.0.0.0", 9100)),

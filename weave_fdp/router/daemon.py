@@ -28,6 +28,7 @@ from weave_fdp.router.mesh.topology import SHORT_ID_SPACE
 from weave_fdp.router.mesh.transport import TcpTransport
 from weave_fdp.router.overlay import load_overlays
 from weave_fdp.router.overlay.base import DirectConnection, MeshView, Overlay, PeerInfo, RouterContext
+from weave_fdp.router.overlay.switch import SwitchDriver
 from weave_fdp.router.state import RouterState, random_peer_name
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Router:
             except Exception as exc:
                 log.error("overlay %s failed to start, continuing without it: %s", ov.name, exc)
                 self.overlays.remove(ov)
+        if self.overlays:
+            self.ctx.switch = SwitchDriver(self.ctx)
+            self.ctx.switch.start()
         if self.api.handler("attach") is None:
             await self._register_bridge_ports()
         self._overlays_started = True   # peers may have connected while overlays started:
@@ -133,6 +137,8 @@ class Router:
                 await asyncio.to_thread(close)
             except Exception as exc:
                 log.warning("metrics server: error while stopping: %s", exc)
+        if self.ctx is not None and self.ctx.switch is not None:
+            await self.ctx.switch.stop()
         for ov in self.overlays:
             try:
                 await ov.stop()
@@ -178,6 +184,8 @@ class Router:
         if not self.overlays or not getattr(self, "_overlays_started", False):
             return   # an overlay gets views only once started (it needs its ctx)
         view = self.mesh_view()
+        if self.ctx is not None and self.ctx.switch is not None:
+            self.ctx.switch.on_mesh(view)
         for ov in self.overlays:
             try:
                 ov.on_mesh(view)
@@ -287,14 +295,15 @@ class Router:
             "datapath": {},
             "ipam": None,
             "dns": None,
-            **{k: _safe(fn, None) for k, fn in (self.ctx.report_sections.items() if self.ctx else [])},
+            **{k: self.ctx.report_section(k) for k in (self.ctx.report_parts if self.ctx else [])},
         }
 
     def _conn_mode(self, peer: str) -> dict[str, Any]:
         """The mode of ``peer``'s connection: see :func:`connection_mode` for the rule."""
-        statuses = [(ov.name, _safe(lambda: ov.connection_status(peer), {}) or {}, is_switch(ov))
-                    for ov in self.overlays]
-        return connection_mode(statuses)
+        sw = self.ctx.switch if self.ctx is not None else None
+        decision = _safe(lambda: sw.status(peer), None) if sw is not None else None
+        statuses = [(ov.name, _safe(lambda: ov.connection_status(peer), {}) or {}) for ov in self.overlays]
+        return connection_mode(decision, statuses)
 
     def _connections(self) -> list[dict[str, Any]]:
         node, maker, tr = self.node, self.maker, self.transport
@@ -332,34 +341,34 @@ class Router:
         return out
 
 
-def is_switch(overlay: Any) -> bool:
-    """True for the overlay that runs the overlay switch (today the sleeve): it owns an OverlaySwitch."""
-    from weave_fdp.router.overlay.switch import OverlaySwitch
-
-    return isinstance(getattr(overlay, "switch", None), OverlaySwitch)
-
-
-def connection_mode(statuses: list[tuple[str, dict[str, Any], bool]]) -> dict[str, Any]:
-    """Which overlay carries a connection, from each overlay's ``connection_status``.
-
-    ``statuses`` is [(overlay name, its status, whether it runs the overlay switch)] in
-    preference order. The rule:
+def connection_mode(decision: dict[str, Any] | None,
+                    statuses: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Which overlay carries a connection: the switch's ``decision`` (its ``status(peer)``)
+    and each overlay's ``connection_status``, in preference order. The rule:
 
     1. The switch is the authority: it alone steers a peer's traffic (it tells fastdp
-       to redirect or to pass frames to the bridge). When an overlay running it reports
-       a mode, that mode is the answer, whatever the others say: fastdp may be healthy
-       while the switch still waits out its resume delay on sleeve.
-    2. Otherwise (no switch running, or it has no mode for this peer, e.g. the peer runs
-       no sleeve) the first overlay, in preference order, that reports a mode.
+       to redirect or to pass frames to the bridge), so once it decided, its mode is the
+       answer even if fastdp is healthy again and the switch still waits out its resume
+       delay. The chosen overlay adds MTU and RTT; with sleeve the reason is the
+       switch's (why not fastdp). If the chosen overlay cannot carry the peer (not
+       running here, sleeve datagrams not arriving), there is no mode and the reason
+       says both why not fastdp and why not that overlay.
+    2. Before a decision, the first overlay, in preference order, that reports a mode.
     3. Otherwise no mode, and the reason names every overlay's reason.
     """
-    for _name, st, switch in statuses:
-        if switch and st.get("mode"):
-            return st
-    for _name, st, _switch in statuses:
+    chosen = (decision or {}).get("mode")
+    if chosen:
+        st = dict(statuses).get(chosen)
+        why_not_fastdp = (decision or {}).get("reason")
+        if st is not None and st.get("mode") == chosen:
+            return {**st, "reason": why_not_fastdp if chosen != "fastdp" else None}
+        why = st.get("reason") if st is not None else "not running on this host"
+        reasons = [r for r in (why_not_fastdp, f"{chosen}: {why}") if r]
+        return {"mode": None, "reason": "; ".join(reasons), "mtu": (st or {}).get("mtu"), "rtt_ms": None}
+    for _name, st in statuses:
         if st.get("mode"):
             return st
-    reasons = [f"{name}: {st['reason']}" for name, st, _ in statuses if st.get("reason")]
+    reasons = [f"{name}: {st['reason']}" for name, st in statuses if st.get("reason")]
     return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
 
 

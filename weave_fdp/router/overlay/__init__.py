@@ -17,8 +17,6 @@ from weave_fdp.router.overlay.base import Overlay
 log = logging.getLogger(__name__)
 
 #: overlay name -> module exposing make_overlay(config); most preferred first.
-#: Start order matters once: the sleeve merges its counters into the "datapath"
-#: report section fastdp registered before it (sleeve.SleeveOverlay.datapath_report).
 OVERLAY_FACTORIES: dict[str, str] = {
     "fastdp": "weave_fdp.router.overlay.fastdp",
     "sleeve": "weave_fdp.router.overlay.sleeve",

@@ -9,10 +9,13 @@ fills each connection's mode/reason/mtu in ``report`` from ``connection_status``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from weave_fdp.router.api import ApiServer
@@ -54,6 +57,14 @@ class MeshView:
 
 
 @dataclass
+class ReportPart:
+    """One contributor to a top-level ``report`` section."""
+
+    fn: Callable[[], Any]
+    merge: Callable[[Any, Any], Any] | None = None   # (what the others gave, mine) -> section
+
+
+@dataclass
 class RouterContext:
     """What an overlay (or IPAM/DNS part) gets from the router at start."""
 
@@ -65,11 +76,32 @@ class RouterContext:
     loop: asyncio.AbstractEventLoop
     mesh: "MeshNode | None" = None                          # gossip channels: mesh.register_channel(...)
     mesh_view: Callable[[], MeshView] | None = None         # current view on demand
-    report_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    report_parts: dict[str, list[ReportPart]] = field(default_factory=dict)
+    fastdp_control: Any = None                              # switch.FastdpControl, offered by fastdp
+    switch: Any = None                                      # switch.SwitchDriver, run by the router
 
-    def add_report_section(self, key: str, fn: Callable[[], Any]) -> None:
-        """Fill top-level ``report[key]`` (e.g. "ipam", "dns", "datapath") from ``fn()``."""
-        self.report_sections[key] = fn
+    def add_report_section(self, key: str, fn: Callable[[], Any],
+                           merge: Callable[[Any, Any], Any] | None = None) -> None:
+        """Contribute to top-level ``report[key]`` (e.g. "ipam", "dns", "datapath").
+
+        Several parts may fill one key (fastdp and the sleeve both fill "datapath"):
+        the parts without ``merge`` come first (the last of them wins), then each part
+        with ``merge`` folds its value in as ``merge(section so far, value)``. So the
+        result does not depend on which overlay started first.
+        """
+        self.report_parts.setdefault(key, []).append(ReportPart(fn, merge))
+
+    def report_section(self, key: str) -> Any:
+        """The value of ``report[key]`` from its parts; a part that fails is logged and skipped."""
+        parts = sorted(self.report_parts.get(key, []), key=lambda p: p.merge is not None)
+        out: Any = None
+        for part in parts:
+            try:
+                value = part.fn()
+                out = value if part.merge is None else part.merge(out, value)
+            except Exception as exc:  # one broken part must not hide the others
+                log.warning("report section %s: a part failed: %s", key, exc)
+        return out
 
 
 @runtime_checkable

@@ -1,10 +1,10 @@
-"""The sleeve as a router overlay, and the home of the overlay switch.
+"""The sleeve as a router overlay.
 
 The router loads this module by name (``OVERLAY_FACTORIES``) and calls
 ``make_overlay(config)``. The sleeve runs on every connection whose peer
-advertises it (the fallback is always warm); the switch decides per connection
-whether fastdp or the sleeve carries traffic, steering the fastdp overlay through
-:class:`~weave_fdp.router.overlay.switch.FastdpControl` when one is offered.
+advertises it (the fallback is always warm); the router's overlay switch
+(``ctx.switch``, see :mod:`weave_fdp.router.overlay.switch`) decides per
+connection whether fastdp or the sleeve carries traffic.
 
 Keys with ``--password``: the router does not hand out its session keys, so both
 ends exchange 16-byte random nonces over the (sealed) TCP control connection as
@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import time
 from typing import Any
 
 import msgpack
@@ -29,30 +28,26 @@ from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.flows import merge_datapath
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
 from weave_fdp.router.overlay.base import MeshView, RouterContext
-from weave_fdp.router.overlay.switch import Inputs, OverlaySwitch, fastdp_of
+from weave_fdp.router.overlay.switch import SLEEVE, fastdp_of, switch_of
 
 log = logging.getLogger("weave_fdp.overlay.sleeve")
 
-TICK = 0.25          # s between switch decisions
 SECRET_LABEL = b"weave-fdp sleeve secret v1"
 
 
 class SleeveOverlay:
-    """Overlay "sleeve": userspace forwarder + the overlay switch."""
+    """Overlay "sleeve": the userspace forwarder driven by the mesh."""
 
     name = "sleeve"
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self.password: bytes | None = config.password.encode() if getattr(config, "password", None) else None
-        self.switch = OverlaySwitch()
         self.fw: Forwarder | None = None
         self.ctx: RouterContext | None = None
         self.view: MeshView | None = None
         self._nonce: dict[str, bytes] = {}        # our nonce per peer connection
         self._peer_nonce: dict[str, bytes] = {}
-        self._task: asyncio.Task | None = None
-        self._prev_datapath: Any = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, ctx: RouterContext) -> None:
@@ -65,11 +60,8 @@ class SleeveOverlay:
         self.fw.local_bcast_to = self._floods_by_sleeve
         self.fw.start()
         ctx.add_report_section("sleeve", self.status)
-        # report["datapath"]: the sleeve's flows/peers/drops merged into what fastdp
-        # (started before us, see OVERLAY_FACTORIES) put there, or alone with --no-fastdp.
-        self._prev_datapath = ctx.report_sections.get("datapath")
-        ctx.add_report_section("datapath", self.datapath_report)
-        self._task = ctx.loop.create_task(self._tick_loop())
+        # report["datapath"]: the sleeve's flows/peers/drops merged into fastdp's, or alone
+        ctx.add_report_section("datapath", self.datapath_report, merge=merge_datapath)
 
     def _floods_by_sleeve(self, hop: bytes) -> bool:
         """Whether this host's own floods go to ``hop`` by sleeve.
@@ -80,13 +72,12 @@ class SleeveOverlay:
         """
         name = wire.bytes_to_name(hop)
         fd = fastdp_of(self.ctx)
-        if fd is not None and hasattr(fd, "floods_by_sleeve"):
+        if fd is not None:
             return bool(fd.floods_by_sleeve(name))
-        return self.switch.mode(name) == "sleeve"
+        sw = switch_of(self.ctx)
+        return sw is None or sw.mode(name) == SLEEVE
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
         if self.fw:
             await asyncio.to_thread(self.fw.stop)
 
@@ -97,7 +88,6 @@ class SleeveOverlay:
             if peer not in view.connections:
                 self._nonce.pop(peer, None)
                 self._peer_nonce.pop(peer, None)
-                self.switch.forget(peer)
         for peer, c in view.connections.items():
             if c.established and "sleeve" in c.overlays and self.password and peer not in self._nonce:
                 self._nonce[peer] = os.urandom(16)
@@ -157,71 +147,25 @@ class SleeveOverlay:
         if changed:
             self._apply()
 
-    # ------------------------------------------------------------ switch
-    async def _tick_loop(self) -> None:
-        while True:
-            try:
-                self.tick()
-            except Exception:
-                log.exception("overlay switch tick failed")
-            await asyncio.sleep(TICK)
-
-    def tick(self, now: float | None = None) -> None:
-        view = self.view
-        if view is None:
-            return
-        fd = fastdp_of(self.ctx)
-        for peer, c in view.connections.items():
-            if not c.established:
-                continue
-            inp = Inputs(local_fastdp=fd is not None, peer_fastdp="fastdp" in c.overlays,
-                         encrypted=self.password is not None and not self._trusted(c.remote_ip),
-                         can_encrypt=bool(getattr(fd, "supports_encryption", False)),
-                         unusable=fd.unusable_reason(peer) if fd else None,
-                         last_heartbeat=fd.last_heartbeat(peer) if fd else None)
-            mode, _reason, changed = self.switch.decide(peer, inp, now)
-            if changed and fd is not None:
-                fd.set_mode(peer, mode)
-
-    def _trusted(self, ip: str) -> bool:
-        import ipaddress
-        try:
-            addr = ipaddress.ip_address(ip)
-            return any(addr in ipaddress.ip_network(n, strict=False)
-                       for n in getattr(self.config, "trusted_subnets", []) or [])
-        except ValueError:
-            return False
-
     # ------------------------------------------------------------ status
     def connection_status(self, peer: str) -> dict[str, Any]:
-        sw = self.switch.status(peer)
+        """The sleeve's own view of ``peer``: mode "sleeve" when it can carry it (the
+        router's switch decides whether it does; see daemon.connection_mode)."""
         ps = self.fw.peer_status(wire.name_to_bytes(peer)) if self.fw else None
-        fd = fastdp_of(self.ctx)
-        if sw["mode"] == "fastdp" and fd is not None:
-            return {"mode": "fastdp", "reason": None, "mtu": fd.mtu(peer), "rtt_ms": ps and ps["rtt_ms"]}
         if ps is None:
             why = "keys not agreed yet" if self.password else "peer has no sleeve"
             return {"mode": None, "reason": why, "mtu": None, "rtt_ms": None}
         if not ps["up"]:
-            return {"mode": None, "reason": f"sleeve: no datagrams from {ps['addr']} (UDP blocked?)",
+            return {"mode": None, "reason": f"no datagrams from {ps['addr']} (UDP blocked?)",
                     "mtu": ps["mtu"], "rtt_ms": None}
-        return {"mode": "sleeve", "reason": sw["reason"], "mtu": ps["mtu"], "rtt_ms": ps["rtt_ms"]}
+        return {"mode": "sleeve", "reason": None, "mtu": ps["mtu"], "rtt_ms": ps["rtt_ms"]}
 
     def datapath_report(self) -> dict[str, Any]:
-        """fastdp's ``datapath`` section (if any) with the sleeve's flows, peers and drops added."""
-        base = None
-        if self._prev_datapath is not None:
-            try:
-                base = self._prev_datapath()
-            except Exception:
-                log.exception("fastdp's datapath report failed; showing the sleeve's counters only")
-        return merge_datapath(base if isinstance(base, dict) else None,
-                              self.fw.datapath_report() if self.fw else {})
+        """The sleeve's flows, peers and drops (merged into fastdp's by ``merge_datapath``)."""
+        return self.fw.datapath_report() if self.fw else {}
 
     def status(self) -> dict[str, Any]:
-        st = self.fw.status() if self.fw else {}
-        st["switch"] = {p: self.switch.status(p) for p in sorted(self.switch.conns)}
-        return st
+        return self.fw.status() if self.fw else {}
 
 
 def _underlay_mtu() -> int:

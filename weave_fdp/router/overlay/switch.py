@@ -28,14 +28,18 @@ the caller pushes them to fastdp (``FastdpControl.set_mode``): the kernel's mode
 always equals the switch's decision. Changes are logged and kept (last 10 per
 peer) in the status.
 
-Who calls what: the sleeve overlay ticks the switch every 0.25 s with
-:class:`Inputs` gathered from the mesh and from the fastdp overlay (which
-registers itself with :func:`offer_fastdp`), and pushes decisions with
-``set_mode``.
+Who calls what: the router runs a :class:`SwitchDriver` beside its overlays (as
+Weave's overlay switch wraps its overlays). It ticks the switch every 0.25 s with
+:class:`Inputs` gathered from the mesh view and from the fastdp overlay (which
+registers itself with :func:`offer_fastdp`) and pushes decisions with
+``set_mode``. The overlays read decisions through ``ctx.switch``; no overlay owns
+the switch, so it runs the same with or without the sleeve.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -106,6 +110,11 @@ def offer_fastdp(ctx: Any, control: FastdpControl) -> None:
 def fastdp_of(ctx: Any) -> FastdpControl | None:
     """The fastdp overlay's control on this router, or None (``--no-fastdp``, failed to start)."""
     return getattr(ctx, "fastdp_control", None)
+
+
+def switch_of(ctx: Any) -> "SwitchDriver | None":
+    """The router's switch driver, or None (a test context without one)."""
+    return getattr(ctx, "switch", None)
 
 
 @dataclass(frozen=True)
@@ -214,3 +223,95 @@ class OverlaySwitch:
             return {"mode": None, "reason": "not decided yet", "history": []}
         return {"mode": st.mode, "reason": st.reason, "since_s": round(time.monotonic() - st.since, 1),
                 "history": list(st.history)}
+
+
+#: s between two decisions of the driver
+TICK = 0.25
+
+
+def in_subnets(ip: str, subnets: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``ip`` lies in one of ``subnets`` (``--trusted-subnets``); False for garbage."""
+    try:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in ipaddress.ip_network(n, strict=False) for n in subnets)
+    except ValueError:
+        return False
+
+
+class SwitchDriver:
+    """Runs the :class:`OverlaySwitch` for the router: inputs in, decisions out.
+
+    Gathers :class:`Inputs` per established connection from the latest mesh view
+    and the fastdp control found on ``ctx`` (read on every tick: fastdp may offer
+    itself after the driver starts, or never), decides, and pushes every change to
+    fastdp. Also answers what the switch decided for status and for the sleeve.
+    """
+
+    def __init__(self, ctx: Any, switch: OverlaySwitch | None = None) -> None:
+        self.ctx = ctx
+        self.switch = switch or OverlaySwitch()
+        config = getattr(ctx, "config", None)
+        self.password = bool(getattr(config, "password", None))
+        self.trusted = tuple(getattr(config, "trusted_subnets", None) or ())
+        self.view: Any = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Tick on the router's loop and add ``report["switch"]``."""
+        self._task = self.ctx.loop.create_task(self._loop())
+        self.ctx.add_report_section("switch", self.report)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    def on_mesh(self, view: Any) -> None:
+        """A new mesh view: connections that went away are forgotten (restart from scratch)."""
+        self.view = view
+        for peer in list(self.switch.conns):
+            if peer not in view.connections:
+                self.switch.forget(peer)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("overlay switch tick failed")
+            await asyncio.sleep(TICK)
+
+    def inputs(self, conn: Any, fd: FastdpControl | None) -> Inputs:
+        """What the switch gets to know about one direct connection now."""
+        return Inputs(local_fastdp=fd is not None, peer_fastdp=FASTDP in conn.overlays,
+                      encrypted=self.password and not in_subnets(conn.remote_ip, self.trusted),
+                      can_encrypt=bool(getattr(fd, "supports_encryption", False)),
+                      unusable=fd.unusable_reason(conn.peer) if fd else None,
+                      last_heartbeat=fd.last_heartbeat(conn.peer) if fd else None)
+
+    def tick(self, now: float | None = None) -> None:
+        """Decide every established connection; push changes to fastdp."""
+        view = self.view
+        if view is None:
+            return
+        fd = fastdp_of(self.ctx)
+        for peer, conn in view.connections.items():
+            if not conn.established:
+                continue
+            mode, _reason, changed = self.switch.decide(peer, self.inputs(conn, fd), now)
+            if changed and fd is not None:
+                fd.set_mode(peer, mode)
+
+    def mode(self, peer: str) -> str:
+        return self.switch.mode(peer)
+
+    def status(self, peer: str) -> dict[str, Any]:
+        return self.switch.status(peer)
+
+    def report(self) -> dict[str, Any]:
+        """``report["switch"]``: the decision, reason and history of every connection."""
+        return {p: self.switch.status(p) for p in sorted(self.switch.conns)}
