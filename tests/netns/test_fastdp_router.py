@@ -118,3 +118,34 @@ def test_reset_host_removes_programs_devices_links(make_lab) -> None:
     assert "vethwepl" not in links and "vxlan-6784" not in links and " weave" not in links
     assert "ethwe" not in lab.exec_container(1, 1, ["ip", "-o", "link"]).stdout
     assert reset_host(netns=ns) == {"links": [], "pins": []}  # idempotent
+
+
+def test_attach_refuses_an_address_in_use_on_another_host(make_lab) -> None:
+    """Duplicate address detection: ARP probes from the new ethwe cross the overlay."""
+    lab = make_lab(hosts=2, topology="full")
+    lab.add_container(1)
+    lab.add_container(2)
+    lab.add_container(2)
+    lab.launch_routers()
+    taken = lab.container_cidr(1, 1)
+    cli(lab, 1, "attach", taken, f"netns:{lab.container_ns(1, 1)}")
+    cli(lab, 2, "attach", lab.container_cidr(2, 1), f"netns:{lab.container_ns(2, 1)}")
+    wait_fastdp(lab, 2)
+    # a fresh container on h2 asks for h1's address: refused, and left without ethwe
+    r = cli(lab, 2, "attach", taken, f"netns:{lab.container_ns(2, 2)}", check=False)
+    h1_mac = json.loads(cli(lab, 1, "ps", "--json").stdout)[0]["mac"]
+    assert r.returncode == 4, r.stderr
+    assert f"{lab.container_ip(1, 1)} is already in use on the network" in r.stderr and h1_mac in r.stderr
+    links = subprocess.run(["ip", "-n", lab.container_ns(2, 2), "-o", "link"], capture_output=True, text=True).stdout
+    assert "ethwe" not in links
+    assert len(json.loads(cli(lab, 2, "ps", "--json").stdout)) == 1
+    # an attached container asking for an extra address in use keeps what it had
+    r = cli(lab, 2, "attach", taken, f"netns:{lab.container_ns(2, 1)}", check=False)
+    assert r.returncode == 4
+    addrs = subprocess.run(["ip", "-n", lab.container_ns(2, 1), "-o", "-4", "addr", "show", "ethwe"],
+                           capture_output=True, text=True).stdout
+    assert lab.container_ip(2, 1) in addrs and lab.container_ip(1, 1) not in addrs
+    # a free address goes through, and the two containers talk
+    free = lab.container_cidr(2, 2)
+    assert cli(lab, 2, "attach", free, f"netns:{lab.container_ns(2, 2)}").stdout.strip() == lab.container_ip(2, 2)
+    lab.exec_container(2, 2, ["ping", "-c", "1", "-W", "2", lab.container_ip(1, 1)])

@@ -9,6 +9,7 @@ same container always gets the same veth name and attaching twice is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -16,6 +17,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +67,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _open_target(netns_path: str) -> IPRoute:
-    """A netlink handle inside the target namespace.
+@contextlib.contextmanager
+def inside(netns_path: str) -> Iterator[None]:
+    """Run the body with this *thread* in the network namespace at ``netns_path``.
 
-    Made by switching this thread into the namespace just long enough to open the
-    socket (a socket keeps its namespace). pyroute2's NetNS forks a helper
-    instead, and a forked child of the router shares its asyncio signal wake-up
-    fd: the helper's SIGTERM on close would read as a SIGTERM to the router.
+    For opening sockets there (a socket keeps the namespace it was made in); the
+    thread switches back at once. pyroute2's NetNS forks a helper instead, and a
+    forked child of the router shares its asyncio signal wake-up fd: the helper's
+    SIGTERM on close would read as a SIGTERM to the router.
     """
     if not Path(netns_path).exists():
         raise NotFound(f"network namespace {netns_path} does not exist",
@@ -89,11 +92,17 @@ def _open_target(netns_path: str) -> IPRoute:
         finally:
             os.close(target)
         try:
-            return IPRoute()
+            yield
         finally:
             _setns(own)
     finally:
         os.close(own)
+
+
+def _open_target(netns_path: str) -> IPRoute:
+    """A netlink handle inside the target namespace."""
+    with inside(netns_path):
+        return IPRoute()
 
 
 def check_cidrs(cidrs: list[str]) -> list[str]:

@@ -113,14 +113,30 @@ class Containers:
                                     fix="pick another address")
 
     async def attach(self, args: dict[str, Any]) -> dict[str, Any]:
-        from weave_fdp.plumbing.container_link import host_ifname_for
+        from weave_fdp.plumbing import arp_probe, container_link
 
         target = args.get("target")
         path = resolve_target(target)
         cidrs = parse_addresses(list(args.get("addrs") or []))
-        self._in_use(cidrs, host_ifname_for(path))
-        link = await self.run(self.host.attach, path, cidrs,
-                                       multicast_route=bool(args.get("multicast_route", True)))
+        ifname = container_link.host_ifname_for(path)
+        self._in_use(cidrs, ifname)
+        existed = ifname in await self.run(container_link.host_links)
+        mcast = bool(args.get("multicast_route", True))
+        # the link first, without new addresses: its probes for them must travel the
+        # network before any address is set (duplicate address detection)
+        link = await self.run(self.host.attach, path, [], multicast_route=mcast)
+        have = {str(ipaddress.IPv4Interface(c).ip) for c in link.cidrs}
+        for cidr in cidrs:
+            ip = str(ipaddress.IPv4Interface(cidr).ip)
+            if ip in have:
+                continue
+            owner = await self.run(arp_probe.address_in_use, path, ip)
+            if owner is not None:
+                if not existed:
+                    await self.run(self.host.detach, path)     # nothing half-attached
+                raise AlreadyExists(f"address {ip} is already in use on the network (MAC {owner} answered)",
+                                    fix="pick another address, or detach it where it is")
+        link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast)
         self.attached[link.host_ifname] = {"target": target, "netns_path": path, "mac": link.mac,
                                           "cidrs": list(link.cidrs)}
         self._save()
