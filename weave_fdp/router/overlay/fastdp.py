@@ -29,6 +29,8 @@ HEARTBEAT_INTERVAL = 0.25  # s between pings to each peer (the switch holds afte
 HEALTHY_WITHIN = 1.5       # s: a peer whose last pong is older is unhealthy (status only; the switch decides)
 GRACE = 30.0               # s a lost control connection keeps its datapath entries
 STARTUP_GRACE = 10.0       # s a restarted router keeps the kernel's entries until the mesh is back
+WATCH_EVERY = 8            # heartbeat rounds (2 s) between checks that the datapath is whole
+REPAIR_BACKOFF_MAX = 30.0  # s between repair attempts that keep failing (each reloads programs)
 
 
 class PeerHealth:
@@ -71,6 +73,13 @@ class FastdpOverlay:
         # "floods" messages: sources whose floods, reaching that neighbour, must go on by sleeve
         self._told: dict[str, frozenset[str]] = {}
         self._sent: dict[str, frozenset[str]] = {}
+        # watchdog: what was found missing, repairs made, and why fastdp is unusable
+        # when a repair failed (the switch then puts every connection on sleeve)
+        self.fatal: str | None = None
+        self.repairs = 0
+        self.last_damage: list[str] = []
+        self._next_repair = 0.0
+        self._repair_wait = 2.0
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run a datapath call on the fastdp worker thread."""
@@ -81,7 +90,6 @@ class FastdpOverlay:
     async def start(self, ctx: RouterContext) -> None:
         from weave_fdp.datapath.fastdp.host import HostDatapath
         from weave_fdp.datapath.fastdp.pins import host_pin_dir
-        from weave_fdp.plumbing.vxlan import VXLAN_IFNAME
         from weave_fdp.router import containers
         from weave_fdp.router.overlay.switch import offer_fastdp
 
@@ -90,13 +98,24 @@ class FastdpOverlay:
         await self.run(self.host.start)
         self._boot_fastdp = await self.run(self._fastdp_peers_in_maps)
         self._tx = hbm.sender_socket()
-        self._rx = hbm.receiver_socket(VXLAN_IFNAME)
-        ctx.loop.add_reader(self._rx.fileno(), self._on_heartbeat)
+        self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
         offer_fastdp(ctx, self)
         containers.register(ctx.api, self.host, ctx.state_dir, self.run)
         ctx.add_report_section("datapath", self.host.report)
         log.info("fastdp ready: MTU %s, pins %s", self.host.mtu, self.host.pin_dir)
+
+    def _open_heartbeats(self) -> None:
+        """(Re)open the heartbeat receiver: it is bound to the VXLAN device, so a new
+        device (after a repair) needs a new socket. Runs on the event loop."""
+        from weave_fdp.plumbing.vxlan import VXLAN_IFNAME
+
+        assert self.ctx is not None
+        if self._rx is not None:
+            self.ctx.loop.remove_reader(self._rx.fileno())
+            self._rx.close()
+        self._rx = hbm.receiver_socket(VXLAN_IFNAME)
+        self.ctx.loop.add_reader(self._rx.fileno(), self._on_heartbeat)
 
     async def stop(self) -> None:
         """Stop heartbeats and let go of the programs: they stay attached and keep forwarding."""
@@ -234,6 +253,8 @@ class FastdpOverlay:
           is narrower than the underlay);
         - a send error when no heartbeat ever came back.
         """
+        if self.fatal:
+            return self.fatal
         if getattr(self.config, "password", None) and not self._peer_trusts_us(peer):
             return R_ESP
         h = self.health.get(peer)
@@ -328,6 +349,43 @@ class FastdpOverlay:
         h = self.health.get(peer)
         return bool(h and h.last_pong is not None and time.monotonic() - h.last_pong < HEALTHY_WITHIN)
 
+    # ------------------------------------------------------------ watchdog
+    def _watch(self) -> None:
+        """On the worker: forget dead containers' ports; repair what was removed under us."""
+        from weave_fdp.datapath.fastdp import watchdog
+
+        if self.host is None:
+            return
+        try:
+            if self.host.dp is not None:
+                watchdog.prune_ports(self.host)
+            damage = watchdog.find_damage(self.host)
+        except Exception as exc:
+            log.warning("fastdp: cannot check the datapath: %s", exc)
+            return
+        if not damage and self.host.dp is not None:
+            return
+        now = time.monotonic()
+        if now < self._next_repair:
+            return
+        self.last_damage = damage or ["programs not loaded"]
+        log.warning("fastdp: datapath damaged (%s); repairing", "; ".join(self.last_damage))
+        try:
+            watchdog.repair(self.host)
+        except Exception as exc:
+            self._next_repair = now + self._repair_wait
+            self._repair_wait = min(self._repair_wait * 2, REPAIR_BACKOFF_MAX)
+            if self.fatal is None:
+                log.error("fastdp: repair failed, connections move to sleeve: %s", exc)
+            self.fatal = f"fastdp failed: {exc}"
+            return
+        self.repairs += 1
+        self.fatal, self._repair_wait, self._next_repair = None, 2.0, 0.0
+        self._apply_now()
+        if self.ctx is not None:
+            self.ctx.loop.call_soon_threadsafe(self._open_heartbeats)
+        log.warning("fastdp: datapath repaired in %.2f s", time.monotonic() - now)
+
     # ------------------------------------------------------------ heartbeats
     async def _heartbeat_loop(self) -> None:
         rounds = 0
@@ -336,6 +394,8 @@ class FastdpOverlay:
             if rounds % 20 == 0:    # every 5 s: repeat "floods" messages (a replaced connection lost them)
                 self._sent.clear()
                 self._advertise_floods()
+            if rounds % WATCH_EVERY == 0 and self.ctx is not None:
+                self.ctx.loop.run_in_executor(self._worker, self._watch)
             try:
                 self._send_pings()
             except Exception:
@@ -425,7 +485,9 @@ class FastdpOverlay:
         rtt = h.rtt_ms if h else None
         if self.modes.get(peer) == "fastdp":
             return {"mode": "fastdp", "reason": None, "mtu": self.mtu(peer), "rtt_ms": rtt}
-        if h is not None and h.error:
+        if self.fatal:
+            why = self.fatal
+        elif h is not None and h.error:
             why = h.error
         elif self.healthy(peer):
             why = "heartbeats answered; the switch has not moved back yet"
@@ -436,6 +498,7 @@ class FastdpOverlay:
     def status(self) -> dict[str, Any]:
         return {"mtu": self.host.mtu if self.host else None,
                 "pin_dir": str(self.host.pin_dir) if self.host else None,
+                "watchdog": {"repairs": self.repairs, "last_damage": self.last_damage, "fatal": self.fatal},
                 "peers": {p: {"healthy": self.healthy(p), "mode": self.modes.get(p), "rtt_ms": h.rtt_ms,
                               "sent": h.sent, "received": h.received} for p, h in self.health.items()}}
 

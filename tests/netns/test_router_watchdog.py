@@ -1,0 +1,71 @@
+"""The router puts back what was removed under its fastdp: device, programs, bridge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.netns.test_fastdp_router import cli, wait_fastdp
+from weave_fdp.plumbing import tc
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def wait_repaired(lab, i: int, repairs: int, timeout: float = 12.0) -> dict:
+    deadline = time.monotonic() + timeout
+    wd: dict = {}
+    while time.monotonic() < deadline:
+        rep = json.loads(cli(lab, i, "report").stdout)
+        wd = rep["overlays"]["fastdp"]["watchdog"]
+        if wd["repairs"] >= repairs and tc.programs("vxlan-6784", netns=lab.host_ns(i)) == ["fdp_from_tunnel"]:
+            return wd
+        time.sleep(0.25)
+    pytest.fail(f"h{i} not repaired: {wd}")
+
+
+def ping_ok(lab, src: tuple[int, int], dst: tuple[int, int]) -> bool:
+    return lab.exec_container(*src, ["ping", "-c", "3", "-i", "0.2", "-W", "1", lab.container_ip(*dst)],
+                              check=False).returncode == 0
+
+
+def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab) -> None:
+    lab = make_lab(hosts=2, topology="full")
+    for i in (1, 2):
+        lab.add_container(i)
+    lab.launch_routers()
+    for i in (1, 2):
+        cli(lab, i, "attach", lab.container_cidr(i, 1), f"netns:{lab.container_ns(i, 1)}")
+    wait_fastdp(lab, 1)
+    assert ping_ok(lab, (1, 1), (2, 1))
+    ns = lab.host_ns(1)
+    port = json.loads(cli(lab, 1, "ps", "--json").stdout)[0]["ifname"]
+
+    # 1. the VXLAN device deleted
+    lab.exec(1, ["ip", "link", "del", "vxlan-6784"])
+    wd = wait_repaired(lab, 1, 1)
+    assert "device vxlan-6784 is gone" in wd["last_damage"] and wd["fatal"] is None
+    wait_fastdp(lab, 1)
+    assert ping_ok(lab, (1, 1), (2, 1))
+
+    # 2. the container port's program detached (the whole clsact qdisc removed)
+    lab.exec(1, ["tc", "qdisc", "del", "dev", port, "clsact"])
+    wd = wait_repaired(lab, 1, 2)
+    assert f"fdp_from_container is not attached to {port}" in wd["last_damage"]
+    assert tc.programs(port, netns=ns) == ["fdp_from_container"]
+    assert ping_ok(lab, (1, 1), (2, 1))
+
+    # 3. the bridge deleted: back, with the container's veth and the sleeve's end on it
+    lab.exec(1, ["ip", "link", "del", "weave"])
+    wd = wait_repaired(lab, 1, 3)
+    assert "bridge weave is gone" in wd["last_damage"]
+    links = subprocess.run(["ip", "-n", ns, "-o", "link", "show", "master", "weave"],
+                           capture_output=True, text=True).stdout
+    assert port in links and "vethwe-bridge" in links
+    wait_fastdp(lab, 1)
+    assert ping_ok(lab, (1, 1), (2, 1))
+    logs = "".join(p.read_text() for p in Path("/run/weave-fdp").glob(f"{lab.prefix}-h1/*.log"))
+    assert logs.count("datapath repaired") == 3
