@@ -149,3 +149,13 @@ def test_attach_refuses_an_address_in_use_on_another_host(make_lab) -> None:
     free = lab.container_cidr(2, 2)
     assert cli(lab, 2, "attach", free, f"netns:{lab.container_ns(2, 2)}").stdout.strip() == lab.container_ip(2, 2)
     lab.exec_container(2, 2, ["ping", "-c", "1", "-W", "2", lab.container_ip(1, 1)])
+    # the container dies (its namespace goes, its veth with it): its address is free again
+    gone = json.loads(cli(lab, 2, "ps", "--json").stdout)
+    veth = next(p["ifname"] for p in gone if p["container"] == f"netns:{lab.container_ns(2, 2)}")
+    subprocess.run(["ip", "netns", "del", lab.container_ns(2, 2)], check=True)
+    deadline = time.monotonic() + 10
+    while veth in lab.exec(2, ["ip", "-o", "link"]).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = cli(lab, 2, "attach", free, f"netns:{lab.container_ns(2, 1)}", check=False)
+    assert r.returncode == 0, r.stderr
+    assert [p["cidrs"] for p in json.loads(cli(lab, 2, "ps", "--json").stdout)] == [[lab.container_cidr(2, 1), free]]

@@ -101,6 +101,17 @@ class Containers:
         tmp.write_text(json.dumps(self.attached, indent=1, sort_keys=True))
         os.replace(tmp, self.file)
 
+    def _forget_dead(self, live: dict[str, int]) -> None:
+        """Drop the records of containers whose veth is gone (the container died): their
+        addresses are free again."""
+        dead = [ifname for ifname in self.attached if ifname not in live]
+        for ifname in dead:
+            log.info("container %s is gone; its addresses %s are free", self.attached[ifname].get("target"),
+                     ", ".join(self.attached[ifname].get("cidrs", [])))
+            self.attached.pop(ifname)
+        if dead:
+            self._save()
+
     def _in_use(self, cidrs: list[str], except_if: str) -> None:
         mine = {str(ipaddress.IPv4Interface(c).ip) for c in cidrs}
         for ifname, rec in self.attached.items():
@@ -119,8 +130,10 @@ class Containers:
         path = resolve_target(target)
         cidrs = parse_addresses(list(args.get("addrs") or []))
         ifname = container_link.host_ifname_for(path)
+        live = await self.run(container_link.host_links)
+        self._forget_dead(live)
         self._in_use(cidrs, ifname)
-        existed = ifname in await self.run(container_link.host_links)
+        existed = ifname in live
         mcast = bool(args.get("multicast_route", True))
         # the link first, without new addresses: its probes for them must travel the
         # network before any address is set (duplicate address detection)
