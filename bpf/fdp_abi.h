@@ -40,6 +40,18 @@
 #ifndef FDP_MAX_LOCAL_PORTS
 #define FDP_MAX_LOCAL_PORTS 64    /* container veths per host */
 #endif
+#ifndef FDP_MAC_REFRESH_NS
+#define FDP_MAC_REFRESH_NS 1000000000  /* ns: a learned MAC's last-seen time is rewritten at most this often */
+#endif
+
+/*
+ * MAC ageing, as a Linux bridge does it: a learned entry's updated_ns is the last
+ * time a frame from that MAC arrived (refreshed in the kernel at most once per
+ * FDP_MAC_REFRESH_NS, so a busy flow does not write the entry's cache line per
+ * packet); the router's sweep (HostDatapath.age_macs) deletes learned entries not
+ * seen for the ageing time. Local entries (attach) never age.
+ */
+#define FDP_MAC_AGEING_S 300              /* seconds: default ageing time of learned MACs (the sweep's) */
 
 #define FDP_VXLAN_PORT 6784               /* UDP port of the fastdp VXLAN */
 #define FDP_SHORT_ID_BITS 12              /* bits of a short peer ID */
@@ -131,7 +143,8 @@ struct fdp_mac_entry {
 	__u8 flags;           /* enum fdp_mac_flags */
 	__u8 pad;
 	__u32 ifindex;        /* host-side veth when FDP_MAC_LOCAL */
-	__u64 updated_ns;     /* bpf_ktime_get_ns() of the last learn */
+	__u64 updated_ns;     /* last seen as a source (learned entries): CLOCK_MONOTONIC ns, tick
+	                       * resolution (bpf_ktime_get_coarse_ns), refreshed every FDP_MAC_REFRESH_NS */
 };
 
 /* fdp_peers[short ID]: how to reach that destination peer. */
@@ -191,7 +204,7 @@ struct fdp_flow_key {
 struct fdp_flow_stats {
 	__u64 packets;
 	__u64 bytes;
-	__u64 last_seen_ns;   /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u64 last_seen_ns;   /* CLOCK_MONOTONIC ns, tick resolution (bpf_ktime_get_coarse_ns) */
 	__u16 via_peer;       /* next hop (tx/relay) or source peer (rx) */
 	__u8 path;            /* enum fdp_path */
 	__u8 pad[5];

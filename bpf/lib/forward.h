@@ -89,25 +89,32 @@ static __always_inline void fdp_flood_local(struct __sk_buff *skb)
 	}
 }
 
-/* Remember that @mac lives behind @peer; local containers are never overwritten. */
+/*
+ * Remember that @mac lives behind @peer; local containers are never overwritten.
+ * A known entry only gets its last-seen time refreshed (ageing, fdp_abi.h), at
+ * most once per FDP_MAC_REFRESH_NS: a write per packet would bounce the cache
+ * line between CPUs for every flow.
+ */
 static __always_inline void fdp_learn(const __u8 *mac, __u32 peer)
 {
 	struct fdp_mac_key mk = {};
 	struct fdp_mac_entry *e, ne = {};
+	__u64 now = fdp_now_ns();
 
 	__builtin_memcpy(mk.mac, mac, 6);
 	e = fdp_macs.lookup(&mk);
 	if (e) {
 		if (e->flags & FDP_MAC_LOCAL)
 			return;
-		/* Write only on change: a write per packet would bounce the
-		 * cache line between CPUs for every flow. */
-		if (e->peer == peer)
+		if (e->peer == peer) {
+			if (now - e->updated_ns >= FDP_MAC_REFRESH_NS)
+				e->updated_ns = now;  /* racing CPUs write the same value: no atomics */
 			return;
+		}
 	}
 	ne.peer = peer;
 	ne.flags = FDP_MAC_LEARNED;
-	ne.updated_ns = bpf_ktime_get_ns();
+	ne.updated_ns = now;
 	fdp_macs.update(&mk, &ne);
 }
 

@@ -32,7 +32,8 @@ def test_defines_match() -> None:
              "FDP_HB_PONG": abi.HB_PONG, "FDP_CONFIG_DIRECT": abi.CONFIG_DIRECT,
              "FDP_VXLAN_HLEN": abi.VXLAN_HLEN, "FDP_ENCAP_LEN": abi.ENCAP_LEN,
              "FDP_VXLAN_FLAG_I": abi.VXLAN_FLAG_I, "FDP_SPORT_MIN": abi.SPORT_MIN,
-             "FDP_SPORT_MASK": abi.SPORT_MASK}
+             "FDP_SPORT_MASK": abi.SPORT_MASK, "FDP_MAC_REFRESH_NS": abi.MAC_REFRESH_NS,
+             "FDP_MAC_AGEING_S": abi.MAC_AGEING_S}
     for name, value in pairs.items():
         assert d[name] == value, name
 

@@ -58,3 +58,12 @@ def test_load_refuses_a_file_that_is_not_a_result(tmp_path: Path, capsys: pytest
 def test_options_are_checked_before_anything_is_built(kw: dict, words: str) -> None:
     with pytest.raises(UsageError, match=words):
         datapath.Options(**kw).check()
+
+
+def test_tcp1_runs_twice_per_round_in_a_b_b_a_order() -> None:
+    assert datapath.Options().repeats == {"tcp1": 2}
+    assert datapath.run_order(["vxlan", "fastdp"], 2) == ["vxlan", "fastdp", "fastdp", "vxlan"]
+    assert datapath.run_order(["u", "v", "f"], 3) == ["u", "v", "f", "f", "v", "u", "u", "v", "f"]
+    assert datapath.run_order(["u", "v"], 1) == ["u", "v"]
+    with pytest.raises(UsageError, match="repeats tcp1=0 out of range"):
+        datapath.Options(repeats={"tcp1": 0}).check()

@@ -121,3 +121,28 @@ def test_table_rows_and_markdown() -> None:
     md = r.markdown_table(sm, paths).splitlines()
     assert md[0] == "| metric | underlay (no overlay) | kernel VXLAN + bridge | fastdp |"
     assert "10.00 ±105%<br>1.25× vx<br>0.91× ul" in md[2]
+
+
+def test_floors_are_judged_on_the_paired_ratio_not_the_ratio_of_medians() -> None:
+    # One slow fastdp round drags the ratio of medians below 1; each round's own pair says 1.2×.
+    s = r.Samples()
+    for vx, fd in ((10.0, 12.0), (12.0, 14.4), (14.0, 8.0), (8.0, 9.6), (13.0, 15.6)):
+        s.add("tcp1_gbps", "vxlan", vx)
+        s.add("tcp1_gbps", "fastdp", fd)
+    sm = r.summarize(s, ["vxlan", "fastdp"])
+    assert sm["tcp1_gbps"]["fastdp"]["vs_vxlan"] == pytest.approx(12.0 / 12.0)
+    by = {c.what: c for c in r.checks(sm)}
+    floor = by["floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN"]
+    assert floor.ok is True
+    assert floor.detail == "1.20× paired (median of 5 per-round ratios; ratio of medians 1.00×)"
+    assert by["aim: fastdp TCP 1 stream ≥ 1.15× kernel VXLAN"].ok is True
+
+
+def test_unpaired_rounds_fall_back_to_the_ratio_of_medians() -> None:
+    s = r.Samples()
+    for v in (10.0, 11.0):
+        s.add("tcp1_gbps", "vxlan", v)
+    s.add("tcp1_gbps", "fastdp", 9.0)   # a failed round: not paired
+    by = {c.what: c for c in r.checks(r.summarize(s, ["vxlan", "fastdp"]))}
+    c = by["floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN"]
+    assert c.ok is False and c.detail.endswith("(ratio of medians: rounds not paired)")

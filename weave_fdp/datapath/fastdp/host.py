@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weave_fdp.datapath.fastdp import abi
+from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, MAP_TYPES, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
                                               UNDERLAY_TC_PRIO, FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
@@ -48,13 +48,15 @@ def direct_default() -> bool:
 class HostDatapath:
     def __init__(self, *, netns: str | None = None, pin_dir: Path | None = None,
                  underlay_ifname: str | None = None, mtu: int | None = None,
-                 direct: bool | None = None) -> None:
+                 direct: bool | None = None, mac_ageing_s: float = ageing.DEFAULT_AGEING_S) -> None:
         self.netns = netns
         self.pin_dir = pin_dir
         self.underlay_ifname = underlay_ifname
         self.mtu = mtu
         # direct path: VXLAN headers pushed/stripped in tc, bypassing the VXLAN device
         self.direct = direct_default() if direct is None else direct
+        # learned MAC -> peer entries unseen this long are removed by age_macs()
+        self.mac_ageing_s = ageing.check_ageing(mac_ageing_s)
         self.underlay_devs: set[str] = set()   # devices running fdp_from_underlay
         self.dp: FastDatapath | None = None
         self.vxlan_ifindex = 0
@@ -153,6 +155,26 @@ class HostDatapath:
             self.dp.attach_underlay(dev, netns=self.netns)
             self.underlay_devs.add(dev)
         return routes
+
+    # ------------------------------------------------------------------ MAC ageing
+    def age_macs(self, now: float | None = None) -> list[str]:
+        """Remove learned MAC entries not seen for ``mac_ageing_s``; the MACs removed.
+
+        The router calls this periodically (every ``mac_sweep_interval()`` seconds,
+        off its event loop: it walks the map with one syscall or two per entry).
+        ``now``: ``time.monotonic()`` seconds (default: now). Local entries never age.
+        """
+        if self.dp is None:
+            return []
+        removed = self.dp.age_macs(self.mac_ageing_s, None if now is None else int(now * 1e9))
+        if removed:
+            log.debug("fastdp: %d learned MACs aged out: %s", len(removed), ", ".join(removed[:8]))
+        return removed
+
+    def mac_sweep_interval(self) -> float:
+        """How often to call ``age_macs``, seconds: a tenth of the ageing time, at most 30 s,
+        so an entry outlives its ageing time by at most ~10% (as a bridge's GC)."""
+        return max(1.0, min(30.0, self.mac_ageing_s / 10))
 
     # ------------------------------------------------------------------ counters
     def report(self) -> dict[str, Any]:

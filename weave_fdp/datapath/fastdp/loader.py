@@ -18,7 +18,7 @@ from typing import Any
 
 from weave_fdp import paths
 from weave_fdp.datapath import bpf_syscall
-from weave_fdp.datapath.fastdp import abi, pins
+from weave_fdp.datapath.fastdp import abi, ageing, pins
 from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
 from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, diff_macs
@@ -227,6 +227,36 @@ class FastDatapath:
                 continue
             m.set(ctypes.c_uint32(sid), abi.Underlay(ifindex=r.ifindex, src_ip=abi.ip_to_be32(r.src_ip),
                                                      gw_ip=abi.ip_to_be32(r.gw_ip)))
+
+    # ------------------------------------------------------------------ MAC ageing
+    def mac_entries(self) -> list[ageing.MacSeen]:
+        """Every entry of the MAC table (mac, flags, last seen)."""
+        macs = self.maps["fdp_macs"]
+        out = []
+        for key in list(macs.keys()):
+            e = macs.get(key)
+            if e is not None:
+                out.append(ageing.MacSeen(abi.mac_str(key.mac), e.flags, e.updated_ns))
+        return out
+
+    def age_macs(self, ageing_s: float, now_ns: int | None = None) -> list[str]:
+        """Delete learned MACs not seen for ``ageing_s`` seconds; the MACs deleted.
+
+        ``now_ns``: CLOCK_MONOTONIC ns (default: now), the clock the programs stamp
+        entries with. Each candidate is read again just before its delete, so an
+        entry refreshed by traffic since the scan stays.
+        """
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        macs = self.maps["fdp_macs"]
+        removed = []
+        for mac in ageing.stale(self.mac_entries(), now, ageing_s):
+            key = abi.mac_key(mac)
+            e = macs.get(key)
+            if e is None or ageing.stale([ageing.MacSeen(mac, e.flags, e.updated_ns)], now, ageing_s) != [mac]:
+                continue
+            if macs.delete(key):
+                removed.append(mac)
+        return removed
 
     # ------------------------------------------------------------------ counters
     def drops(self) -> dict[str, int]:

@@ -76,6 +76,7 @@ class FastdpOverlay:
         # watchdog: what was found missing, repairs made, and why fastdp is unusable
         # when a repair failed (the switch then puts every connection on sleeve)
         self.fatal: str | None = None
+        self.aged_macs = 0                     # learned MACs removed by ageing since start
         self.repairs = 0
         self.last_damage: list[str] = []
         self._next_repair = 0.0
@@ -349,6 +350,16 @@ class FastdpOverlay:
         h = self.health.get(peer)
         return bool(h and h.last_pong is not None and time.monotonic() - h.last_pong < HEALTHY_WITHIN)
 
+    # ------------------------------------------------------------ MAC ageing
+    def _age_macs(self) -> None:
+        """On the worker: drop learned MACs unseen for the ageing time (a bridge's 300 s)."""
+        try:
+            removed = self.host.age_macs()
+        except Exception as exc:
+            log.warning("fastdp: MAC ageing sweep failed: %s", exc)
+            return
+        self.aged_macs += len(removed)
+
     # ------------------------------------------------------------ watchdog
     def _watch(self) -> None:
         """On the worker: forget dead containers' ports; repair what was removed under us."""
@@ -396,6 +407,10 @@ class FastdpOverlay:
                 self._advertise_floods()
             if rounds % WATCH_EVERY == 0 and self.ctx is not None:
                 self.ctx.loop.run_in_executor(self._worker, self._watch)
+            if self.host is not None and self.ctx is not None:
+                sweep_every = max(1, round(self.host.mac_sweep_interval() / HEARTBEAT_INTERVAL))
+                if rounds % sweep_every == 0:
+                    self.ctx.loop.run_in_executor(self._worker, self._age_macs)
             try:
                 self._send_pings()
             except Exception:
@@ -499,6 +514,7 @@ class FastdpOverlay:
         return {"mtu": self.host.mtu if self.host else None,
                 "pin_dir": str(self.host.pin_dir) if self.host else None,
                 "watchdog": {"repairs": self.repairs, "last_damage": self.last_damage, "fatal": self.fatal},
+                "mac_ageing": {"ageing_s": self.host.mac_ageing_s if self.host else None, "aged": self.aged_macs},
                 "peers": {p: {"healthy": self.healthy(p), "mode": self.modes.get(p), "rtt_ms": h.rtt_ms,
                               "sent": h.sent, "received": h.received} for p, h in self.health.items()}}
 
