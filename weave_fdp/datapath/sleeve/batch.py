@@ -144,3 +144,57 @@ class Reassembler:
 
     def __len__(self) -> int:
         return len(self._partial)
+
+
+class PieceAssembler:
+    """Rebuilds logical datagrams from version-2 pieces; keyed by the bytes of
+    (flags, sender, seq) as they stand in the piece header.
+
+    Lean on purpose (it runs once per ~1.4 KB piece): a partial is
+    ``[buffer, offsets seen, bytes got, started]``. Duplicate offsets are ignored.
+    Pieces are not authenticated one by one: a sealed datagram that was
+    reassembled from forged or mixed pieces fails authentication as a whole.
+    Bounded like ``Reassembler``: ``timeout`` seconds, ``max_partial`` partials.
+    """
+
+    def __init__(self, timeout: float = 1.0, max_partial: int = 64) -> None:
+        self.timeout = timeout
+        self.max_partial = max_partial
+        self._partial: dict[bytes, list] = {}
+        self.expired = 0
+        self.duplicates = 0
+
+    def add(self, key: bytes, total: int, offset: int, chunk: memoryview, now: float) -> bytearray | None:
+        """Store one piece (the caller checked ``offset + len(chunk) <= total``);
+        the whole logical datagram once every byte arrived."""
+        p = self._partial.get(key)
+        if p is None:
+            if len(self._partial) >= self.max_partial:
+                self.expire(now)
+                if len(self._partial) >= self.max_partial:
+                    self._partial.pop(next(iter(self._partial)))
+                    self.expired += 1
+            p = self._partial[key] = [bytearray(total), set(), 0, now]
+        elif len(p[0]) != total:
+            raise wire.WireError("bad fragment", "pieces of one datagram disagree on its length")
+        if offset in p[1]:
+            self.duplicates += 1
+            return None
+        p[1].add(offset)
+        n = len(chunk)
+        p[0][offset:offset + n] = chunk
+        p[2] += n
+        if p[2] < total:
+            return None
+        del self._partial[key]
+        return p[0]
+
+    def expire(self, now: float) -> int:
+        old = [k for k, p in self._partial.items() if now - p[3] > self.timeout]
+        for k in old:
+            del self._partial[k]
+        self.expired += len(old)
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self._partial)

@@ -28,13 +28,30 @@ except ImportError:      # pragma: no cover - PyNaCl without the cffi module lay
 from weave_fdp.datapath.sleeve import wire
 
 LABEL = b"weave-fdp sleeve v1"
+GCM_LABEL = b"weave-fdp sleeve v2 aes256gcm"   # its own keys: never one key for two ciphers
 NONCE_PAD = bytes(16)
+GCM_NONCE_PAD = bytes(4)                          # AES-GCM nonce = 4 zero bytes ‖ seq (12 bytes)
+GCM_TAG = 16
 WINDOW = 1024          # sequence numbers tracked behind the highest seen (reordering tolerated)
 
 
-def direction_key(secret: bytes, frm: bytes, to: bytes) -> bytes:
+def direction_key(secret: bytes, frm: bytes, to: bytes, label: bytes = LABEL) -> bytes:
     """The 32-byte key for datagrams from ``frm`` to ``to`` (6-byte peer names)."""
-    return hashlib.sha256(LABEL + secret + frm + to).digest()
+    return hashlib.sha256(label + secret + frm + to).digest()
+
+
+def aesgcm_available() -> bool:
+    """libsodium's AES-256-GCM runs here (it needs AES-NI and PCLMUL; PyNaCl's cffi module
+    exposes it). Measured per 64 KB on this machine: 21-23 µs against 50-55 µs for
+    secretbox, so sealed pieces use it when both ends have it (heartbeat feature bit)."""
+    global _GCM
+    if _GCM is None:      # asked once: the answer is the CPU's, and this runs per datagram
+        _GCM = _lib is not None and hasattr(_lib, "crypto_aead_aes256gcm_encrypt") \
+            and _lib.crypto_aead_aes256gcm_is_available() == 1
+    return _GCM
+
+
+_GCM: bool | None = None
 
 
 AUTH_FAILED = "datagram failed authentication (forged, corrupted or wrong key)"
@@ -84,6 +101,7 @@ class Sealer:
 
     def __init__(self, secret: bytes, local: bytes, remote: bytes) -> None:
         self.key = direction_key(secret, local, remote)
+        self.gcm_key = direction_key(secret, local, remote, GCM_LABEL)
         self.header = wire.encode_header(local, sealed=True)
         self._seq = itertools.count(1)   # next() is atomic under the GIL: threads share it
 
@@ -110,6 +128,31 @@ class Sealer:
         buf[start - 32:start - 16] = self.header + s
         return buf[start - 32:end]
 
+    def seal_box_inplace(self, buf: memoryview, start: int, end: int) -> tuple[int, memoryview]:
+        """Seal ``buf[start:end]`` in place for pieces: (seq, MAC ‖ ciphertext at ``start - 16``).
+
+        The same key, nonce and sequence space as whole datagrams; ``seal_inplace``
+        also writes the v1 header before the box, which pieces do not use.
+        """
+        dg = self.seal_inplace(buf, start, end)
+        return wire.SEQ.unpack_from(dg, wire.HEADER.size)[0], dg[wire.HEADER.size + wire.SEQ.size:]
+
+    def seal_gcm_inplace(self, buf: memoryview, start: int, end: int) -> tuple[int, memoryview]:
+        """AES-256-GCM over ``buf[start:end]`` in place: (seq, ciphertext ‖ tag at
+        ``buf[start:end + 16]``). Needs 16 writable bytes after ``end``. The sequence
+        number comes from the same counter as secretbox datagrams (one space per direction)."""
+        if not aesgcm_available():
+            raise ValueError("AES-256-GCM is not available here")
+        if end + GCM_TAG > len(buf) or start < 0 or buf.readonly:
+            raise ValueError("in-place AES-256-GCM needs a writable buffer with 16 bytes after the body")
+        seq = next(self._seq)
+        n = end - start
+        if _lib.crypto_aead_aes256gcm_encrypt(_ffi.from_buffer(buf[start:end + GCM_TAG]), _ffi.NULL,
+                                              _ffi.from_buffer(buf[start:end]), n, _ffi.NULL, 0, _ffi.NULL,
+                                              GCM_NONCE_PAD + wire.SEQ.pack(seq), self.gcm_key) != 0:
+            raise wire.WireError("seal failed", "libsodium refused to seal a datagram")
+        return seq, buf[start:end + GCM_TAG]
+
     def seal_parts(self, body: bytes | memoryview) -> list[bytes | bytearray]:
         """The datagram as iovecs for ``sendmsg``: [header ‖ seq, MAC ‖ ciphertext].
 
@@ -133,6 +176,7 @@ class Opener:
 
     def __init__(self, secret: bytes, local: bytes, remote: bytes) -> None:
         self.key = direction_key(secret, remote, local)
+        self.gcm_key = direction_key(secret, remote, local, GCM_LABEL)
         self.window = ReplayWindow()
 
     def open(self, buf: bytes | bytearray | memoryview, hdr: wire.Header, *,
@@ -171,4 +215,49 @@ class Opener:
                 body = bytearray()
         if not self.window.commit(hdr.seq):
             raise wire.WireError("replay", f"sequence number {hdr.seq} refused (replay)")
+        return body
+
+    def check(self, seq: int) -> None:
+        """Refuse a sequence number the window already rules out (before reassembling pieces)."""
+        cause = self.window.check(seq)
+        if cause:
+            raise wire.WireError(cause, f"sequence number {seq} refused ({cause})")
+
+    def open_gcm_box(self, box: memoryview, seq: int) -> memoryview:
+        """``open_box`` for AES-256-GCM (ciphertext ‖ tag), in place; same window rules."""
+        self.check(seq)
+        n = len(box) - GCM_TAG
+        if n < 1:
+            raise wire.WireError("truncated", "sealed datagram shorter than its authenticator")
+        if not aesgcm_available() or box.readonly:
+            raise wire.WireError("auth failed", "AES-256-GCM datagram but no AES-256-GCM here")
+        if _lib.crypto_aead_aes256gcm_decrypt(_ffi.from_buffer(box[:n]), _ffi.NULL, _ffi.NULL, _ffi.from_buffer(box),
+                                              len(box), _ffi.NULL, 0, GCM_NONCE_PAD + wire.SEQ.pack(seq),
+                                              self.gcm_key) != 0:
+            raise wire.WireError("auth failed", AUTH_FAILED)
+        if not self.window.commit(seq):
+            raise wire.WireError("replay", f"sequence number {seq} refused (replay)")
+        return box[:n]
+
+    def open_box(self, box: memoryview, seq: int) -> memoryview:
+        """Verify and decrypt a reassembled sealed logical datagram (MAC ‖ ciphertext) in
+        place; the body as a view into ``box``. Window checked before, committed after
+        authentication, exactly as ``open``. Raises WireError with the drop cause."""
+        self.check(seq)
+        n = len(box) - wire.MAC_LEN
+        if n < 1:
+            raise wire.WireError("truncated", "sealed datagram shorter than its authenticator")
+        nonce = NONCE_PAD + wire.SEQ.pack(seq)
+        if _lib is None or box.readonly:
+            try:
+                body: memoryview = memoryview(crypto_secretbox_open_easy(bytes(box), nonce, self.key))
+            except CryptoError:
+                raise wire.WireError("auth failed", AUTH_FAILED) from None
+        else:
+            if _lib.crypto_secretbox_open_easy(_ffi.from_buffer(box), _ffi.from_buffer(box), len(box),
+                                               nonce, self.key) != 0:
+                raise wire.WireError("auth failed", AUTH_FAILED)
+            body = box[:n]
+        if not self.window.commit(seq):
+            raise wire.WireError("replay", f"sequence number {seq} refused (replay)")
         return body

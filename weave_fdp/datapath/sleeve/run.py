@@ -6,7 +6,8 @@ CONFIG: {"local": NAME, "ifname": "vethwe-pcap", "bridge": "weave" (created with
 "peers": {NAME: "192.0.2.1", ...} (every peer, local included), "links": [[A, B], ...]
 (underlay adjacency; default: full mesh), "password": null, "port": 6783,
 "status_file": PATH (status JSON rewritten every 0.5 s, with "datapath": flows/peers/drops),
-"vnet": true, "udp_gso": true, "big": true (big datagrams fragmented by the kernel when probes pass)}
+"vnet": true, "udp_gso": true, "big": true (big datagrams fragmented by the kernel when probes pass),
+"pieces": true (speak wire version 2: big frames as UDP GSO trains of pieces to peers that speak it)}
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def build(cfg: dict) -> Forwarder:
     fw = Forwarder(wire.name_to_bytes(local), cfg.get("ifname", "vethwe-pcap"), port=port,
                    secret_for=lambda peer: secret, link_mtu=int(cfg.get("link_mtu", 1500)),
                    vnet=bool(cfg.get("vnet", True)), udp_gso=bool(cfg.get("udp_gso", True)),
-                   big=bool(cfg.get("big", True)))
+                   big=bool(cfg.get("big", True)), pieces=bool(cfg.get("pieces", True)))
     b = wire.name_to_bytes
     fw.set_peers({b(n): (cfg["peers"][n], port) for n in adj[local]})
     fw.set_routes({b(d): b(h) for d, h in routes.unicast_next_hops(adj, local).items()},

@@ -20,6 +20,24 @@ Unsealed: the body follows. Sealed: an 8-byte big-endian sequence number, then
     PMTU_PROBE (4)  probe id(4) size(2), zero padding up to size bytes of UDP payload
     PMTU_ACK (5)    probe id(4) size(2)
 
+Version 2 adds one datagram kind, the PIECE (see ``PIECE``), used only toward a
+peer whose heartbeats say it speaks version 2 (heartbeats carry the sender's
+highest version as an extra trailing byte, which version-1 decoders ignore)::
+
+    0      1      2 ........ 7  8 ......... 15  16 ..... 19  20 ..... 23
+    +------+------+------------+---------------+------------+------------+
+    | ver=2| flags| sender(6)  | seq(8)        | total(4)   | offset(4)  |  chunk ...
+    +------+------+------------+---------------+------------+------------+
+
+A logical datagram of ``total`` bytes cut into chunks, sent as one UDP GSO train
+(every piece but the last the same size). Sealed (flags bit0): the logical
+datagram is ``crypto_secretbox(body)`` (MAC + ciphertext) under nonce ``seq``, the
+same key and sequence space as whole sealed datagrams, or with bit1 as well
+AES-256-GCM ``ciphertext + tag`` under its own per-direction key, nonce
+``0(4) + seq`` (only toward peers whose heartbeats set ``FEATURE_AESGCM``);
+plain: it is the body.
+Whole datagrams keep the version-1 header.
+
 All integers big-endian. Peer names are the 48-bit MAC form ("7e:12:34:56:78:9a");
 the broadcast destination is ff:ff:ff:ff:ff:ff. Decoders check every length before
 slicing and raise ``ProtocolError`` (with a short ``cause`` used for counting).
@@ -33,9 +51,13 @@ from dataclasses import dataclass
 
 from weave_fdp.errors import ProtocolError
 
-VERSION = 1
+VERSION = 1                              # header of whole datagrams
+PIECE_VERSION = 2                        # header of pieces; also the highest version we speak
 PORT = 6783
 FLAG_SEALED = 0x01
+FLAG_AESGCM = 0x02                       # pieces only, with SEALED: AES-256-GCM instead of secretbox
+PIECE_FLAGS = FLAG_SEALED | FLAG_AESGCM
+FEATURE_AESGCM = 0x01                    # heartbeat feature bit: this peer opens AES-256-GCM pieces
 
 HEADER = struct.Struct("!BB6s")          # version, flags, sender
 SEQ = struct.Struct("!Q")
@@ -55,6 +77,11 @@ TYPES = {T_FRAMES, T_HEARTBEAT, T_HEARTBEAT_ACK, T_PMTU_PROBE, T_PMTU_ACK}
 E_VNET = 0x01
 E_FRAG = 0x02
 DEFAULT_TTL = 16                         # relays decrement; 0 is dropped (loops during route churn)
+
+PIECE = struct.Struct("!BB6sQII")       # version 2, flags, sender, seq, total, offset
+PIECE_HEAD = struct.Struct("!BB6sQI")    # the part every piece of one logical datagram shares
+PIECE_OFFSET = struct.Struct("!I")
+MAX_PIECED = 0x40000 + 1024              # largest logical datagram cut into pieces
 
 HB = struct.Struct("!QH")
 HB_ACK = struct.Struct("!Q")
@@ -181,8 +208,65 @@ def decode_frag(payload: memoryview) -> tuple[int, int, int, memoryview]:
 MAX_FRAME = VNET_LEN + 14 + 4 + 0x40000   # vnet + Ethernet + VLAN + a big GSO super-frame
 
 
-def encode_heartbeat(ts_ns: int, pmtu: int) -> bytes:
-    return bytes([T_HEARTBEAT]) + HB.pack(ts_ns & 0xFFFFFFFFFFFFFFFF, pmtu & 0xFFFF)
+def encode_heartbeat(ts_ns: int, pmtu: int, version: int = PIECE_VERSION, features: int = 0) -> bytes:
+    """A heartbeat; the trailing ``version`` and ``features`` bytes (v2) are ignored by
+    version-1 peers."""
+    return (bytes([T_HEARTBEAT]) + HB.pack(ts_ns & 0xFFFFFFFFFFFFFFFF, pmtu & 0xFFFF)
+            + bytes([version & 0xFF, features & 0xFF]))
+
+
+def heartbeat_version(body: memoryview) -> tuple[int, int]:
+    """(wire version, feature bits) a heartbeat body (after the type byte) advertises:
+    (1, 0) when absent (a version-1 peer)."""
+    version = body[HB.size] if len(body) > HB.size else 1
+    features = body[HB.size + 1] if len(body) > HB.size + 1 else 0
+    return version, features
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a logical datagram (version 2)."""
+
+    sealed: bool
+    sender: bytes
+    seq: int
+    total: int
+    aesgcm: bool
+    offset: int
+    chunk: memoryview
+
+
+def encode_piece_head(sender: bytes, seq: int, total: int, *, sealed: bool, aesgcm: bool = False) -> bytes:
+    """The 20 bytes every piece of one logical datagram starts with; append ``PIECE_OFFSET``."""
+    flags = (FLAG_SEALED | (FLAG_AESGCM if aesgcm else 0)) if sealed else 0
+    return PIECE_HEAD.pack(PIECE_VERSION, flags, sender, seq, total)
+
+
+def split_pieces(sender: bytes, seq: int, data: bytes | memoryview, seg: int, *, sealed: bool,
+                 aesgcm: bool = False) -> list[bytes]:
+    """``data`` as piece datagrams of ``seg`` bytes (the last shorter): the reference encoder."""
+    chunk = seg - PIECE.size
+    if chunk < 64:
+        raise ValueError(f"segment of {seg} bytes too small for pieces")
+    head = encode_piece_head(sender, seq, len(data), sealed=sealed, aesgcm=aesgcm)
+    mv = memoryview(data)
+    return [head + PIECE_OFFSET.pack(off) + bytes(mv[off:off + chunk]) for off in range(0, len(data), chunk)]
+
+
+def decode_piece(buf: bytes | memoryview) -> Piece:
+    """Parse a version-2 piece datagram; checks what the reassembler relies on."""
+    if len(buf) < PIECE.size + 1:
+        raise WireError("truncated", f"piece of {len(buf)} bytes is shorter than its header")
+    ver, flags, sender, seq, total, offset = PIECE.unpack_from(buf, 0)
+    if ver != PIECE_VERSION:
+        raise WireError("bad version", f"piece with version {ver}")
+    if flags & ~PIECE_FLAGS or flags == FLAG_AESGCM:
+        raise WireError("bad flags", f"unknown piece flags {flags:#x}")
+    n = len(buf) - PIECE.size
+    if total > MAX_PIECED or offset + n > total:
+        raise WireError("length", f"piece [{offset}, +{n}) outside a datagram of {total} bytes")
+    return Piece(bool(flags & FLAG_SEALED), bytes(sender), seq, total, bool(flags & FLAG_AESGCM), offset,
+                 memoryview(buf)[PIECE.size:])
 
 
 def encode_heartbeat_ack(ts_ns: int) -> bytes:
