@@ -103,3 +103,28 @@ def test_router_sleeve_flow_counters_are_exact(make_lab) -> None:
     rep = json.loads(lab.exec(1, [*weave_command(), "report"]).stdout)
     peers = [p for p in rep["datapath"]["peers"] if p.get("path") == "sleeve"]
     assert len(peers) == 1 and peers[0]["tx_packets"] >= n + 1 and peers[0]["rx_packets"] >= n + 1, peers
+
+
+def test_sleeve_port_removed_under_the_router_comes_back(make_lab) -> None:
+    """The sleeve's bridge port deleted: made again, the capture socket reopened, traffic back."""
+    lab = make_lab(hosts=2)
+    for i in (1, 2):
+        wire_container(lab, i)
+    lab.launch_routers(["--no-fastdp"])
+    ping = ["ping", "-c", "1", "-W", "1", "10.32.2.1"]
+    deadline = time.monotonic() + 20
+    while lab.exec_container(1, 1, ping, check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"no sleeve connectivity: {connections(lab, 1)}"
+    lab.exec(1, ["ip", "link", "del", "vethwe-bridge"])
+    deadline = time.monotonic() + 10
+    while True:
+        rep = json.loads(lab.exec(1, [*weave_command(), "report"]).stdout)
+        if rep["overlays"]["sleeve"]["port_repairs"] >= 1:
+            break
+        assert time.monotonic() < deadline, "sleeve port not repaired"
+        time.sleep(0.2)
+    links = lab.exec(1, ["ip", "-o", "link", "show", "master", "weave"]).stdout
+    assert "vethwe-bridge" in links
+    deadline = time.monotonic() + 10
+    while lab.exec_container(1, 1, ping, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "no traffic after the repair"

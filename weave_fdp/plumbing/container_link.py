@@ -235,3 +235,21 @@ def describe(netns_path: str, *, host_netns: NetnsRef = None) -> ContainerLink |
         return ContainerLink(host_if, hidx, mac, _addresses(cns, idx[0]), netns_path)
     finally:
         cns.close()
+
+
+def reattach_orphans(*, host_netns: NetnsRef = None) -> list[str]:
+    """Put our ports that lost their bridge (``weave`` deleted and made again) back on it:
+    container veths and the sleeve's end. Returns their names."""
+    from weave_fdp.plumbing.links import list_links, set_master, set_up
+    from weave_fdp.plumbing.sleeve_port import BRIDGE_END
+
+    ns = host_netns
+    done = []
+    for link in list_links(ns):
+        if link.master is None and (link.name.startswith(HOST_PREFIX) or link.name == BRIDGE_END):
+            set_master(link.name, BRIDGE, ns)
+            set_up(link.name, ns)
+            done.append(link.name)
+    if done:
+        log.info("ports back on bridge %s: %s", BRIDGE, ", ".join(done))
+    return done

@@ -18,8 +18,7 @@ from typing import Any
 
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY
 from weave_fdp.plumbing import container_link, tc, vxlan, weave_bridge
-from weave_fdp.plumbing.links import link_index, list_links, set_master, set_up
-from weave_fdp.plumbing.sleeve_port import BRIDGE_END
+from weave_fdp.plumbing.links import link_index
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,4 @@ def repair(host: Any) -> None:
     host.stop()
     host.underlay_devs.clear()     # hooks are re-attached by the plan's next apply
     host.start()
-    ns = host.netns
-    bridge = link_index(weave_bridge.BRIDGE, ns)
-    for link in list_links(ns):
-        if link.master is None and (link.name.startswith(container_link.HOST_PREFIX) or link.name == BRIDGE_END):
-            set_master(link.name, weave_bridge.BRIDGE, ns)
-            set_up(link.name, ns)
-            log.info("fastdp: %s back on bridge %s (ifindex %s)", link.name, weave_bridge.BRIDGE, bridge)
+    container_link.reattach_orphans(host_netns=host.netns)

@@ -216,6 +216,14 @@ class Forwarder:
                 s.close()
         self.psock = self.usock = self.probe_sock = None
 
+    def reopen_port(self) -> None:
+        """Capture and inject on a new AF_PACKET socket: the port was recreated (new ifindex).
+
+        The capture thread notices the swap within its 200 ms poll and closes the old one.
+        """
+        self.psock = so.packet_socket(self.ifname, vnet=self.vnet)
+        log.warning("sleeve: capture port %s reopened", self.ifname)
+
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             while self._running:
@@ -302,6 +310,9 @@ class Forwarder:
         batcher = Batcher()
         vlen = wire.VNET_LEN if self.vnet else 0
         while self._running:
+            if s is not self.psock:      # reopen_port() swapped the socket: restart on the new one
+                s.close()
+                return
             n_read = 0
             now = time.monotonic()
             self.tx_flows.maybe_age(now)

@@ -27,12 +27,14 @@ import msgpack
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.flows import merge_datapath
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
+from weave_fdp.plumbing.links import link_index
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.switch import SLEEVE, fastdp_of, switch_of
 
 log = logging.getLogger("weave_fdp.overlay.sleeve")
 
 SECRET_LABEL = b"weave-fdp sleeve secret v1"
+PORT_CHECK_EVERY = 2.0   # s between checks that the capture port is still there
 
 
 class SleeveOverlay:
@@ -46,6 +48,9 @@ class SleeveOverlay:
         self.fw: Forwarder | None = None
         self.ctx: RouterContext | None = None
         self.view: MeshView | None = None
+        self._port_ifindex: int | None = None     # the capture port the forwarder's socket is bound to
+        self._watch_task: asyncio.Task | None = None
+        self.port_repairs = 0
         self._nonce: dict[str, bytes] = {}        # our nonce per peer connection
         self._peer_nonce: dict[str, bytes] = {}
 
@@ -59,6 +64,8 @@ class SleeveOverlay:
                             secret_for=self._secret_for, link_mtu=_underlay_mtu())
         self.fw.local_bcast_to = self._floods_by_sleeve
         self.fw.start()
+        self._port_ifindex = await asyncio.to_thread(link_index, ifname)
+        self._watch_task = ctx.loop.create_task(self._watch_loop())
         ctx.add_report_section("sleeve", self.status)
         # report["datapath"]: the sleeve's flows/peers/drops merged into fastdp's, or alone
         ctx.add_report_section("datapath", self.datapath_report, merge=merge_datapath)
@@ -78,8 +85,45 @@ class SleeveOverlay:
         return sw is None or sw.mode(name) == SLEEVE
 
     async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if self.fw:
             await asyncio.to_thread(self.fw.stop)
+
+    # ------------------------------------------------------------ port watchdog
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PORT_CHECK_EVERY)
+            try:
+                await asyncio.to_thread(self.check_port)
+            except Exception as exc:
+                log.warning("sleeve: cannot check or repair the capture port: %s", exc)
+
+    def check_port(self) -> str | None:
+        """Put back the sleeve's port on bridge ``weave`` if it was removed or left the
+        bridge, and reopen the capture socket on a new one; what was wrong, or None."""
+        from weave_fdp.plumbing.container_link import reattach_orphans
+        from weave_fdp.plumbing.links import get_link
+        from weave_fdp.plumbing.sleeve_port import BRIDGE, BRIDGE_END, PCAP_END, ensure_sleeve_port
+
+        assert self.fw is not None
+        idx = link_index(PCAP_END)
+        end = get_link(BRIDGE_END) if link_index(BRIDGE_END) is not None else None
+        if idx is not None and idx == self._port_ifindex and end is not None and end.master is not None:
+            return None
+        if link_index(BRIDGE) is None and fastdp_of(self.ctx) is not None:
+            return None     # fastdp's watchdog makes the bridge again (with its MTU) and re-enslaves us
+        why = (f"{PCAP_END} is gone" if idx is None else f"{PCAP_END} was replaced" if idx != self._port_ifindex
+               else f"{BRIDGE_END} left bridge {BRIDGE}")
+        ensure_sleeve_port(None)
+        reattach_orphans()
+        new = link_index(PCAP_END)
+        if new != self._port_ifindex:
+            self.fw.reopen_port()
+            self._port_ifindex = new
+        self.port_repairs += 1
+        log.warning("sleeve: capture port repaired (%s)", why)
+        return why
 
     # ------------------------------------------------------------ mesh
     def on_mesh(self, view: MeshView) -> None:
@@ -165,7 +209,9 @@ class SleeveOverlay:
         return self.fw.datapath_report() if self.fw else {}
 
     def status(self) -> dict[str, Any]:
-        return self.fw.status() if self.fw else {}
+        st = self.fw.status() if self.fw else {}
+        st["port_repairs"] = self.port_repairs
+        return st
 
 
 def _underlay_mtu() -> int:
