@@ -8,7 +8,6 @@ static peer table (no router).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -242,3 +241,32 @@ def bench(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(bench())
+
+
+def wait_for(fn, timeout: float = 5.0):
+    """Poll ``fn`` every 0.2 s until it returns something true or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(0.2)
+
+
+def lab_factory(cls: type, tmp: Path):
+    """Generator behind a fixture: yields ``make(**kw)`` that brings up a ``cls`` lab (peers up);
+    every lab it made comes down afterwards."""
+    labs: list = []
+
+    def make(**kw: Any):
+        sl = cls(tmp, **kw)
+        labs.append(sl)
+        sl.up()
+        sl.wait_peers_up()
+        return sl
+
+    try:
+        yield make
+    finally:
+        for sl in labs:
+            sl.down()

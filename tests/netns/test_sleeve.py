@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,34 +12,14 @@ import pytest
 from weave_fdp.lab.lab import Lab  # noqa: F401  (skip the module early if the lab is missing)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sleeve_helpers import Capture, SleeveLab, udp_payloads  # noqa: E402
+from sleeve_helpers import Capture, SleeveLab, lab_factory, udp_payloads, wait_for  # noqa: E402
 
 MARKER = "c0ffee15900d"   # ping -p pattern: repeated through every echo payload
 
 
 @pytest.fixture
 def sleeve_lab(tmp_path: Path):
-    labs: list[SleeveLab] = []
-
-    def make(**kw) -> SleeveLab:
-        sl = SleeveLab(tmp_path, **kw)
-        labs.append(sl)
-        sl.up()
-        sl.wait_peers_up()
-        return sl
-
-    yield make
-    for sl in labs:
-        sl.down()
-
-
-def wait_for(fn, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.2)
+    yield from lab_factory(SleeveLab, tmp_path)
 
 
 @pytest.mark.parametrize("big_dgrams", [True, False], ids=["big-datagrams", "gso-fragment-trains"])

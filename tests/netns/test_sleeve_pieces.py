@@ -15,7 +15,7 @@ import pytest
 from weave_fdp.lab.lab import Lab  # noqa: F401  (skip the module early if the lab is missing)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sleeve_helpers import Capture, SleeveLab, udp_payloads  # noqa: E402
+from sleeve_helpers import Capture, SleeveLab, lab_factory, udp_payloads, wait_for  # noqa: E402
 
 from weave_fdp.datapath.sleeve import wire  # noqa: E402
 
@@ -40,27 +40,7 @@ class PiecesLab(SleeveLab):
 
 @pytest.fixture
 def pieces_lab(tmp_path: Path):
-    labs: list[PiecesLab] = []
-
-    def make(**kw: Any) -> PiecesLab:
-        sl = PiecesLab(tmp_path, **kw)
-        labs.append(sl)
-        sl.up()
-        sl.wait_peers_up()
-        return sl
-
-    yield make
-    for sl in labs:
-        sl.down()
-
-
-def wait_for(fn, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.2)
+    yield from lab_factory(PiecesLab, tmp_path)
 
 
 def bulk(sl: SleeveLab, megabytes: int = 3) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from weave_fdp.datapath.sleeve import wire
 
@@ -94,7 +95,41 @@ class _Partial:
     flags: int
 
 
-class Reassembler:
+class _Bounded:
+    """Partials held for at most ``timeout`` seconds, at most ``max_partial`` of them
+    (the oldest goes first when full), so garbage cannot exhaust memory."""
+
+    def __init__(self, timeout: float, max_partial: int) -> None:
+        self.timeout = timeout
+        self.max_partial = max_partial
+        self._partial: dict = {}
+        self.expired = 0
+
+    @staticmethod
+    def _started(p: Any) -> float:
+        raise NotImplementedError
+
+    def _make_room(self, now: float) -> None:
+        """Before a new partial: expire old ones, else evict the oldest."""
+        if len(self._partial) >= self.max_partial:
+            self.expire(now)
+            if len(self._partial) >= self.max_partial:
+                self._partial.pop(next(iter(self._partial)))
+                self.expired += 1
+
+    def expire(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        old = [k for k, p in self._partial.items() if now - self._started(p) > self.timeout]
+        for k in old:
+            del self._partial[k]
+        self.expired += len(old)
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self._partial)
+
+
+class Reassembler(_Bounded):
     """Rebuilds fragmented frames; keyed by (source peer, fragment id).
 
     Incomplete frames expire after ``timeout`` seconds; at most ``max_partial`` are
@@ -102,10 +137,11 @@ class Reassembler:
     """
 
     def __init__(self, timeout: float = 2.0, max_partial: int = 256) -> None:
-        self.timeout = timeout
-        self.max_partial = max_partial
-        self._partial: dict[tuple[bytes, int], _Partial] = {}
-        self.expired = 0
+        super().__init__(timeout, max_partial)
+
+    @staticmethod
+    def _started(p: Any) -> float:
+        return p.started
 
     def add(self, src: bytes, fid: int, offset: int, total: int, chunk: memoryview,
             flags: int, now: float | None = None) -> tuple[bytes, int] | None:
@@ -114,11 +150,7 @@ class Reassembler:
         key = (src, fid)
         p = self._partial.get(key)
         if p is None:
-            if len(self._partial) >= self.max_partial:
-                self.expire(now)
-                if len(self._partial) >= self.max_partial:
-                    self._partial.pop(next(iter(self._partial)))
-                    self.expired += 1
+            self._make_room(now)
             p = self._partial[key] = _Partial(bytearray(total), set(), 0, now, flags & ~wire.E_FRAG)
         elif len(p.buf) != total:
             raise wire.WireError("bad fragment", f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
@@ -134,19 +166,9 @@ class Reassembler:
             raise wire.WireError("bad fragment", f"fragments of {fid} overlap")
         return p.buf, p.flags   # no copy: the caller only reads it
 
-    def expire(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
-        old = [k for k, p in self._partial.items() if now - p.started > self.timeout]
-        for k in old:
-            del self._partial[k]
-        self.expired += len(old)
-        return len(old)
-
-    def __len__(self) -> int:
-        return len(self._partial)
 
 
-class PieceAssembler:
+class PieceAssembler(_Bounded):
     """Rebuilds logical datagrams from version-2 pieces; keyed by the bytes of
     (flags, sender, seq) as they stand in the piece header.
 
@@ -158,10 +180,7 @@ class PieceAssembler:
     """
 
     def __init__(self, timeout: float = 1.0, max_partial: int = 64) -> None:
-        self.timeout = timeout
-        self.max_partial = max_partial
-        self._partial: dict[bytes, list] = {}
-        self.expired = 0
+        super().__init__(timeout, max_partial)
         self.duplicates = 0
 
     def add(self, key: bytes, total: int, offset: int, chunk: memoryview, now: float) -> bytearray | None:
@@ -169,11 +188,7 @@ class PieceAssembler:
         the whole logical datagram once every byte arrived."""
         p = self._partial.get(key)
         if p is None:
-            if len(self._partial) >= self.max_partial:
-                self.expire(now)
-                if len(self._partial) >= self.max_partial:
-                    self._partial.pop(next(iter(self._partial)))
-                    self.expired += 1
+            self._make_room(now)
             p = self._partial[key] = [bytearray(total), set(), 0, now]
         elif len(p[0]) != total:
             raise wire.WireError("bad fragment", "pieces of one datagram disagree on its length")
@@ -189,12 +204,6 @@ class PieceAssembler:
         del self._partial[key]
         return p[0]
 
-    def expire(self, now: float) -> int:
-        old = [k for k, p in self._partial.items() if now - p[3] > self.timeout]
-        for k in old:
-            del self._partial[k]
-        self.expired += len(old)
-        return len(old)
-
-    def __len__(self) -> int:
-        return len(self._partial)
+    @staticmethod
+    def _started(p: Any) -> float:
+        return p[3]
