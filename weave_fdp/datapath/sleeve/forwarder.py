@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from weave_fdp.datapath.sleeve import frames as fr
 from weave_fdp.datapath.sleeve import sockets as so
@@ -51,6 +52,7 @@ FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
 HEADROOM = 64                # bytes before a captured frame: room to build its datagram in place
 TAILROOM = 16                # bytes after it: the AES-256-GCM tag of a frame sealed in place
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
+GSO_REFUSED = object()       # _gso_send: the kernel refused UDP GSO
 
 
 @dataclass
@@ -272,25 +274,31 @@ class Forwarder:
         per = max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
         for i in range(0, len(datas), per):
             group = datas[i:i + per]
-            try:
-                if len(group) == 1:
-                    self.usock.sendto(group[0], link.addr)
-                else:
-                    self.usock.sendmsg(group, so.gso_cmsg(seg), 0, link.addr)
-            except BlockingIOError:
-                self.drops.drop("udp send queue full")
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
-                    log.warning("sleeve: UDP GSO refused (%s); sending datagrams one by one", exc)
-                    self.udp_gso = False
-                    for d in group:
-                        self._send_datagram(link, d)
-                else:
-                    self._send_error(exc, link)
-                continue
-            link.stats["tx_pkts"] += len(group)
-            link.stats["tx_bytes"] += sum(map(len, group))
+            sent = self._gso_send(link, group, seg, "sending datagrams one by one")
+            if sent is GSO_REFUSED:
+                for d in group:
+                    self._send_datagram(link, d)
+            elif sent is not None:
+                link.stats["tx_pkts"] += len(group)
+                link.stats["tx_bytes"] += sent
+
+    def _gso_send(self, link: PeerLink, iov: list, seg: int, fallback: str, *, count: int | None = None) -> Any:
+        """One ``UDP_SEGMENT`` sendmsg of ``iov`` (segments of ``seg`` bytes; a plain
+        sendmsg for a single segment). Returns the bytes sent; None when it failed
+        (counted); ``GSO_REFUSED`` when the kernel refused UDP GSO, which is then
+        off for good (logged once, saying what happens instead: ``fallback``)."""
+        segments = len(iov) if count is None else count
+        try:
+            return self.usock.sendmsg(iov, so.gso_cmsg(seg) if segments > 1 else [], 0, link.addr)
+        except BlockingIOError:
+            self.drops.drop("udp send queue full")
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
+                log.warning("sleeve: UDP GSO refused (%s); %s", exc, fallback)
+                self.udp_gso = False
+                return GSO_REFUSED
+            self._send_error(exc, link)
+        return None
 
     def _send_error(self, exc: OSError, link: PeerLink) -> None:
         if exc.errno == errno.EMSGSIZE:
@@ -475,16 +483,9 @@ class Forwarder:
             for o in range(first, min(total, first + step), chunk):
                 iov.append(head + pack(o))
                 iov.append(data[o:o + chunk])
-            try:
-                sent = self.usock.sendmsg(iov, so.gso_cmsg(seg) if len(iov) > 2 else [], 0, link.addr)
-            except BlockingIOError:
-                self.drops.drop("udp send queue full")
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
-                    log.warning("sleeve: UDP GSO refused (%s); no more pieces, back to version-1 datagrams", exc)
-                    self.udp_gso = False
-                self._send_error(exc, link)
+            sent = self._gso_send(link, iov, seg, "no more pieces, back to version-1 datagrams",
+                                  count=len(iov) // 2)
+            if sent is None or sent is GSO_REFUSED:
                 continue
             link.stats["tx_pkts"] += len(iov) // 2
             link.stats["tx_bytes"] += sent
