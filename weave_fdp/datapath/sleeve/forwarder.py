@@ -418,16 +418,23 @@ class Forwarder:
         self._inject(0, reply)        # the sender's stack lowers its PMTU and resends smaller
         return True
 
-    def _send_direct(self, link: PeerLink, mv: memoryview, start: int, plen: int, dst: bytes, flags: int,
-                     batcher: Batcher) -> bool:
-        """One frame alone in one datagram, built around it in the capture buffer and
-        sealed in place: no copy between the packet socket and the UDP socket."""
-        for hop, body in batcher.take(link.name):    # what was queued before it leaves first
+    def _frames_body_in_place(self, link: PeerLink, mv: memoryview, start: int, plen: int, dst: bytes,
+                              flags: int, batcher: Batcher) -> tuple[int, int]:
+        """Write a FRAMES body header (type + entry) just before the captured frame at
+        ``start``; returns the body's (first, end) offsets in ``mv``. What the batcher
+        held for this link leaves first, so frames keep their order."""
+        for _hop, body in batcher.take(link.name):
             self._send(link, body)
         e = start - 1 - wire.ENTRY.size
         mv[e] = wire.T_FRAMES
         wire.ENTRY.pack_into(mv, e + 1, self.local, dst, flags, wire.DEFAULT_TTL, plen)
-        end = start + plen
+        return e, start + plen
+
+    def _send_direct(self, link: PeerLink, mv: memoryview, start: int, plen: int, dst: bytes, flags: int,
+                     batcher: Batcher) -> bool:
+        """One frame alone in one datagram, built around it in the capture buffer and
+        sealed in place: no copy between the packet socket and the UDP socket."""
+        e, end = self._frames_body_in_place(link, mv, start, plen, dst, flags, batcher)
         if link.sealer is not None:
             dg = link.sealer.seal_inplace(mv, e, end)
         else:
@@ -456,12 +463,7 @@ class Forwarder:
         sender's CPU in ``ip_do_fragment`` and in the bridge/netfilter hooks that
         each of its ~45 IP fragments crosses; a GSO train crosses them as one skb.
         """
-        for _hop, body in batcher.take(link.name):    # what was queued before it leaves first
-            self._send(link, body)
-        e = start - 1 - wire.ENTRY.size
-        mv[e] = wire.T_FRAMES
-        wire.ENTRY.pack_into(mv, e + 1, self.local, dst, flags, wire.DEFAULT_TTL, plen)
-        end = start + plen
+        e, end = self._frames_body_in_place(link, mv, start, plen, dst, flags, batcher)
         sealed = link.sealer is not None
         gcm = sealed and link.aesgcm
         if gcm:
