@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 import threading
 
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
@@ -103,7 +104,11 @@ class Sealer:
         self.key = direction_key(secret, local, remote)
         self.gcm_key = direction_key(secret, local, remote, GCM_LABEL)
         self.header = wire.encode_header(local, sealed=True)
-        self._seq = itertools.count(1)   # next() is atomic under the GIL: threads share it
+        # next() is atomic under the GIL: threads share it. It starts at the wall clock in ns,
+        # not at 1: a sender restarted under the same key (the standalone runner derives its
+        # secret from the password alone) must never reuse a nonce, and receivers' replay
+        # windows accept a higher start. The router's keys are new per connection anyway.
+        self._seq = itertools.count(time.time_ns())
 
     def seal(self, body: bytes | memoryview) -> bytes:
         """The whole datagram (header ‖ seq ‖ box) as one bytes object."""
