@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from collections import deque
 
 from weave_fdp.datapath.fastdp.host import HostDatapath, MeshInputs
@@ -72,6 +74,18 @@ class FastdpLab:
     def close(self) -> None:
         for hd in self.hosts.values():
             hd.stop()
+
+    def iperf3(self, src: tuple[int, int], dst: tuple[int, int], *args: str) -> dict:
+        """A 1 s iperf3 run from container ``src`` to container ``dst`` (``args``: e.g. "-u",
+        "-b", "50M"); the client's JSON report. The one-shot server is reaped afterwards."""
+        srv = self.lab.popen_container(*dst, ["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            cp = self.lab.exec_container(*src, ["iperf3", *args, "-c", self.lab.container_ip(*dst), "-t", "1",
+                                                "-J"], timeout=20)
+            return json.loads(cp.stdout)
+        finally:
+            srv.wait(timeout=10)
 
     def ping(self, src: tuple[int, int], dst_ip: str, count: int = 3, interval: float = 0.2,
              extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:

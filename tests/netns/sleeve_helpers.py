@@ -17,6 +17,7 @@ from typing import Any
 
 from weave_fdp.lab.lab import Lab
 from weave_fdp.plumbing import links
+from weave_fdp.plumbing.netns import stop_process
 from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
 
 
@@ -78,12 +79,7 @@ class SleeveLab:
     def stop(self, i: int) -> None:
         p = self.procs.pop(i, None)
         if p is not None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p, 5)
 
     def status(self, i: int) -> dict[str, Any]:
         path = self.tmp / f"status-h{i}.json"

@@ -48,7 +48,8 @@ def router_pid(lab, i) -> int:
     raise AssertionError(f"no router process in h{i}")
 
 
-def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
+def attached_pair(make_lab):
+    """Two hosts with routers, container 1 of each attached (attach prints its address), on fastdp."""
     lab = make_lab(hosts=2, topology="full")
     for i in (1, 2):
         lab.add_container(i)
@@ -57,6 +58,11 @@ def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
         out = cli(lab, i, "attach", lab.container_cidr(i, 1), f"netns:{lab.container_ns(i, 1)}").stdout
         assert out.strip() == lab.container_ip(i, 1)
     wait_fastdp(lab, 1)
+    return lab
+
+
+def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
+    lab = attached_pair(make_lab)
     # attaching twice is harmless
     assert cli(lab, 1, "attach", lab.container_cidr(1, 1), f"netns:{lab.container_ns(1, 1)}").returncode == 0
     ps = json.loads(cli(lab, 1, "ps", "--json").stdout)

@@ -116,12 +116,18 @@ def group_ping_replies(lab: Lab, src: tuple[int, int], group: str, count: int = 
     return replies
 
 
-# ---------------------------------------------------------------- mixed hosts + failover
-def test_mixed_hosts_then_failover_and_return(make_lab) -> None:
-    lab = make_lab(hosts=3, topology="full")
+def mixed_lab(make_lab, topology: str):
+    """Three hosts, h3 ``--no-fastdp``, one attached container each."""
+    lab = make_lab(hosts=3, topology=topology)
     launch(lab, {3: ["--no-fastdp"]})
     for i in (1, 2, 3):
         add_container(lab, i, fastdp=i != 3)
+    return lab
+
+
+# ---------------------------------------------------------------- mixed hosts + failover
+def test_mixed_hosts_then_failover_and_return(make_lab) -> None:
+    lab = mixed_lab(make_lab, "full")
 
     # (1) modes and reasons on both sides of every connection
     wait_mode(lab, 1, 2, "fastdp", 20)
@@ -236,10 +242,7 @@ def _ping_loss(out: str, t_unblock: float) -> tuple[int, int, int, int]:
 
 # ---------------------------------------------------------------- relay across overlays
 def test_line_fastdp_then_sleeve_relays_across_overlays(make_lab) -> None:
-    lab = make_lab(hosts=3, topology="line")
-    launch(lab, {3: ["--no-fastdp"]})
-    for i in (1, 2, 3):
-        add_container(lab, i, fastdp=i != 3)
+    lab = mixed_lab(make_lab, "line")
     wait_mode(lab, 1, 2, "fastdp", 20)
     wait_mode(lab, 2, 3, "sleeve", 10, "peer has no fastdp")
     # h1's container speaks first: its ARP broadcast must cross h2 into the sleeve

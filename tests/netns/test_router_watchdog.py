@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.test_fastdp_router import cli, wait_fastdp
+from tests.netns.test_fastdp_router import attached_pair, cli, wait_fastdp
 from weave_fdp.plumbing import tc
 
 pytestmark = pytest.mark.timeout(150)
@@ -33,13 +33,7 @@ def ping_ok(lab, src: tuple[int, int], dst: tuple[int, int]) -> bool:
 
 
 def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab) -> None:
-    lab = make_lab(hosts=2, topology="full")
-    for i in (1, 2):
-        lab.add_container(i)
-    lab.launch_routers()
-    for i in (1, 2):
-        cli(lab, i, "attach", lab.container_cidr(i, 1), f"netns:{lab.container_ns(i, 1)}")
-    wait_fastdp(lab, 1)
+    lab = attached_pair(make_lab)
     assert ping_ok(lab, (1, 1), (2, 1))
     ns = lab.host_ns(1)
     port = json.loads(cli(lab, 1, "ps", "--json").stdout)[0]["ifname"]

@@ -200,14 +200,20 @@ def test_periodic_summary_costs_little_and_heals_a_missed_change() -> None:
     asyncio.run(main())
 
 
+async def _diamond() -> list[MeshNode]:
+    """Four settled nodes a, b, c, d linked a - b, a - c, b - d, c - d: two routes from a to d."""
+    a, b, c, d = (sim.make_node(i, rng=random.Random(i)) for i in range(4))
+    for x, y in ((a, b), (a, c), (b, d), (c, d)):
+        assert sim.connect(x, y)
+    await _settle([a, b, c, d])
+    return [a, b, c, d]
+
+
 def test_unanswered_request_is_asked_again_elsewhere() -> None:
     async def main() -> None:
-        # a - b, a - c, b - d, c - d: d hears about a's change from both b and c
-        a, b, c, d = (sim.make_node(i, rng=random.Random(i)) for i in range(4))
-        for x, y in ((a, b), (a, c), (b, d), (c, d)):
-            assert sim.connect(x, y)
-        nodes = [a, b, c, d]
-        await _settle(nodes)
+        # d hears about a's change from both b and c
+        nodes = await _diamond()
+        a, b, c, d = nodes
         d.topo_gossip.request_timeout = 0.2
         mute = {b.name, c.name}
         silenced: list[str] = []
@@ -231,11 +237,8 @@ def test_unanswered_request_is_asked_again_elsewhere() -> None:
 
 def test_link_down_moves_the_request_to_another_announcer() -> None:
     async def main() -> None:
-        a, b, c, d = (sim.make_node(i, rng=random.Random(i)) for i in range(4))
-        for x, y in ((a, b), (a, c), (b, d), (c, d)):
-            assert sim.connect(x, y)
-        nodes = [a, b, c, d]
-        await _settle(nodes)
+        nodes = await _diamond()
+        a, b, c, d = nodes
         # d is told that b and c hold a newer a; it asks one, whose link then dies
         newer = replace(a.topology.local, version=a.topology.local.version + 1, nickname="moved")
         a.topology.peers[a.name] = newer

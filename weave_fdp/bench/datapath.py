@@ -43,7 +43,7 @@ from typing import Any
 from weave_fdp.bench import results
 from weave_fdp.bench.paths import BenchPath, make_paths
 from weave_fdp.errors import DependencyMissing, FdpError, UsageError
-from weave_fdp.plumbing.netns import popen_in_netns, run_in_netns
+from weave_fdp.plumbing.netns import popen_in_netns, run_in_netns, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,6 @@ def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu % n)] if n >= 2 else []
 
 
-def _stop(p: subprocess.Popen[Any]) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(3)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def _children_cpu() -> float:
     """CPU seconds (user + system) of every child this process has reaped so far."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -191,7 +181,7 @@ def iperf_tcp(path: BenchPath, seconds: float, streams: int) -> tuple[float, int
         bps, nbytes = results.parse_iperf_tcp(cp.stdout)
         return bps, nbytes, own, busy
     finally:
-        _stop(srv)
+        stop_process(srv, 3)
 
 
 def iperf_udp64(path: BenchPath, seconds: float) -> float:
@@ -207,7 +197,7 @@ def iperf_udp64(path: BenchPath, seconds: float) -> float:
         pps, _ = results.parse_iperf_udp(cp.stdout)
         return pps
     finally:
-        _stop(srv)
+        stop_process(srv, 3)
 
 
 def sockperf_rr(path: BenchPath, seconds: float, cpus: tuple[int, int] = (0, 0)) -> dict[float, float]:
@@ -228,7 +218,7 @@ def sockperf_rr(path: BenchPath, seconds: float, cpus: tuple[int, int] = (0, 0))
                           check=False, timeout=seconds + 30)
         return results.parse_sockperf(cp.stdout + cp.stderr)
     finally:
-        _stop(srv)
+        stop_process(srv, 3)
 
 
 def measure(path: BenchPath, test: str, seconds: float, samples: results.Samples) -> str:

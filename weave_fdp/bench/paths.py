@@ -41,7 +41,7 @@ from typing import Any
 from weave_fdp.errors import FdpError
 from weave_fdp.lab.lab import Lab
 from weave_fdp.plumbing import links
-from weave_fdp.plumbing.netns import run_in_netns
+from weave_fdp.plumbing.netns import run_in_netns, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +273,7 @@ class SleevePath(BenchPath):
             if p.poll() is None:
                 p.terminate()
         for p in self.procs.values():
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p, 5)
         self.procs.clear()
         super().close()
         if not os.environ.get("WEAVE_FDP_BENCH_KEEP"):

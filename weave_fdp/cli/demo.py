@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from weave_fdp.cli.output import host_matrix
 from weave_fdp.errors import FdpError
 from weave_fdp.lab.lab import Lab, weave_command
 
@@ -82,20 +83,12 @@ def ping_matrix(lab: Lab) -> dict[tuple[int, int], float | None]:
 
 
 def ping_table(lab: Lab, rtts: dict[tuple[int, int], float | None]) -> Table:
-    table = Table(title="container ping (avg RTT, ms): rows ping columns")
-    table.add_column("from \\ to")
-    for b in range(1, lab.hosts + 1):
-        table.add_column(f"h{b}-c1 {lab.container_ip(b, 1)}", justify="right")
-    for a in range(1, lab.hosts + 1):
-        cells = []
-        for b in range(1, lab.hosts + 1):
-            if a == b:
-                cells.append("-")
-            else:
-                rtt = rtts[(a, b)]
-                cells.append(f"[green]{rtt:.3f}[/]" if rtt is not None else "[red]lost[/]")
-        table.add_row(f"h{a}-c1", *cells)
-    return table
+    def cell(a: int, b: int) -> str:
+        rtt = rtts[(a, b)]
+        return f"[green]{rtt:.3f}[/]" if rtt is not None else "[red]lost[/]"
+
+    return host_matrix(lab.hosts, "container ping (avg RTT, ms): rows ping columns", lambda a: f"h{a}-c1", cell,
+                       header=lambda b: f"h{b}-c1 {lab.container_ip(b, 1)}", justify="right")
 
 
 def iperf(lab: Lab, client: int, server: int, seconds: int = IPERF_SECONDS) -> float:

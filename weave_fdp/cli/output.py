@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -39,3 +40,20 @@ def print_json_line(data: Any) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def host_matrix(n: int, title: str, label: Callable[[int], str], cell: Callable[[int, int], str], *,
+                header: Callable[[int], str] | None = None, justify: str = "center",
+                caption: str | None = None, diagonal: str = "-") -> Any:
+    """A rich table of hosts 1..n against hosts 1..n (rows "from", columns "to"):
+    ``label(i)`` names row i, ``header(j)`` column j (default: the label),
+    ``cell(i, j)`` fills i != j and ``diagonal`` the rest."""
+    from rich.table import Table
+
+    t = Table(title=title, caption=caption)
+    t.add_column("from \\ to")
+    for j in range(1, n + 1):
+        t.add_column((header or label)(j), justify=justify)  # type: ignore[arg-type]
+    for i in range(1, n + 1):
+        t.add_row(label(i), *(diagonal if i == j else cell(i, j) for j in range(1, n + 1)))
+    return t

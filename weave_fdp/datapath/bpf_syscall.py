@@ -170,15 +170,20 @@ def _ptr(obj: object) -> int:
     return ctypes.addressof(obj)  # type: ignore[arg-type]
 
 
-def map_lookup(map_fd: int, key: object, value: object) -> bool:
-    """Fill ``value`` with the element at ``key``; False when there is none (ENOENT)."""
+def _found(cmd: int, attr: ctypes.Array, what: str) -> bool:
+    """Run an element command; False when the kernel says there is no such element (ENOENT)."""
     try:
-        _bpf(BPF_MAP_LOOKUP_ELEM, _elem_attr(map_fd, key, value), "BPF_MAP_LOOKUP_ELEM")
+        _bpf(cmd, attr, what)
     except BpfSyscallError as exc:
         if exc.errno == errno.ENOENT:
             return False
         raise
     return True
+
+
+def map_lookup(map_fd: int, key: object, value: object) -> bool:
+    """Fill ``value`` with the element at ``key``; False when there is none (ENOENT)."""
+    return _found(BPF_MAP_LOOKUP_ELEM, _elem_attr(map_fd, key, value), "BPF_MAP_LOOKUP_ELEM")
 
 
 def map_update(map_fd: int, key: object, value: object, flags: int = BPF_ANY) -> None:
@@ -188,25 +193,13 @@ def map_update(map_fd: int, key: object, value: object, flags: int = BPF_ANY) ->
 
 def map_delete(map_fd: int, key: object) -> bool:
     """Delete the element at ``key``; False when there was none."""
-    try:
-        _bpf(BPF_MAP_DELETE_ELEM, _elem_attr(map_fd, key), "BPF_MAP_DELETE_ELEM")
-    except BpfSyscallError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True
+    return _found(BPF_MAP_DELETE_ELEM, _elem_attr(map_fd, key), "BPF_MAP_DELETE_ELEM")
 
 
 def map_next_key(map_fd: int, key: object | None, next_key: object) -> bool:
     """Fill ``next_key`` with the key after ``key`` (the first key when ``key`` is None);
     False at the end."""
-    try:
-        _bpf(BPF_MAP_GET_NEXT_KEY, _elem_attr(map_fd, key, next_key), "BPF_MAP_GET_NEXT_KEY")
-    except BpfSyscallError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True
+    return _found(BPF_MAP_GET_NEXT_KEY, _elem_attr(map_fd, key, next_key), "BPF_MAP_GET_NEXT_KEY")
 
 
 # --- pins and ids ---------------------------------------------------------------

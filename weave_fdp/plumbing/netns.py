@@ -251,6 +251,17 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
 
 
+def stop_process(p: subprocess.Popen[Any], grace: float = 3.0) -> None:
+    """SIGTERM ``p`` if it still runs, SIGKILL after ``grace`` seconds; reaped either way."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def netns_argv(name: str, argv: Sequence[str]) -> list[str]:
     """The argv that runs ``argv`` inside namespace ``name`` (``ip netns exec``)."""
     return ["ip", "netns", "exec", name, *argv]

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from weave_fdp.cli.demo import run_overlay_demo
-from weave_fdp.cli.output import console, err_console, json_option, print_json
+from weave_fdp.cli.output import console, err_console, host_matrix, json_option, print_json
 from weave_fdp.errors import FdpError, PermissionDenied
 from weave_fdp.lab import state as lab_state
 from weave_fdp.lab.lab import DEFAULT_PREFIX, Lab, ProgressFn, check_prefix
@@ -82,25 +82,16 @@ def _hosts_table(lab: Lab) -> Table:
 
 def _reach_table(lab: Lab, reach: dict[tuple[int, int], bool]) -> Table:
     exp = lab.expected_reachability()
-    t = Table(title="underlay reachability", caption="ping from row to column; blocked = not linked")
-    t.add_column("from \\ to")
-    for j in range(1, lab.hosts + 1):
-        t.add_column(f"h{j}", justify="center")
-    for i in range(1, lab.hosts + 1):
-        cells = []
-        for j in range(1, lab.hosts + 1):
-            if i == j:
-                cells.append("[dim]-[/]")
-            elif reach[(i, j)] and exp[(i, j)]:
-                cells.append("[green]ok[/]")
-            elif not reach[(i, j)] and not exp[(i, j)]:
-                cells.append("[dim]blocked[/]")
-            elif exp[(i, j)]:
-                cells.append("[bold red]LOST[/]")
-            else:
-                cells.append("[bold yellow]LEAK[/]")
-        t.add_row(f"h{i}", *cells)
-    return t
+
+    def cell(i: int, j: int) -> str:
+        if reach[(i, j)] and exp[(i, j)]:
+            return "[green]ok[/]"
+        if not reach[(i, j)] and not exp[(i, j)]:
+            return "[dim]blocked[/]"
+        return "[bold red]LOST[/]" if exp[(i, j)] else "[bold yellow]LEAK[/]"
+
+    return host_matrix(lab.hosts, "underlay reachability", lambda i: f"h{i}", cell,
+                       caption="ping from row to column; blocked = not linked", diagonal="[dim]-[/]")
 
 
 def _reach_json(lab: Lab, reach: dict[tuple[int, int], bool]) -> dict[str, dict[str, bool]]:
