@@ -1,1 +1,10 @@
-"""router/dns"""
+"""weaveDNS: names of containers, gossiped between routers, answered by a DNS server on each host.
+
+records.py   the names as pure, gossiped state (origin, version, tombstones, merge)
+wire.py      the versioned gossip payload of the mesh channel "dns"
+names.py     name and address rules (validation, the domain, reverse names)
+responder.py answers one DNS message (dnslib): the rules of docs/DNS.md; no sockets
+upstream.py  the host's upstream resolvers (resolv.conf) and forwarding
+server.py    UDP and TCP sockets on the router's loop, per-source rate limit
+service.py   the router part: gossip channel, persistence, API ops, attach/detach hook
+"""
