@@ -13,6 +13,8 @@ from weave_fdp.errors import ProtocolError, UsageError
 from weave_fdp.router.dns import names, wire
 from weave_fdp.router.dns.records import TOMBSTONE_TTL, Entry, Records, shuffled
 
+pytestmark = pytest.mark.unit
+
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 OBSERVER = "02:00:00:00:00:ff"
 

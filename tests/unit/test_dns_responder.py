@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from weave_fdp.router.dns.records import Entry, Records
 from weave_fdp.router.dns.responder import Forward, Responder, handle_query
 
+pytestmark = pytest.mark.unit
+
+
 LOCAL, OTHER = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 
