@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = str(item.fspath)
         for tier in ("unit", "bpf", "netns", "lab"):
-            if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path and tier not in item.keywords:
+            # (not `tier in item.keywords`: the folder name alone puts it there, without the marker)
+            if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path and item.get_closest_marker(tier) is None:
                 item.add_marker(getattr(pytest.mark, tier))
         if "bpf" in item.keywords:
             if not _is_root():

@@ -77,6 +77,10 @@ def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
     assert r.returncode == 2 and "IPAM" in r.stderr
     r = cli(lab, 1, "detach", "pid:999999999", check=False)
     assert r.returncode == 7
+    # an address the container does not have: refused, nothing removed
+    r = cli(lab, 1, "detach", "10.32.99.99/12", f"netns:{lab.container_ns(1, 1)}", check=False)
+    assert r.returncode == 7 and "address 10.32.99.99 is not attached" in r.stderr, r.stderr
+    assert json.loads(cli(lab, 1, "ps", "--json").stdout)[0]["cidrs"] == [lab.container_cidr(1, 1)]
     lab.add_container(1)
     r = cli(lab, 1, "detach", f"netns:{lab.container_ns(1, 2)}", check=False)
     assert r.returncode == 7 and "not attached" in r.stderr

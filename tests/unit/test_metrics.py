@@ -84,3 +84,27 @@ def test_parse_addr(addr, want) -> None:
 def test_parse_addr_refuses_with_the_fix(addr) -> None:
     with pytest.raises(UsageError, match="--metrics-addr"):
         parse_addr(addr)
+
+
+def test_only_the_metrics_path_answers() -> None:
+    import urllib.error
+    import urllib.request
+
+    from weave_fdp.router.metrics import serve_metrics
+
+    server, thread = serve_metrics("127.0.0.1", 0, lambda: {})
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            assert resp.status == 200 and b"weave_fdp_up" in resp.read()
+        for path in ("/", "/favicon.ico", "/metrics/x", "/anything?x=1", "/metricsfoo"):
+            with pytest.raises(urllib.error.HTTPError) as ei:
+                urllib.request.urlopen(f"{base}{path}", timeout=10)
+            assert ei.value.code == 404, path
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", data=b"x", method="POST"), timeout=10)
+        assert ei.value.code == 405
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

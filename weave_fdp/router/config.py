@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weave_fdp.errors import UsageError
+from weave_fdp.router.mesh.codec import MAX_HOSTNAME, nickname_problem
 
 DEFAULT_PORT = 6783
 DEFAULT_CONN_LIMIT = 200
@@ -42,6 +43,10 @@ class RouterConfig:
             if not MAC_RE.match(self.name):
                 raise UsageError(f"--name {self.name!r} is not a peer name",
                                  fix="give a MAC address such as 7e:aa:bb:cc:dd:ee")
+        if self.nickname is not None:
+            problem = nickname_problem(self.nickname)
+            if problem:
+                raise UsageError(f"--nickname {problem}", fix="give a shorter, printable nickname (e.g. the hostname)")
         if not 1 <= self.port <= 65535:
             raise UsageError(f"--port {self.port} is out of range", fix="use 1-65535")
         if self.conn_limit < 1:
@@ -92,7 +97,10 @@ def parse_peer_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str
         host, p = text.split(":")
         port = _port(p, text)
     if not host or not re.match(r"^[A-Za-z0-9.:_-]+$", host):
-        raise UsageError(f"peer address {text!r} is not HOST[:PORT]", fix="e.g. 192.0.2.1 or host2:6783")
+        raise UsageError(f"peer address {text[:80]!r} is not HOST[:PORT]", fix="e.g. 192.0.2.1 or host2:6783")
+    if len(host) > MAX_HOSTNAME:
+        raise UsageError(f"peer address {text[:40]!r}... is {len(host)} characters long",
+                         fix=f"host names have at most {MAX_HOSTNAME} characters")
     return host, port
 
 

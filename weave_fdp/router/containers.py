@@ -166,7 +166,8 @@ class Containers:
             raise NotFound(f"{target} is not attached to the weave network")
         addrs = list(args.get("addrs") or [])
         if addrs:
-            left = await self.run(container_link.remove_addresses, path, parse_addresses(addrs))
+            left = await self.run(container_link.remove_addresses, path,
+                                  await self._attached_cidrs(path, target, parse_addresses(addrs)))
             if left:
                 self.attached.setdefault(ifname, {"target": target, "netns_path": path})["cidrs"] = list(left)
                 self._save()
@@ -175,6 +176,22 @@ class Containers:
         self.attached.pop(ifname, None)
         self._save()
         return {"target": target, "cidrs": [], "removed": True}
+
+    async def _attached_cidrs(self, path: str, target: str, wanted: list[str]) -> list[str]:
+        """The container's attached CIDRs (as the kernel shows them) for the addresses in
+        ``wanted``; NotFound naming the first one it does not have."""
+        from weave_fdp.plumbing import container_link
+
+        link = await self.run(container_link.describe, path)
+        have = {str(ipaddress.IPv4Interface(c).ip): c for c in (link.cidrs if link is not None else ())}
+        out = []
+        for cidr in wanted:
+            ip = str(ipaddress.IPv4Interface(cidr).ip)
+            if ip not in have:
+                raise NotFound(f"address {ip} is not attached to {target}",
+                               fix=f"its addresses are {', '.join(sorted(have)) or 'none'} (see weave-fdp ps)")
+            out.append(have[ip])
+        return out
 
     async def ps(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         from weave_fdp.plumbing import container_link

@@ -6,6 +6,7 @@ holding one custom collector. The collector calls ``get_report()`` (the same
 dict the ``report`` API op returns) at scrape time, so there is no second copy
 of the state and nothing to keep in sync. A report that fails or is malformed
 yields ``weave_fdp_up 0`` and whatever could be read, never a failed scrape.
+Only ``/metrics`` answers (GET or HEAD): any other path is 404, other methods 405.
 
 Names follow Prometheus conventions (``_total`` counters, base units):
 
@@ -25,9 +26,14 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -234,17 +240,55 @@ def make_registry(get_report: Callable[[], Any]) -> CollectorRegistry:
     return registry
 
 
+METRICS_PATH = "/metrics"
+
+
+def only_metrics_path(app: Callable[..., Any]) -> Callable[..., Any]:
+    """WSGI wrapper: ``/metrics`` goes to ``app``; any other path is 404 and any method but
+    GET/HEAD 405 (the endpoint may face the network: it answers nothing it does not serve)."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"not found; metrics are at {METRICS_PATH}\n".encode()]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain; charset=utf-8"),
+                                                       ("Allow", "GET, HEAD")])
+            return [b"method not allowed\n"]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 (the base's name)
+        pass   # one line per scrape would fill the log
+
+
+def serve_metrics(host: str, port: int, get_report: Callable[[], Any]) -> tuple[WSGIServer, threading.Thread]:
+    """Serve the registry of ``get_report`` at ``/metrics`` on (host, port) from a daemon thread."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+    httpd = make_server(host, port, only_metrics_path(make_wsgi_app(make_registry(get_report))), Server,
+                        handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
 def start_metrics_server(addr: str, get_report: Callable[[], dict[str, Any]]) -> Callable[[], None]:
     """Serve ``/metrics`` on ``addr`` from a daemon thread; return a function that stops it.
 
     ``get_report`` runs in the server's thread: it must be safe to call from there
     (the router passes a function that takes a consistent copy of its state).
     """
-    from prometheus_client import start_http_server
-
     host, port = parse_addr(addr)
     try:
-        server, thread = start_http_server(port, addr=host, registry=make_registry(get_report))
+        server, thread = serve_metrics(host, port, get_report)
     except OSError as exc:
         raise UsageError(f"cannot serve metrics on {addr}: {exc.strerror}",
                          fix="pick a free port and an address of this host for --metrics-addr") from exc

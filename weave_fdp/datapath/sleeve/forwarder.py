@@ -72,10 +72,11 @@ class PeerLink:
     # arrives in one GRO read; kernel IP fragments are ~45 skbs). Sealed links use big
     # datagrams: one seal per super-frame instead of ~45 is what makes encryption fast.
     gso_train: bool = False
-    # Highest wire version the peer's heartbeats advertise. From 2 on, frames bigger than
+    # Wire version in use with the peer: the highest both speak. From 2 on, frames bigger than
     # the path leave as one logical datagram (sealed once) cut into a UDP GSO train of
     # pieces: one skb through the underlay instead of ~45 IP fragments (see ``_send_pieces``).
     version: int = 1
+    peer_version: int | None = None   # highest version the peer's heartbeats advertise (None: none yet)
     aesgcm: bool = False         # seal pieces with AES-256-GCM (both ends have it)
     tx_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))   # plain pieces' ids
     stats: dict[str, int] = field(default_factory=lambda: dict(tx_pkts=0, tx_bytes=0, rx_pkts=0, rx_bytes=0))
@@ -762,18 +763,22 @@ class Forwarder:
             link.prober.on_ack(pid, size)
 
     def _peer_version(self, link: PeerLink, version: int, features: int = 0) -> None:
-        """Adopt the wire version and features a peer's heartbeat advertises (capped at ours)."""
-        v = max(1, min(version, wire.PIECE_VERSION if self.pieces else wire.VERSION))
+        """Note the wire version and features a peer's heartbeat advertises; use the highest
+        version both speak."""
+        ours = wire.PIECE_VERSION if self.pieces else wire.VERSION
+        v = max(1, min(version, ours))
         link.aesgcm = v >= 2 and self.aesgcm and bool(features & wire.FEATURE_AESGCM)
-        if v == link.version:
+        if v == link.version and version == link.peer_version:
             return
+        link.peer_version = version
         if v >= 2:
             self._set_udp_checksums(True)      # before any piece train: GSO needs checksums
             link.version = v
         else:
             link.version = v
             self._set_udp_checksums(self._checksums_needed())
-        log.info("sleeve: peer %s speaks wire version %d", wire.bytes_to_name(link.name), v)
+        log.info("sleeve: peer %s speaks wire version %d%s", wire.bytes_to_name(link.name), version,
+                 "" if v == version else f" (we use {v}: the highest this sleeve speaks is {ours})")
 
     def _frames(self, link: PeerLink, body: memoryview, batcher: Batcher) -> None:
         # Decode all entries first: a datagram with a bad tail delivers nothing.
@@ -908,6 +913,7 @@ class Forwarder:
             "up": link.is_up(now), "encrypted": link.sealer is not None,
             "pmtu": link.prober.payload, "pmtu_discovered": link.prober.settled, "mtu": link.mtu(),
             "big_datagrams": link.prober.big_ok, "wire_version": link.version,
+            "peer_wire_version": link.peer_version,
             "cipher": None if link.sealer is None else ("aes256gcm" if link.aesgcm else "xsalsa20poly1305"),
             "rtt_ms": None if link.rtt_ms is None else round(link.rtt_ms, 3), **link.stats,
         }

@@ -28,6 +28,8 @@ MAX_FRAME = 8 << 20                     # bytes; larger frames are refused
 MAX_HELLO = 1024                        # bytes; hello and features frames are small
 MAX_STR = 255
 MAX_LIST = 65536
+MAX_NICKNAME_BYTES = MAX_STR            # UTF-8 bytes; so the sealed features frame fits MAX_HELLO
+MAX_HOSTNAME = 253                      # characters of a DNS name in a peer address
 
 # message tags (first byte of a frame's plaintext)
 HEARTBEAT = 0x01
@@ -99,6 +101,23 @@ def _u64(val: Any, key: str, what: str) -> int:
     if type(val) is not int or not 0 <= val < 1 << 64:
         raise ProtocolError(f"{what}: field {key!r} is not a u64")
     return val
+
+
+def nickname_problem(nick: str) -> str | None:
+    """Why ``nick`` cannot be sent in a features frame (None: it can).
+
+    The decoder refuses strings over MAX_STR characters and frames over MAX_HELLO
+    bytes; a nickname of at most MAX_NICKNAME_BYTES UTF-8 bytes keeps both, sealed
+    and with every other field at its largest (a unit test proves it).
+    """
+    if not nick:
+        return "is empty"
+    size = len(nick.encode("utf-8", "surrogatepass"))
+    if size > MAX_NICKNAME_BYTES:
+        return f"is {size} bytes long (at most {MAX_NICKNAME_BYTES} bytes of UTF-8 fit the handshake)"
+    if any(not c.isprintable() for c in nick):
+        return "contains control characters"
+    return None
 
 
 # ---------------------------------------------------------------- preamble + frames
