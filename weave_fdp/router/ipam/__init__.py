@@ -1,1 +1,1 @@
-"""router/ipam"""
+"""IPAM: ring CRDT, consensus, allocator, wire and persistence codecs (pure logic); see docs/IPAM.md."""

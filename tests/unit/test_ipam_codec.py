@@ -1,0 +1,69 @@
+"""IPAM's wire messages and persistence file: round trips, and garbage refused with a reason."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weave_fdp.errors import ProtocolError
+from weave_fdp.router.ipam import persist, wire
+from weave_fdp.router.ipam.allocator import Allocator, Mode
+from weave_fdp.router.ipam.paxos import Claims
+from weave_fdp.router.ipam.ring import Ring, RingConflict
+from weave_fdp.router.ipam.sim import Cluster, sim_name
+
+pytestmark = pytest.mark.unit
+
+RANGE = (0x0A200000, 0x0A300000)
+
+
+def test_state_round_trip() -> None:
+    s = wire.State(RANGE, (sim_name(1), sim_name(2)), [(RANGE[0], sim_name(1), 3, 10), (RANGE[0] + 9, sim_name(2), 1, 2)],
+                   {sim_name(1): Claims((2, sim_name(1)), (2, sim_name(1)), (sim_name(1), sim_name(2)))}, True, [RANGE[0] + 5])
+    kind, body = wire.decode(wire.encode("s", s=s))
+    assert kind == "s" and body["s"] == s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_is_refused_never_crashes(data: bytes) -> None:
+    try:
+        wire.decode(data)
+    except ProtocolError:
+        pass
+
+
+def test_unknown_version_is_refused_with_the_fix() -> None:
+    import msgpack
+
+    with pytest.raises(ProtocolError, match="version 2 is not 1; upgrade"):
+        wire.decode(msgpack.packb({"v": 2, "k": "s"}))
+
+
+def test_persistence_round_trip_and_corruption() -> None:
+    c = Cluster(3)
+    c.allocate(c.names[0], "web")
+    raw = c.saved[c.names[0]]
+    a = Allocator(c.names[0], RANGE, Mode("consensus", 2))
+    a.restore(persist.decode(raw))
+    assert a.allocs == c.peers[c.names[0]].allocs and a.ring.as_list() == c.peers[c.names[0]].ring.as_list()
+    for bad, why in [(raw[:-3], "checksum"), (raw[:5], "truncated"), (b"XXXXXX" + raw[6:], "not an IPAM"),
+                     (raw[:20] + bytes([raw[20] ^ 1]) + raw[21:], "checksum")]:
+        with pytest.raises(persist.CorruptState, match=why) as ei:
+            persist.decode(bad, "/var/lib/x/ipam.bin")
+        assert "/var/lib/x/ipam.bin" in str(ei.value) and "rm " in str(ei.value)
+
+
+def test_rings_founded_apart_do_not_merge() -> None:
+    a, b = Ring(RANGE), Ring(RANGE)
+    a.found([sim_name(1)])
+    b.found([sim_name(2)])
+    with pytest.raises(RingConflict, match="formed apart"):
+        a.merge(sim_name(1), b.seeds, b.as_list())
+
+
+def test_a_different_range_is_refused_naming_both() -> None:
+    a = Ring(RANGE)
+    with pytest.raises(RingConflict, match="same --ipalloc-range"):
+        a.check_compatible((RANGE[0], RANGE[1] - 256), ())
