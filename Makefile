@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-bpf test-netns bench soak lint clean
+.PHONY: install demo test test-unit test-bpf test-netns bench fuzz soak lint clean
 
 install:
 	@bash scripts/install.sh
@@ -22,6 +22,12 @@ test-bpf: install
 
 test-netns: install
 	@$(PYTEST) tests -m netns $(PYTEST_ARGS)
+
+# coverage-guided fuzzing of every decoder of network and disk input: FUZZ_SECONDS per target
+# (default 30), crashes saved under tests/fuzz_regressions/ (make test replays them)
+fuzz:
+	@WEAVE_FDP_EXTRAS=reliability bash scripts/install.sh
+	@$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
 
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath

@@ -16,7 +16,7 @@ command -v apt-get >/dev/null || die "apt-get not found: this installer supports
 packages=(
   python3 python3-venv python3-dev python3-bpfcc libbpfcc bpfcc-tools
   linux-headers-amd64 iproute2 iputils-ping iputils-arping ethtool procps psmisc
-  iperf3 sockperf bind9-dnsutils tshark nftables tmux socat kmod
+  iperf3 sockperf bind9-dnsutils tshark nftables tmux socat kmod faketime
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -50,13 +50,22 @@ if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
+# Optional extras (pyproject.toml): `test` always; more by WEAVE_FDP_EXTRAS=test,reliability
+# (make fuzz / make soak). The stamp remembers the pyproject hash and the extras installed.
 stamp="$venv/.weave-fdp-installed"
 want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c 'import weave_fdp' 2>/dev/null; then
-  log "installing weave-fdp and its Python dependencies into $venv"
+extras="test,${WEAVE_FDP_EXTRAS:-}"
+read -r have_hash have_extras <"$stamp" 2>/dev/null || { have_hash=""; have_extras=""; }
+need=0
+[ "$have_hash" = "$want" ] || { need=1; have_extras=""; }
+for e in ${extras//,/ }; do
+  case ",$have_extras," in *",$e,"*) ;; *) need=1; have_extras="${have_extras:+$have_extras,}$e" ;; esac
+done
+if [ "$need" = 1 ] || ! "$venv/bin/python" -c 'import weave_fdp' 2>/dev/null; then
+  log "installing weave-fdp and its Python dependencies into $venv (extras: $have_extras)"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e "$here[test]" || die "pip install failed: see the output above"
-  echo "$want" >"$stamp"
+  "$venv/bin/python" -m pip install -q -e "$here[$have_extras]" || die "pip install failed: see the output above"
+  echo "$want $have_extras" >"$stamp"
 fi
 "$venv/bin/python" -c 'import bcc' 2>/dev/null || die "bcc is not importable from $venv: apt-get install python3-bpfcc"
 

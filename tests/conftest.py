@@ -4,6 +4,7 @@ unit  - pure logic, no privileges
 bpf   - BPF programs run on crafted packets (root + bcc)
 netns - real hosts in network namespaces (root + iproute2)
 lab   - multi-VM lab (Vagrant); not part of `make test`
+chaos - fault injection over labs of routers (root); `make chaos`, only `chaos_short` ones in `make test`
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _has_bcc() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.fspath)
-        for tier in ("unit", "bpf", "netns", "lab"):
+        for tier in ("unit", "bpf", "netns", "lab", "chaos"):
             # (not `tier in item.keywords`: the folder name alone puts it there, without the marker)
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path and item.get_closest_marker(tier) is None:
                 item.add_marker(getattr(pytest.mark, tier))
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason="bpf tier needs root to load programs"))
             elif not _has_bcc():
                 item.add_marker(pytest.mark.skip(reason="bpf tier needs bcc (apt-get install python3-bpfcc)"))
-        if "netns" in item.keywords:
+        if "netns" in item.keywords or "chaos" in item.keywords:
             if not _is_root():
                 item.add_marker(pytest.mark.skip(reason="netns tier needs root to create namespaces"))
             elif shutil.which("ip") is None:

@@ -163,8 +163,8 @@ class ApiServer:
                 raise UsageError(f"unknown API op {req['op']!r}",
                                  fix="the router may be older than this CLI, or that part is disabled")
             return {"ok": True, "result": await handler(args)}
-        except json.JSONDecodeError as exc:
-            return error_reply(UsageError(f"API request is not JSON: {exc}"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:   # bytes that are not UTF-8 either
+            return error_reply(UsageError(f"API request is not JSON: {exc}"[:300]))
         except FdpError as exc:
             return error_reply(exc)
         except Exception as exc:  # a bug in a handler must not kill the router

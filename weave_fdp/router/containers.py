@@ -79,6 +79,16 @@ def parse_addresses(addrs: list[str]) -> list[str]:
     return out
 
 
+def _valid_record(rec: Any) -> bool:
+    """A record as attach writes it: an object whose cidrs are IPv4 interfaces."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("cidrs", []), list):
+        return False
+    try:
+        return all(isinstance(c, str) and ipaddress.IPv4Interface(c) for c in rec.get("cidrs", []))
+    except ValueError:
+        return False
+
+
 class Containers:
     """The attachments of this host and the ops that change them."""
 
@@ -91,9 +101,18 @@ class Containers:
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.file.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable container records %s: %s", self.file, exc)
+            return {}
+        if not isinstance(data, dict):
+            log.warning("ignoring container records %s: not a JSON object", self.file)
+            return {}
+        good = {k: v for k, v in data.items() if _valid_record(v)}
+        for k in sorted(set(data) - set(good)):
+            log.warning("ignoring a malformed container record in %s: %s", self.file, str(k)[:80])
+        return good
 
     def _save(self) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)

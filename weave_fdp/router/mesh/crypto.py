@@ -31,7 +31,10 @@ class KeyPair:
         self.public = bytes(self._sk.public_key)
 
     def session_key(self, remote_public: bytes, password: bytes) -> bytes:
-        shared = crypto_scalarmult(bytes(self._sk), remote_public)
+        try:
+            shared = crypto_scalarmult(bytes(self._sk), remote_public)
+        except CryptoError as exc:   # libsodium refuses low-order points (an all-zero shared secret)
+            raise ProtocolError("hello: the peer's public key is a low-order point (no shared secret)") from exc
         return hashlib.sha256(shared + password).digest()
 
 
