@@ -12,7 +12,37 @@ from weave_fdp.router.mesh.codec import MAX_HOSTNAME, nickname_problem
 
 DEFAULT_PORT = 6783
 DEFAULT_CONN_LIMIT = 200
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DEFAULT_METRICS_ADDR = "127.0.0.1:6782"   # where `launch` serves /metrics unless told otherwise (Weave's)
+MTU_MIN, MTU_MAX = 576, 9000   # bytes: the overlay MTU `--mtu` accepts (IPv4 minimum .. jumbo frames)
+_OCTET = re.compile(r"^[0-9a-fA-F]{1,2}$")
+
+
+def parse_peer_name(text: str) -> str:
+    """A peer name as Weave reads it -> the canonical ``xx:xx:xx:xx:xx:xx`` form.
+
+    Six groups of one or two hex digits, or Weave's short forms: one ``::`` standing
+    for the zero octets that make six, with one to four groups around it
+    (``::1`` -> 00:00:00:00:00:01, ``a::1`` -> 0a:00:00:00:00:01). UsageError otherwise.
+    """
+    bad = UsageError(f"--name {text!r} is not a peer name",
+                     fix="give a MAC address such as 7e:aa:bb:cc:dd:ee (or a short form such as ::1)")
+    t = text.strip()
+    if t.count("::") > 1:
+        raise bad
+    if "::" in t:
+        head, tail = t.split("::")
+        left = head.split(":") if head else []
+        right = tail.split(":") if tail else []
+        if not 1 <= len(left) + len(right) <= 4:
+            raise bad
+        groups = [*left, *["0"] * (6 - len(left) - len(right)), *right]
+    else:
+        groups = t.split(":")
+        if len(groups) != 6:
+            raise bad
+    if not all(_OCTET.match(g) for g in groups):
+        raise bad
+    return ":".join(f"{int(g, 16):02x}" for g in groups)
 
 
 @dataclass
@@ -35,18 +65,20 @@ class RouterConfig:
     log_level: str = "info"
     listen_host: str = "0.0.0.0"
     metrics_addr: str | None = None   # HOST:PORT for Prometheus /metrics; None = off
+    metrics_optional: bool = False    # the default address: a busy port is a warning, not a failure
+    resume: bool = False              # keep the saved target list (launch --resume, a restart)
+    mtu: int | None = None            # overlay MTU (--mtu, WEAVE_MTU); None = underlay MTU - 50
 
     def validate(self) -> "RouterConfig":
         """Raise UsageError naming the bad flag and its fix."""
         if self.name is not None:
-            self.name = self.name.lower()
-            if not MAC_RE.match(self.name):
-                raise UsageError(f"--name {self.name!r} is not a peer name",
-                                 fix="give a MAC address such as 7e:aa:bb:cc:dd:ee")
+            self.name = parse_peer_name(self.name)
         if self.nickname is not None:
             problem = nickname_problem(self.nickname)
             if problem:
                 raise UsageError(f"--nickname {problem}", fix="give a shorter, printable nickname (e.g. the hostname)")
+        if self.mtu is not None and not MTU_MIN <= self.mtu <= MTU_MAX:
+            raise UsageError(f"--mtu {self.mtu} is out of range", fix=f"use {MTU_MIN}-{MTU_MAX}")
         if not 1 <= self.port <= 65535:
             raise UsageError(f"--port {self.port} is out of range", fix="use 1-65535")
         if self.conn_limit < 1:

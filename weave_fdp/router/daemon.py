@@ -56,7 +56,12 @@ class Router:
         await self.api.start()
         self.state.ensure_writable()
         if cfg.metrics_addr:
-            self._start_metrics(cfg.metrics_addr)
+            try:
+                self._start_metrics(cfg.metrics_addr)
+            except UsageError as exc:
+                if not cfg.metrics_optional:
+                    raise
+                log.warning("%s (no metrics until restarted with --metrics-addr)", exc)
         saved = self.state.load_peer()
         name = cfg.name or saved.get("name") or random_peer_name()
         sid = saved.get("short_id") if saved.get("name") == name else None
@@ -94,9 +99,8 @@ class Router:
         self._on_mesh()                 # give them the view they missed
         node.start()
         self.maker.start()
-        direct = list(dict.fromkeys([*self.state.load_direct(), *cfg.peers]))
-        if cfg.peers:
-            self.state.save_direct(direct)
+        given = [format_address(*parse_peer_address(p, cfg.port)) for p in cfg.peers]
+        direct = self.state.initial_targets(given, resume=cfg.resume)
         self.maker.add_direct([parse_peer_address(p, cfg.port) for p in direct])
         self.ready.set()
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
@@ -107,7 +111,7 @@ class Router:
         from weave_fdp.datapath.bridge_ports import BridgePorts
         from weave_fdp.router import containers
 
-        ports = BridgePorts()
+        ports = BridgePorts(mtu=self.config.mtu)
         await asyncio.to_thread(ports.start)
         containers.register(self.api, ports, self.state.dir)
 
@@ -240,9 +244,9 @@ class Router:
     async def _op_connect(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.maker is not None
         addrs = await self._resolve(args.get("peers", []))
-        self.maker.add_direct(addrs, replace=bool(args.get("replace")))
+        replaced = self.maker.add_direct(addrs, replace=bool(args.get("replace")))
         self.state.save_direct(self.maker.direct())
-        return {"targets": self.maker.direct()}
+        return {"targets": self.maker.direct(), "replaced": replaced}
 
     async def _op_forget(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.maker is not None
@@ -286,7 +290,8 @@ class Router:
                        "trusted_subnets": list(self.config.trusted_subnets),
                        "overlays": [o.name for o in self.overlays], "state_dir": str(self.state.dir),
                        "discovery": self.config.discovery, "conn_limit": self.config.conn_limit,
-                       "pid": os.getpid(), "gossip_tx_bytes": node.gossip_tx_bytes},
+                       "pid": os.getpid(), "gossip_tx_bytes": node.gossip_tx_bytes,
+                       "terminations": node.terminations, "mtu": self.config.mtu},
             "peers": peers,
             "connections": self._connections(),
             "routes": {"unicast": dict(sorted(routes.unicast.items())), "broadcast": routes.broadcast},

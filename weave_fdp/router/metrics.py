@@ -20,10 +20,21 @@ Names follow Prometheus conventions (``_total`` counters, base units):
   weave_fdp_drops_total{reason}
   weave_fdp_{ipam,dns}_enabled, and weave_fdp_{ipam,dns}_<key> for every numeric figure
   (or list, as its length) the router reports in those sections.
+
+Weave Net's names as well, so its dashboards and alerts keep working (docs/INTEGRATIONS.md):
+
+  weave_connections{state,type,encryption}  state: established|pending|retrying|failed|connecting,
+                                            type: fastdp|sleeve|unknown, encryption: "yes"|""
+  weave_connection_terminations_total       established connections that went down
+  weave_flows                               fastdp flows
+  weave_ips{state="local-used"}, weave_max_ips, weave_ipam_pending_allocates,
+  weave_ipam_unreachable_count               when IPAM runs
+  weave_dns_entries{state="local"}          DNS entries of this peer's containers, when DNS runs
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import socket
@@ -43,6 +54,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "weave_fdp"
 CONN_STATES = ("established", "pending", "retrying", "failed")
+WEAVE_CONN_STATES = ("established", "pending", "retrying", "failed", "connecting")
 
 
 def _num(v: Any) -> float | None:
@@ -86,7 +98,8 @@ class ReportCollector(Collector):
         yield up
         if not isinstance(report, dict):
             return
-        for build in (self._router, self._peers, self._connections, self._datapath, self._sections):
+        for build in (self._router, self._peers, self._connections, self._datapath, self._sections,
+                      self._weave_router, self._weave_ipam_dns):
             try:
                 yield from build(report)
             except Exception as exc:  # one odd section must not hide the others
@@ -222,6 +235,80 @@ class ReportCollector(Collector):
                 g = GaugeMetricFamily(name, f"{section.upper()} figure '{key}' from the router report")
                 g.add_metric([], n)
                 yield g
+
+
+    # -- Weave Net's names -----------------------------------------------------
+
+    def _weave_router(self, report: dict[str, Any]) -> Iterator[Any]:
+        counts: dict[tuple[str, str, str], int] = {}
+        types = {"unknown"}
+        for c in _l(report.get("connections")):
+            if not isinstance(c, dict):
+                continue
+            state = _s(c.get("state")).lower()
+            if state == "pending" and not c.get("peer"):
+                state = "connecting"   # dialing, no handshake yet: Weave's "connecting"
+            typ = _s(c.get("mode"), "unknown")
+            types.add(typ)
+            enc = "yes" if c.get("info") == "encrypted" else ""
+            counts[(state, typ, enc)] = counts.get((state, typ, enc), 0) + 1
+        g = GaugeMetricFamily("weave_connections", "Number of peer-to-peer connections.",
+                              labels=["state", "type", "encryption"])
+        for state in WEAVE_CONN_STATES:
+            for typ in sorted(types):
+                for enc in ("yes", ""):
+                    g.add_metric([state, typ, enc], counts.pop((state, typ, enc), 0))
+        for (state, typ, enc), n in sorted(counts.items()):   # a state Weave does not know
+            g.add_metric([state, typ, enc], n)
+        yield g
+        term = _num(_d(report.get("router")).get("terminations"))
+        if term is not None:
+            t = CounterMetricFamily("weave_connection_terminations", "Number of peer-to-peer connections terminated.")
+            t.add_metric([], term)
+            yield t
+        dp = report.get("datapath")
+        if isinstance(dp, dict) and "fastdp" in _l(_d(report.get("router")).get("overlays")):
+            f = GaugeMetricFamily("weave_flows", "Number of FastDP flows.")
+            f.add_metric([], sum(1 for x in _l(dp.get("flows")) if isinstance(x, dict)
+                                 and x.get("path", "fastdp") == "fastdp"))
+            yield f
+
+    def _weave_ipam_dns(self, report: dict[str, Any]) -> Iterator[Any]:
+        ipam = report.get("ipam")
+        if isinstance(ipam, dict):
+            used = next((v for k in ("allocated", "active_ips", "local_used", "used")
+                         if (v := _num(ipam.get(k))) is not None), None)
+            if used is not None:
+                g = GaugeMetricFamily("weave_ips", "Number of IP addresses.", labels=["state"])
+                g.add_metric(["local-used"], used)
+                yield g
+            size = _num(ipam.get("range_num_ips"))
+            if size is None and isinstance(ipam.get("range"), str):
+                try:
+                    size = float(ipaddress.ip_network(ipam["range"], strict=False).num_addresses)
+                except ValueError:
+                    size = None
+            if size is not None:
+                g = GaugeMetricFamily("weave_max_ips", "Size of IP address space used by allocator.")
+                g.add_metric([], size)
+                yield g
+            for key, name, help_ in (("pending_allocates", "weave_ipam_pending_allocates",
+                                      "Number of pending allocates."),
+                                     ("unreachable", "weave_ipam_unreachable_count", "Number of unreachable peers.")):
+                v = ipam.get(key)
+                n = float(len(v)) if isinstance(v, list) else _num(v)
+                if n is not None:
+                    g = GaugeMetricFamily(name, help_)
+                    g.add_metric([], n)
+                    yield g
+        dns = report.get("dns")
+        if isinstance(dns, dict):
+            me = _d(report.get("router")).get("name")
+            entries = [e for e in _l(dns.get("entries")) if isinstance(e, dict)]
+            local = sum(1 for e in entries if e.get("origin", e.get("peer")) == me and not e.get("tombstone"))
+            g = GaugeMetricFamily("weave_dns_entries", "Number of DNS entries.", labels=["state"])
+            g.add_metric(["local"], local)
+            yield g
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

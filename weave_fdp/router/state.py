@@ -89,5 +89,17 @@ class RouterState:
         peers = self._read(DIRECT_FILE).get("peers", [])
         return [p for p in peers if isinstance(p, str)] if isinstance(peers, list) else []
 
+    def initial_targets(self, given: list[str], *, resume: bool) -> list[str]:
+        """The target list a starting router dials, with Weave's semantics.
+
+        ``launch PEERS`` (resume False) sets the list to PEERS, replacing the saved one.
+        ``launch --resume`` and a restart by a supervisor keep the list as it was last
+        saved (after connect/forget); PEERS then only seed it when nothing was saved yet.
+        """
+        if resume and (self.dir / DIRECT_FILE).exists():
+            return self.load_direct()
+        self.save_direct(given)
+        return list(dict.fromkeys(given))
+
     def save_direct(self, peers: list[str]) -> None:
         atomic_write_json(self.dir / DIRECT_FILE, {"peers": sorted(set(peers))})

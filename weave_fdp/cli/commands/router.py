@@ -18,7 +18,7 @@ from weave_fdp import paths
 from weave_fdp.cli.output import json_option, print_json
 from weave_fdp.errors import AlreadyExists, ExitCode, FdpError, RouterNotRunning, UsageError
 from weave_fdp.router.client import RouterClient
-from weave_fdp.router.config import DEFAULT_CONN_LIMIT, DEFAULT_PORT, RouterConfig
+from weave_fdp.router.config import DEFAULT_CONN_LIMIT, DEFAULT_METRICS_ADDR, DEFAULT_PORT, RouterConfig
 
 LAUNCH_TIMEOUT = 20.0  # seconds for the background router to answer
 
@@ -44,27 +44,47 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Persistent state (default per host).")
 @click.option("--log-level", "router_log_level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Router log level.")
-@click.option("--metrics-addr", metavar="HOST:PORT",
-              help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 0.0.0.0:6782); default off.")
+@click.option("--metrics-addr", metavar="HOST:PORT", envvar="WEAVE_STATUS_ADDR",
+              help=f"Serve Prometheus metrics on http://HOST:PORT/metrics (or WEAVE_STATUS_ADDR); "
+                   f"default {DEFAULT_METRICS_ADDR}, 'off' for none.")
+@click.option("--mtu", type=int, envvar="WEAVE_MTU",
+              help="MTU of the overlay (container interfaces, bridge, VXLAN device) in bytes "
+                   "(or WEAVE_MTU); default: the underlay's MTU minus 50.")
+@click.option("--resume", is_flag=True,
+              help="Keep the saved list of direct peers (as changed by connect/forget) instead of "
+                   "setting it to PEERS; PEERS then only seed it when none was saved.")
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd or a terminal).")
 def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, password: str | None,
            trusted_subnets: tuple[str, ...], port: int, conn_limit: int, no_discovery: bool,
            no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_init: str | None,
-           state_dir: Path | None, router_log_level: str, metrics_addr: str | None, foreground: bool) -> None:
+           state_dir: Path | None, router_log_level: str, metrics_addr: str | None, mtu: int | None,
+           resume: bool, foreground: bool) -> None:
     """Start this host's router and join PEERS (HOST[:PORT]); prints the peer name.
+
+    PEERS become the list of direct peers, replacing the saved one; with --resume the
+    saved list is kept (what a restart does). WEAVE_PASSWORD, WEAVE_MTU and
+    WEAVE_NO_FASTDP (any non-empty value) stand for --password, --mtu and --no-fastdp.
 
     \b
     Examples:
       weave-fdp launch                         first host
       weave-fdp launch 192.0.2.1               join it (its peers are discovered)
+      weave-fdp launch --resume                again, with the peers it had
       WEAVE_PASSWORD=s3cret weave-fdp launch 192.0.2.1
-      weave-fdp launch --metrics-addr 0.0.0.0:6782 192.0.2.1
+      weave-fdp launch --name ::1 --mtu 1400 --metrics-addr 0.0.0.0:6782 192.0.2.1
     """
+    no_fastdp = no_fastdp or bool(os.environ.get("WEAVE_NO_FASTDP"))
+    metrics_optional = metrics_addr is None
+    if metrics_addr is None:
+        metrics_addr = DEFAULT_METRICS_ADDR
+    elif metrics_addr.strip().lower() in ("", "off", "none"):
+        metrics_addr = None
     cfg = RouterConfig(peers=list(peers), name=name, nickname=nickname, password=password or None,
                        trusted_subnets=_split_csv(trusted_subnets), port=port, conn_limit=conn_limit,
                        discovery=not no_discovery, no_fastdp=no_fastdp, no_dns=no_dns,
                        ipalloc_range=ipalloc_range, ipalloc_init=ipalloc_init, state_dir=state_dir,
-                       log_level=router_log_level, metrics_addr=metrics_addr).validate()
+                       log_level=router_log_level, metrics_addr=metrics_addr,
+                       metrics_optional=metrics_optional, resume=resume, mtu=mtu).validate()
     client = RouterClient(timeout=3)
     if client.running():
         raise AlreadyExists(f"the router is already running here (peer {_peer_name(client)})",
@@ -173,7 +193,8 @@ def reset() -> None:
 
 @click.command()
 @click.argument("peers", nargs=-1)
-@click.option("--replace", is_flag=True, help="Replace the list of direct peers instead of adding.")
+@click.option("--replace", is_flag=True, help="Replace the list of direct peers instead of adding: the "
+              "peers replaced are no longer dialed and the connections made to them are closed.")
 def connect(peers: tuple[str, ...], replace: bool) -> None:
     """Add PEERS (HOST[:PORT]) to the direct peers the router keeps connected.
 
@@ -413,4 +434,33 @@ def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no
         print_json(res)
 
 
-COMMANDS = [launch, stop, reset, connect, forget, rmpeer, report, status, bench]
+@click.command()
+@json_option
+def version(as_json: bool) -> None:
+    """Versions of this program and of the running router (as `weave version`).
+
+    \b
+    Example:
+      weave-fdp version
+    """
+    from weave_fdp import __version__
+
+    client = RouterClient(timeout=5)
+    try:
+        rep = client.call("report")
+        router: dict[str, Any] | None = {"version": rep.get("version"), "pid": rep["router"].get("pid"),
+                                         "name": rep["router"].get("name")}
+    except RouterNotRunning:
+        router = None
+    info = {"weave-fdp": __version__, "python": sys.version.split()[0], "kernel": os.uname().release,
+            "router": router}
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"weave-fdp {__version__}")
+    click.echo(f"router {router['version']} (pid {router['pid']}, peer {router['name']})" if router
+               else "router not running on this host")
+    click.echo(f"python {info['python']}, kernel {info['kernel']}")
+
+
+COMMANDS = [launch, stop, reset, connect, forget, rmpeer, report, status, bench, version]

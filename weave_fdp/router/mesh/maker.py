@@ -77,10 +77,21 @@ class ConnectionMaker:
     def direct(self) -> list[str]:
         return [t.address for t in self.targets.values() if t.direct]
 
-    def add_direct(self, addrs: list[tuple[str, int]], replace: bool = False) -> None:
+    def add_direct(self, addrs: list[tuple[str, int]], replace: bool = False) -> list[str]:
+        """Make ``addrs`` direct peers; with ``replace`` they become the whole list.
+
+        Replaced targets are dropped at once: their dial in flight is cancelled, their
+        retries stop and the connection we made to them is closed (unless discovery
+        still wants that address). Returns the addresses replaced.
+        """
+        replaced: list[str] = []
         if replace:
-            for t in self.targets.values():
-                t.direct = False
+            keep = set(addrs)
+            for key, t in list(self.targets.items()):
+                if t.direct and key not in keep:
+                    t.direct = False
+                    replaced.append(t.address)
+                    self._drop(key, t)
         for host, port in addrs:
             t = self.targets.setdefault((host, port), Target(host, port))
             t.direct = True
@@ -88,6 +99,19 @@ class ConnectionMaker:
                 t.retry_at = 0.0  # the user asked: try now
         self._prune()
         self.kick()
+        return replaced
+
+    def _drop(self, key: tuple[str, int], t: Target) -> None:
+        """Stop dialing a replaced target and close the connection we dialed to it."""
+        if self.discovery and key in self._discovered():
+            return   # still an address some peer announces: discovery keeps it
+        self._close_links_to(t.host, t.port)
+        self.targets.pop(key, None)   # a dial in flight finds it gone and closes what it made
+
+    def _close_links_to(self, host: str, port: int) -> None:
+        for link in list(self.node.links.values()):
+            if link.outbound and link.remote_host == host and link.remote_port == port:
+                link.close("no longer a direct peer (connect --replace)")
 
     def forget(self, addrs: list[tuple[str, int]]) -> list[str]:
         """Stop dialing these direct peers; returns those that were not targets."""
@@ -182,6 +206,8 @@ class ConnectionMaker:
         try:
             t.peer = await self.dial(t.host, t.port)
             t.state, t.attempts, t.last_error = "connected", 0, None
+            if self.targets.get(key) is not t:   # replaced while dialing
+                self._close_links_to(t.host, t.port)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

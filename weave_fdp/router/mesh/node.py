@@ -84,6 +84,7 @@ class MeshNode:
         self.on_link_change: Callable[[], None] | None = None
         self.started = time.monotonic()
         self.gossip_tx_bytes = 0
+        self.terminations = 0            # established links that went down (weave_connection_terminations_total)
         self.topology_changed_at = 0.0   # perf_counter() of the last received change (benchmarks)
         self.topo_gossip = TopologyGossip(self, gossip_delay)
         self._recompute_handle: asyncio.Handle | None = None
@@ -163,6 +164,7 @@ class MeshNode:
         if self.links.get(link.peer) is not link:
             return
         del self.links[link.peer]
+        self.terminations += 1
         self.topo_gossip.link_down(link)
         log.info("peer %s(%s): connection %s:%d down: %s", link.peer, link.features.nickname,
                  link.remote_host, link.remote_port, reason)

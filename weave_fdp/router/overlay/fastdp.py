@@ -95,7 +95,7 @@ class FastdpOverlay:
         from weave_fdp.router.overlay.switch import offer_fastdp
 
         self.ctx = ctx
-        self.host = HostDatapath(pin_dir=await self.run(host_pin_dir))
+        self.host = HostDatapath(pin_dir=await self.run(host_pin_dir), mtu=getattr(ctx.config, "mtu", None))
         await self.run(self.host.start)
         self._boot_fastdp = await self.run(self._fastdp_peers_in_maps)
         self._tx = hbm.sender_socket()
