@@ -16,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import struct
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dnslib import QTYPE, DNSRecord
 
 from weave_fdp.errors import FdpError, ProtocolError
 from weave_fdp.datapath.fastdp import heartbeat as fhb
@@ -32,6 +36,13 @@ from weave_fdp.datapath.sleeve.forwarder import Forwarder
 from weave_fdp.router import containers as rcontainers
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import parse_peer_address
+from weave_fdp.router.dns import wire as dwire
+from weave_fdp.router.dns.records import Records
+from weave_fdp.router.dns.responder import handle_query
+from weave_fdp.router.ipam import persist
+from weave_fdp.router.ipam import wire as iwire
+from weave_fdp.router.ipam.allocator import Allocator, Mode
+from weave_fdp.router.ipam.sim import Cluster, sim_name
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.codec import ConnEntry, Features, PeerEntry
 from weave_fdp.router.mesh.node import Identity, MeshNode
@@ -515,3 +526,118 @@ def fuzz_state_files(data: bytes) -> None:
         c._in_use(["10.32.0.1/12"], except_if="")
     except FdpError:
         pass
+
+
+# ---------------------------------------------------------------- IPAM: gossip and its state file
+
+def _ipam_cluster() -> Any:
+
+    c = Cluster(3, seed=1)
+    c.settle(10)
+    for i, name in enumerate(c.names):
+        c.peers[name].allocate(f"c{i}", c.range, c.now)
+    c.settle(5)
+    return c
+
+
+def _ipam_gossip_seeds() -> list[bytes]:
+
+    c = _ipam_cluster()
+    states = [c.peers[n].gossip() for n in c.names]
+    lo, hi = c.range
+    return [join_records(states), join_records([iwire.encode("w", n=[lo, lo + 256]), iwire.encode("c", a=lo + 5),
+                                                iwire.encode("x", a=lo + 6, y="taken"), iwire.encode("k"),
+                                                iwire.encode("n", n=[lo, hi])]),
+            join_records([states[0], iwire.encode("h", s=c.peers[c.names[1]]._state())])]
+
+
+@target("ipam_gossip", "ipam channel payloads (state, want/no space, claims, handoff) into an allocator",
+        _ipam_gossip_seeds)
+def fuzz_ipam_gossip(data: bytes) -> None:
+    """Records = payloads from one neighbour, each into a fresh consensus-mode allocator, then a tick."""
+
+    a = Allocator(sim_name(9), (0x0A200000, 0x0A300000), Mode("consensus", 2), random.Random(0))
+    a.set_peers({sim_name(0), sim_name(1)}, {})
+    now = 1.0
+    for rec in split_records(data, 16):
+        try:
+            a.on_message(sim_name(0), rec, now)
+        except ProtocolError:
+            pass
+        now += 0.5
+        a.tick(now)
+        a.take_outbox()
+    a.allocate("x", (0x0A200000, 0x0A300000), now)
+
+
+def _ipam_file_seeds() -> list[bytes]:
+
+    c = _ipam_cluster()
+    return [persist.encode(c.peers[n].snapshot()) for n in c.names]
+
+
+@target("ipam_state_file", "the IPAM file of the state dir (persist.decode, Allocator.restore)", _ipam_file_seeds)
+def fuzz_ipam_state_file(data: bytes) -> None:
+    """The file as read at launch; the CRC is recomputed half the time (``data`` bit 0 of the
+    last byte) so the fuzzer also reaches the content checks behind it."""
+
+
+    if data and data[-1] & 1 and len(data) > persist.HEADER.size:
+        body = data[persist.HEADER.size:]
+        data = persist.HEADER.pack(persist.MAGIC, persist.FORMAT, zlib.crc32(body)) + body
+    try:
+        snap = persist.decode(data, "ipam.bin")
+    except FdpError:
+        return
+    a = Allocator("02:00:00:00:00:09", (0x0A200000, 0x0A300000), Mode("consensus", 2), random.Random(0))
+    try:
+        a.restore(snap)
+    except FdpError:
+        return
+    a.allocate("x", (0x0A200000, 0x0A300000), 1.0)
+    a.gossip()
+
+
+# ---------------------------------------------------------------- DNS: queries and gossip
+
+def _dns_query_seeds() -> list[bytes]:
+
+    qs = [DNSRecord.question("web.weave.local.", "A"), DNSRecord.question("big.weave.local.", "A"),
+          DNSRecord.question("1.1.32.10.in-addr.arpa.", "PTR"), DNSRecord.question("nope.weave.local.", "AAAA"),
+          DNSRecord.question("example.org.", "A")]
+    out = [b"\x00" + q.pack() for q in qs]
+    tcp = qs[1].pack()
+    return out + [b"\x01" + len(tcp).to_bytes(2, "big") + tcp, b"\x00" + qs[0].pack()[:-3]] + \
+        [b"\x00" + DNSRecord.question("web.weave.local.", QTYPE.get(t)).pack() for t in (255, 28)]
+
+
+@target("dns_query", "DNS queries to the weaveDNS responder (UDP and TCP framing)", _dns_query_seeds)
+def fuzz_dns_query(data: bytes) -> None:
+
+    if data:
+        handle_query(data[1:], tcp=bool(data[0] & 1))
+
+
+def _dns_gossip_seeds() -> list[bytes]:
+
+    r = Records(PEER_A)
+    r.add("web.weave.local.", "netns:web", "10.32.0.1", now=1.0)
+    r.add("db.weave.local.", "netns:db", "10.32.0.2", now=1.0)
+    r.remove(2.0, container="netns:db")
+    return [join_records([dwire.encode(r.entries())]), join_records([dwire.encode(r.entries()[:1])] * 2)]
+
+
+@target("dns_gossip", "dns channel payloads merged into the records", _dns_gossip_seeds)
+def fuzz_dns_gossip(data: bytes) -> None:
+
+    r = Records(LOCAL)
+    r.add("mine.weave.local.", "netns:mine", "10.32.0.9", now=1.0)
+    now = 5.0
+    for rec in split_records(data, 8):
+        try:
+            r.merge(dwire.decode(rec), now)
+        except ProtocolError:
+            pass
+        now += 1
+    r.lookup("web.weave.local.")
+    r.expire(now + 1e6)

@@ -79,6 +79,10 @@ class Responder:
             req = DNSRecord.parse(data)
         except Exception as exc:   # dnslib raises several types on garbage
             return self._formerr(data, f"does not parse ({type(exc).__name__})")
+        # dnslib parses names it cannot pack again (compression pointers can build them): the
+        # reply echoes the question, so refuse those here
+        if any(len(q.qname) > 253 or any(len(l) > 63 for l in q.qname.label) for q in req.questions):
+            return self._formerr(data, "a name longer than DNS allows")
         if req.header.opcode != OPCODE.QUERY:
             reply = req.reply()
             reply.header.rcode = RCODE.NOTIMP
