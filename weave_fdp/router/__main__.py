@@ -15,6 +15,7 @@ from pathlib import Path
 
 from weave_fdp.errors import FdpError
 from weave_fdp.router.config import RouterConfig
+from weave_fdp.router.logfile import LOG_ENV, RouterLogHandler
 
 
 def main() -> None:
@@ -22,8 +23,10 @@ def main() -> None:
     if raw.get("state_dir"):
         raw["state_dir"] = Path(raw["state_dir"])
     config = RouterConfig(**raw)
+    log_file = os.environ.pop(LOG_ENV, None)   # set by `launch`: a rotated file, else stderr
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[RouterLogHandler(Path(log_file))] if log_file else None)
     from weave_fdp.router.daemon import run_foreground
 
     try:

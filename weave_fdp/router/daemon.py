@@ -22,6 +22,7 @@ from weave_fdp.errors import FdpError, NotFound, UsageError
 from weave_fdp.router import api as api_mod
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
+from weave_fdp.router.mesh.admission import source_of
 from weave_fdp.router.mesh.maker import ConnectionMaker
 from weave_fdp.router.mesh.node import Identity, MeshNode
 from weave_fdp.router.mesh.topology import SHORT_ID_SPACE
@@ -291,7 +292,8 @@ class Router:
                        "overlays": [o.name for o in self.overlays], "state_dir": str(self.state.dir),
                        "discovery": self.config.discovery, "conn_limit": self.config.conn_limit,
                        "pid": os.getpid(), "gossip_tx_bytes": node.gossip_tx_bytes,
-                       "terminations": node.terminations, "mtu": self.config.mtu},
+                       "terminations": node.terminations, "mtu": self.config.mtu,
+                       "inbound": tr.status()},
             "peers": peers,
             "connections": self._connections(),
             "routes": {"unicast": dict(sorted(routes.unicast.items())), "broadcast": routes.broadcast},
@@ -317,7 +319,7 @@ class Router:
         mono, wall = time.monotonic(), time.time()
         linked_hosts = set()
         for peer, l in sorted(node.links.items()):
-            linked_hosts.add(l.remote_host)
+            linked_hosts.add(source_of(l.remote_host))
             st = self._conn_mode(peer)
             out.append({"address": format_address(l.remote_host, l.remote_port), "peer": peer,
                         "nickname": l.features.nickname, "outbound": l.outbound,
@@ -337,12 +339,13 @@ class Router:
                         "mode": None, "mode_reason": None, "mtu": None, "rtt_ms": None,
                         "tx_bytes": 0, "rx_bytes": 0, "retry_at": retry, "attempts": t.attempts,
                         "direct": t.direct})
-        for f in tr.failures:
-            if wall - f["at"] < 120 and f["address"].rpartition(":")[0] not in linked_hosts:
-                out.append({"address": f["address"], "peer": None, "nickname": None, "outbound": False,
-                            "state": "failed", "info": f["reason"], "mode": None, "mode_reason": None,
+        for f in tr.failures.rows(wall):   # one row per source, however many attempts failed
+            if f.source not in linked_hosts:
+                tries = f"{f.attempts} failed attempts since {_clock(f.first)}, last: " if f.attempts > 1 else ""
+                out.append({"address": f.source, "peer": None, "nickname": None, "outbound": False,
+                            "state": "failed", "info": tries + f.reason, "mode": None, "mode_reason": None,
                             "mtu": None, "rtt_ms": None, "tx_bytes": 0, "rx_bytes": 0, "retry_at": None,
-                            "at": round(f["at"], 1)})
+                            "at": round(f.last, 1), "attempts": f.attempts})
         return out
 
 
@@ -375,6 +378,10 @@ def connection_mode(decision: dict[str, Any] | None,
             return st
     reasons = [f"{name}: {st['reason']}" for name, st in statuses if st.get("reason")]
     return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def _safe(fn: Any, default: Any) -> Any:

@@ -19,6 +19,7 @@ from weave_fdp.cli.output import json_option, print_json
 from weave_fdp.errors import AlreadyExists, ExitCode, FdpError, RouterNotRunning, UsageError
 from weave_fdp.router.client import RouterClient
 from weave_fdp.router.config import DEFAULT_CONN_LIMIT, DEFAULT_METRICS_ADDR, DEFAULT_PORT, RouterConfig
+from weave_fdp.router.logfile import LOG_ENV
 
 LAUNCH_TIMEOUT = 20.0  # seconds for the background router to answer
 
@@ -112,6 +113,7 @@ def _launch_background(cfg: RouterConfig) -> str:
     raw = cfg.to_dict()
     raw["password"] = cfg.password
     env["WEAVE_FDP_ROUTER_CONFIG"] = json.dumps(raw)
+    env[LOG_ENV] = str(log_path)   # the router rotates it (router/logfile.py)
     with open(log_path, "ab") as logf:
         start_offset = logf.tell()
         proc = subprocess.Popen([sys.executable, "-m", "weave_fdp.router"], env=env, stdin=subprocess.DEVNULL,

@@ -1,9 +1,13 @@
 """TCP transport of the mesh: listener, dialer, handshake, framed (sealed) links.
 
-Defences against what arrives on TCP 6783: a handshake deadline (half-open or silent
-connections are dropped), frame length limits, an accept throttle (token bucket) and
-a cap on concurrent handshakes, a read deadline on established links (heartbeats keep
-it alive), and every decode error closes only that connection.
+Defences against what arrives on TCP 6783 (docs/SECURITY.md lists the figures):
+admission per source and overall (``admission.HandshakeAdmission``: pending handshakes and
+new connections per second), a handshake deadline (half-open or silent connections are
+dropped), frame length limits checked on the 4-byte header before any body is read, a
+small read buffer per connection, a shared budget for large frame bodies in flight
+(``admission.RxBudget``, reserved before reading), a read deadline on established links
+(heartbeats keep it alive), and every decode error closes only that connection. Failed
+inbound handshakes are logged once per cause per interval and shown per source.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import asyncio
 import ipaddress
 import logging
 import random
+import re
 import socket
 import time
-from collections import deque
 from typing import Any
 
 from weave_fdp import __version__
 from weave_fdp.errors import FdpError, ProtocolError
+from weave_fdp.ratelog import RateLimitedLog
 from weave_fdp.router.mesh import codec
+from weave_fdp.router.mesh.admission import (SMALL_FRAME, HandshakeAdmission, InboundFailures, RxBudget,
+                                             source_of)
 from weave_fdp.router.mesh.codec import Features
 from weave_fdp.router.mesh.crypto import KeyPair, SessionCipher
 from weave_fdp.router.mesh.node import MeshNode
@@ -30,10 +37,9 @@ HANDSHAKE_TIMEOUT = 5.0     # seconds for the whole handshake
 CONNECT_TIMEOUT = 4.0       # seconds for TCP connect
 HEARTBEAT_INTERVAL = 2.0    # seconds
 READ_DEADLINE = 7.0         # seconds without any frame -> link is dead
-MAX_HANDSHAKES = 32         # concurrent unauthenticated connections
-ACCEPT_RATE = 20.0          # accepted connections per second (token bucket)
-ACCEPT_BURST = 40
 MAX_WRITE_BUFFER = 32 << 20  # bytes queued to a slow peer before we give up on it
+READ_BUFFER = 16 << 10      # bytes: a connection's reader stops reading the socket at twice this
+READ_CHUNK = 64 << 10       # bytes read at a time into a large frame's body
 
 
 class HandshakeError(FdpError):
@@ -61,6 +67,8 @@ class TcpLink:
         self.since = time.time()
         self.closed_reason: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.rx_budget: FrameBudget | None = None   # set by the transport for inbound-limited reads
+        self.log: RateLimitedLog | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -99,7 +107,9 @@ class TcpLink:
     async def _read_loop(self) -> None:
         try:
             while True:
-                payload = await asyncio.wait_for(read_frame(self.reader), READ_DEADLINE)
+                payload = await asyncio.wait_for(
+                    read_frame(self.reader, budget=self.rx_budget, source=source_of(self.remote_host)),
+                    READ_DEADLINE)
                 self.rx_bytes += len(payload) + 4
                 plain = self.cipher.open(payload) if self.cipher else payload
                 tag, body = codec.decode_message(plain)
@@ -113,7 +123,11 @@ class TcpLink:
         except (ConnectionError, OSError) as exc:
             self.close(f"connection error: {exc}")
         except ProtocolError as exc:
-            log.warning("peer %s(%s): protocol error, closing: %s", self.peer, self.features.nickname, exc)
+            msg = "peer %s(%s): protocol error, closing: %s"
+            if self.log is not None:
+                self.log.warning(f"protocol error: {_cause(str(exc))}", msg, self.peer, self.features.nickname, exc)
+            else:
+                log.warning(msg, self.peer, self.features.nickname, exc)
             self.close(f"protocol error: {exc}")
         except asyncio.CancelledError:
             pass
@@ -124,9 +138,57 @@ class TcpLink:
             self.send(codec.HEARTBEAT, {})
 
 
-async def read_frame(reader: asyncio.StreamReader, limit: int = codec.MAX_FRAME) -> bytes:
+async def read_frame(reader: asyncio.StreamReader, limit: int = codec.MAX_FRAME,
+                     budget: "FrameBudget | None" = None, source: str = "") -> bytes:
+    """One frame's payload. The length is checked against ``limit`` before any of the body
+    is read; a body over SMALL_FRAME is first reserved from ``budget`` (waiting for it), then
+    read in chunks as it arrives, so an announced size costs nothing until it is granted."""
     header = await reader.readexactly(codec.FRAME_HEADER.size)
-    return await reader.readexactly(codec.decode_frame_length(header, limit))
+    length = codec.decode_frame_length(header, limit)
+    if budget is None or length <= SMALL_FRAME:
+        return await reader.readexactly(length)
+    await budget.acquire(source, length)
+    try:
+        chunks, got = [], 0   # (a list: holds exactly what arrived, no over-allocation)
+        while got < length:
+            chunk = await reader.read(min(READ_CHUNK, length - got))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(chunks), length)
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        budget.release(source, length)
+
+
+class FrameBudget:
+    """``RxBudget`` for asyncio: ``acquire`` waits until the bytes are granted."""
+
+    def __init__(self, book: RxBudget | None = None) -> None:
+        self.book = book or RxBudget()
+        self._freed = asyncio.Event()
+
+    async def acquire(self, source: str, n: int) -> None:
+        if self.book.try_reserve(source, n):
+            return
+        self.book.waits += 1
+        while True:
+            self._freed.clear()
+            await self._freed.wait()
+            if self.book.try_reserve(source, n):
+                return
+
+    def release(self, source: str, n: int) -> None:
+        self.book.release(source, n)
+        self._freed.set()
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _cause(reason: str) -> str:
+    """A failure reason without its numbers and quoted data: the key it is logged once per interval under."""
+    return _DIGITS.sub("N", reason.split("(")[0].split(" b'")[0])[:80]
 
 
 class TcpTransport:
@@ -140,17 +202,21 @@ class TcpTransport:
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_subnets or []]
         self.overlays = overlays
         self.server: asyncio.AbstractServer | None = None
-        self.handshaking = 0
-        self._tokens = float(ACCEPT_BURST)
-        self._tokens_at = time.monotonic()
-        self.failures: deque[dict[str, Any]] = deque(maxlen=32)  # recent failed inbound handshakes
+        self.admission = HandshakeAdmission()
+        self.rx_budget = FrameBudget()
+        self.failures = InboundFailures()   # failed inbound handshakes, per source
+        self.log = RateLimitedLog(log)
         self.accepted = 0
         self.refused = 0
+
+    @property
+    def handshaking(self) -> int:
+        return self.admission.pending
 
     async def start(self) -> None:
         try:
             self.server = await asyncio.start_server(self._accept, self.host, self.node.port,
-                                                     reuse_address=True, backlog=128)
+                                                     reuse_address=True, backlog=128, limit=READ_BUFFER)
         except OSError as exc:
             raise FdpError(f"cannot listen on TCP port {self.node.port}: {exc.strerror}",
                            fix="is another router or program using it? choose another with --port") from exc
@@ -166,43 +232,51 @@ class TcpTransport:
             return False
         return any(ip in net for net in self.trusted)
 
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(ACCEPT_BURST, self._tokens + (now - self._tokens_at) * ACCEPT_RATE)
-        self._tokens_at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+    def status(self) -> dict[str, Any]:
+        """Admission and buffer figures for the report (``router.inbound``)."""
+        return {"accepted": self.accepted, "refused": self.refused, "handshaking": self.admission.pending,
+                "sources_tracked": self.admission.sources(), "failed_handshakes": self.failures.total,
+                "rx_budget": self.rx_budget.book.status()}
 
     # ------------------------------------------------------------ accept / dial
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername") or ("?", 0)
         remote = (str(peername[0]), int(peername[1]))
-        if not self._take_token() or self.handshaking >= MAX_HANDSHAKES:
+        source = source_of(remote[0])
+        why = self.admission.admit(source, time.monotonic())
+        if why is not None:
             self.refused += 1
+            self.log.info(f"refused {source}", "refusing connections from %s: %s", source, why)
             writer.close()  # throttled: the dialer retries with backoff
             return
         self.accepted += 1
         try:
-            await self._handshake(reader, writer, outbound=False, remote=remote)
+            await self._handshake(reader, writer, outbound=False, remote=remote, source=source)
         except (HandshakeError, ProtocolError) as exc:
             self._record_failure(remote, str(exc))
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            log.debug("inbound %s:%d dropped during handshake: %r", *remote, exc)
+        except asyncio.TimeoutError:
+            self._record_failure(remote, f"no complete handshake within {HANDSHAKE_TIMEOUT:g} s")
+        except asyncio.IncompleteReadError:
+            self._record_failure(remote, "closed during the handshake")
+        except OSError as exc:
+            self._record_failure(remote, f"connection error during the handshake: {exc.strerror or exc}")
         except Exception:
             log.exception("inbound %s:%d: unexpected error in handshake", *remote)
             writer.close()
 
     def _record_failure(self, remote: tuple[str, int], reason: str) -> None:
-        log.warning("connection from %s:%d failed: %s", remote[0], remote[1], reason)
-        self.failures.append({"address": f"{remote[0]}:{remote[1]}", "reason": reason, "at": time.time()})
+        source = source_of(remote[0])
+        row = self.failures.add(source, reason, time.time())
+        self.log.warning(f"handshake from {source}: {_cause(reason)}",
+                         "connection from %s:%d failed: %s (%d failed from %s in the last %g s)",
+                         remote[0], remote[1], reason, row.attempts, source, self.failures.window)
 
     async def dial(self, host: str, port: int) -> str:
         """Connect and handshake; returns the peer's name, raises with a readable reason."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_BUFFER),
+                                                    CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             raise HandshakeError(f"connect to {host}:{port}: timed out after {CONNECT_TIMEOUT:g} s") from None
         except socket.gaierror as exc:
@@ -232,8 +306,8 @@ class TcpTransport:
     # ------------------------------------------------------------ handshake
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                         outbound: bool, remote: tuple[str, int]) -> TcpLink | None:
-        self.handshaking += 1
+                         outbound: bool, remote: tuple[str, int], source: str | None = None) -> TcpLink | None:
+        """``source``: the admission key of an inbound connection (released when this returns)."""
         try:
             features, cipher, version = await asyncio.wait_for(
                 self._exchange(reader, writer, remote), HANDSHAKE_TIMEOUT)
@@ -241,12 +315,14 @@ class TcpTransport:
             writer.close()
             raise
         finally:
-            self.handshaking -= 1
+            if source is not None:
+                self.admission.done(source)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = TcpLink(self.node, reader, writer, features, cipher, outbound, remote, version)
+        link.rx_budget, link.log = self.rx_budget, self.log
         if features.name == self.node.name:
             writer.close()
             raise HandshakeError("connected to ourselves")
