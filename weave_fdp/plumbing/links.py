@@ -16,6 +16,7 @@ Example (what the router's ``attach`` does)::
 from __future__ import annotations
 
 import errno
+import socket
 import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -373,3 +374,24 @@ def veth_pair(name: str, peer: str, **kw: Any) -> Iterator[int]:
             delete_link(name, netns)
         except NotFound:
             pass  # the namespace itself is gone: so is the pair
+
+
+def routes_overlapping(cidr: str, *, skip_devs: tuple[str, ...] = ("weave",),
+                       netns: NetnsRef = None) -> list[str]:
+    """IPv4 routes of the main table that overlap ``cidr`` ("DST dev NAME"), the default
+    route and routes on ``skip_devs`` (our own bridge) left out."""
+    want = ipaddress.IPv4Network(cidr, strict=False)
+    out = []
+    with _handle(netns) as ipr:
+        names = {l["index"]: l.get_attr("IFLA_IFNAME") for l in ipr.get_links()}
+        for r in ipr.get_routes(family=socket.AF_INET, table=254):
+            plen = r["dst_len"]
+            if plen == 0:
+                continue
+            dev = names.get(r.get_attr("RTA_OIF"), "?")
+            if dev in skip_devs:
+                continue
+            net = ipaddress.IPv4Network(f"{r.get_attr('RTA_DST')}/{plen}", strict=False)
+            if net.overlaps(want):
+                out.append(f"{net} dev {dev}")
+    return out

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weave_fdp.errors import UsageError
+from weave_fdp.router.ipam.addr import Range, intersect, net_range, parse_cidr
+from weave_fdp.router.ipam.allocator import Mode
 from weave_fdp.router.mesh.codec import MAX_HOSTNAME, nickname_problem
 
 DEFAULT_PORT = 6783
@@ -59,8 +61,9 @@ class RouterConfig:
     discovery: bool = True
     no_fastdp: bool = False
     no_dns: bool = False
-    ipalloc_range: str = "10.32.0.0/12"
-    ipalloc_init: str | None = None
+    ipalloc_range: str = "10.32.0.0/12"            # "" turns IPAM off
+    ipalloc_default_subnet: str | None = None      # default: the range
+    ipalloc_init: str | None = None                # consensus[=N] | seed=NAME,... | observer
     state_dir: Path | None = None
     log_level: str = "info"
     listen_host: str = "0.0.0.0"
@@ -89,22 +92,65 @@ class RouterConfig:
             except ValueError as exc:
                 raise UsageError(f"--trusted-subnets: {cidr!r} is not a CIDR",
                                  fix="write e.g. 192.0.2.0/24") from exc
-        try:
-            ipaddress.ip_network(self.ipalloc_range, strict=False)
-        except ValueError as exc:
-            raise UsageError(f"--ipalloc-range {self.ipalloc_range!r} is not a CIDR",
-                             fix="write e.g. 10.32.0.0/12") from exc
+        if self.ipalloc_range:
+            self.ipam_settings()
         for peer in self.peers:
             parse_peer_address(peer, self.port)
         if self.metrics_addr is not None:
             parse_metrics_addr(self.metrics_addr)
         return self
 
+    def ipam_settings(self) -> tuple[Range, Range, Mode] | None:
+        """(range, default subnet, mode) from the --ipalloc-* flags; None when IPAM is off."""
+        if not self.ipalloc_range:
+            return None
+        net = parse_cidr(self.ipalloc_range, "--ipalloc-range")
+        if net.num_addresses < 4:
+            raise UsageError(f"--ipalloc-range {net} has no address for a host",
+                             fix="give a range of /30 or larger, e.g. 10.32.0.0/12")
+        rng = net_range(net)
+        sub = rng
+        if self.ipalloc_default_subnet:
+            sn = parse_cidr(self.ipalloc_default_subnet, "--ipalloc-default-subnet")
+            sub = net_range(sn)
+            if intersect(sub, rng) is None:
+                raise UsageError(f"--ipalloc-default-subnet {sn} does not overlap --ipalloc-range {net}",
+                                 fix="give a subnet inside the range")
+            if sn.num_addresses < 4:
+                raise UsageError(f"--ipalloc-default-subnet {sn} has no address for a host",
+                                 fix="give a subnet of /30 or larger")
+        return rng, sub, parse_ipalloc_init(self.ipalloc_init, len(self.peers))
+
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["state_dir"] = str(self.state_dir) if self.state_dir else None
         d["password"] = None  # never leaves the process
         return d
+
+
+def parse_ipalloc_init(text: str | None, launch_peers: int) -> Mode:
+    """``--ipalloc-init``: ``consensus[=N]`` (quorum N//2+1; default N = peers named at launch + 1),
+    ``seed=NAME,...`` (peer names) or ``observer``."""
+    t = (text or "consensus").strip()
+    if t == "observer":
+        return Mode("observer")
+    if t == "consensus" or t.startswith("consensus="):
+        n = launch_peers + 1
+        if "=" in t:
+            v = t.split("=", 1)[1]
+            if not v.isdigit() or int(v) < 1:
+                raise UsageError(f"--ipalloc-init {t!r}: N must be a positive number", fix="e.g. consensus=3")
+            n = int(v)
+        return Mode("consensus", quorum=n // 2 + 1)
+    if t.startswith("seed="):
+        names = [x.strip().lower() for x in t[5:].split(",") if x.strip()]
+        bad = [x for x in names if not MAC_RE.match(x)]
+        if not names or bad:
+            raise UsageError(f"--ipalloc-init {t!r}: seeds must be peer names",
+                             fix="e.g. seed=7e:aa:bb:cc:dd:01,7e:aa:bb:cc:dd:02 (see --name)")
+        return Mode("seed", seeds=tuple(sorted(set(names))))
+    raise UsageError(f"--ipalloc-init {t!r} is not consensus[=N], seed=NAME,... or observer",
+                     fix="e.g. --ipalloc-init consensus=3")
 
 
 def parse_peer_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

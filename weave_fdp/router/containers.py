@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from weave_fdp.errors import AlreadyExists, NotFound, UsageError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "fastdp-containers.json"
+GRACE_S = 30.0     # a vanished target's IPAM addresses are kept this long (a restart gets them back)
+SWEEP_S = 5.0      # how often vanished targets are looked for
 
 
 def resolve_target(target: str) -> str:
@@ -58,16 +62,40 @@ def resolve_target(target: str) -> str:
                    fix="use netns:NAME or pid:PID (no running Docker/Podman container has that name)")
 
 
-def parse_addresses(addrs: list[str]) -> list[str]:
-    """CIDRs from ``[ip:]CIDR`` items; IPAM forms are refused until IPAM exists."""
-    if not addrs:
-        raise UsageError("no address given and IPAM is not available yet",
-                         fix="give an explicit CIDR, e.g. weave-fdp attach 10.32.1.1/12 netns:web1")
+@dataclass(frozen=True)
+class AddrSpec:
+    """One ADDR of attach/detach/expose/hide: an explicit address, or a subnet to allocate from."""
+
+    kind: str                # "ip" | "net"
+    cidr: str | None         # "10.32.1.1/12" (ip), "10.32.5.0/24" (net) or None (net:default)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.cidr or 'default'}"
+
+
+def parse_specs(addrs: list[str]) -> list[AddrSpec]:
+    """Weave's grammar: ``CIDR | ip:CIDR | net:CIDR | net:default``; UsageError naming the bad item."""
     out = []
     for a in addrs:
+        if not isinstance(a, str):
+            raise UsageError(f"address {a!r} is not a string")
         if a.startswith("net:"):
-            raise UsageError(f"{a}: allocation from a subnet needs IPAM, which is not available yet",
-                             fix="give an explicit CIDR, e.g. 10.32.1.1/12")
+            sub = a[4:]
+            if sub == "default":
+                out.append(AddrSpec("net", None))
+                continue
+            try:
+                net = ipaddress.IPv4Network(sub, strict=False)
+            except ValueError as exc:
+                raise UsageError(f"bad subnet {a!r}", fix="use net:SUBNET/PREFIXLEN, e.g. net:10.32.5.0/24, "
+                                 "or net:default") from exc
+            if "/" not in sub:
+                raise UsageError(f"subnet {a!r} lacks a prefix length", fix="e.g. net:10.32.5.0/24")
+            if net.num_addresses < 4:
+                raise UsageError(f"subnet {net} in {a!r} has no address for a host",
+                                 fix="ask for a subnet of /30 or larger")
+            out.append(AddrSpec("net", str(net)))
+            continue
         cidr = a[3:] if a.startswith("ip:") else a
         if "/" not in cidr:
             raise UsageError(f"address {a!r} lacks a prefix length", fix="e.g. 10.32.1.1/12")
@@ -75,8 +103,18 @@ def parse_addresses(addrs: list[str]) -> list[str]:
             iface = ipaddress.IPv4Interface(cidr)
         except ValueError as exc:
             raise UsageError(f"bad address {a!r}", fix="use [ip:]ADDRESS/PREFIXLEN, e.g. 10.32.1.1/12") from exc
-        out.append(str(iface))
+        out.append(AddrSpec("ip", str(iface)))
     return out
+
+
+def parse_addresses(addrs: list[str]) -> list[str]:
+    """CIDRs from explicit ``[ip:]CIDR`` items only (``net:`` forms need IPAM: UsageError)."""
+    specs = parse_specs(addrs)
+    nets = [s for s in specs if s.kind == "net"]
+    if nets:
+        raise UsageError(f"{nets[0]}: allocation from a subnet needs IPAM, which is off in this router",
+                         fix="give an explicit CIDR, e.g. 10.32.1.1/12, or launch with an --ipalloc-range")
+    return [str(s.cidr) for s in specs]
 
 
 def _valid_record(rec: Any) -> bool:
@@ -89,14 +127,28 @@ def _valid_record(rec: Any) -> bool:
         return False
 
 
-class Containers:
-    """The attachments of this host and the ops that change them."""
 
-    def __init__(self, host: Any, state_dir: Path, run: Any = None) -> None:
+class Containers:
+    """The attachments of this host and the ops that change them.
+
+    With IPAM (``ipam``: the router's IpamService), every address of a target is held in
+    IPAM under the target's name (its *ident*, e.g. ``netns:web1``): explicit ones are
+    claimed, ``net:`` ones allocated, so re-attaching the same target gives the same
+    addresses and nothing hands them to anyone else. A target whose veth vanished keeps
+    them for GRACE_S; ``detach`` frees them at once.
+    """
+
+    def __init__(self, host: Any, state_dir: Path, run: Any = None, ipam: Any = None,
+                 clock: Any = time.monotonic) -> None:
         self.host = host
         self.run = run or (lambda fn, *a, **kw: asyncio.to_thread(fn, *a, **kw))
+        self.ipam = ipam
+        self.clock = clock
         self.file = Path(state_dir) / STATE_FILE
         self.attached: dict[str, dict[str, Any]] = self._load()
+        self.recorded_at: dict[str, float] = {}      # ifname -> when its record was written (this run)
+        self.vanished: dict[str, float] = {}         # ident -> when its veth was seen gone
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -115,21 +167,68 @@ class Containers:
         return good
 
     def _save(self) -> None:
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.attached, indent=1, sort_keys=True))
-        os.replace(tmp, self.file)
+        from weave_fdp.router.state import atomic_write_json
 
-    def _forget_dead(self, live: dict[str, int]) -> None:
-        """Drop the records of containers whose veth is gone (the container died): their
-        addresses are free again."""
-        dead = [ifname for ifname in self.attached if ifname not in live]
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.file, self.attached)
+
+    # ------------------------------------------------------------ vanished targets
+
+    def _forget_dead(self, live: dict[str, int], seen_at: float) -> None:
+        """Drop the records of containers whose veth is gone (the container died). Without
+        IPAM their addresses are free at once; with it they are kept for GRACE_S."""
+        dead = [ifname for ifname in self.attached
+                if ifname not in live and self.recorded_at.get(ifname, -1.0) < seen_at]
         for ifname in dead:
-            log.info("container %s is gone; its addresses %s are free", self.attached[ifname].get("target"),
-                     ", ".join(self.attached[ifname].get("cidrs", [])))
-            self.attached.pop(ifname)
+            rec = self.attached.pop(ifname)
+            ident = str(rec.get("target"))
+            log.info("container %s is gone; its addresses %s are free%s", ident, ", ".join(rec.get("cidrs", [])),
+                     f" in {GRACE_S:g} s unless it comes back" if self.ipam is not None else "")
+            if self.ipam is not None:
+                self.vanished.setdefault(ident, self.clock())
         if dead:
             self._save()
+
+    async def sweep(self) -> None:
+        """Notice vanished targets and free the addresses of those gone longer than GRACE_S."""
+        from weave_fdp.plumbing import container_link
+
+        seen_at = self.clock()
+        live = await self.run(container_link.host_links)
+        self._forget_dead(live, seen_at)
+        now = self.clock()
+        for ident, at in list(self.vanished.items()):
+            if now - at >= GRACE_S:
+                del self.vanished[ident]
+                if self.ipam is not None:
+                    gone = self.ipam.release(ident)
+                    if gone:
+                        log.info("released %d address(es) of vanished %s", len(gone), ident)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("sweep of vanished containers failed: %s", exc)
+
+    def start(self) -> None:
+        """Re-claim the addresses of attached targets in IPAM (idempotent; after a restart with
+        lost IPAM state it rebuilds it), then sweep vanished targets periodically."""
+        if self.ipam is not None:
+            from weave_fdp.router.ipam.addr import ip_int
+
+            for rec in self.attached.values():
+                for cidr in rec.get("cidrs", []):
+                    try:
+                        self.ipam.alloc.claim(str(rec.get("target")), ip_int(cidr.split("/")[0]), self.ipam.clock())
+                    except Exception as exc:
+                        log.warning("cannot re-claim %s for %s: %s", cidr, rec.get("target"), exc)
+            self.ipam._flush()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    # ------------------------------------------------------------ addresses
 
     def _in_use(self, cidrs: list[str], except_if: str) -> None:
         mine = {str(ipaddress.IPv4Interface(c).ip) for c in cidrs}
@@ -142,60 +241,155 @@ class Containers:
                 raise AlreadyExists(f"address {sorted(clash)[0]} is already used by {rec.get('target')}",
                                     fix="pick another address")
 
+    async def _claim(self, ident: str, cidr: str, timeout: float) -> bool:
+        """Claim an explicit address; one held by a vanished target is taken over."""
+        from weave_fdp.router.ipam.addr import ip_int
+
+        addr = ip_int(cidr.split("/")[0])
+        try:
+            return bool(await self.ipam.claim(ident, addr, timeout))
+        except AlreadyExists:
+            a = self.ipam.alloc
+            holder = a.allocs.get(addr) or a.claims.get(addr)
+            if holder not in self.vanished:
+                raise
+            log.info("address %s of vanished %s goes to %s", cidr, holder, ident)
+            self.ipam.release(holder, addr)
+            return bool(await self.ipam.claim(ident, addr, timeout))
+
+    async def resolve(self, ident: str, specs: list[AddrSpec], timeout: float) -> tuple[list[str], list[str]]:
+        """The CIDRs for ``specs`` (IPAM claims and allocations made for ``ident``) and, of
+        them, the ones new to it (to release if the attach fails)."""
+        from weave_fdp.router.ipam.addr import ip_int
+
+        if not specs:
+            if self.ipam is None:
+                raise UsageError("no address given and IPAM is off in this router",
+                                 fix="give an explicit CIDR, e.g. weave-fdp attach 10.32.1.1/12 netns:web1")
+            specs = [AddrSpec("net", None)]
+        if self.ipam is None:
+            return parse_addresses([str(s.cidr) if s.kind == "ip" else str(s) for s in specs]), []
+        before = set(self.ipam.alloc.owned_by(ident))
+        cidrs: list[str] = []
+        try:
+            for spec in specs:
+                if spec.kind == "ip":
+                    await self._claim(ident, str(spec.cidr), timeout)
+                    cidrs.append(str(spec.cidr))
+                else:
+                    cidrs.append(await self.ipam.allocate(ident, self.ipam.subnet(spec.cidr), timeout))
+        except BaseException:
+            self._release_new(ident, before)
+            raise
+        new = [c for c in cidrs if ip_int(c.split("/")[0]) not in before]
+        return cidrs, new
+
+    def _release_new(self, ident: str, before: set[int]) -> None:
+        if self.ipam is None:
+            return
+        for a in set(self.ipam.alloc.owned_by(ident)) - before:
+            self.ipam.release(ident, a)
+
+    # ------------------------------------------------------------ ops
+
     async def attach(self, args: dict[str, Any]) -> dict[str, Any]:
         from weave_fdp.plumbing import arp_probe, container_link
 
         target = args.get("target")
         path = resolve_target(target)
-        cidrs = parse_addresses(list(args.get("addrs") or []))
+        ident = str(target)
+        specs = parse_specs(list(args.get("addrs") or []))
+        timeout = float(args.get("timeout", 30.0))
         ifname = container_link.host_ifname_for(path)
+        seen_at = self.clock()
         live = await self.run(container_link.host_links)
-        self._forget_dead(live)
-        self._in_use(cidrs, ifname)
-        existed = ifname in live
-        mcast = bool(args.get("multicast_route", True))
-        # the link first, without new addresses: its probes for them must travel the
-        # network before any address is set (duplicate address detection)
-        link = await self.run(self.host.attach, path, [], multicast_route=mcast)
-        have = {str(ipaddress.IPv4Interface(c).ip) for c in link.cidrs}
-        for cidr in cidrs:
-            ip = str(ipaddress.IPv4Interface(cidr).ip)
-            if ip in have:
-                continue
-            owner = await self.run(arp_probe.address_in_use, path, ip)
-            if owner is not None:
-                if not existed:
-                    await self.run(self.host.detach, path)     # nothing half-attached
-                raise AlreadyExists(f"address {ip} is already in use on the network (MAC {owner} answered)",
-                                    fix="pick another address, or detach it where it is")
-        link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast)
+        self._forget_dead(live, seen_at)
+        self.vanished.pop(ident, None)
+        before = set(self.ipam.alloc.owned_by(ident)) if self.ipam is not None else set()
+        cidrs, _new = await self.resolve(ident, specs, timeout)
+        try:
+            self._in_use(cidrs, ifname)
+            existed = ifname in live
+            mcast = bool(args.get("multicast_route", True))
+            # the link first, without new addresses: its probes for them must travel the
+            # network before any address is set (duplicate address detection)
+            link = await self.run(self.host.attach, path, [], multicast_route=mcast)
+            have = {str(ipaddress.IPv4Interface(c).ip) for c in link.cidrs}
+            for cidr in cidrs:
+                ip = str(ipaddress.IPv4Interface(cidr).ip)
+                if ip in have:
+                    continue
+                owner = await self.run(arp_probe.address_in_use, path, ip)
+                if owner is not None:
+                    if not existed:
+                        await self.run(self.host.detach, path)     # nothing half-attached
+                    raise AlreadyExists(f"address {ip} is already in use on the network (MAC {owner} answered)",
+                                        fix="pick another address, or detach it where it is")
+            link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast)
+        except BaseException:
+            self._release_new(ident, before)
+            raise
         self.attached[link.host_ifname] = {"target": target, "netns_path": path, "mac": link.mac,
                                           "cidrs": list(link.cidrs)}
+        self.recorded_at[link.host_ifname] = self.clock()
         self._save()
-        return {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs)}
+        return {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs),
+                "added": cidrs}
+
+    async def _detach_cidrs(self, path: str, target: str, specs: list[AddrSpec]) -> list[str]:
+        """The container's CIDRs named by ``specs``: explicit ones must be there (NotFound
+        otherwise); ``net:`` ones select every address it has in that subnet."""
+        from weave_fdp.plumbing import container_link
+
+        explicit = [str(s.cidr) for s in specs if s.kind == "ip"]
+        out = await self._attached_cidrs(path, target, explicit) if explicit else []
+        nets = [s for s in specs if s.kind == "net"]
+        if nets:
+            link = await self.run(container_link.describe, path)
+            for s in nets:
+                if self.ipam is not None:
+                    lo, hi = self.ipam.subnet(s.cidr)
+                    net = ipaddress.IPv4Network((lo, 32 - ((hi - lo).bit_length() - 1)))
+                else:
+                    net = ipaddress.IPv4Network(str(s.cidr or "0.0.0.0/32"))
+                found = [c for c in (link.cidrs if link is not None else ())
+                         if ipaddress.IPv4Interface(c).ip in net and c not in out]
+                if not found:
+                    raise NotFound(f"{target} has no address in {net}", fix="see weave-fdp ps")
+                out.extend(found)
+        return out
 
     async def detach(self, args: dict[str, Any]) -> dict[str, Any]:
         from weave_fdp.plumbing import container_link
+        from weave_fdp.router.ipam.addr import ip_int
 
         target = args.get("target")
         path = resolve_target(target)
+        ident = str(target)
         ifname = container_link.host_ifname_for(path)
         live = await self.run(container_link.host_links)
         if ifname not in self.attached and ifname not in live:
             raise NotFound(f"{target} is not attached to the weave network")
-        addrs = list(args.get("addrs") or [])
-        if addrs:
-            left = await self.run(container_link.remove_addresses, path,
-                                  await self._attached_cidrs(path, target, parse_addresses(addrs)))
+        specs = parse_specs(list(args.get("addrs") or []))
+        if specs:
+            gone = await self._detach_cidrs(path, target, specs)
+            left = await self.run(container_link.remove_addresses, path, gone)
+            if self.ipam is not None:
+                for c in gone:
+                    self.ipam.release(ident, ip_int(c.split("/")[0]))
             if left:
                 self.attached.setdefault(ifname, {"target": target, "netns_path": path})["cidrs"] = list(left)
                 self._save()
-                return {"target": target, "cidrs": list(left), "removed": False}
+                return {"target": target, "cidrs": list(left), "removed": False, "released": gone}
+        rec = self.attached.get(ifname) or {}
+        link = await self.run(container_link.describe, path)
+        gone = list(link.cidrs) if link is not None else list(rec.get("cidrs", []))
         await self.run(self.host.detach, path)
         self.attached.pop(ifname, None)
         self._save()
-        return {"target": target, "cidrs": [], "removed": True}
-
+        if self.ipam is not None:
+            self.ipam.release(ident)
+        return {"target": target, "cidrs": [], "removed": True, "released": gone}
     async def _attached_cidrs(self, path: str, target: str, wanted: list[str]) -> list[str]:
         """The container's attached CIDRs (as the kernel shows them) for the addresses in
         ``wanted``; NotFound naming the first one it does not have."""
@@ -228,9 +422,11 @@ class Containers:
         return out
 
 
-def register(api: Any, host: Any, state_dir: Path, run: Any = None) -> Containers:
-    """Register attach/detach/ps on the router's API server (``run``: async executor of datapath calls)."""
-    c = Containers(host, state_dir, run)
+def register(api: Any, host: Any, state_dir: Path, run: Any = None, ipam: Any = None) -> Containers:
+    """Register attach/detach/ps on the router's API server (``run``: async executor of datapath
+    calls; ``ipam``: the router's IpamService, None when IPAM is off)."""
+    c = Containers(host, state_dir, run, ipam)
+    c.start()
     api.register("attach", c.attach)
     api.register("detach", c.detach)
     api.register("ps", c.ps)

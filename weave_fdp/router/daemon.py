@@ -19,7 +19,6 @@ from typing import Any
 
 from weave_fdp import __version__, paths
 from weave_fdp.errors import FdpError, NotFound, UsageError
-from weave_fdp.router import api as api_mod
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
 from weave_fdp.router.mesh.admission import source_of
@@ -49,6 +48,7 @@ class Router:
         self.maker: ConnectionMaker | None = None
         self.ctx: RouterContext | None = None
         self._close_metrics: Any = None   # stops the /metrics server (None: not serving)
+        self.ipam: Any = None             # ipam.service.IpamService (None: --ipalloc-range "")
 
     # ------------------------------------------------------------ start / stop
 
@@ -65,6 +65,7 @@ class Router:
                 log.warning("%s (no metrics until restarted with --metrics-addr)", exc)
         saved = self.state.load_peer()
         name = cfg.name or saved.get("name") or random_peer_name()
+        await self._load_ipam(name)
         sid = saved.get("short_id") if saved.get("name") == name else None
         if not isinstance(sid, int) or not 0 <= sid < SHORT_ID_SPACE:
             sid = random.randrange(SHORT_ID_SPACE)
@@ -72,6 +73,8 @@ class Router:
                          uid=random.getrandbits(63), incarnation=int(time.time() * 1000), short_id=sid)
         self.node = node = MeshNode(ident, port=cfg.port, conn_limit=cfg.conn_limit)
         self.state.save_peer(name, sid)
+        if self.ipam is not None:
+            self.ipam.start(node)
         self.overlays = load_overlays(cfg)
         self.transport = TcpTransport(node, host=cfg.listen_host, password=cfg.password,
                                       trusted_subnets=cfg.trusted_subnets,
@@ -84,7 +87,8 @@ class Router:
         self._register_ops()
         self.ctx = RouterContext(api=self.api, config=cfg, state_dir=self.state.dir,
                                  local=self.local_info(), send_overlay_control=node.send_overlay_control,
-                                 loop=asyncio.get_running_loop(), mesh=node, mesh_view=self.mesh_view)
+                                 loop=asyncio.get_running_loop(), mesh=node, mesh_view=self.mesh_view,
+                                 ipam=self.ipam)
         for ov in list(self.overlays):
             try:
                 await ov.start(self.ctx)
@@ -107,6 +111,25 @@ class Router:
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
                  cfg.port, ", ".join(o.name for o in self.overlays) or "none")
 
+    async def _load_ipam(self, name: str) -> None:
+        """IPAM from the --ipalloc-* flags and the state dir; a range that overlaps a route of
+        this host, or a corrupt state file, fails the launch with one line."""
+        settings = self.config.ipam_settings()
+        if settings is None:
+            return
+        from weave_fdp.plumbing.links import routes_overlapping
+        from weave_fdp.router.ipam.addr import to_net
+        from weave_fdp.router.ipam.service import IpamService, register_ops
+
+        rng, subnet, mode = settings
+        clash = await asyncio.to_thread(routes_overlapping, str(to_net(rng)))
+        if clash:
+            raise UsageError(f"--ipalloc-range {to_net(rng)} overlaps the host route {clash[0]}",
+                             fix="choose a range no route of this host covers, e.g. --ipalloc-range 10.32.0.0/12")
+        self.ipam = IpamService(name, rng, subnet, mode, self.state.dir)
+        self.ipam.load()
+        register_ops(self.api, self.ipam, wrap=self._when_ready)
+
     async def _register_bridge_ports(self) -> None:
         """attach/detach/ps without fastdp: containers on the bridge, remote frames by sleeve."""
         from weave_fdp.datapath.bridge_ports import BridgePorts
@@ -114,7 +137,7 @@ class Router:
 
         ports = BridgePorts(mtu=self.config.mtu)
         await asyncio.to_thread(ports.start)
-        containers.register(self.api, ports, self.state.dir)
+        containers.register(self.api, ports, self.state.dir, ipam=self.ipam)
 
     def _start_metrics(self, addr: str) -> None:
         """Serve /metrics from a thread; each scrape takes a report on the loop (a consistent view).
@@ -149,6 +172,8 @@ class Router:
                 await ov.stop()
             except Exception as exc:
                 log.warning("overlay %s: error while stopping: %s", ov.name, exc)
+        if self.ipam is not None:
+            await self.ipam.stop()
         if self.maker:
             self.maker.stop()
         if self.node:
@@ -214,12 +239,11 @@ class Router:
 
     def _register_ops(self) -> None:
         ops = {"report": self._op_report, "connect": self._op_connect, "forget": self._op_forget,
-               "stop": self._op_stop, "rmpeer": self._op_rmpeer}
+               "stop": self._op_stop}
+        if self.ipam is None:
+            ops["rmpeer"] = ops["prime"] = self._op_no_ipam
         for op, fn in ops.items():
             self.api.register(op, self._when_ready(fn))
-        # rmpeer belongs to IPAM: a module-level registration by it wins over ours
-        if "rmpeer" in api_mod._GLOBAL_HANDLERS:
-            self.api._handlers.pop("rmpeer", None)
 
     def _when_ready(self, fn: Any) -> Any:
         async def wrapped(args: dict[str, Any]) -> Any:
@@ -262,9 +286,9 @@ class Router:
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
         return {"stopping": True, "pid": os.getpid()}
 
-    async def _op_rmpeer(self, args: dict[str, Any]) -> Any:
-        raise FdpError("rmpeer reclaims a peer's IP address space, which needs IPAM; "
-                       "IPAM is not running in this router")
+    async def _op_no_ipam(self, args: dict[str, Any]) -> Any:
+        raise FdpError("IPAM is off in this router (launched with --ipalloc-range \"\")",
+                       fix="launch with an --ipalloc-range to use IPAM")
 
     async def _op_report(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.report()
@@ -300,7 +324,7 @@ class Router:
             "targets": maker.direct(),
             "overlays": {o.name: _safe(o.status, {}) for o in self.overlays},
             "datapath": {},
-            "ipam": None,
+            "ipam": _safe(self.ipam.status, None) if self.ipam is not None else None,
             "dns": None,
             **{k: self.ctx.report_section(k) for k in (self.ctx.report_parts if self.ctx else [])},
         }

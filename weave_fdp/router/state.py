@@ -34,9 +34,15 @@ def random_peer_name(rng: random.Random | None = None) -> str:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a crash leaves the old or the new content: temporary
+    file, fsync, rename over, fsync of the directory."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

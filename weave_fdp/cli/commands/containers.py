@@ -18,40 +18,50 @@ def _split(args: tuple[str, ...]) -> tuple[list[str], str]:
 @click.command()
 @click.argument("args", nargs=-1, metavar="[ADDR...] TARGET")
 @click.option("--no-multicast-route", is_flag=True, help="Do not route 224.0.0.0/4 over weave.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for IPAM (consensus, space from peers) before failing with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def attach(args: tuple[str, ...], no_multicast_route: bool, as_json: bool) -> None:
-    """Attach TARGET (netns:NAME, pid:PID, container) to the weave network; print its address.
+def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, as_json: bool) -> None:
+    """Attach TARGET (netns:NAME, pid:PID, container) to the weave network; print its addresses.
 
     \b
-    ADDR is [ip:]CIDR (net:CIDR and net:default need IPAM). Attaching twice is harmless.
+    ADDR is CIDR, ip:CIDR, net:CIDR or net:default; with none, IPAM gives an address from
+    the default subnet. Prints the address of each ADDR, one per line. Attaching twice is
+    harmless: the same target gets the same addresses back.
     Examples:
+      weave-fdp attach netns:web1
+      weave-fdp attach net:10.32.5.0/24 ip:10.32.9.9/12 pid:4242
       weave-fdp attach 10.32.1.1/12 netns:web1
-      weave-fdp attach ip:10.32.5.9/12 pid:4242
     """
     addrs, target = _split(args)
-    res = RouterClient().call("attach", target=target, addrs=addrs, multicast_route=not no_multicast_route)
+    res = RouterClient(timeout=timeout + 10).call("attach", target=target, addrs=addrs, timeout=timeout,
+                                                  multicast_route=not no_multicast_route)
     if as_json:
         print_json(res)
     else:
-        click.echo(" ".join(c.split("/")[0] for c in res["cidrs"]))
+        for c in res.get("added", res["cidrs"]):
+            click.echo(c.split("/")[0])
 
 
 @click.command()
 @click.argument("args", nargs=-1, metavar="[ADDR...] TARGET")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def detach(args: tuple[str, ...], as_json: bool) -> None:
-    """Detach TARGET from the weave network (only ADDRs when given).
+    """Detach TARGET from the weave network (only ADDRs when given); print the addresses removed.
 
     \b
-    Example:
+    ADDR is CIDR, ip:CIDR, net:CIDR (every address in that subnet) or net:default.
+    IPAM frees the addresses at once. Examples:
       weave-fdp detach netns:web1
+      weave-fdp detach net:10.32.5.0/24 netns:web1
     """
     addrs, target = _split(args)
     res = RouterClient().call("detach", target=target, addrs=addrs)
     if as_json:
         print_json(res)
     else:
-        click.echo(" ".join(c.split("/")[0] for c in res["cidrs"]) if not res["removed"] else f"{target} detached")
+        for c in res.get("released", []):
+            click.echo(c.split("/")[0])
 
 
 @click.command()

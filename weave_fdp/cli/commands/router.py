@@ -40,8 +40,11 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--no-discovery", is_flag=True, help="Dial only the peers given, not those learned from peers.")
 @click.option("--no-fastdp", is_flag=True, help="Do not use the in-kernel fast datapath (sleeve only).")
 @click.option("--no-dns", is_flag=True, help="Do not run weaveDNS.")
-@click.option("--ipalloc-range", default="10.32.0.0/12", show_default=True, help="IPAM range.")
-@click.option("--ipalloc-init", help="IPAM initialisation: consensus[=N], seed=PEER,..., observer.")
+@click.option("--ipalloc-range", default="10.32.0.0/12", show_default=True,
+              help='Range IPAM allocates from ("" turns IPAM off).')
+@click.option("--ipalloc-default-subnet", help="Subnet of attach with no address (default: the range).")
+@click.option("--ipalloc-init", help="IPAM start: consensus[=N] (default, N = peers named here + 1), "
+              "seed=PEERNAME,... or observer.")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Persistent state (default per host).")
 @click.option("--log-level", "router_log_level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Router log level.")
@@ -57,7 +60,8 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd or a terminal).")
 def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, password: str | None,
            trusted_subnets: tuple[str, ...], port: int, conn_limit: int, no_discovery: bool,
-           no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_init: str | None,
+           no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_default_subnet: str | None,
+           ipalloc_init: str | None,
            state_dir: Path | None, router_log_level: str, metrics_addr: str | None, mtu: int | None,
            resume: bool, foreground: bool) -> None:
     """Start this host's router and join PEERS (HOST[:PORT]); prints the peer name.
@@ -83,7 +87,8 @@ def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, passw
     cfg = RouterConfig(peers=list(peers), name=name, nickname=nickname, password=password or None,
                        trusted_subnets=_split_csv(trusted_subnets), port=port, conn_limit=conn_limit,
                        discovery=not no_discovery, no_fastdp=no_fastdp, no_dns=no_dns,
-                       ipalloc_range=ipalloc_range, ipalloc_init=ipalloc_init, state_dir=state_dir,
+                       ipalloc_range=ipalloc_range, ipalloc_default_subnet=ipalloc_default_subnet,
+                       ipalloc_init=ipalloc_init, state_dir=state_dir,
                        log_level=router_log_level, metrics_addr=metrics_addr,
                        metrics_optional=metrics_optional, resume=resume, mtu=mtu).validate()
     client = RouterClient(timeout=3)
@@ -176,10 +181,16 @@ def reset() -> None:
     Example:
       weave-fdp reset
     """
-    client = RouterClient(timeout=5)
+    client = RouterClient(timeout=8)
     state = paths.state_dir()
     try:
-        state = Path(client.call("report")["router"].get("state_dir") or state)
+        rep = client.call("report")
+        state = Path(rep["router"].get("state_dir") or state)
+        if rep.get("ipam"):
+            res = client.call("ipam_handoff", timeout=3)
+            if res.get("to"):
+                click.echo(f"reset: IP space handed to {res['label']}"
+                           + ("" if res.get("acknowledged") else " (not acknowledged: " + str(res.get("error")) + ")"))
         _stop(client)
     except RouterNotRunning:
         pass
@@ -228,7 +239,9 @@ def forget(peers: tuple[str, ...]) -> None:
 @click.argument("peers", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def rmpeer(peers: tuple[str, ...], as_json: bool) -> None:
-    """Reclaim the IP address space owned by PEERS (peers that are gone for good).
+    """Take over the IP address space of PEERS (name or nickname), peers that are gone for good.
+
+    Refused for a peer that is reachable (reset it instead: it hands its space over).
 
     \b
     Example:
@@ -237,8 +250,26 @@ def rmpeer(peers: tuple[str, ...], as_json: bool) -> None:
     res = RouterClient().call("rmpeer", peers=list(peers))
     if as_json:
         print_json(res)
-    elif res is not None:
-        click.echo(res if isinstance(res, str) else json.dumps(res))
+        return
+    for r in res:
+        click.echo(f"{r['reclaimed']} IPs taken over from {r['label']}")
+
+
+@click.command()
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for consensus.")
+@json_option
+def prime(timeout: float, as_json: bool) -> None:
+    """Return once IPAM is ready (consensus reached or the ring received); fail saying why otherwise.
+
+    \b
+    Example:
+      weave-fdp prime --timeout 60
+    """
+    res = RouterClient(timeout=timeout + 10).call("prime", timeout=timeout)
+    if as_json:
+        print_json(res)
+    else:
+        click.echo(res["status"])
 
 
 @click.command()
@@ -318,7 +349,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                "overlays": r["overlays"], "peers": len(rep["peers"]),
                "peer_connections": sum(len(p["connections"]) for p in rep["peers"]),
                "connections": len(conns), "established": est, "failed": failed,
-               "targets": len(rep["targets"]), "uptime_s": r["uptime_s"]}
+               "targets": len(rep["targets"]), "uptime_s": r["uptime_s"],
+               "ipam": {k: v for k, v in (rep.get("ipam") or {}).items()
+                        if k in ("status", "range", "default_subnet")} or None}
     if as_json:
         print_json(summary)
         return
@@ -330,6 +363,35 @@ def status(ctx: click.Context, as_json: bool) -> None:
             ("Targets", summary["targets"]), ("Uptime", f"{r['uptime_s']:.0f} s")]
     for k, v in rows:
         click.echo(f"{k:>15}: {v}")
+    ipam = rep.get("ipam")
+    if ipam:
+        click.echo("")
+        for k, v in ipam_rows(ipam):
+            click.echo(f"{k:>15}: {v}")
+
+
+def ipam_rows(ipam: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The IPAM block of `status`, as Weave prints it."""
+    return [("Service", "ipam"), ("Status", ipam["status"]), ("Range", ipam["range"]),
+            ("DefaultSubnet", ipam["default_subnet"])]
+
+
+def ipam_lines(ipam: dict[str, Any]) -> list[str]:
+    """`status ipam`: per peer, addresses owned, share of the range, reachability (Weave's shape)."""
+    out = []
+    for e in ipam["entries"]:
+        label = _peer_label(e["name"], e.get("nickname"))
+        line = f"{label:<34} {e['size']:>8} IPs ({e['share']:04.1f}% of total)"
+        if e.get("active") is not None:
+            line += f" ({e['active']} active)"
+        if not e["reachable"]:
+            line += " - unreachable!"
+        out.append(line)
+    for c in ipam.get("conflicts", []):
+        out.append(f"conflict with {c['label']}: {c['reason']}")
+    if not ipam["entries"]:
+        out.append(f"{ipam['status']}: no ring yet")
+    return out
 
 
 def _want_json(ctx: click.Context, as_json: bool) -> bool:
@@ -376,6 +438,28 @@ def status_connections(ctx: click.Context, as_json: bool) -> None:
         return
     for c in rep["connections"]:
         click.echo(connection_line(c))
+
+
+@status.command("ipam")
+@json_option
+@click.pass_context
+def status_ipam(ctx: click.Context, as_json: bool) -> None:
+    """How the IP range is divided among peers, and which of them are unreachable.
+
+    \b
+    Example:
+      weave-fdp status ipam
+    """
+    rep = RouterClient().call("report")
+    ipam = rep.get("ipam")
+    if _want_json(ctx, as_json):
+        print_json(ipam)
+        return
+    if not ipam:
+        raise FdpError("IPAM is off in this router (launched with --ipalloc-range \"\")",
+                       fix="launch with an --ipalloc-range to use IPAM")
+    for line in ipam_lines(ipam):
+        click.echo(line)
 
 
 @status.command("targets")
@@ -465,4 +549,4 @@ def version(as_json: bool) -> None:
     click.echo(f"python {info['python']}, kernel {info['kernel']}")
 
 
-COMMANDS = [launch, stop, reset, connect, forget, rmpeer, report, status, bench, version]
+COMMANDS = [launch, stop, reset, connect, forget, rmpeer, prime, report, status, bench, version]

@@ -36,7 +36,10 @@ def ip(a: int) -> str:
 
 
 def ip_int(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{text!r} is not an IPv4 address", fix="e.g. 10.32.0.1") from exc
 
 
 def fmt_range(r: Range) -> str:

@@ -173,7 +173,7 @@ class Allocator:
             return False
         holder = self.allocs.get(addr) or self.claims.get(addr)
         if holder is not None and holder != ident:
-            raise AlreadyExists(f"address {ip(addr)} is already allocated to {holder}",
+            raise AlreadyExists(f"address {ip(addr)} is already used by {holder}",
                                 fix="pick another address, or detach it there first")
         if holder == ident and addr in self.allocs:
             return True

@@ -79,6 +79,7 @@ class RouterContext:
     report_parts: dict[str, list[ReportPart]] = field(default_factory=dict)
     fastdp_control: Any = None                              # switch.FastdpControl, offered by fastdp
     switch: Any = None                                      # switch.SwitchDriver, run by the router
+    ipam: Any = None                                        # ipam.service.IpamService (None: IPAM off)
 
     def add_report_section(self, key: str, fn: Callable[[], Any],
                            merge: Callable[[Any, Any], Any] | None = None) -> None:

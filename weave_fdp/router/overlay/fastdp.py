@@ -102,7 +102,7 @@ class FastdpOverlay:
         self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
         offer_fastdp(ctx, self)
-        containers.register(ctx.api, self.host, ctx.state_dir, self.run)
+        containers.register(ctx.api, self.host, ctx.state_dir, self.run, ipam=ctx.ipam)
         ctx.add_report_section("datapath", self.host.report)
         log.info("fastdp ready: MTU %s, pins %s", self.host.mtu, self.host.pin_dir)
 
