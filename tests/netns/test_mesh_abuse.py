@@ -99,3 +99,37 @@ def test_silent_connections_from_one_host_do_not_starve_a_genuine_peer(make_lab)
           f"under attack; failure rows on h1: {rows}")
     assert [r["address"] for r in rows] == [lab.host_ip(3)], rows
     assert "no complete handshake" in rows[0]["info"]
+
+
+def test_damaged_state_files_are_recovered_or_stop_launch(make_lab) -> None:
+    lab = make_lab(hosts=1, topology="full")
+    lab.add_container(1)
+    name = cli(lab, 1, "launch", "--nickname", "h1", *LIGHT).stdout.strip()
+    ns = f"netns:{lab.container_ns(1, 1)}"
+    cli(lab, 1, "attach", lab.container_cidr(1, 1), ns)
+    state = Path(json.loads(cli(lab, 1, "report").stdout)["router"]["state_dir"])
+    cli(lab, 1, "stop")
+    # 1. truncated container records: rebuilt from the kernel, and said so
+    records = state / "fastdp-containers.json"
+    records.write_bytes(records.read_bytes()[:20])
+    (state / "fastdp-containers.json.prev").unlink()
+    cp = cli(lab, 1, "launch", "--nickname", "h1", *LIGHT)
+    assert cp.stdout.strip() == name
+    assert "warning: container records file" in cp.stderr \
+        and "recovered from the container links the kernel shows (1 of 1 rebuilt)" in cp.stderr, cp.stderr
+    ps = json.loads(cli(lab, 1, "ps", "--json").stdout)
+    assert [(p["container"], p["cidrs"]) for p in ps] == [(ns, [lab.container_cidr(1, 1)])]
+    cli(lab, 1, "stop")
+    # 2. damaged identity with its copy: the same name, and said so
+    (state / "peer.json").write_text("{\"name\": \"7e:")
+    cp = cli(lab, 1, "launch", "--nickname", "h1", *LIGHT)
+    assert cp.stdout.strip() == name and "warning: peer identity file" in cp.stderr, cp.stderr
+    cli(lab, 1, "stop")
+    # 3. damaged identity and no good copy: launch stops, naming the file and the fix
+    (state / "peer.json").write_text("")
+    (state / "peer.json.prev").write_text("garbage")
+    cp = cli(lab, 1, "launch", "--nickname", "h1", *LIGHT, check=False)
+    assert cp.returncode == 1 and f"peer identity file {state / 'peer.json'} is damaged" in cp.stderr, cp.stderr
+    assert "--name" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1
+    # the fix it names works: --name keeps the identity
+    assert cli(lab, 1, "launch", "--name", name, *LIGHT).stdout.strip() == name

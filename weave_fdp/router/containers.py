@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp.errors import AlreadyExists, NotFound, UsageError
+from weave_fdp.router import records
+from weave_fdp.router.state import atomic_write_json
+from weave_fdp.router.statefile import keep_copy, load_json
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +118,6 @@ def parse_addresses(addrs: list[str]) -> list[str]:
     return [str(s.cidr) for s in specs]
 
 
-def _valid_record(rec: Any) -> bool:
-    """A record as attach writes it: an object whose cidrs are IPv4 interfaces."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("cidrs", []), list):
-        return False
-    try:
-        return all(isinstance(c, str) and ipaddress.IPv4Interface(c) for c in rec.get("cidrs", []))
-    except ValueError:
-        return False
-
-
-
 class Containers:
     """The attachments of this host and the ops that change them.
 
@@ -151,26 +141,15 @@ class Containers:
         self._sweeper: asyncio.Task[None] | None = None
 
     def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable container records %s: %s", self.file, exc)
-            return {}
-        if not isinstance(data, dict):
-            log.warning("ignoring container records %s: not a JSON object", self.file)
-            return {}
-        good = {k: v for k, v in data.items() if _valid_record(v)}
-        for k in sorted(set(data) - set(good)):
-            log.warning("ignoring a malformed container record in %s: %s", self.file, str(k)[:80])
-        return good
+        """The records; a damaged file is rebuilt from the container links the kernel shows
+        (router/records.py), and the recovery is said (statefile.load_json)."""
+        return load_json(self.file, records.check, what="container records", fix="",
+                         rebuild=records.rebuild) or {}
 
     def _save(self) -> None:
-        from weave_fdp.router.state import atomic_write_json
-
         self.file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.file, self.attached)
+        keep_copy(self.file)
 
     # ------------------------------------------------------------ vanished targets
 

@@ -29,6 +29,7 @@ from weave_fdp.router.mesh.transport import TcpTransport
 from weave_fdp.router.overlay import load_overlays
 from weave_fdp.router.overlay.base import DirectConnection, MeshView, Overlay, PeerInfo, RouterContext
 from weave_fdp.router.overlay.switch import SwitchDriver
+from weave_fdp.router import statefile
 from weave_fdp.router.state import RouterState, random_peer_name
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ class Router:
                        "discovery": self.config.discovery, "conn_limit": self.config.conn_limit,
                        "pid": os.getpid(), "gossip_tx_bytes": node.gossip_tx_bytes,
                        "terminations": node.terminations, "mtu": self.config.mtu,
-                       "inbound": tr.status()},
+                       "inbound": tr.status(), "state_recovered": statefile.recovered()},
             "peers": peers,
             "connections": self._connections(),
             "routes": {"unicast": dict(sorted(routes.unicast.items())), "broadcast": routes.broadcast},

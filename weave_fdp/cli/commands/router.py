@@ -130,11 +130,15 @@ def _launch_background(cfg: RouterConfig) -> str:
         if rc is not None:
             raise _startup_error(log_path, start_offset, rc)
         try:
-            return str(client.call("report")["router"]["name"])
+            rep = client.call("report")["router"]
         except RouterNotRunning:
             time.sleep(0.05)
         except FdpError:
             time.sleep(0.05)
+        else:
+            for note in rep.get("state_recovered") or []:   # damaged state files it recovered
+                click.echo(f"warning: {note}", err=True)
+            return str(rep["name"])
     proc.terminate()
     raise FdpError(f"the router did not answer within {LAUNCH_TIMEOUT:g} s", fix=f"see its log {log_path}")
 
