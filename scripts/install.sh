@@ -17,6 +17,7 @@ packages=(
   python3 python3-venv python3-dev python3-bpfcc libbpfcc bpfcc-tools
   linux-headers-amd64 iproute2 iputils-ping iputils-arping ethtool procps psmisc
   iperf3 sockperf bind9-dnsutils tshark nftables tmux socat kmod faketime
+  containernetworking-plugins
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -74,5 +75,12 @@ target="$venv/bin/weave-fdp"
 if [ "$(readlink /usr/local/bin/weave-fdp 2>/dev/null)" != "$target" ]; then
   ln -sfn "$target" /usr/local/bin/weave-fdp
   log "linked /usr/local/bin/weave-fdp -> $target"
+fi
+# The CNI plugin where runtimes look for plugins (Podman, containerd, CRI-O).
+cni_target="$venv/bin/weave-fdp-cni"
+if [ -x "$cni_target" ] && [ "$(readlink /opt/cni/bin/weave-fdp-cni 2>/dev/null)" != "$cni_target" ]; then
+  mkdir -p /opt/cni/bin
+  ln -sfn "$cni_target" /opt/cni/bin/weave-fdp-cni
+  log "linked /opt/cni/bin/weave-fdp-cni -> $cni_target"
 fi
 log "ready"

@@ -45,7 +45,10 @@ LOWER = {
     "weave_fdp/plumbing/": ("weave_fdp.router", "weave_fdp.cli", "weave_fdp.dashboard", "weave_fdp.datapath"),
     "weave_fdp/datapath/": ("weave_fdp.router", "weave_fdp.cli", "weave_fdp.dashboard"),
     "weave_fdp/probe/": ("weave_fdp.router", "weave_fdp.cli", "weave_fdp.dashboard"),
-    "weave_fdp/router/": ("weave_fdp.cli", "weave_fdp.dashboard"),
+    "weave_fdp/router/": ("weave_fdp.cli", "weave_fdp.dashboard", "weave_fdp.cni"),
+    "weave_fdp/engine/": ("weave_fdp.router", "weave_fdp.cli", "weave_fdp.dashboard", "weave_fdp.datapath",
+                          "weave_fdp.plumbing"),
+    "weave_fdp/cni/": ("weave_fdp.cli", "weave_fdp.dashboard"),
     "weave_fdp/dashboard/": ("weave_fdp.cli",),
 }
 

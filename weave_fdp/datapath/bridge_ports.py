@@ -24,13 +24,13 @@ class BridgePorts:
             self.mtu = weave_bridge.overlay_mtu(weave_bridge.underlay_mtu(netns=self.netns))
         weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
 
-    def attach(self, netns_path: str, cidrs: list[str], *,
-               multicast_route: bool = True) -> container_link.ContainerLink:
+    def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
+               ifname: str = container_link.CONTAINER_IFNAME) -> container_link.ContainerLink:
         if self.mtu is None:
             self.start()
         assert self.mtu is not None
         return container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
-                                     multicast_route=multicast_route)
+                                     multicast_route=multicast_route, ifname=ifname)
 
     def detach(self, netns_path: str) -> bool:
         return container_link.detach(netns_path, host_netns=self.netns)

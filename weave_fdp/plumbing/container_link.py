@@ -25,7 +25,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weave_fdp.errors import AlreadyExists, DatapathError, NotFound, UsageError
-from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, delete_link
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, check_ifname, delete_link
 from weave_fdp.plumbing.weave_bridge import BRIDGE
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,14 @@ def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:
 
 
 def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef = None,
-           multicast_route: bool = True) -> ContainerLink:
-    """Give the container at ``netns_path`` an ``ethwe`` on bridge ``weave`` with ``cidrs``.
+           multicast_route: bool = True, ifname: str = CONTAINER_IFNAME) -> ContainerLink:
+    """Give the container at ``netns_path`` an ``ethwe`` (or ``ifname``) on bridge ``weave`` with ``cidrs``.
 
     Idempotent: an existing link is kept and missing addresses added. On failure
     everything this call created is removed again (nothing half-attached).
     """
     cidrs = check_cidrs(cidrs)
+    ifname = check_ifname(ifname)
     host_if = host_ifname_for(netns_path)
     created = False
     cns = _open_target(netns_path)
@@ -143,23 +144,23 @@ def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef 
             if _index(ipr, BRIDGE) is None:
                 raise NotFound(f"bridge {BRIDGE} does not exist in {_where(host_netns)}",
                                fix="is the router running? (`weave-fdp launch`)")
-            cidx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+            cidx = cns.link_lookup(ifname=ifname)
             hidx = _index(ipr, host_if)
             if cidx and hidx is None:
-                raise AlreadyExists(f"the container at {netns_path} already has an {CONTAINER_IFNAME} "
+                raise AlreadyExists(f"the container at {netns_path} already has an {ifname} "
                                     "that is not ours", fix="remove it or detach first")
             if hidx is None:
                 fd = os.open(netns_path, os.O_RDONLY)
                 try:
                     ipr.link("add", ifname=host_if, kind="veth", mtu=mtu,
-                             peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": fd, "mtu": mtu})
+                             peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu})
                 finally:
                     os.close(fd)
                 created = True
                 hidx = _index(ipr, host_if)
                 assert hidx is not None
             ipr.link("set", index=hidx, master=_index(ipr, BRIDGE), mtu=mtu, state="up")
-            cidx = cns.link_lookup(ifname=CONTAINER_IFNAME)[0]
+            cidx = cns.link_lookup(ifname=ifname)[0]
             cns.link("set", index=cidx, mtu=mtu, state="up")
             for cidr in cidrs:
                 iface = ipaddress.ip_interface(cidr)
@@ -188,11 +189,11 @@ def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef 
         cns.close()
 
 
-def remove_addresses(netns_path: str, cidrs: list[str]) -> tuple[str, ...]:
-    """Remove ``cidrs`` from the container's ``ethwe``; the addresses left."""
+def remove_addresses(netns_path: str, cidrs: list[str], ifname: str = CONTAINER_IFNAME) -> tuple[str, ...]:
+    """Remove ``cidrs`` from the container's ``ethwe`` (or ``ifname``); the addresses left."""
     cns = _open_target(netns_path)
     try:
-        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        idx = cns.link_lookup(ifname=ifname)
         if not idx:
             return ()
         for cidr in check_cidrs(cidrs):
@@ -203,6 +204,51 @@ def remove_addresses(netns_path: str, cidrs: list[str]) -> tuple[str, ...]:
                 if exc.code not in (errno.EADDRNOTAVAIL, errno.ENOENT):
                     raise
         return _addresses(cns, idx[0])
+    finally:
+        cns.close()
+
+
+def add_routes(netns_path: str, ifname: str, routes: list[tuple[str, str | None]]) -> None:
+    """Add ``(dst CIDR, gateway or None)`` routes through ``ifname`` in the container (CNI IPAM routes)."""
+    cns = _open_target(netns_path)
+    try:
+        idx = cns.link_lookup(ifname=ifname)
+        if not idx:
+            raise NotFound(f"interface {ifname} does not exist in {netns_path}")
+        for dst, gw in routes:
+            kw: dict = {"dst": dst, "oif": idx[0]}
+            if gw:
+                kw["gateway"] = gw
+            try:
+                cns.route("add", **kw)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise DatapathError(f"cannot add route {dst} via {gw or ifname} in {netns_path}: "
+                                        f"{exc.args[-1] if exc.args else exc}") from exc
+    finally:
+        cns.close()
+
+
+def delete_in_netns(netns_path: str, ifname: str) -> bool:
+    """Delete ``ifname`` inside the container (a veth takes its host end along); False when
+    the namespace or the interface is not there. For clean-up without the router."""
+    if not Path(netns_path).exists():
+        return False
+    try:
+        cns = _open_target(netns_path)
+    except NotFound:
+        return False
+    try:
+        idx = cns.link_lookup(ifname=ifname)
+        if not idx:
+            return False
+        try:
+            cns.link("del", index=idx[0])
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+        return True
     finally:
         cns.close()
 
@@ -219,7 +265,8 @@ def host_links(*, host_netns: NetnsRef = None) -> dict[str, int]:
                 if (link.get_attr("IFLA_IFNAME") or "").startswith(HOST_PREFIX)}
 
 
-def describe(netns_path: str, *, host_netns: NetnsRef = None) -> ContainerLink | None:
+def describe(netns_path: str, *, host_netns: NetnsRef = None,
+             ifname: str = CONTAINER_IFNAME) -> ContainerLink | None:
     """The container's link as ``ps`` shows it, or None when not attached."""
     host_if = host_ifname_for(netns_path)
     with _handle(host_netns) as ipr:
@@ -228,7 +275,7 @@ def describe(netns_path: str, *, host_netns: NetnsRef = None) -> ContainerLink |
         return None
     cns = _open_target(netns_path)
     try:
-        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        idx = cns.link_lookup(ifname=ifname)
         if not idx:
             return None
         mac = cns.get_links(idx[0])[0].get_attr("IFLA_ADDRESS")

@@ -81,8 +81,10 @@ def _netlink_errors(what: str) -> Iterator[None]:
 
 def check_ifname(name: str) -> str:
     """Return ``name`` if the kernel accepts it as an interface name, else raise ``UsageError``."""
-    if not name or len(name) > IFNAMSIZ or "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
-        raise UsageError(f"bad interface name {name!r}", fix=f"use 1-{IFNAMSIZ} characters, no '/' or spaces")
+    if (not isinstance(name, str) or not name or len(name.encode()) > IFNAMSIZ or "/" in name or ":" in name
+            or any(c.isspace() for c in name) or name in (".", "..")):
+        raise UsageError(f"bad interface name {str(name)[:40]!r}",
+                         fix=f"use 1-{IFNAMSIZ} characters, no '/', ':' or spaces")
     return name
 
 

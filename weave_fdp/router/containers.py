@@ -1,9 +1,11 @@
 """Router API ops for containers: attach, detach, ps.
 
-Targets: ``netns:NAME``, ``pid:PID``, or a Docker/Podman container id or name
-when such an engine is installed. Addresses: ``[ip:]CIDR``; ``net:CIDR`` and
-``net:default`` need IPAM, which says so until it exists. Attachments are kept
-in the state dir so ``ps`` survives a router restart.
+Targets: ``netns:NAME``, ``pid:PID``, a namespace path (``/run/netns/NAME``,
+``/proc/PID/ns/net``: what CNI passes), or a Docker/Podman container id or name, looked
+up through the engine's API socket (weave_fdp.engine.docker_api); ``ps`` shows a
+container by its 12-digit id, as Weave does. Addresses: ``[ip:]CIDR``, ``net:CIDR``,
+``net:default`` (IPAM). Attachments are kept in the state dir so ``ps`` survives a
+router restart.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import asyncio
 import ipaddress
 import logging
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weave_fdp.errors import AlreadyExists, NotFound, UsageError
+from weave_fdp.errors import AlreadyExists, FdpError, NotFound, UsageError
 from weave_fdp.router import records
 from weave_fdp.router.state import atomic_write_json
 from weave_fdp.router.statefile import keep_copy, load_json
@@ -31,10 +31,33 @@ GRACE_S = 30.0     # a vanished target's IPAM addresses are kept this long (a re
 SWEEP_S = 5.0      # how often vanished targets are looked for
 
 
-def resolve_target(target: str) -> str:
+def resolve_target(target: str, docker_host: str | None = None) -> str:
     """The path of the target's network namespace."""
+    return resolve(target, docker_host)[0]
+
+
+def resolve(target: str, docker_host: str | None = None) -> tuple[str, str]:
+    """(path of the target's network namespace, what ``ps`` calls it)."""
     if not isinstance(target, str) or not target:
         raise UsageError("no target given", fix="use netns:NAME, pid:PID or a container name")
+    if target.startswith("/"):
+        if not re.match(r"^/(proc/\d+/ns/net|(var/)?run/netns/[A-Za-z0-9][A-Za-z0-9_.-]{0,250})$", target):
+            raise UsageError(f"{target[:80]!r} is not a network namespace path",
+                             fix="give /run/netns/NAME or /proc/PID/ns/net")
+        if not Path(target).exists():
+            raise NotFound(f"network namespace {target} does not exist", fix="check the path")
+        return target, target
+    if target.startswith("netns:") or target.startswith("pid:"):
+        return _resolve_ns(target), target
+    from weave_fdp.engine import docker_api
+
+    c = docker_api.inspect(target, docker_host)
+    if c.pid <= 0:
+        raise NotFound(f"container {target} ({c.short_id}) is not running", fix="start it first")
+    return c.netns_path, c.short_id
+
+
+def _resolve_ns(target: str) -> str:
     if target.startswith("netns:"):
         name = target[6:]
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
@@ -51,16 +74,7 @@ def resolve_target(target: str) -> str:
         if not path.exists():
             raise NotFound(f"process {pid} does not exist", fix="check the PID")
         return str(path)
-    for engine in ("docker", "podman"):
-        exe = shutil.which(engine)
-        if exe is None:
-            continue
-        cp = subprocess.run([exe, "inspect", "-f", "{{.State.Pid}}", target], capture_output=True, text=True,
-                            timeout=10)
-        if cp.returncode == 0 and cp.stdout.strip().isdigit() and cp.stdout.strip() != "0":
-            return f"/proc/{cp.stdout.strip()}/ns/net"
-    raise NotFound(f"no container or namespace {target!r}",
-                   fix="use netns:NAME or pid:PID (no running Docker/Podman container has that name)")
+    raise UsageError(f"bad target {target!r}", fix="use netns:NAME, pid:PID or a container name")
 
 
 @dataclass(frozen=True)
@@ -275,7 +289,9 @@ class Containers:
         from weave_fdp.plumbing import arp_probe, container_link
 
         target = args.get("target")
-        path = resolve_target(target)
+        path, label = await asyncio.to_thread(resolve, target, args.get("docker_host"))
+        label = str(args.get("label") or label)
+        cifname = container_link.check_ifname(args.get("ifname") or container_link.CONTAINER_IFNAME)
         ident = str(target)
         specs = parse_specs(list(args.get("addrs") or []))
         timeout = float(args.get("timeout", 30.0))
@@ -292,39 +308,40 @@ class Containers:
             mcast = bool(args.get("multicast_route", True))
             # the link first, without new addresses: its probes for them must travel the
             # network before any address is set (duplicate address detection)
-            link = await self.run(self.host.attach, path, [], multicast_route=mcast)
+            link = await self.run(self.host.attach, path, [], multicast_route=mcast, ifname=cifname)
             have = {str(ipaddress.IPv4Interface(c).ip) for c in link.cidrs}
             for cidr in cidrs:
                 ip = str(ipaddress.IPv4Interface(cidr).ip)
                 if ip in have:
                     continue
-                owner = await self.run(arp_probe.address_in_use, path, ip)
+                owner = await self.run(arp_probe.address_in_use, path, ip, ifname=cifname)
                 if owner is not None:
                     if not existed:
                         await self.run(self.host.detach, path)     # nothing half-attached
                     raise AlreadyExists(f"address {ip} is already in use on the network (MAC {owner} answered)",
                                         fix="pick another address, or detach it where it is")
-            link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast)
+            link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast, ifname=cifname)
         except BaseException:
             self._release_new(ident, before)
             raise
         self.attached[link.host_ifname] = {"target": target, "netns_path": path, "mac": link.mac,
-                                          "cidrs": list(link.cidrs)}
+                                          "cidrs": list(link.cidrs), "label": label,
+                                          "container_ifname": cifname}
         self.recorded_at[link.host_ifname] = self.clock()
         self._save()
         return {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs),
                 "added": cidrs}
 
-    async def _detach_cidrs(self, path: str, target: str, specs: list[AddrSpec]) -> list[str]:
+    async def _detach_cidrs(self, path: str, target: str, specs: list[AddrSpec], cifname: str) -> list[str]:
         """The container's CIDRs named by ``specs``: explicit ones must be there (NotFound
         otherwise); ``net:`` ones select every address it has in that subnet."""
         from weave_fdp.plumbing import container_link
 
         explicit = [str(s.cidr) for s in specs if s.kind == "ip"]
-        out = await self._attached_cidrs(path, target, explicit) if explicit else []
+        out = await self._attached_cidrs(path, target, explicit, cifname) if explicit else []
         nets = [s for s in specs if s.kind == "net"]
         if nets:
-            link = await self.run(container_link.describe, path)
+            link = await self.run(container_link.describe, path, ifname=cifname)
             for s in nets:
                 if self.ipam is not None:
                     lo, hi = self.ipam.subnet(s.cidr)
@@ -343,16 +360,17 @@ class Containers:
         from weave_fdp.router.ipam.addr import ip_int
 
         target = args.get("target")
-        path = resolve_target(target)
+        path, _label = await asyncio.to_thread(resolve, target, args.get("docker_host"))
         ident = str(target)
         ifname = container_link.host_ifname_for(path)
         live = await self.run(container_link.host_links)
         if ifname not in self.attached and ifname not in live:
             raise NotFound(f"{target} is not attached to the weave network")
+        cifname = self.attached.get(ifname, {}).get("container_ifname") or container_link.CONTAINER_IFNAME
         specs = parse_specs(list(args.get("addrs") or []))
         if specs:
-            gone = await self._detach_cidrs(path, target, specs)
-            left = await self.run(container_link.remove_addresses, path, gone)
+            gone = await self._detach_cidrs(path, target, specs, cifname)
+            left = await self.run(container_link.remove_addresses, path, gone, cifname)
             if self.ipam is not None:
                 for c in gone:
                     self.ipam.release(ident, ip_int(c.split("/")[0]))
@@ -361,7 +379,7 @@ class Containers:
                 self._save()
                 return {"target": target, "cidrs": list(left), "removed": False, "released": gone}
         rec = self.attached.get(ifname) or {}
-        link = await self.run(container_link.describe, path)
+        link = await self.run(container_link.describe, path, ifname=cifname)
         gone = list(link.cidrs) if link is not None else list(rec.get("cidrs", []))
         await self.run(self.host.detach, path)
         self.attached.pop(ifname, None)
@@ -369,12 +387,13 @@ class Containers:
         if self.ipam is not None:
             self.ipam.release(ident)
         return {"target": target, "cidrs": [], "removed": True, "released": gone}
-    async def _attached_cidrs(self, path: str, target: str, wanted: list[str]) -> list[str]:
+
+    async def _attached_cidrs(self, path: str, target: str, wanted: list[str], cifname: str) -> list[str]:
         """The container's attached CIDRs (as the kernel shows them) for the addresses in
         ``wanted``; NotFound naming the first one it does not have."""
         from weave_fdp.plumbing import container_link
 
-        link = await self.run(container_link.describe, path)
+        link = await self.run(container_link.describe, path, ifname=cifname)
         have = {str(ipaddress.IPv4Interface(c).ip): c for c in (link.cidrs if link is not None else ())}
         out = []
         for cidr in wanted:
@@ -386,18 +405,35 @@ class Containers:
         return out
 
     async def ps(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        from weave_fdp.plumbing import container_link
+        """Weave's ps: one row per attached container, named by its 12-digit id when an
+        engine knows it; with ``expose`` first a ``weave:expose`` row for the host (the bridge)."""
+        from weave_fdp.plumbing import container_link, links
+        from weave_fdp.plumbing.weave_bridge import BRIDGE
 
         wanted = set(args.get("targets") or [])
+        paths = set()
+        for t in wanted:   # a container name given to ps: match it by its namespace
+            if not t.startswith("weave:"):
+                try:
+                    paths.add((await asyncio.to_thread(resolve, t, args.get("docker_host")))[0])
+                except FdpError:
+                    pass
         live = await self.run(container_link.host_links)
         out = []
+        if args.get("expose") and (not wanted or "weave:expose" in wanted):
+            try:
+                br = await self.run(links.get_link, BRIDGE, getattr(self.host, "netns", None))
+                out.append({"container": "weave:expose", "ifname": BRIDGE, "mac": br.mac,
+                            "cidrs": [c for c in br.addresses if ":" not in c]})
+            except FdpError:
+                pass   # no bridge (yet): nothing to show
         for ifname, rec in sorted(self.attached.items()):
-            if wanted and rec.get("target") not in wanted:
+            if wanted and not ({rec.get("target"), rec.get("label")} & wanted or rec.get("netns_path") in paths):
                 continue
             if ifname not in live:
                 continue
-            out.append({"container": rec.get("target"), "ifname": ifname, "mac": rec.get("mac"),
-                        "cidrs": rec.get("cidrs", [])})
+            out.append({"container": rec.get("label") or rec.get("target"), "target": rec.get("target"),
+                        "ifname": ifname, "mac": rec.get("mac"), "cidrs": rec.get("cidrs", [])})
         return out
 
 

@@ -101,15 +101,19 @@ def _rebuild(prev: dict[str, Any]) -> tuple[dict[str, Any], str]:
         hint = prev.get(ifname) if isinstance(prev.get(ifname), dict) else None
         found = by_ifname.get(ifname)
         link = None
+        cifname = str((hint or {}).get("container_ifname") or container_link.CONTAINER_IFNAME)
         if found is not None:
             try:
-                link = container_link.describe(found[0])
+                link = container_link.describe(found[0], ifname=cifname)
             except Exception as exc:
                 log.warning("container link %s: cannot read its namespace %s: %s", ifname, found[0], exc)
         if link is not None and found is not None:
             target = hint.get("target") if hint and hint.get("target") else found[1]
             records[ifname] = {"target": target, "netns_path": found[0], "mac": link.mac,
                                "cidrs": list(link.cidrs)}
+            for key in ("label", "container_ifname"):   # a CNI or engine container's id and interface
+                if hint and hint.get(key):
+                    records[ifname][key] = hint[key]
         elif hint is not None:
             records[ifname] = hint
     lost = sorted(set(live) - set(records))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from weave_fdp.cli.output import print_json
 from weave_fdp.errors import UsageError
 from weave_fdp.router.client import RouterClient
+
+
+def _engine() -> dict[str, str]:
+    """The engine socket this shell points at (DOCKER_HOST), for container names and ids."""
+    host = os.environ.get("DOCKER_HOST")
+    return {"docker_host": host} if host else {}
 
 
 def _split(args: tuple[str, ...]) -> tuple[list[str], str]:
@@ -35,7 +43,7 @@ def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, as_j
     """
     addrs, target = _split(args)
     res = RouterClient(timeout=timeout + 10).call("attach", target=target, addrs=addrs, timeout=timeout,
-                                                  multicast_route=not no_multicast_route)
+                                                  multicast_route=not no_multicast_route, **_engine())
     if as_json:
         print_json(res)
     else:
@@ -56,7 +64,7 @@ def detach(args: tuple[str, ...], as_json: bool) -> None:
       weave-fdp detach net:10.32.5.0/24 netns:web1
     """
     addrs, target = _split(args)
-    res = RouterClient().call("detach", target=target, addrs=addrs)
+    res = RouterClient().call("detach", target=target, addrs=addrs, **_engine())
     if as_json:
         print_json(res)
     else:
@@ -70,16 +78,20 @@ def detach(args: tuple[str, ...], as_json: bool) -> None:
 def ps(targets: tuple[str, ...], as_json: bool) -> None:
     """List attached containers: id, MAC, addresses (like Weave's ps).
 
+    The first line is the host's bridge (weave:expose); containers known to Docker or
+    Podman show their 12-digit id. --json lists the containers only.
+
     \b
-    Example:
+    Examples:
       weave-fdp ps
+      weave-fdp ps web1 netns:db1
     """
-    rows = RouterClient().call("ps", targets=list(targets))
+    rows = RouterClient().call("ps", targets=list(targets), expose=not as_json, **_engine())
     if as_json:
         print_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['container']} {r['mac']} {' '.join(r['cidrs'])}")
+        click.echo(f"{r['container']} {r['mac']} {' '.join(r['cidrs'])}".rstrip())
 
 
 COMMANDS = [attach, detach, ps]

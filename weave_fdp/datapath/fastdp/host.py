@@ -100,10 +100,11 @@ class HostDatapath:
             self.dp = None
 
     # ------------------------------------------------------------------ containers
-    def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True) -> container_link.ContainerLink:
+    def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
+               ifname: str = container_link.CONTAINER_IFNAME) -> container_link.ContainerLink:
         assert self.dp is not None and self.mtu is not None
         link = container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
-                                     multicast_route=multicast_route)
+                                     multicast_route=multicast_route, ifname=ifname)
         try:
             self.dp.attach_port(link.host_ifname, netns=self.netns)
             self.ports[link.host_ifname] = link.mac

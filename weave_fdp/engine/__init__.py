@@ -1,0 +1,1 @@
+"""Container engines (Docker, Podman) reached through the Docker Engine API on a Unix socket."""
