@@ -28,7 +28,7 @@ Weave Net's names as well, so its dashboards and alerts keep working (docs/INTEG
   weave_connection_terminations_total       established connections that went down
   weave_flows                               fastdp flows
   weave_ips{state="local-used"}, weave_max_ips, weave_ipam_pending_allocates,
-  weave_ipam_unreachable_count               when IPAM runs
+  weave_ipam_pending_claims, weave_ipam_unreachable_count   when IPAM runs
   weave_dns_entries{state="local"}          DNS entries of this peer's containers, when DNS runs
 """
 
@@ -292,11 +292,14 @@ class ReportCollector(Collector):
                 g = GaugeMetricFamily("weave_max_ips", "Size of IP address space used by allocator.")
                 g.add_metric([], size)
                 yield g
-            for key, name, help_ in (("pending_allocates", "weave_ipam_pending_allocates",
-                                      "Number of pending allocates."),
-                                     ("unreachable", "weave_ipam_unreachable_count", "Number of unreachable peers.")):
-                v = ipam.get(key)
-                n = float(len(v)) if isinstance(v, list) else _num(v)
+            entries = [e for e in _l(ipam.get("entries")) if isinstance(e, dict)]
+            unreachable = (float(sum(1 for e in entries if e.get("reachable") is False)) if entries
+                           else _num(ipam.get("unreachable")))
+            for value, name, help_ in (
+                    (ipam.get("pending_allocates"), "weave_ipam_pending_allocates", "Number of pending allocates."),
+                    (ipam.get("claims_pending"), "weave_ipam_pending_claims", "Number of pending claims."),
+                    (unreachable, "weave_ipam_unreachable_count", "Number of unreachable peers.")):
+                n = float(len(value)) if isinstance(value, list) else _num(value)
                 if n is not None:
                     g = GaugeMetricFamily(name, help_)
                     g.add_metric([], n)
