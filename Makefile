@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-bpf test-netns bench fuzz soak lint clean
+.PHONY: install demo test test-unit test-bpf test-netns bench fuzz chaos soak lint clean
 
 install:
 	@bash scripts/install.sh
@@ -11,8 +11,9 @@ install:
 demo: install
 	@$(VENV)/bin/weave-fdp lab demo
 
+# every tier but the VM lab; of the chaos tier only its short scenarios (chaos_short)
 test: install
-	@$(PYTEST) tests -m "not lab" $(PYTEST_ARGS)
+	@$(PYTEST) tests -m "not lab and (not chaos or chaos_short)" $(PYTEST_ARGS)
 
 test-unit: install
 	@$(PYTEST) tests -m unit $(PYTEST_ARGS)
@@ -28,6 +29,11 @@ test-netns: install
 fuzz:
 	@WEAVE_FDP_EXTRAS=reliability bash scripts/install.sh
 	@$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
+
+# fault injection over labs of routers (about 25 min; CHAOS_CYCLES, CHAOS_FLAP_SECONDS shorten it);
+# prints what each scenario did and saw, then the summary table (docs/RELIABILITY.md)
+chaos: install
+	@$(PYTEST) tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
