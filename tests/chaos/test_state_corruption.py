@@ -90,7 +90,6 @@ def _check(bad: list[tuple[str, str, str, str]]) -> None:
     pytest.fail("; ".join(f"{f} {h}: {o} {d}" for f, h, o, d in bad))
 
 
-@pytest.mark.chaos_short
 def test_peer_file_corrupted_before_launch(chaos_lab) -> None:
     cl = chaos_lab(2)
     _check(run_matrix(cl, ["peer.json"], ["garbage"]))
