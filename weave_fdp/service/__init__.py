@@ -1,0 +1,1 @@
+"""Installing weave-fdp as a service: the systemd unit and the CNI plugin (``weave-fdp setup``)."""
