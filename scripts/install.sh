@@ -18,6 +18,7 @@ packages=(
   linux-headers-amd64 iproute2 iputils-ping iputils-arping ethtool procps psmisc
   iperf3 sockperf bind9-dnsutils tshark nftables tmux socat kmod faketime
   containernetworking-plugins
+  dnsmasq-base dnsperf
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -586,9 +586,11 @@ def teardown(prefix: str, *, routers: bool = True, progress: ProgressFn | None =
 
 def _remove_host_dirs(prefix: str) -> None:
     """Per-host state, runtime and bpffs pin dirs of the lab's hosts (keyed by namespace
-    name, see weave_fdp.paths): a new lab with the same prefix starts fresh."""
+    name, see weave_fdp.paths), and the /etc/netns/NAME dirs (resolv.conf of a container
+    attached with weaveDNS, or of a host given lab upstreams): a new lab with the same
+    prefix starts fresh."""
     pattern = netns_pattern(prefix)
-    for root in (paths.STATE_ROOT, paths.RUNTIME_ROOT, paths.BPFFS_ROOT):
+    for root in (paths.STATE_ROOT, paths.RUNTIME_ROOT, paths.BPFFS_ROOT, Path("/etc/netns")):
         try:
             entries = [e for e in root.iterdir() if pattern.fullmatch(e.name) and e.is_dir()]
         except OSError:

@@ -61,6 +61,10 @@ class RouterConfig:
     discovery: bool = True
     no_fastdp: bool = False
     no_dns: bool = False
+    dns_domain: str = "weave.local."
+    dns_ttl: int = 1                      # seconds
+    dns_listen_address: str = "169.254.53.53"   # IPv4[:PORT] on the weave bridge (docs/DNS.md)
+    dns_rate_limit: float = 1000.0        # queries/s per source address; 0 = unlimited
     ipalloc_range: str = "10.32.0.0/12"            # "" turns IPAM off
     ipalloc_default_subnet: str | None = None      # default: the range
     ipalloc_init: str | None = None                # consensus[=N] | seed=NAME,... | observer
@@ -98,6 +102,7 @@ class RouterConfig:
             parse_peer_address(peer, self.port)
         if self.metrics_addr is not None:
             parse_metrics_addr(self.metrics_addr)
+        self._validate_dns()
         return self
 
     def ipam_settings(self) -> tuple[Range, Range, Mode] | None:
@@ -120,6 +125,18 @@ class RouterConfig:
                 raise UsageError(f"--ipalloc-default-subnet {sn} has no address for a host",
                                  fix="give a subnet of /30 or larger")
         return rng, sub, parse_ipalloc_init(self.ipalloc_init, len(self.peers))
+
+    def _validate_dns(self) -> None:
+        from weave_fdp.router.dns.names import check_domain
+        from weave_fdp.router.dns.service import parse_listen
+
+        self.dns_domain = check_domain(self.dns_domain)
+        if not 0 <= self.dns_ttl <= 86400:
+            raise UsageError(f"--dns-ttl {self.dns_ttl} is out of range", fix="give seconds, 0-86400")
+        if self.dns_rate_limit < 0:
+            raise UsageError(f"--dns-rate-limit {self.dns_rate_limit:g} is negative",
+                             fix="give queries per second per source, or 0 for no limit")
+        parse_listen(self.dns_listen_address)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 STATE_FILE = "fastdp-containers.json"
 GRACE_S = 30.0     # a vanished target's IPAM addresses are kept this long (a restart gets them back)
 SWEEP_S = 5.0      # how often vanished targets are looked for
+
+#: Called after a successful attach or detach with the event ("attach"/"detach") and
+#: {"target", "netns_path", "cidrs" (attach: all its addresses), "removed" (detach: the
+#: addresses taken away), "all" (detach: the container left the network), "args" (the
+#: request's)}; what it returns is added to the op's result (e.g. DNS adds "dns").
+ContainerListener = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 def resolve_target(target: str, docker_host: str | None = None) -> str:
@@ -143,8 +150,9 @@ class Containers:
     """
 
     def __init__(self, host: Any, state_dir: Path, run: Any = None, ipam: Any = None,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, listeners: list[ContainerListener] | None = None) -> None:
         self.host = host
+        self.listeners = listeners if listeners is not None else []
         self.run = run or (lambda fn, *a, **kw: asyncio.to_thread(fn, *a, **kw))
         self.ipam = ipam
         self.clock = clock
@@ -329,8 +337,24 @@ class Containers:
                                           "container_ifname": cifname}
         self.recorded_at[link.host_ifname] = self.clock()
         self._save()
-        return {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs),
-                "added": cidrs}
+        res = {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs),
+               "added": cidrs}
+        return await self._notify("attach", {"target": target, "netns_path": path, "cidrs": list(link.cidrs),
+                                             "args": args}, res)
+
+    async def _notify(self, event: str, info: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        """Tell the listeners (DNS); a typed error of theirs reaches the caller, a bug is logged."""
+        for fn in self.listeners:
+            try:
+                extra = await fn(event, info)
+            except FdpError:
+                raise
+            except Exception:
+                log.exception("container listener failed on %s of %s", event, info.get("target"))
+                continue
+            if extra:
+                res.update(extra)
+        return res
 
     async def _detach_cidrs(self, path: str, target: str, specs: list[AddrSpec], cifname: str) -> list[str]:
         """The container's CIDRs named by ``specs``: explicit ones must be there (NotFound
@@ -377,7 +401,9 @@ class Containers:
             if left:
                 self.attached.setdefault(ifname, {"target": target, "netns_path": path})["cidrs"] = list(left)
                 self._save()
-                return {"target": target, "cidrs": list(left), "removed": False, "released": gone}
+                return await self._notify("detach", {"target": target, "netns_path": path, "all": False,
+                                                     "removed": gone, "args": args},
+                                          {"target": target, "cidrs": list(left), "removed": False, "released": gone})
         rec = self.attached.get(ifname) or {}
         link = await self.run(container_link.describe, path, ifname=cifname)
         gone = list(link.cidrs) if link is not None else list(rec.get("cidrs", []))
@@ -386,7 +412,9 @@ class Containers:
         self._save()
         if self.ipam is not None:
             self.ipam.release(ident)
-        return {"target": target, "cidrs": [], "removed": True, "released": gone}
+        return await self._notify("detach", {"target": target, "netns_path": path, "all": True, "removed": gone,
+                                             "args": args},
+                                  {"target": target, "cidrs": [], "removed": True, "released": gone})
 
     async def _attached_cidrs(self, path: str, target: str, wanted: list[str], cifname: str) -> list[str]:
         """The container's attached CIDRs (as the kernel shows them) for the addresses in
@@ -437,10 +465,12 @@ class Containers:
         return out
 
 
-def register(api: Any, host: Any, state_dir: Path, run: Any = None, ipam: Any = None) -> Containers:
+def register(api: Any, host: Any, state_dir: Path, run: Any = None, ipam: Any = None,
+             listeners: list[ContainerListener] | None = None) -> Containers:
     """Register attach/detach/ps on the router's API server (``run``: async executor of datapath
-    calls; ``ipam``: the router's IpamService, None when IPAM is off)."""
-    c = Containers(host, state_dir, run, ipam)
+    calls; ``ipam``: the router's IpamService, None when IPAM is off; ``listeners``: told of
+    every attach and detach, see ContainerListener)."""
+    c = Containers(host, state_dir, run, ipam, listeners=listeners)
     c.start()
     api.register("attach", c.attach)
     api.register("detach", c.detach)

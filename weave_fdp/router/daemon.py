@@ -50,6 +50,7 @@ class Router:
         self.ctx: RouterContext | None = None
         self._close_metrics: Any = None   # stops the /metrics server (None: not serving)
         self.ipam: Any = None             # ipam.service.IpamService (None: --ipalloc-range "")
+        self.dns: Any = None              # dns.service.DnsService (None with --no-dns)
 
     # ------------------------------------------------------------ start / stop
 
@@ -101,6 +102,8 @@ class Router:
             self.ctx.switch.start()
         if self.api.handler("attach") is None:
             await self._register_bridge_ports()
+        if not cfg.no_dns:
+            await self._start_dns()
         self._overlays_started = True   # peers may have connected while overlays started:
         self._on_mesh()                 # give them the view they missed
         node.start()
@@ -138,7 +141,17 @@ class Router:
 
         ports = BridgePorts(mtu=self.config.mtu)
         await asyncio.to_thread(ports.start)
-        containers.register(self.api, ports, self.state.dir, ipam=self.ipam)
+        assert self.ctx is not None
+        containers.register(self.api, ports, self.state.dir, ipam=self.ipam,
+                           listeners=self.ctx.container_listeners)
+
+    async def _start_dns(self) -> None:
+        """weaveDNS: names gossiped on channel "dns", answered on the bridge (docs/DNS.md)."""
+        from weave_fdp.router.dns.service import DnsService
+
+        assert self.ctx is not None
+        self.dns = DnsService(self.ctx)
+        await self.dns.start()
 
     def _start_metrics(self, addr: str) -> None:
         """Serve /metrics from a thread; each scrape takes a report on the loop (a consistent view).
@@ -166,6 +179,8 @@ class Router:
                 await asyncio.to_thread(close)
             except Exception as exc:
                 log.warning("metrics server: error while stopping: %s", exc)
+        if self.dns is not None:
+            await self.dns.stop()
         if self.ctx is not None and self.ctx.switch is not None:
             await self.ctx.switch.stop()
         for ov in self.overlays:

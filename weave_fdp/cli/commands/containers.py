@@ -23,27 +23,35 @@ def _split(args: tuple[str, ...]) -> tuple[list[str], str]:
     return list(args[:-1]), args[-1]
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["--help"]})   # -h is the DNS name, as in Weave
 @click.argument("args", nargs=-1, metavar="[ADDR...] TARGET")
 @click.option("--no-multicast-route", is_flag=True, help="Do not route 224.0.0.0/4 over weave.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait for IPAM (consensus, space from peers) before failing with the reason.")
+@click.option("-h", "--hostname", metavar="FQDN", help="weaveDNS name (default: the namespace/container name).")
+@click.option("--name", help="weaveDNS name in the domain (e.g. web: web.weave.local).")
+@click.option("--without-dns", is_flag=True, help="No weaveDNS name, resolver left alone.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, as_json: bool) -> None:
+def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, hostname: str | None,
+           name: str | None, without_dns: bool, as_json: bool) -> None:
     """Attach TARGET (netns:NAME, pid:PID, container) to the weave network; print its addresses.
 
     \b
     ADDR is CIDR, ip:CIDR, net:CIDR or net:default; with none, IPAM gives an address from
     the default subnet. Prints the address of each ADDR, one per line. Attaching twice is
-    harmless: the same target gets the same addresses back.
+    harmless: the same target gets the same addresses back. The target's name (-h, --name,
+    else the namespace or container name) goes into weaveDNS and its resolver points at
+    weaveDNS (docs/DNS.md), unless --without-dns.
     Examples:
       weave-fdp attach netns:web1
       weave-fdp attach net:10.32.5.0/24 ip:10.32.9.9/12 pid:4242
       weave-fdp attach 10.32.1.1/12 netns:web1
+      weave-fdp attach ip:10.32.5.9/12 pid:4242 -h api.weave.local
     """
     addrs, target = _split(args)
     res = RouterClient(timeout=timeout + 10).call("attach", target=target, addrs=addrs, timeout=timeout,
-                                                  multicast_route=not no_multicast_route, **_engine())
+                                                  multicast_route=not no_multicast_route, hostname=hostname,
+                                                  name=name, without_dns=without_dns, **_engine())
     if as_json:
         print_json(res)
     else:

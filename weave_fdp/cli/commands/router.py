@@ -40,6 +40,12 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--no-discovery", is_flag=True, help="Dial only the peers given, not those learned from peers.")
 @click.option("--no-fastdp", is_flag=True, help="Do not use the in-kernel fast datapath (sleeve only).")
 @click.option("--no-dns", is_flag=True, help="Do not run weaveDNS.")
+@click.option("--dns-domain", default="weave.local.", show_default=True, help="Domain weaveDNS answers for.")
+@click.option("--dns-ttl", type=int, default=1, show_default=True, help="TTL of weaveDNS answers (seconds).")
+@click.option("--dns-listen-address", default="169.254.53.53", show_default=True, metavar="IP[:PORT]",
+              help="Address weaveDNS serves on (put on the weave bridge; containers are routed to it).")
+@click.option("--dns-rate-limit", type=float, default=1000.0, show_default=True,
+              help="DNS queries per second per source address (0: no limit).")
 @click.option("--ipalloc-range", default="10.32.0.0/12", show_default=True,
               help='Range IPAM allocates from ("" turns IPAM off).')
 @click.option("--ipalloc-default-subnet", help="Subnet of attach with no address (default: the range).")
@@ -60,7 +66,8 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd or a terminal).")
 def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, password: str | None,
            trusted_subnets: tuple[str, ...], port: int, conn_limit: int, no_discovery: bool,
-           no_fastdp: bool, no_dns: bool, ipalloc_range: str, ipalloc_default_subnet: str | None,
+           no_fastdp: bool, no_dns: bool, dns_domain: str, dns_ttl: int, dns_listen_address: str,
+           dns_rate_limit: float, ipalloc_range: str, ipalloc_default_subnet: str | None,
            ipalloc_init: str | None,
            state_dir: Path | None, router_log_level: str, metrics_addr: str | None, mtu: int | None,
            resume: bool, foreground: bool) -> None:
@@ -87,6 +94,8 @@ def launch(peers: tuple[str, ...], name: str | None, nickname: str | None, passw
     cfg = RouterConfig(peers=list(peers), name=name, nickname=nickname, password=password or None,
                        trusted_subnets=_split_csv(trusted_subnets), port=port, conn_limit=conn_limit,
                        discovery=not no_discovery, no_fastdp=no_fastdp, no_dns=no_dns,
+                       dns_domain=dns_domain, dns_ttl=dns_ttl, dns_listen_address=dns_listen_address,
+                       dns_rate_limit=dns_rate_limit,
                        ipalloc_range=ipalloc_range, ipalloc_default_subnet=ipalloc_default_subnet,
                        ipalloc_init=ipalloc_init, state_dir=state_dir,
                        log_level=router_log_level, metrics_addr=metrics_addr,

@@ -63,8 +63,9 @@ def qualify(name: str, domain: str) -> str:
 
 def label_from_target(target: str) -> str | None:
     """The name a container gets from its target: the namespace or container name
-    (``netns:web1`` -> ``web1``); None for ``pid:`` targets (no name of their own)."""
-    if target.startswith("pid:"):
+    (``netns:web1`` -> ``web1``); None for ``pid:`` targets and namespace paths (no name of
+    their own)."""
+    if target.startswith(("pid:", "/")):
         return None
     name = target[6:] if target.startswith("netns:") else target.lstrip("/")
     return name or None

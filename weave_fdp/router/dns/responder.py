@@ -93,7 +93,7 @@ class Responder:
         q = req.q
         qname = str(q.qname)
         if q.qclass not in (CLASS_IN, CLASS_ANY):
-            reply = self._reply(req)
+            reply = self.reply_to(req)
             reply.header.rcode = RCODE.NOTIMP
             return self._pack_error(reply, f"class {q.qclass}")
         name = qname if qname.rstrip(".").count(".") else f"{qname.rstrip('.')}.{self.domain}"
@@ -105,7 +105,7 @@ class Responder:
             if owner is None:
                 self.counts["forwarded"] += 1
                 return Forward(req, max_size)
-            reply = self._reply(req)
+            reply = self.reply_to(req)
             reply.add_answer(RR(q.qname, QTYPE.PTR, ttl=self.ttl, rdata=PTR(owner)))
             variants = [self._pack(reply, max_size)]
         if len(self._cache) >= CACHE_MAX:
@@ -118,7 +118,7 @@ class Responder:
 
     def _local(self, req: DNSRecord, name: str, qtype: int, max_size: int) -> list[bytes]:
         addrs = self.records.lookup(name)
-        reply = self._reply(req)
+        reply = self.reply_to(req)
         if not addrs:
             if name.lower() != self.domain and not self.records.has_suffix(name):
                 reply.header.rcode = RCODE.NXDOMAIN
@@ -131,7 +131,7 @@ class Responder:
         for _ in range(VARIANTS if len(addrs) > 1 else 1):
             order = list(addrs)
             self.rng.shuffle(order)
-            r = self._reply(req)
+            r = self.reply_to(req)
             for a in order:
                 r.add_answer(RR(qname, QTYPE.A, ttl=self.ttl, rdata=A(a)))
             out.append(self._pack(r, max_size))
@@ -146,7 +146,8 @@ class Responder:
                 return max(UDP_MIN, min(int(rr.rclass), TCP_MAX))
         return UDP_MIN
 
-    def _reply(self, req: DNSRecord) -> DNSRecord:
+    def reply_to(self, req: DNSRecord) -> DNSRecord:
+        """An empty authoritative reply to ``req`` (EDNS echoed when the client used it)."""
         reply = DNSRecord(DNSHeader(id=req.header.id, qr=1, aa=1, ra=1, rd=req.header.rd), q=req.q)
         if any(rr.rtype == QTYPE.OPT for rr in req.ar):
             reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
@@ -176,7 +177,7 @@ class Responder:
         return data
 
     def servfail(self, req: DNSRecord) -> bytes:
-        reply = self._reply(req)
+        reply = self.reply_to(req)
         reply.header.aa = 0
         reply.header.rcode = RCODE.SERVFAIL
         return bytes(reply.pack())

@@ -80,6 +80,7 @@ class RouterContext:
     fastdp_control: Any = None                              # switch.FastdpControl, offered by fastdp
     switch: Any = None                                      # switch.SwitchDriver, run by the router
     ipam: Any = None                                        # ipam.service.IpamService (None: IPAM off)
+    container_listeners: list[Any] = field(default_factory=list)   # containers.ContainerListener (DNS)
 
     def add_report_section(self, key: str, fn: Callable[[], Any],
                            merge: Callable[[Any, Any], Any] | None = None) -> None:

@@ -102,7 +102,8 @@ class FastdpOverlay:
         self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
         offer_fastdp(ctx, self)
-        containers.register(ctx.api, self.host, ctx.state_dir, self.run, ipam=ctx.ipam)
+        containers.register(ctx.api, self.host, ctx.state_dir, self.run, ipam=ctx.ipam,
+                            listeners=ctx.container_listeners)
         ctx.add_report_section("datapath", self.host.report)
         log.info("fastdp ready: MTU %s, pins %s", self.host.mtu, self.host.pin_dir)
 

@@ -1,0 +1,171 @@
+"""The DNS server on loopback sockets (no privileges): UDP and TCP framing, forwarding to
+a tiny upstream (dnslib) with the client's ID, SERVFAIL when none answers, the per-source
+rate limit, and garbage that never stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from weave_fdp.router.dns.ratelimit import SourceLimiter
+from weave_fdp.router.dns.records import Records
+from weave_fdp.router.dns.responder import Responder
+from weave_fdp.router.dns.server import DnsServer
+from weave_fdp.router.dns.upstream import Upstream, parse_resolv_conf
+
+pytestmark = pytest.mark.unit
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TinyUpstream(asyncio.DatagramProtocol):
+    """Answers every A question with 192.0.2.80 (UDP)."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        q = DNSRecord.parse(data)
+        r = q.reply()
+        r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("192.0.2.80"), ttl=60))
+        self.transport.sendto(r.pack(), addr)
+
+
+def test_parse_resolv_conf_keeps_three_and_never_ourselves() -> None:
+    text = """# comment
+nameserver 10.0.0.1
+nameserver 169.254.53.53
+nameserver fe80::1%eth0
+nameserver junk
+search example.com
+nameserver 10.0.0.2 ; trailing
+nameserver 10.0.0.3
+"""
+    assert parse_resolv_conf(text, {"169.254.53.53"}) == ["10.0.0.1", "fe80::1", "10.0.0.2"]
+
+
+def test_rate_limiter_bounds_each_source_alone() -> None:
+    lim = SourceLimiter(rate=10, burst=5)
+    assert sum(lim.allow("a", 0.0) for _ in range(100)) == 5
+    assert lim.allow("b", 0.0)                         # another source is not affected
+    assert sum(lim.allow("a", 1.0) for _ in range(100)) == 5   # refilled, up to the burst
+    assert lim.dropped == 190
+    assert all(SourceLimiter(rate=0).allow("x", 0.0) for _ in range(1000))
+
+
+async def udp_ask(port: int, data: bytes, timeout: float = 5.0, retry: float = 1.0) -> bytes:
+    """Ask, resending every ``retry`` seconds as resolvers do (a full socket buffer drops)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bytes] = loop.create_future()
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, d: bytes, addr: Any) -> None:
+            if not fut.done():
+                fut.set_result(d)
+
+    tr, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", port))
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            tr.sendto(data)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), min(retry, max(0.01, deadline - loop.time())))
+            except asyncio.TimeoutError:
+                if loop.time() >= deadline:
+                    raise
+    finally:
+        tr.close()
+
+
+async def tcp_ask(port: int, data: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(struct.pack("!H", len(data)) + data)
+        await w.drain()
+        (n,) = struct.unpack("!H", await asyncio.wait_for(r.readexactly(2), 5))
+        return await r.readexactly(n)
+    finally:
+        w.close()
+
+
+def test_server_udp_tcp_forwarding_and_garbage(tmp_path: Path) -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        up_port = free_port()
+        up_tr, _ = await loop.create_datagram_endpoint(TinyUpstream, local_addr=("127.0.0.1", up_port))
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.1\n")
+        recs = Records("02:00:00:00:00:01")
+        for i in range(50):
+            recs.add("big.weave.local.", f"netns:c{i}", f"10.32.0.{i + 1}", now=1)
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(conf), port=up_port, timeout=1.0), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=0))
+        await srv.start()
+        try:
+            udp = DNSRecord.parse(await udp_ask(port, DNSRecord.question("big.weave.local").pack()))
+            assert udp.header.tc == 1 and len(udp.rr) < 50
+            tcp = DNSRecord.parse(await tcp_ask(port, DNSRecord.question("big.weave.local").pack()))
+            assert tcp.header.tc == 0 and len(tcp.rr) == 50
+            q = DNSRecord.question("www.example.org")
+            fwd = DNSRecord.parse(await udp_ask(port, q.pack()))
+            assert fwd.header.id == q.header.id and str(fwd.rr[0].rdata) == "192.0.2.80"
+            for _ in range(300):                             # garbage: FORMERR or silence
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.sendto(os.urandom(40), ("127.0.0.1", port))
+                s.close()
+            ok = DNSRecord.parse(await udp_ask(port, DNSRecord.question("big.weave.local").pack()))
+            assert ok.header.rcode == RCODE.NOERROR
+            # the upstream goes away: SERVFAIL within the timeout
+            up_tr.close()
+            t0 = time.monotonic()
+            fail = DNSRecord.parse(await udp_ask(port, DNSRecord.question("gone.example.org").pack(), 10, retry=10))
+            assert fail.header.rcode == RCODE.SERVFAIL and time.monotonic() - t0 < 8
+            assert srv.stats()["servfail"] >= 1 and srv.stats()["formerr"] + srv.stats()["ignored"] > 0
+        finally:
+            await srv.stop()
+    asyncio.run(run())
+
+
+def test_flood_from_one_source_is_bounded(tmp_path: Path) -> None:
+    async def run() -> None:
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=50, burst=50))
+        await srv.start()
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            q = DNSRecord.question("web.weave.local").pack()
+            t0 = time.monotonic()
+            for i in range(1000):
+                s.sendto(q, ("127.0.0.1", port))
+                if i % 10 == 0:
+                    await asyncio.sleep(0.001)   # let the server read (the socket buffer is finite)
+            await asyncio.sleep(0.2)
+            elapsed = time.monotonic() - t0
+            st = srv.stats()
+            assert st["udp"] > 300                                  # much of the flood arrived
+            assert st["answered"] <= 50 + 50 * elapsed + 1          # burst + rate x time
+            assert st["rate_limited"] == st["udp"] - st["answered"]
+            s.close()
+            # another source is still answered at once
+            other = DNSRecord.parse(await udp_ask(port, q))
+            assert str(other.rr[0].rdata) == "10.32.0.1"
+        finally:
+            await srv.stop()
+    asyncio.run(run())

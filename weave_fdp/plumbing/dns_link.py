@@ -1,0 +1,96 @@
+"""How containers reach their host's weaveDNS without ARP crossing the overlay.
+
+Every router answers DNS on one address (default 169.254.53.53, the same on every
+host) put on its ``weave`` bridge as a /32. A container gets a /32 route to it over
+``ethwe`` and a *permanent* neighbour entry with the bridge's MAC, so it never asks
+ARP for it (the other hosts, which hold the same address, are never asked). The
+router's DNS sockets are bound to the bridge (SO_BINDTODEVICE), so their replies
+leave through it to the container, on-link, without any route to the container
+network on the host.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weave_fdp.errors import FdpError, NotFound
+from weave_fdp.plumbing.container_link import CONTAINER_IFNAME, _open_target
+from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, add_address
+from weave_fdp.plumbing.weave_bridge import BRIDGE
+
+NUD_PERMANENT = 0x80
+
+
+def ensure_bridge_side(ip: str, mac: str | None = None, *, first: bool = True, netns: NetnsRef = None) -> str:
+    """The bridge side of weaveDNS: a fixed bridge MAC (``mac``, else the current one) and
+    ``ip``/32 on the bridge; the MAC. ``first``: set the MAC even if it already has that
+    value (only a MAC set by hand stays fixed); later calls repair what changed (a bridge
+    made again by the watchdog) and change nothing otherwise."""
+    mac = pin_bridge_mac(mac, force=first, netns=netns)
+    ensure_listen_address(ip, netns=netns)
+    return mac
+
+
+def pin_bridge_mac(mac: str | None = None, *, force: bool = True, netns: NetnsRef = None) -> str:
+    """Make the bridge's MAC fixed (a bridge otherwise takes the smallest MAC of its ports,
+    which changes as containers come and go, and the containers' neighbour entries name
+    it): ``mac`` when given (the one containers were told), else the current one. Returns it."""
+    with _handle(netns) as ipr:
+        idx = _index(ipr, BRIDGE)
+        if idx is None:
+            raise NotFound(f"bridge {BRIDGE} does not exist in {_where(netns)}",
+                           fix="weaveDNS needs a data plane (fastdp or sleeve) running")
+        current = str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
+        want = mac or current
+        if want == current and not force:
+            return want
+        try:
+            # set even when equal: a MAC set by hand is one the bridge keeps (NET_ADDR_SET)
+            ipr.link("set", index=idx, address=want)
+        except NetlinkError as exc:
+            raise FdpError(f"cannot set the MAC of bridge {BRIDGE} to {want}: {exc}") from exc
+        return want
+
+
+def ensure_listen_address(ip: str, *, netns: NetnsRef = None) -> None:
+    """Put ``ip``/32 on bridge ``weave`` (kept if there)."""
+    add_address(BRIDGE, f"{ip}/32", netns, exist_ok=True)
+
+
+def point_container(netns_path: str, ip: str, mac: str) -> None:
+    """In the container: a /32 route to ``ip`` over ethwe and a permanent neighbour ``mac``."""
+    cns = _open_target(netns_path)
+    try:
+        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        if not idx:
+            raise NotFound(f"{netns_path} has no {CONTAINER_IFNAME}", fix="attach it first")
+        try:
+            cns.route("replace", dst=f"{ip}/32", oif=idx[0], scope=253)   # scope link
+            cns.neigh("replace", dst=ip, lladdr=mac, ifindex=idx[0], state=NUD_PERMANENT)
+        except NetlinkError as exc:
+            raise FdpError(f"cannot point {netns_path} at weaveDNS {ip}: {exc}") from exc
+    finally:
+        cns.close()
+
+
+def unpoint_container(netns_path: str, ip: str) -> None:
+    """Undo :func:`point_container` (what is already gone is fine)."""
+    try:
+        cns = _open_target(netns_path)
+    except NotFound:
+        return
+    try:
+        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        if not idx:
+            return
+        for op in (lambda: cns.route("del", dst=f"{ip}/32", oif=idx[0]),
+                   lambda: cns.neigh("del", dst=ip, ifindex=idx[0])):
+            try:
+                op()
+            except NetlinkError as exc:
+                if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL):
+                    raise
+    finally:
+        cns.close()
