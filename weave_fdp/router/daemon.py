@@ -102,8 +102,6 @@ class Router:
             self.ctx.switch.start()
         if self.api.handler("attach") is None:
             await self._register_bridge_ports()
-        if not cfg.no_dns:
-            await self._start_dns()
         self._overlays_started = True   # peers may have connected while overlays started:
         self._on_mesh()                 # give them the view they missed
         node.start()
@@ -111,6 +109,8 @@ class Router:
         given = [format_address(*parse_peer_address(p, cfg.port)) for p in cfg.peers]
         direct = self.state.initial_targets(given, resume=cfg.resume)
         self.maker.add_direct([parse_peer_address(p, cfg.port) for p in direct])
+        if not cfg.no_dns:
+            await self._start_dns()   # after the mesh: a restarted router reconnects first
         self.ready.set()
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
                  cfg.port, ", ".join(o.name for o in self.overlays) or "none")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import struct
 import time
@@ -105,7 +106,9 @@ class DnsServer:
         why = self.responder.last_bad
         if why is not None:
             self.responder.last_bad = None
-            self.rl.info(f"bad query: {why}", "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
+            # the cause without its numbers: "class 7" and "class 9" are one cause
+            self.rl.info("bad query: " + re.sub(r"\d+", "N", why),
+                         "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
         return out
 
     async def _forwarded(self, fwd: Forward, tcp: bool) -> bytes:
