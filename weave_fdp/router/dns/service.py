@@ -68,7 +68,7 @@ class DnsService:
         self.domain = names.check_domain(cfg.dns_domain)
         self.ttl = int(cfg.dns_ttl)
         self.listen_ip, self.listen_port = parse_listen(cfg.dns_listen_address)
-        self.network = cfg.ipalloc_range
+        self.network = cfg.ipalloc_range or None   # "" = IPAM off: no range to hold addresses to
         self.records = Records(ctx.local.name)
         self.responder = Responder(self.records, self.domain, self.ttl)
         self.upstream = Upstream(exclude={self.listen_ip})
