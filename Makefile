@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-bpf test-netns bench fuzz chaos soak lint clean
+.PHONY: install demo test test-unit test-bpf test-netns test-podman bench fuzz chaos soak lint clean
 
 install:
 	@bash scripts/install.sh
@@ -11,9 +11,9 @@ install:
 demo: install
 	@$(VENV)/bin/weave-fdp lab demo
 
-# every tier but the VM lab; of the chaos tier only its short scenarios (chaos_short)
+# every tier but the VM lab and Podman; of the chaos tier only its short scenarios (chaos_short)
 test: install
-	@$(PYTEST) tests -m "not lab and (not chaos or chaos_short)" $(PYTEST_ARGS)
+	@$(PYTEST) tests -m "not lab and not podman and (not chaos or chaos_short)" $(PYTEST_ARGS)
 
 test-unit: install
 	@$(PYTEST) tests -m unit $(PYTEST_ARGS)
@@ -34,6 +34,12 @@ fuzz:
 # prints what each scenario did and saw, then the summary table (docs/RELIABILITY.md)
 chaos: install
 	@$(PYTEST) tests/chaos -m chaos -s $(PYTEST_ARGS)
+
+# Podman end to end with the CNI plugin and the Docker API path (installs podman, runc,
+# busybox-static first; about 2 min)
+test-podman:
+	@WEAVE_FDP_PODMAN=1 bash scripts/install.sh
+	@$(PYTEST) tests -m podman $(PYTEST_ARGS)
 
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath

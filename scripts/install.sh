@@ -20,6 +20,10 @@ packages=(
   containernetworking-plugins
   dnsmasq-base dnsperf
 )
+# `make test-podman` (WEAVE_FDP_PODMAN=1): Podman, its runtime, and the static busybox of the test image.
+if [ -n "${WEAVE_FDP_PODMAN:-}" ]; then
+  packages+=(podman runc busybox-static)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

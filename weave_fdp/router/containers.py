@@ -182,7 +182,7 @@ class Containers:
                 if ifname not in live and self.recorded_at.get(ifname, -1.0) < seen_at]
         for ifname in dead:
             rec = self.attached.pop(ifname)
-            ident = str(rec.get("target"))
+            ident = str(rec.get("ident") or rec.get("target"))
             log.info("container %s is gone; its addresses %s are free%s", ident, ", ".join(rec.get("cidrs", [])),
                      f" in {GRACE_S:g} s unless it comes back" if self.ipam is not None else "")
             if self.ipam is not None:
@@ -223,7 +223,8 @@ class Containers:
             for rec in self.attached.values():
                 for cidr in rec.get("cidrs", []):
                     try:
-                        self.ipam.alloc.claim(str(rec.get("target")), ip_int(cidr.split("/")[0]), self.ipam.clock())
+                        self.ipam.alloc.claim(str(rec.get("ident") or rec.get("target")),
+                                              ip_int(cidr.split("/")[0]), self.ipam.clock())
                     except Exception as exc:
                         log.warning("cannot re-claim %s for %s: %s", cidr, rec.get("target"), exc)
             self.ipam._flush()
@@ -297,10 +298,10 @@ class Containers:
         from weave_fdp.plumbing import arp_probe, container_link
 
         target = args.get("target")
-        path, label = await asyncio.to_thread(resolve, target, args.get("docker_host"))
-        label = str(args.get("label") or label)
+        # ident: the name IPAM holds the addresses under; a container's id, however it was named
+        path, ident = await asyncio.to_thread(resolve, target, args.get("docker_host"))
+        label = str(args.get("label") or ident)
         cifname = container_link.check_ifname(args.get("ifname") or container_link.CONTAINER_IFNAME)
-        ident = str(target)
         specs = parse_specs(list(args.get("addrs") or []))
         timeout = float(args.get("timeout", 30.0))
         ifname = container_link.host_ifname_for(path)
@@ -333,7 +334,7 @@ class Containers:
             self._release_new(ident, before)
             raise
         self.attached[link.host_ifname] = {"target": target, "netns_path": path, "mac": link.mac,
-                                          "cidrs": list(link.cidrs), "label": label,
+                                          "cidrs": list(link.cidrs), "label": label, "ident": ident,
                                           "container_ifname": cifname}
         self.recorded_at[link.host_ifname] = self.clock()
         self._save()
@@ -384,8 +385,7 @@ class Containers:
         from weave_fdp.router.ipam.addr import ip_int
 
         target = args.get("target")
-        path, _label = await asyncio.to_thread(resolve, target, args.get("docker_host"))
-        ident = str(target)
+        path, ident = await asyncio.to_thread(resolve, target, args.get("docker_host"))
         ifname = container_link.host_ifname_for(path)
         live = await self.run(container_link.host_links)
         if ifname not in self.attached and ifname not in live:

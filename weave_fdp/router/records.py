@@ -111,7 +111,7 @@ def _rebuild(prev: dict[str, Any]) -> tuple[dict[str, Any], str]:
             target = hint.get("target") if hint and hint.get("target") else found[1]
             records[ifname] = {"target": target, "netns_path": found[0], "mac": link.mac,
                                "cidrs": list(link.cidrs)}
-            for key in ("label", "container_ifname"):   # a CNI or engine container's id and interface
+            for key in ("label", "ident", "container_ifname"):   # a CNI or engine container's id and interface
                 if hint and hint.get(key):
                     records[ifname][key] = hint[key]
         elif hint is not None:
