@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 
 from weave_fdp.datapath.fastdp.host import HostDatapath, MeshInputs
 from weave_fdp.lab.lab import Lab
@@ -91,3 +92,35 @@ class FastdpLab:
              extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
         return self.lab.exec_container(*src, ["ping", "-c", str(count), "-i", str(interval), "-W", "2",
                                               *(extra or []), dst_ip], check=False)
+
+
+def vxlan_fields(lab: Lab, i: int, fields: list[str], during: Callable[[], object],
+                 start_timeout: float = 30) -> list[list[str]]:
+    """tshark on host ``i``'s eth0 decoding UDP 6784 as VXLAN: the ``fields`` of every ICMP
+    packet seen while ``during()`` runs. Waits until tshark really captures (it starts
+    slowly on a loaded machine), so nothing ``during`` sends is missed."""
+    import signal
+    import tempfile
+
+    argv = ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-Y", "icmp",
+            "-f", "udp port 6784", "-T", "fields", "-E", "separator=|"]
+    for f in fields:
+        argv += ["-e", f]
+    with tempfile.TemporaryFile("w+") as err:
+        cap = lab.popen(i, argv, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + start_timeout
+        while True:
+            err.seek(0)
+            if "Capturing on" in err.read():
+                break
+            if cap.poll() is not None or time.monotonic() > deadline:
+                cap.kill()
+                raise AssertionError("tshark did not start capturing")
+            time.sleep(0.1)
+        try:
+            during()
+            time.sleep(0.5)   # the last replies are on the wire
+        finally:
+            cap.send_signal(signal.SIGINT)
+        out = cap.communicate(timeout=30)[0]
+    return [line.split("|") for line in out.strip().splitlines() if line]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.netns.fastdp_helpers import FastdpLab
+from tests.netns.fastdp_helpers import FastdpLab, vxlan_fields
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,14 +64,8 @@ def test_broadcast_and_multicast_reach_every_container_once(two: FastdpLab) -> N
 
 def test_wire_is_vxlan_with_the_right_vni(two: FastdpLab) -> None:
     lab = two.lab
-    cap = lab.popen(2, ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-a", "duration:5",
-                        "-Y", "icmp", "-f", "udp port 6784", "-T", "fields", "-E", "separator=|",
-                        "-e", "udp.dstport", "-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.5)
-    two.ping((1, 1), lab.container_ip(2, 1), count=4, interval=0.2)
-    out = cap.communicate(timeout=15)[0]
-    rows = [line.split("|") for line in out.strip().splitlines() if line]
+    rows = vxlan_fields(lab, 2, ["udp.dstport", "vxlan.vni", "ip.src", "ip.dst", "icmp.type"],
+                        lambda: two.ping((1, 1), lab.container_ip(2, 1), count=4, interval=0.2))
     assert rows, "tshark captured no VXLAN packet"
     vni_1_to_2 = 1 | 2 << 12
     req = [r for r in rows if r[4] == "8"]

@@ -7,12 +7,10 @@ move, and what crosses the underlay is still RFC 7348 VXLAN that tshark decodes.
 
 from __future__ import annotations
 
-import subprocess
-import time
 
 import pytest
 
-from tests.netns.fastdp_helpers import FastdpLab
+from tests.netns.fastdp_helpers import FastdpLab, vxlan_fields
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.fastdp.host import reset_host
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_UNDERLAY
@@ -82,15 +80,9 @@ def test_tcp_and_mtu_on_the_direct_path(two: FastdpLab) -> None:
 
 def test_wire_is_still_valid_vxlan(two: FastdpLab) -> None:
     lab = two.lab
-    cap = lab.popen(2, ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-a", "duration:5",
-                        "-Y", "icmp", "-f", "udp port 6784", "-T", "fields", "-E", "separator=|",
-                        "-e", "udp.dstport", "-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type",
-                        "-e", "udp.checksum", "-e", "vxlan.flags", "-e", "ip.flags.df", "-e", "ip.checksum.status"],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.5)
-    two.ping((1, 1), lab.container_ip(2, 1), count=4, interval=0.2)
-    out = cap.communicate(timeout=15)[0]
-    rows = [line.split("|") for line in out.strip().splitlines() if line]
+    rows = vxlan_fields(lab, 2, ["udp.dstport", "vxlan.vni", "ip.src", "ip.dst", "icmp.type", "udp.checksum",
+                                 "vxlan.flags", "ip.flags.df", "ip.checksum.status"],
+                        lambda: two.ping((1, 1), lab.container_ip(2, 1), count=4, interval=0.2))
     req = [r for r in rows if r[4] == "8"]
     assert req, rows
     port, vni, srcs, dsts, _, udp_csum, flags, df, _ = req[-1]
