@@ -160,11 +160,16 @@ def parse_ipalloc_init(text: str | None, launch_peers: int) -> Mode:
             n = int(v)
         return Mode("consensus", quorum=n // 2 + 1)
     if t.startswith("seed="):
-        names = [x.strip().lower() for x in t[5:].split(",") if x.strip()]
-        bad = [x for x in names if not MAC_RE.match(x)]
-        if not names or bad:
+        names = []
+        for x in (x.strip() for x in t[5:].split(",")):
+            try:
+                names.append(parse_peer_name(x))
+            except UsageError:
+                names = []
+                break
+        if not names:
             raise UsageError(f"--ipalloc-init {t!r}: seeds must be peer names",
-                             fix="e.g. seed=7e:aa:bb:cc:dd:01,7e:aa:bb:cc:dd:02 (see --name)")
+                             fix="e.g. seed=7e:aa:bb:cc:dd:01,7e:aa:bb:cc:dd:02 or seed=::1,::2 (see --name)")
         return Mode("seed", seeds=tuple(sorted(set(names))))
     raise UsageError(f"--ipalloc-init {t!r} is not consensus[=N], seed=NAME,... or observer",
                      fix="e.g. --ipalloc-init consensus=3")

@@ -102,6 +102,10 @@ class Router:
             self.ctx.switch.start()
         if self.api.handler("attach") is None:
             await self._register_bridge_ports()
+        from weave_fdp.router import expose
+
+        exposer = expose.register(self.api, self.ipam, self.state.dir)
+        self.ctx.add_report_section("expose", exposer.report)
         self._overlays_started = True   # peers may have connected while overlays started:
         self._on_mesh()                 # give them the view they missed
         node.start()

@@ -102,4 +102,45 @@ def ps(targets: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{r['container']} {r['mac']} {' '.join(r['cidrs'])}".rstrip())
 
 
-COMMANDS = [attach, detach, ps]
+@click.command(context_settings={"help_option_names": ["--help"]})   # -h is the FQDN, as in Weave
+@click.argument("addrs", nargs=-1, metavar="[ADDR...]")
+@click.option("-h", "fqdn", metavar="FQDN", help="Name of this host in weaveDNS.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for IPAM.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def expose(addrs: tuple[str, ...], fqdn: str | None, timeout: float, as_json: bool) -> None:
+    """Give this host addresses on the weave network (from IPAM without ADDR); print them.
+
+    \b
+    ADDR as for attach. Traffic from exposed subnets leaving the host is masqueraded
+    (nftables table ip weave_fdp_expose). Running it twice changes nothing.
+    Examples:
+      weave-fdp expose
+      weave-fdp expose net:10.32.5.0/24 -h host1.weave.local
+    """
+    res = RouterClient(timeout=timeout + 10).call("expose", addrs=list(addrs), fqdn=fqdn, timeout=timeout)
+    if as_json:
+        print_json(res)
+    else:
+        for c in res["added"]:
+            click.echo(c.split("/")[0])
+
+
+@click.command()
+@click.argument("addrs", nargs=-1, metavar="[ADDR...]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def hide(addrs: tuple[str, ...], as_json: bool) -> None:
+    """Remove what expose added (only ADDRs when given); print the addresses removed.
+
+    \b
+    Example:
+      weave-fdp hide
+    """
+    res = RouterClient().call("hide", addrs=list(addrs))
+    if as_json:
+        print_json(res)
+    else:
+        for c in res["removed"]:
+            click.echo(c.split("/")[0])
+
+
+COMMANDS = [attach, detach, ps, expose, hide]

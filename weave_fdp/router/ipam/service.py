@@ -229,12 +229,15 @@ class IpamService:
             free_of[e.peer] = free_of.get(e.peer, 0) + e.free
         mine_owned, mine_free = a.owned_free()
         entries = []
+        ranges: dict[str, list[str]] = {}
+        for peer in owned:
+            ranges[peer] = [fmt_range(r) for r in a.ring.ranges_of(peer)]
         for peer in sorted(owned, key=lambda p: (p != me, p)):
             entries.append({"name": peer, "nickname": a.nicknames.get(peer), "size": owned[peer],
                             "share": round(100.0 * owned[peer] / total, 2),
                             "free": mine_free if peer == me else free_of.get(peer, 0),
                             "active": len(a.allocs) if peer == me else None,
-                            "reachable": peer == me or peer in a.reachable})
+                            "reachable": peer == me or peer in a.reachable, "ranges": ranges[peer][:64]})
         return {"status": a.status(), "mode": a.mode.kind, "quorum": a.mode.quorum,
                 "seeds": list(a.mode.seeds), "known": a.paxos.known() if a.paxos else 0,
                 "range": str(to_net(a.range)), "range_text": fmt_range(a.range),

@@ -1,0 +1,155 @@
+"""`expose` and `hide`: the host on the weave network, as Weave's.
+
+``expose [ADDR...] [-h FQDN]`` puts addresses on the ``weave`` bridge (from IPAM, under the
+ident ``weave:expose``, when no ADDR is given) and masquerades the exposed subnets
+(plumbing/nft_expose.py); the host then reaches containers in those subnets, and only
+those (a connected route per exposed subnet). ``hide [ADDR...]`` removes exactly what
+expose added: the addresses, their IPAM holds, their rules. Both are idempotent.
+
+What was exposed is kept in ``expose.json`` in the state dir, so ``hide`` after a router
+restart still knows what is ours (an address put on the bridge by hand is never touched).
+The FQDN of ``-h`` is passed to the DNS part when it offers the ``dns_add`` op (args
+``hostname``, ``container_id``, ``address``), and kept here either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from weave_fdp.errors import NotFound, UsageError
+from weave_fdp.router.containers import AddrSpec, parse_specs
+
+log = logging.getLogger(__name__)
+
+IDENT = "weave:expose"
+STATE_FILE = "expose.json"
+
+
+class Expose:
+    def __init__(self, api: Any, ipam: Any, state_dir: Path) -> None:
+        self.api = api
+        self.ipam = ipam
+        self.file = Path(state_dir) / STATE_FILE
+        self.state = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return {"cidrs": [], "fqdn": None}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.file, exc)
+            return {"cidrs": [], "fqdn": None}
+        cidrs = [c for c in data.get("cidrs", []) if isinstance(c, str)] if isinstance(data, dict) else []
+        fqdn = data.get("fqdn") if isinstance(data, dict) and isinstance(data.get("fqdn"), str) else None
+        return {"cidrs": cidrs, "fqdn": fqdn}
+
+    def _save(self) -> None:
+        from weave_fdp.router.state import atomic_write_json
+
+        atomic_write_json(self.file, self.state)
+
+    async def _resolve(self, specs: list[AddrSpec], timeout: float) -> list[str]:
+        from weave_fdp.router.ipam.addr import ip_int
+
+        if not specs:
+            if self.ipam is None:
+                raise UsageError("expose with no address needs IPAM, which is off in this router",
+                                 fix="give an address, e.g. weave-fdp expose 10.32.0.100/12")
+            specs = [AddrSpec("net", None)]
+        out = []
+        for s in specs:
+            if s.kind == "ip":
+                if self.ipam is not None:
+                    await self.ipam.claim(IDENT, ip_int(str(s.cidr).split("/")[0]), timeout)
+                out.append(str(s.cidr))
+            else:
+                if self.ipam is None:
+                    raise UsageError(f"{s}: allocation from a subnet needs IPAM, which is off in this router",
+                                     fix="give an explicit address")
+                out.append(await self.ipam.allocate(IDENT, self.ipam.subnet(s.cidr), timeout))
+        return out
+
+    async def _apply(self) -> None:
+        from weave_fdp.plumbing import nft_expose
+
+        subnets = sorted({str(ipaddress.IPv4Interface(c).network) for c in self.state["cidrs"]})
+        await asyncio.to_thread(nft_expose.apply, subnets)
+
+    async def expose(self, args: dict[str, Any]) -> dict[str, Any]:
+        from weave_fdp.plumbing import links
+
+        specs = parse_specs(list(args.get("addrs") or []))
+        fqdn = args.get("fqdn")
+        if fqdn is not None and (not isinstance(fqdn, str) or not fqdn.strip(".") or len(fqdn) > 253):
+            raise UsageError(f"-h {fqdn!r} is not a host name", fix="e.g. -h host1.weave.local")
+        if not await asyncio.to_thread(links.link_exists, "weave"):
+            raise NotFound("the weave bridge does not exist on this host", fix="launch the router first")
+        cidrs = await self._resolve(specs, float(args.get("timeout", 30.0)))
+        for c in cidrs:
+            await asyncio.to_thread(links.add_address, "weave", c)
+            if c not in self.state["cidrs"]:
+                self.state["cidrs"].append(c)
+        if fqdn:
+            self.state["fqdn"] = fqdn.rstrip(".") + "."
+        self._save()
+        await self._apply()
+        dns = await self._dns("dns_add", cidrs) if fqdn else None
+        return {"added": cidrs, "cidrs": list(self.state["cidrs"]), "fqdn": self.state["fqdn"], "dns": dns}
+
+    async def hide(self, args: dict[str, Any]) -> dict[str, Any]:
+        from weave_fdp.plumbing import links
+        from weave_fdp.router.ipam.addr import ip_int
+
+        specs = parse_specs(list(args.get("addrs") or []))
+        mine = list(self.state["cidrs"])
+        if not specs:
+            gone = mine
+        else:
+            gone = []
+            for s in specs:
+                if s.kind == "ip":
+                    want = ipaddress.IPv4Interface(str(s.cidr)).ip
+                    hit = [c for c in mine if ipaddress.IPv4Interface(c).ip == want]
+                else:
+                    lo, hi = self.ipam.subnet(s.cidr) if self.ipam is not None else (0, 0)
+                    hit = [c for c in mine if lo <= int(ipaddress.IPv4Interface(c).ip) < hi]
+                if not hit:
+                    raise NotFound(f"{s} is not exposed on this host",
+                                   fix=f"exposed: {', '.join(mine) or 'nothing'}")
+                gone.extend(c for c in hit if c not in gone)
+        for c in gone:
+            await asyncio.to_thread(links.del_address, "weave", c)
+            self.state["cidrs"].remove(c)
+            if self.ipam is not None:
+                self.ipam.release(IDENT, ip_int(c.split("/")[0]))
+        dns = await self._dns("dns_remove", gone) if gone and self.state.get("fqdn") else None
+        if not self.state["cidrs"]:
+            self.state["fqdn"] = None
+        self._save()
+        await self._apply()
+        return {"removed": gone, "cidrs": list(self.state["cidrs"]), "dns": dns}
+
+    async def _dns(self, op: str, cidrs: list[str]) -> str:
+        """Tell the DNS part about the host's name, if it listens."""
+        handler = self.api.handler(op)
+        if handler is None:
+            return f"kept (no DNS running here to {op.split('_')[1]} {self.state['fqdn']})"
+        for c in cidrs:
+            await handler({"hostname": self.state["fqdn"], "container_id": IDENT, "address": c.split("/")[0]})
+        return "sent"
+
+    def report(self) -> dict[str, Any]:
+        return {"cidrs": list(self.state["cidrs"]), "fqdn": self.state["fqdn"]}
+
+
+def register(api: Any, ipam: Any, state_dir: Path) -> Expose:
+    e = Expose(api, ipam, state_dir)
+    api.register("expose", e.expose)
+    api.register("hide", e.hide)
+    return e
