@@ -294,3 +294,19 @@ def test_bad_input_one_line_and_exit_code(make_lab) -> None:
         f.write(data[:-4])
     r = lab.exec(1, [*launch, "--ipalloc-range", "10.99.0.0/30"], check=False)
     assert r.returncode == 1 and path in r.stderr and "rm " in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cloned_identity_is_refused_on_both_sides(make_lab) -> None:
+    lab = make_lab(hosts=2, topology="full")
+    lab.routers = lab.state.routers = True
+    lab._save()
+    name = "7e:00:00:00:00:09"
+    cli(lab, 1, "launch", "--name", name, "--nickname", "h1")
+    cli(lab, 2, "launch", "--name", name, "--nickname", "h2", lab.host_ip(1))
+
+    def says(i: int) -> bool:
+        conns = json.loads(cli(lab, i, "status", "connections", "--json").stdout)
+        return any("runs under this router's name" in (c.get("info") or "") for c in conns)
+
+    for i in (1, 2):
+        wait_for(lambda i=i: says(i), 30, f"h{i} to report the clone")

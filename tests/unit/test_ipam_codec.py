@@ -67,3 +67,34 @@ def test_a_different_range_is_refused_naming_both() -> None:
     a = Ring(RANGE)
     with pytest.raises(RingConflict, match="same --ipalloc-range"):
         a.check_compatible((RANGE[0], RANGE[1] - 256), ())
+
+
+def test_ipalloc_flags() -> None:
+    from weave_fdp.errors import UsageError
+    from weave_fdp.router.config import RouterConfig, parse_ipalloc_init
+
+    assert parse_ipalloc_init(None, 2) == Mode("consensus", quorum=2)
+    assert parse_ipalloc_init("consensus=5", 0) == Mode("consensus", quorum=3)
+    assert parse_ipalloc_init("seed=::2,::1", 0).seeds == ("00:00:00:00:00:01", "00:00:00:00:00:02")
+    assert parse_ipalloc_init("observer", 3).kind == "observer"
+    for bad in ("seed=", "seed=zz", "consensus=0", "paxos"):
+        with pytest.raises(UsageError):
+            parse_ipalloc_init(bad, 0)
+    assert RouterConfig(ipalloc_range="").validate().ipam_settings() is None
+    for rng, sub, why in [("10.32.0.0/33", None, "not an IPv4 CIDR"), ("10.0.0.1/32", None, "no address"),
+                          ("10.32.0.0/12", "192.168.0.0/16", "does not overlap")]:
+        with pytest.raises(UsageError, match=why):
+            RouterConfig(ipalloc_range=rng, ipalloc_default_subnet=sub).validate()
+
+
+def test_attach_grammar() -> None:
+    from weave_fdp.errors import UsageError
+    from weave_fdp.router.containers import AddrSpec, parse_specs
+
+    assert parse_specs(["10.32.1.1/12", "ip:10.32.1.2/12", "net:10.32.5.9/24", "net:default"]) == [
+        AddrSpec("ip", "10.32.1.1/12"), AddrSpec("ip", "10.32.1.2/12"), AddrSpec("net", "10.32.5.0/24"),
+        AddrSpec("net", None)]
+    for bad, why in [("net:10.32.0.0/31", "no address for a host"), ("net:10.32.0.0", "prefix length"),
+                     ("net:nope", "bad subnet"), ("10.32.1.1", "prefix length"), ("ip:10.32.1.300/12", "bad address")]:
+        with pytest.raises(UsageError, match=why):
+            parse_specs([bad])

@@ -533,6 +533,29 @@ def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no
         print_json(res)
 
 
+@bench.command("ipam")
+@click.option("--sim", "sim_sizes", default="10,100", show_default=True, help="Simulated peer counts.")
+@click.option("--routers", default="3,10", show_default=True, help="Real router counts for time to consensus.")
+@click.option("--attaches", default=50, show_default=True, help="Attaches timed on one router (0 to skip).")
+@click.option("--allocs", default=1000, show_default=True, help="Allocations (then frees) over 3 routers.")
+@json_option
+def bench_ipam(sim_sizes: str, routers: str, attaches: int, allocs: int, as_json: bool) -> None:
+    """IPAM: attach latency once ready, time to consensus, allocation rate, ring gossip bytes.
+
+    \b
+    Example:
+      weave-fdp bench ipam
+      weave-fdp bench ipam --routers 3 --attaches 20 --allocs 300
+    """
+    from weave_fdp.bench import ipam as ipam_bench
+
+    res = ipam_bench.run_all([int(s) for s in sim_sizes.split(",") if s.strip()],
+                             [int(s) for s in routers.split(",") if s.strip()], attaches, allocs,
+                             echo=None if as_json else click.echo)
+    if as_json:
+        print_json(res)
+
+
 @click.command()
 @json_option
 def version(as_json: bool) -> None:

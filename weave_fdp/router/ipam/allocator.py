@@ -178,8 +178,9 @@ class Allocator:
         if holder == ident and addr in self.allocs:
             return True
         if not self.ready():
-            self.claims[addr] = ident        # checked against the ring once it exists
-            self.dirty = True
+            if self.claims.get(addr) != ident:
+                self.claims[addr] = ident    # checked against the ring once it exists
+                self.dirty = True
             return True
         owner = self.ring.owner(addr)
         if owner == self.me:

@@ -325,6 +325,13 @@ class TcpTransport:
         link.rx_budget, link.log = self.rx_budget, self.log
         if features.name == self.node.name:
             writer.close()
+            if features.uid != self.node.ident.uid:
+                # two routers with one name would share one IPAM ring and one identity
+                log.error("peer %s:%d runs under this router's name %s: a copied state dir or a repeated --name",
+                          remote[0], remote[1], features.name)
+                raise HandshakeError(f"peer {remote[0]} runs under this router's name {features.name} (a copied "
+                                     f"state dir or a repeated --name); run weave-fdp reset on one of the two "
+                                     f"hosts, or launch it with another --name")
             raise HandshakeError("connected to ourselves")
         if self.node.link_up(link):
             link.start()
