@@ -154,6 +154,7 @@ def test_expose_hide_and_a_dnat_through_the_exposed_host(lab3: Lab) -> None:
     assert lab.exec(1, ["nft", "list", "table", "ip", "weave_fdp_expose"]).stdout == table
     assert "masquerade" in table and "10.32.0.0/12" in table
     lab.exec(1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", c1_ip])                        # exposed subnet
+    assert addr[0] in cli(lab, 1, "dns-lookup", "h1.weave.local").stdout                    # -h FQDN
     assert lab.exec(1, ["ping", "-c", "1", "-W", "1", "192.168.77.5"], check=False).returncode != 0
     # DNAT: h2 reaches a container of h1 through h1's underlay address
     lab.exec(1, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -174,6 +175,7 @@ def test_expose_hide_and_a_dnat_through_the_exposed_host(lab3: Lab) -> None:
     assert lab.exec(1, ["nft", "list", "table", "ip", "weave_fdp_expose"], check=False).returncode != 0
     assert addr[0] not in lab.exec(1, ["ip", "-o", "addr", "show", "weave"]).stdout
     assert cli(lab, 1, "hide").stdout.split() == []                                         # idempotent
+    assert cli(lab, 1, "dns-lookup", "h1.weave.local", check=False).returncode == 7
     assert addr[0] not in ipam(lab, 1)["allocations"]
 
 

@@ -8,8 +8,8 @@ expose added: the addresses, their IPAM holds, their rules. Both are idempotent.
 
 What was exposed is kept in ``expose.json`` in the state dir, so ``hide`` after a router
 restart still knows what is ours (an address put on the bridge by hand is never touched).
-The FQDN of ``-h`` is passed to the DNS part when it offers the ``dns_add`` op (args
-``hostname``, ``container_id``, ``address``), and kept here either way.
+The FQDN of ``-h`` goes to weaveDNS through its ``dns-add`` op (as ``dns-add IP -h FQDN``;
+``dns-remove`` on hide) when DNS runs, and is kept here either way.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Expose:
             self.state["fqdn"] = fqdn.rstrip(".") + "."
         self._save()
         await self._apply()
-        dns = await self._dns("dns_add", cidrs) if fqdn else None
+        dns = await self._dns("dns-add", cidrs) if fqdn else None
         return {"added": cidrs, "cidrs": list(self.state["cidrs"]), "fqdn": self.state["fqdn"], "dns": dns}
 
     async def hide(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class Expose:
             self.state["cidrs"].remove(c)
             if self.ipam is not None:
                 self.ipam.release(IDENT, ip_int(c.split("/")[0]))
-        dns = await self._dns("dns_remove", gone) if gone and self.state.get("fqdn") else None
+        dns = await self._dns("dns-remove", gone) if gone and self.state.get("fqdn") else None
         if not self.state["cidrs"]:
             self.state["fqdn"] = None
         self._save()
@@ -136,12 +136,15 @@ class Expose:
         return {"removed": gone, "cidrs": list(self.state["cidrs"]), "dns": dns}
 
     async def _dns(self, op: str, cidrs: list[str]) -> str:
-        """Tell the DNS part about the host's name, if it listens."""
+        """Tell weaveDNS the host's name (its ``dns-add``/``dns-remove`` ops, as `dns-add IP -h FQDN`)."""
         handler = self.api.handler(op)
         if handler is None:
-            return f"kept (no DNS running here to {op.split('_')[1]} {self.state['fqdn']})"
-        for c in cidrs:
-            await handler({"hostname": self.state["fqdn"], "container_id": IDENT, "address": c.split("/")[0]})
+            return f"kept (no DNS running here to {op.split('-')[1]} {self.state['fqdn']})"
+        try:
+            await handler({"addrs": [c.split("/")[0] for c in cidrs], "hostname": self.state["fqdn"]})
+        except Exception as exc:   # the addresses are exposed either way; say why the name is not
+            log.warning("expose: DNS %s of %s failed: %s", op, self.state["fqdn"], exc)
+            return f"failed: {exc}"
         return "sent"
 
     def report(self) -> dict[str, Any]:
