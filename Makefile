@@ -43,6 +43,7 @@ test-podman:
 
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
+	@$(VENV)/bin/weave-fdp bench dns
 
 clean:
 	-@$(VENV)/bin/weave-fdp lab down --all 2>/dev/null

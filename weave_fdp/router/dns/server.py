@@ -28,6 +28,7 @@ from weave_fdp.router.dns.upstream import Upstream
 log = logging.getLogger(__name__)
 
 TCP_IDLE_S = 10.0          # a TCP client silent this long is closed
+UDP_BATCH = 64             # datagrams read per wake-up (fewer trips through the event loop)
 MAX_TCP_CLIENTS = 128
 MAX_FORWARDS = 256         # upstream questions in flight; beyond, SERVFAIL at once
 
@@ -59,12 +60,12 @@ class DnsServer:
         self.limiter = limiter or SourceLimiter()
         self.clock = clock
         self.rl = RateLimitedLog(log)
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: socket.socket | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tcp_clients = 0
         self.forwards = 0
-        self.counts = {"udp": 0, "tcp": 0, "rate_limited": 0, "servfail": 0, "errors": 0}
+        self.counts = {"udp": 0, "tcp": 0, "rate_limited": 0, "servfail": 0, "errors": 0, "send_dropped": 0}
 
     async def start(self) -> None:
         """Bind UDP and TCP ``host:port`` (OSError when the address is not ours or taken)."""
@@ -75,11 +76,20 @@ class DnsServer:
         except OSError:
             udp.close()
             raise
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
-        self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
+        try:
+            self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
+        except OSError:
+            udp.close()
+            tcp.close()
+            raise
+        # UDP straight on the socket: each wake-up drains up to UDP_BATCH datagrams (asyncio's
+        # datagram transport reads one per trip through the loop)
+        self._udp = udp
+        loop.add_reader(udp.fileno(), self._drain_udp)
 
     async def stop(self) -> None:
         if self._udp is not None:
+            asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
             self._udp = None
         if self._tcp is not None:
@@ -144,6 +154,30 @@ class DnsServer:
 
     # ------------------------------------------------------------ UDP
 
+    def _drain_udp(self) -> None:
+        sock = self._udp
+        for _ in range(UDP_BATCH):
+            if sock is None:
+                return
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:       # e.g. ICMP errors queued on the socket: keep serving
+                self.rl.info(f"udp {type(exc).__name__}", "DNS: UDP socket error: %s", exc)
+                continue
+            self.on_datagram(data, addr)
+
+    def _send_udp(self, data: bytes, addr: Any) -> None:
+        if self._udp is None:
+            return
+        try:
+            self._udp.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.counts["send_dropped"] += 1    # the send buffer is full: as a loss, the client retries
+        except OSError as exc:
+            self.rl.info(f"udp send {type(exc).__name__}", "DNS: cannot answer %s over UDP: %s", addr[0], exc)
+
     def on_datagram(self, data: bytes, addr: Any) -> None:
         self.counts["udp"] += 1
         src = addr[0]
@@ -154,13 +188,11 @@ class DnsServer:
         out = self._answer(data, src, tcp=False)
         if isinstance(out, Forward):
             self._spawn(self._udp_forward(out, addr))
-        elif out is not None and self._udp is not None:
-            self._udp.sendto(out, addr)
+        elif out is not None:
+            self._send_udp(out, addr)
 
     async def _udp_forward(self, fwd: Forward, addr: Any) -> None:
-        answer = await self._forwarded(fwd, tcp=False)
-        if self._udp is not None:
-            self._udp.sendto(answer, addr)
+        self._send_udp(await self._forwarded(fwd, tcp=False), addr)
 
     # ------------------------------------------------------------ TCP
 
@@ -198,14 +230,3 @@ class DnsServer:
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.server.on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.server.rl.info(f"udp {type(exc).__name__}", "DNS: UDP socket error: %s", exc)

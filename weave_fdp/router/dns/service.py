@@ -327,11 +327,14 @@ class DnsService:
         label = args.get("hostname") or args.get("name") or names.label_from_target(target)
         fqdn = names.qualify(label, self.domain) if label else None
         ips = [names.check_ipv4(c) for c in info.get("cidrs") or []]
+        added_at = None
         if fqdn:
             self.add(fqdn, target, ips)
+            added_at = round(self.clock(), 6)   # wall clock: when the name went out (benchmarks time it)
         resolv = await self._point(target, path)
         self._remember_target(target, path, resolv)
-        return {"dns": {"name": fqdn, "nameserver": self.listen_ip, "resolv_conf": str(resolv) if resolv else None}}
+        return {"dns": {"name": fqdn, "nameserver": self.listen_ip, "resolv_conf": str(resolv) if resolv else None,
+                        "added_at": added_at}}
 
     async def _point(self, target: str, path: str) -> Path | None:
         """Route and neighbour to our address in the container; its resolv.conf for netns targets."""

@@ -1,0 +1,49 @@
+"""Parsing of dnsperf's output for `weave-fdp bench dns` (pure)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from weave_fdp.bench.dns import name_ip, parse_dnsperf, percentile, verbose_latencies
+from weave_fdp.errors import FdpError
+
+pytestmark = pytest.mark.unit
+
+SUMMARY = """DNS Performance Testing Tool
+Version 2.10.0
+
+[Status] Command line: dnsperf -s 169.254.53.53 -d q -l 3
+> NOERROR bench-1.weave.local A 0.000412
+> NOERROR bench-2.weave.local A 0.001250
+> NXDOMAIN nope.weave.local A 0.000100
+Statistics:
+
+  Queries sent:         24342
+  Queries completed:    24342 (100.00%)
+  Queries lost:         0 (0.00%)
+
+  Response codes:       NOERROR 24342 (100.00%)
+  Average packet size:  request 37, response 53
+  Run time (s):         3.001203
+  Queries per second:   8110.747845
+
+  Average Latency (s):  0.012214 (min 0.000107, max 0.087645)
+  Latency StdDev (s):   0.007461
+"""
+
+
+def test_parse_summary_and_verbose_lines() -> None:
+    s = parse_dnsperf(SUMMARY)
+    assert s == {"qps": 8110.747845, "sent": 24342, "lost": 0, "mean_ms": pytest.approx(12.214)}
+    assert verbose_latencies(SUMMARY) == pytest.approx([0.412, 1.25, 0.1])
+    with pytest.raises(FdpError, match="Queries per second"):
+        parse_dnsperf("dnsperf: error: no server")
+
+
+def test_percentile_and_names() -> None:
+    vals = [float(v) for v in range(1, 101)]
+    assert percentile(vals, 50) == 50 and percentile(vals, 99) == 99 and percentile(vals, 100) == 100
+    assert percentile([3.0], 99) == 3.0 and math.isnan(percentile([], 99))
+    assert name_ip(1) == "10.32.60.1" and name_ip(250) == "10.32.60.250" and name_ip(251) == "10.32.61.1"

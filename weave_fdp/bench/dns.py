@@ -1,0 +1,269 @@
+"""``weave-fdp bench dns``: weaveDNS beside dnsmasq, and how fast a new name travels.
+
+One two-host lab with routers (``--dns-rate-limit 0``: the benchmark is one source).
+On host 1 the same N names are served twice: by weaveDNS (169.254.53.53, from gossip:
+the names are added on host 2) and by dnsmasq (169.254.53.54, from a hosts file), both
+on host 1's weave bridge, both reached the same way from container h1-c1, where
+dnsperf runs. Measured, interleaved (weave, dnsmasq, weave, dnsmasq, ...):
+
+- max qps: dnsperf with 100 queries outstanding for ``seconds``;
+- latency at a fixed load: dnsperf ``-Q`` at half of dnsmasq's median max qps (the
+  floor the project holds itself to: 0.5x dnsmasq with p99 under 5 ms), every
+  response's latency from dnsperf's verbose lines, p50/p99;
+- attach to resolve: a poller in h2-c1 asks for a new name every 2 ms; the time from
+  starting ``weave-fdp attach -h NAME`` on host 1 until h2-c1 gets the address (what a
+  user waits: CLI start, link, duplicate address probe, name, gossip, answer), and from
+  the moment the router added the name (attach's ``dns.added_at``: gossip and answer
+  alone), over ``attaches`` containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weave_fdp.errors import DependencyMissing, FdpError
+from weave_fdp.lab.lab import Lab, weave_command
+from weave_fdp.plumbing.netns import popen_in_netns, run_in_netns
+
+Echo = Callable[[str], None]
+WEAVE_DNS = "169.254.53.53"
+DNSMASQ = "169.254.53.54"
+NAME_NET = "10.32.60"     # names bench-K -> 10.32.60.K (and 10.32.61.K beyond 250)
+
+
+@dataclass
+class Options:
+    names: int = 100
+    rounds: int = 3
+    seconds: float = 5.0
+    attaches: int = 20
+
+
+def check_tools() -> None:
+    for tool, pkg in (("dnsperf", "dnsperf"), ("dnsmasq", "dnsmasq-base"), ("dig", "bind9-dnsutils")):
+        if shutil.which(tool) is None:
+            raise DependencyMissing(f"{tool} is not installed", fix=f"apt-get install {pkg} (or make install)")
+
+
+# ---------------------------------------------------------------- dnsperf output (pure)
+
+def parse_dnsperf(text: str) -> dict[str, float]:
+    """qps, sent, lost and mean latency (ms) from dnsperf's summary."""
+    def grab(pattern: str) -> float:
+        m = re.search(pattern, text)
+        if not m:
+            raise FdpError(f"dnsperf output lacks {pattern!r}: {text[-300:]!r}")
+        return float(m.group(1))
+
+    return {"qps": grab(r"Queries per second:\s+([\d.]+)"), "sent": grab(r"Queries sent:\s+(\d+)"),
+            "lost": grab(r"Queries lost:\s+(\d+)"), "mean_ms": grab(r"Average Latency \(s\):\s+([\d.]+)") * 1000}
+
+
+def verbose_latencies(text: str) -> list[float]:
+    """Latencies (ms) of every answered query in dnsperf ``-v`` output
+    (lines ``> NOERROR name A 0.000123``)."""
+    out = []
+    for m in re.finditer(r"^> \S+ .* ([\d.]+)$", text, re.M):
+        out.append(float(m.group(1)) * 1000)
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+
+# ---------------------------------------------------------------- the lab
+
+def name_ip(k: int) -> str:
+    return f"10.32.{60 + (k - 1) // 250}.{(k - 1) % 250 + 1}"
+
+
+ADD_NAMES = r"""
+import sys
+from weave_fdp.router.client import RouterClient
+c = RouterClient()
+for k in range(1, int(sys.argv[1]) + 1):
+    ip = f"10.32.{60 + (k - 1) // 250}.{(k - 1) % 250 + 1}"
+    c.call("dns-add", addrs=[ip], hostname=f"bench-{k}")
+"""
+
+POLL = r"""
+import socket, sys, time
+from dnslib import DNSRecord, QTYPE
+name, server = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.002)
+q = DNSRecord.question(name)
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    s.sendto(q.pack(), (server, 53))
+    try:
+        while True:
+            r = DNSRecord.parse(s.recv(4096))
+            if r.header.id == q.header.id and any(rr.rtype == QTYPE.A for rr in r.rr):
+                print(f"resolved {time.monotonic():.6f} {time.time():.6f}", flush=True)
+                sys.exit(0)
+    except (socket.timeout, OSError):
+        pass
+print("timeout", flush=True)
+"""
+
+
+class DnsBench:
+    def __init__(self, opts: Options, echo: Echo) -> None:
+        self.opts = opts
+        self.echo = echo
+        self.lab = Lab(prefix="b" + os.urandom(3).hex()[:5], hosts=2, topology="full", containers=1)
+        self.tmp = Path(tempfile.mkdtemp(prefix="weave-fdp-bench-dns-"))
+        self.dnsmasq: subprocess.Popen[Any] | None = None
+        self.w = weave_command()
+
+    def setup(self) -> None:
+        lab, n = self.lab, self.opts.names
+        self.echo(f"lab {lab.prefix}: 2 hosts, routers, {n} names")
+        lab.up()
+        lab.launch_routers(["--dns-rate-limit", "0"])
+        for i in (1, 2):
+            lab.exec(i, [*self.w, "attach", lab.container_cidr(i, 1), f"netns:{lab.container_ns(i, 1)}"])
+        lab.exec(2, [sys.executable, "-c", ADD_NAMES, str(n)], timeout=300)
+        hosts = self.tmp / "hosts"
+        hosts.write_text("".join(f"{name_ip(k)} bench-{k}.weave.local\n" for k in range(1, n + 1)))
+        queries = self.tmp / "queries"
+        queries.write_text("".join(f"bench-{k}.weave.local A\n" for k in range(1, n + 1)))
+        h1 = lab.host_ns(1)
+        # dnsmasq on host 1's bridge, reached from the container exactly as weaveDNS is
+        run_in_netns(h1, ["ip", "addr", "add", f"{DNSMASQ}/32", "dev", "weave"])
+        run_in_netns(h1, ["ip", "route", "add", "10.32.0.0/12", "dev", "weave", "src", DNSMASQ])
+        mac = json.loads(run_in_netns(h1, ["ip", "-j", "link", "show", "weave"]).stdout)[0]["address"]
+        c1 = lab.container_ns(1, 1)
+        run_in_netns(c1, ["ip", "route", "add", f"{DNSMASQ}/32", "dev", "ethwe"])
+        run_in_netns(c1, ["ip", "neigh", "replace", DNSMASQ, "lladdr", mac, "dev", "ethwe", "nud", "permanent"])
+        self.dnsmasq = popen_in_netns(h1, ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                                           "--no-hosts", f"--addn-hosts={hosts}", "--local=/weave.local/",
+                                           "--bind-interfaces", f"--listen-address={DNSMASQ}", "--port=53",
+                                           "--pid-file=", "--user=root", "--cache-size=10000"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        last = f"bench-{n}.weave.local"
+        for server in (WEAVE_DNS, DNSMASQ):
+            deadline = time.monotonic() + 60
+            while self._dig(server, last) != name_ip(n):
+                if time.monotonic() > deadline:
+                    raise FdpError(f"{server} does not answer {last} from the container after 60 s")
+                time.sleep(0.2)
+
+    def _dig(self, server: str, name: str) -> str:
+        return run_in_netns(self.lab.container_ns(1, 1), ["dig", "+short", "+time=1", "+tries=1", f"@{server}", name],
+                            check=False).stdout.strip()
+
+    def dnsperf(self, server: str, seconds: float, qps: float | None = None, verbose: bool = False) -> str:
+        argv = ["dnsperf", "-s", server, "-d", str(self.tmp / "queries"), "-l", f"{seconds:g}", "-q", "100",
+                "-t", "2"]
+        if qps:
+            argv += ["-Q", str(int(qps))]
+        if verbose:
+            argv.append("-v")
+        res = run_in_netns(self.lab.container_ns(1, 1), argv, check=False, timeout=seconds + 60)
+        if res.returncode != 0:
+            raise FdpError(f"dnsperf against {server} failed: {res.stderr.strip()[-300:]}")
+        return res.stdout
+
+    def attach_to_resolve(self) -> dict[str, Any]:
+        lab = self.lab
+        from_start, from_added = [], []
+        for k in range(self.opts.attaches):
+            ns = lab.add_container(1)
+            name = f"fresh-{k}.weave.local"
+            poll = popen_in_netns(lab.container_ns(2, 1), [sys.executable, "-c", POLL, name, WEAVE_DNS],
+                                  stdout=subprocess.PIPE, text=True)
+            try:
+                assert poll.stdout is not None
+                if poll.stdout.readline().strip() != "ready":
+                    raise FdpError("the resolving poller did not start")
+                t0 = time.monotonic()
+                out = lab.exec(1, [*self.w, "attach", "--json", f"10.32.70.{k + 1}/12", f"netns:{ns}", "-h", name])
+                added_at = float(json.loads(out.stdout)["dns"]["added_at"])
+                line = poll.stdout.readline().split()
+                poll.wait(timeout=70)
+            finally:
+                if poll.poll() is None:
+                    poll.kill()
+                    poll.wait()
+            if len(line) != 3 or line[0] != "resolved":
+                raise FdpError(f"{name} never resolved on host 2")
+            from_start.append((float(line[1]) - t0) * 1000)
+            from_added.append((float(line[2]) - added_at) * 1000)
+        return {"runs": len(from_start),
+                "from_attach_start_ms": {"median": round(statistics.median(from_start), 1),
+                                         "p99": round(percentile(from_start, 99), 1)},
+                "from_name_added_ms": {"median": round(statistics.median(from_added), 1),
+                                       "p99": round(percentile(from_added, 99), 1)}}
+
+    def teardown(self) -> None:
+        if self.dnsmasq is not None:
+            self.dnsmasq.kill()
+            self.dnsmasq.wait()
+        self.lab.down()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
+    echo = echo or (lambda s: None)
+    check_tools()
+    bench = DnsBench(opts, echo)
+    started = time.monotonic()
+    try:
+        bench.setup()
+        servers = {"weave": WEAVE_DNS, "dnsmasq": DNSMASQ}
+        maxq: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+        for r in range(opts.rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
+            for key in order:
+                res = parse_dnsperf(bench.dnsperf(servers[key], opts.seconds))
+                maxq[key].append(res)
+                echo(f"round {r + 1}: {key:<8} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
+                     f"mean {res['mean_ms']:.2f} ms")
+        target = 0.5 * statistics.median(x["qps"] for x in maxq["dnsmasq"])
+        fixed: dict[str, dict[str, float]] = {}
+        for key in servers:
+            text = bench.dnsperf(servers[key], opts.seconds, qps=target, verbose=True)
+            lat = verbose_latencies(text)
+            summ = parse_dnsperf(text)
+            fixed[key] = {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": len(lat),
+                          "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3)}
+            echo(f"at {target:.0f} qps: {key:<8} p50 {fixed[key]['p50_ms']} ms, p99 {fixed[key]['p99_ms']} ms, "
+                 f"lost {summ['lost']:.0f}")
+        echo(f"attach on h1 -> resolves on h2, {opts.attaches} containers")
+        attach = bench.attach_to_resolve()
+    finally:
+        bench.teardown()
+    med = {k: statistics.median(x["qps"] for x in v) for k, v in maxq.items()}
+    ratio = med["weave"] / med["dnsmasq"] if med["dnsmasq"] else float("nan")
+    floor_ok = fixed["weave"]["qps"] >= 0.95 * target and fixed["weave"]["p99_ms"] < 5.0 \
+        and fixed["weave"]["lost"] <= 0.001 * max(1.0, fixed["weave"]["qps"] * opts.seconds)
+    return {
+        "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "names": opts.names,
+                 "rounds": opts.rounds, "seconds": opts.seconds, "elapsed_s": round(time.monotonic() - started),
+                 "load_before": os.getloadavg()[0]},
+        "max_qps": {k: {"median": round(med[k]), "runs": [round(x["qps"]) for x in v],
+                        "mean_ms": [round(x["mean_ms"], 3) for x in v]} for k, v in maxq.items()},
+        "ratio_weave_to_dnsmasq": round(ratio, 2),
+        "fixed_load": {"qps": round(target), **fixed},
+        "floor": {"ok": floor_ok, "rule": "weaveDNS carries 0.5x dnsmasq's max qps with p99 < 5 ms"},
+        "attach_to_resolve": attach,
+    }

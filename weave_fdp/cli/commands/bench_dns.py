@@ -1,0 +1,69 @@
+"""``weave-fdp bench dns``: weaveDNS against dnsmasq (dnsperf), and attach-to-resolve time.
+
+Adds a subcommand to the ``bench`` group of router.py (no top-level command of its own).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import click
+
+from weave_fdp.cli.commands.router import bench as bench_group
+from weave_fdp.cli.output import err_console, json_option, print_json
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command("dns")
+@click.option("--names", default=100, show_default=True, help="Names served by both servers.")
+@click.option("--rounds", default=3, show_default=True, help="Max-qps runs per server (interleaved).")
+@click.option("--seconds", default=5.0, show_default=True, help="Seconds per dnsperf run.")
+@click.option("--attaches", default=20, show_default=True, help="Containers timed from attach to resolve.")
+@json_option
+def dns_cmd(names: int, rounds: int, seconds: float, attaches: int, as_json: bool) -> None:
+    """weaveDNS beside dnsmasq (same names, same path, dnsperf in a container) and the time
+    from attach on one host until the name resolves on another.
+
+    Prints max qps of both (median of ROUNDS), p50/p99 of both at half of dnsmasq's max
+    qps, whether weaveDNS holds the floor (0.5x dnsmasq, p99 < 5 ms), and attach-to-resolve
+    median and p99. Everything runs in a lab torn down at the end, also on Ctrl-C.
+
+    \b
+    Example:
+      weave-fdp bench dns
+      weave-fdp bench dns --rounds 5 --seconds 10 --json
+    """
+    from weave_fdp.bench import dns
+
+    echo = None if as_json else (lambda s: err_console().print(s, markup=False))
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        res = dns.run(dns.Options(names=names, rounds=rounds, seconds=seconds, attaches=attaches), echo=echo)
+    except KeyboardInterrupt:
+        err_console().print("interrupted: the lab of this run was torn down", markup=False)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if as_json:
+        print_json(res)
+        return
+    mq, fx, at = res["max_qps"], res["fixed_load"], res["attach_to_resolve"]
+    click.echo(f"max qps (median of {res['meta']['rounds']}): weaveDNS {mq['weave']['median']}, "
+               f"dnsmasq {mq['dnsmasq']['median']}, ratio {res['ratio_weave_to_dnsmasq']}")
+    for k in ("weave", "dnsmasq"):
+        click.echo(f"at {fx['qps']} qps: {k:<8} achieved {fx[k]['qps']}, p50 {fx[k]['p50_ms']} ms, "
+                   f"p99 {fx[k]['p99_ms']} ms, lost {fx[k]['lost']:.0f}")
+    click.echo(f"floor ({res['floor']['rule']}): {'ok' if res['floor']['ok'] else 'NOT MET'}")
+    click.echo(f"attach -> resolves on another host ({at['runs']} runs): from attach start median "
+               f"{at['from_attach_start_ms']['median']} ms, p99 {at['from_attach_start_ms']['p99']} ms; "
+               f"from the name's addition median {at['from_name_added_ms']['median']} ms, "
+               f"p99 {at['from_name_added_ms']['p99']} ms")
+
+
+bench_group.add_command(dns_cmd)
+
+COMMANDS: list[click.Command] = []
