@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-bpf test-netns test-podman bench fuzz chaos soak lint clean
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman bench fuzz chaos soak lint clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -44,6 +44,26 @@ test-podman:
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
 	@$(VENV)/bin/weave-fdp bench dns
+
+# The multi-VM lab (Vagrant + libvirt; software emulation where KVM does not work):
+# not part of `make test` (it takes far longer; see README "Multi-VM lab").
+install-vm:
+	@bash scripts/install-vm.sh
+
+vm-box: install-vm
+	@bash vagrant/box/build.sh
+
+vm-up: install
+	@bash vagrant/lab.sh up
+
+vm-check:
+	@bash vagrant/lab.sh check
+
+vm-test: install
+	@bash vagrant/lab.sh test
+
+vm-down:
+	@bash vagrant/lab.sh down
 
 clean:
 	-@$(VENV)/bin/weave-fdp lab down --all 2>/dev/null

@@ -34,3 +34,17 @@ def test_failed_connection_shows_cause_and_retry() -> None:
 def test_dialing_connection_is_plain() -> None:
     line = connection_line({**BASE, "state": "pending", "peer": None, "nickname": None})
     assert line.split()[2:] == ["pending", "connecting"]
+
+
+def test_encryption_in_weaves_words() -> None:
+    """With --password each connection says whether its data path is encrypted."""
+    enc = connection_line({**BASE, "state": "established", "mode": "fastdp", "mtu": 1400, "encryption": "encrypted"})
+    assert enc.split()[2:5] == ["established", "encrypted", "fastdp"]
+    sl = connection_line({**BASE, "state": "established", "mode": "sleeve", "mtu": 1400, "encryption": "encrypted",
+                          "mode_reason": "encryption: kernel lacks ESP"})
+    assert " encrypted sleeve " in sl and sl.endswith("(encryption: kernel lacks ESP)")
+    plain = connection_line({**BASE, "state": "established", "mode": "fastdp", "encryption": "unencrypted"})
+    assert " unencrypted fastdp " in plain
+    # no data path yet: no encryption word in front of "-"
+    none = connection_line({**BASE, "state": "established", "encryption": "encrypted", "mode_reason": "x"})
+    assert " - " in none and "encrypted" not in none

@@ -21,7 +21,9 @@ from weave_fdp.router.client import RouterClient
 from weave_fdp.router.config import DEFAULT_CONN_LIMIT, DEFAULT_METRICS_ADDR, DEFAULT_PORT, RouterConfig
 from weave_fdp.router.logfile import LOG_ENV
 
-LAUNCH_TIMEOUT = 20.0  # seconds for the background router to answer
+#: seconds for the background router to answer (WEAVE_FDP_LAUNCH_TIMEOUT overrides: VMs under
+#: software emulation start a router in minutes)
+LAUNCH_TIMEOUT = 20.0
 
 
 def _split_csv(values: tuple[str, ...]) -> list[str]:
@@ -133,7 +135,8 @@ def _launch_background(cfg: RouterConfig) -> str:
         proc = subprocess.Popen([sys.executable, "-m", "weave_fdp.router"], env=env, stdin=subprocess.DEVNULL,
                                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     client = RouterClient(timeout=2)
-    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    timeout = _launch_timeout()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rc = proc.poll()
         if rc is not None:
@@ -149,7 +152,15 @@ def _launch_background(cfg: RouterConfig) -> str:
                 click.echo(f"warning: {note}", err=True)
             return str(rep["name"])
     proc.terminate()
-    raise FdpError(f"the router did not answer within {LAUNCH_TIMEOUT:g} s", fix=f"see its log {log_path}")
+    raise FdpError(f"the router did not answer within {timeout:g} s",
+                   fix=f"see its log {log_path} (a slow machine: set WEAVE_FDP_LAUNCH_TIMEOUT=SECONDS)")
+
+
+def _launch_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("WEAVE_FDP_LAUNCH_TIMEOUT", LAUNCH_TIMEOUT)))
+    except ValueError:
+        return LAUNCH_TIMEOUT
 
 
 def _startup_error(log_path: Path, offset: int, rc: int) -> FdpError:
@@ -324,7 +335,8 @@ def connection_line(c: dict[str, Any]) -> str:
     if c["state"] == "pending" and not c.get("peer"):
         parts.append(c.get("info") or "connecting")   # dialing: no peer has answered yet
     elif c["state"] == "established" or c["state"] == "pending":
-        parts.append(c.get("mode") or "-")
+        mode = c.get("mode") or "-"
+        parts.append(f"{c['encryption']} {mode}" if c.get("encryption") and c.get("mode") else mode)
         parts.append(_peer_label(c.get("peer"), c.get("nickname")))
         if c.get("mtu"):
             parts.append(f"mtu={c['mtu']}")
