@@ -271,6 +271,15 @@ def test_password_uses_sleeve_unless_trusted(make_lab) -> None:
         wait_mode(lab, 3, i, "sleeve", 10, "encryption: kernel lacks ESP")
     for a, b in ((1, 2), (1, 3), (3, 2)):
         assert ping_ok(lab, (a, 1), (b, 1)), f"c{a} cannot reach c{b}"
+    # Weave's words: the trusted pair's fastdp is unencrypted, the others ride the sealed sleeve
+    text = lab.exec(1, [*weave_command(), "status", "connections"]).stdout
+    assert re.search(r"established unencrypted fastdp \S+\(h2\) mtu=\d+$", text, re.M), text
+    assert re.search(r"established encrypted sleeve \S+\(h3\) mtu=\d+ \(encryption: kernel lacks ESP\)$",
+                     text, re.M), text
+    # no ESP here: nothing of ours in the xfrm tables
+    for i in (1, 2, 3):
+        xf = lab.exec(i, ["ip", "xfrm", "policy", "list"]).stdout + lab.exec(i, ["ip", "xfrm", "state", "list"]).stdout
+        assert "6784" not in xf and "reqid 22525" not in xf, xf
     # h1 <-> h3 traffic went through the sleeve, sealed
     rep = json.loads(lab.exec(3, [*weave_command(), "report"]).stdout)
     peers = rep["overlays"]["sleeve"]["peers"]

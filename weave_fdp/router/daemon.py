@@ -370,6 +370,7 @@ class Router:
                         "state": "established" if l.established else "pending",
                         "info": "encrypted" if l.cipher else "unencrypted",
                         "mode": st.get("mode"), "mode_reason": st.get("reason"), "mtu": st.get("mtu"),
+                        "encryption": _encryption(st.get("encrypted")),
                         "rtt_ms": st.get("rtt_ms"), "tx_bytes": l.tx_bytes, "rx_bytes": l.rx_bytes,
                         "retry_at": None, "overlays": list(l.features.overlays),
                         "protocol_version": l.protocol_version})
@@ -391,6 +392,12 @@ class Router:
                             "mtu": None, "rtt_ms": None, "tx_bytes": 0, "rx_bytes": 0, "retry_at": None,
                             "at": round(f.last, 1), "attempts": f.attempts})
         return out
+
+
+def _encryption(encrypted: bool | None) -> str | None:
+    """The data path's encryption as ``status connections`` shows it (Weave's words):
+    "encrypted", "unencrypted" (``--password`` but trusted), None without ``--password``."""
+    return None if encrypted is None else ("encrypted" if encrypted else "unencrypted")
 
 
 def connection_mode(decision: dict[str, Any] | None,

@@ -35,6 +35,7 @@ class MeshInputs:
     broadcast: dict[str, list[str]] = field(default_factory=dict)
     hop_ips: dict[str, str] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    xfrm: set[str] = field(default_factory=set)     # neighbours whose UDP 6784 rides in IPsec ESP
 
 
 def direct_default() -> bool:
@@ -145,7 +146,11 @@ class HostDatapath:
         """
         assert self.dp is not None
         routes: dict[int, UnderlayRoute] = {}
+        # ESP peers never take the direct path: bpf_redirect_neigh would bypass xfrm
+        esp_sids = {self.mesh.short_ids[p] for p in self.mesh.xfrm if p in self.mesh.short_ids} if self.mesh else set()
         for sid, ip in direct_hops(plan).items():
+            if sid in esp_sids:
+                continue
             r = underlay_route.route_to(ip, netns=self.netns)
             if r is None:
                 log.info("fastdp direct path: no usable route to %s, peer %d uses the VXLAN device", ip, sid)

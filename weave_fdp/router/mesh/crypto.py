@@ -10,6 +10,7 @@ ever sent, reused, or accepted out of order (a replayed or dropped frame fails).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 
 from nacl.bindings import crypto_scalarmult
@@ -49,9 +50,17 @@ class SessionCipher:
         if local_public == remote_public:
             raise ProtocolError("peer echoed our public key")
         self._box = SecretBox(key)
+        self._key = key
         self._tx_dir = 0 if local_public < remote_public else 1
         self._tx_seq = 0
         self._rx_seq = 0
+
+    def export(self, label: bytes) -> bytes:
+        """A 32-byte secret for another use of this session (e.g. ESP keys), bound to
+        ``label``: HMAC-SHA256(session key, label). One-way, so the session key itself
+        never leaves this object; a new connection has a new session key, hence new
+        exported secrets."""
+        return hmac.new(self._key, label, hashlib.sha256).digest()
 
     def seal(self, plaintext: bytes) -> bytes:
         ct = self._box.encrypt(plaintext, _nonce(self._tx_seq, self._tx_dir)).ciphertext

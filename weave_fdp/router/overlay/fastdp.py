@@ -21,7 +21,8 @@ import msgpack
 
 from weave_fdp.datapath.fastdp import heartbeat as hbm
 from weave_fdp.router.overlay.base import MeshView, RouterContext
-from weave_fdp.router.overlay.switch import R_ESP, R_MTU, flood_overlay
+from weave_fdp.router.overlay.esp_fastdp import EspPeers
+from weave_fdp.router.overlay.switch import R_MTU, flood_overlay, in_subnets
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class FastdpOverlay:
         self.last_damage: list[str] = []
         self._next_repair = 0.0
         self._repair_wait = 2.0
+        self.esp = EspPeers(port=hbm.abi.VXLAN_PORT)   # encrypted fastdp (IPsec ESP)
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run a datapath call on the fastdp worker thread."""
@@ -98,6 +100,8 @@ class FastdpOverlay:
         self.host = HostDatapath(pin_dir=await self.run(host_pin_dir), mtu=getattr(ctx.config, "mtu", None))
         await self.run(self.host.start)
         self._boot_fastdp = await self.run(self._fastdp_peers_in_maps)
+        if getattr(self.config, "password", None):
+            self.supports_encryption = await self.run(self.esp.check_kernel)
         self._tx = hbm.sender_socket()
         self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
@@ -128,6 +132,13 @@ class FastdpOverlay:
             self._rx.close()
         if self._tx is not None:
             self._tx.close()
+        if self.esp.installed and self.host is not None:
+            # no xfrm without a router: those peers' frames are then not sent at all
+            # rather than sent in the clear (the pinned datapath keeps the rest going)
+            for peer in self.esp.installed:
+                self.modes[peer] = "sleeve"
+            await self.run(self._apply_now)
+        await self.run(self.esp.flush)
         if self.host is not None:
             await self.run(self.host.stop)
         self._worker.shutdown(wait=False)
@@ -190,10 +201,41 @@ class FastdpOverlay:
             hop_ips={p: c.remote_ip for p, c in conns.items()},
             modes={p: self._mode(p) for p in conns})
         self._keep_lost(mesh, conns)
+        self._sync_esp(view, conns, mesh)
         try:
             self.host.set_mesh(mesh)
         except Exception:
             log.exception("fastdp: cannot apply the mesh to the datapath")
+
+    def needs_encryption(self, peer: str, remote_ip: str) -> bool:
+        """``--password``, unless both ends trust each other (our ``--trusted-subnets``
+        hold its address and its features say it trusts us)."""
+        if not getattr(self.config, "password", None):
+            return False
+        trusted = tuple(getattr(self.config, "trusted_subnets", None) or ())
+        return not (in_subnets(remote_ip, trusted) and self._peer_trusts_us(peer))
+
+    def _sync_esp(self, view: MeshView, conns: dict[str, Any], mesh: Any) -> None:
+        """On the worker: ESP states and policies for every encrypted connection whose
+        peer has ESP (rekeyed when the connection is new); kept for lost connections
+        in grace (the kernel still sends to them), removed for the others."""
+        from weave_fdp.plumbing.underlay_route import route_to
+
+        if not self.esp.local_ok:
+            return
+        mesh_node = self.ctx.mesh if self.ctx is not None else None
+        want = {}
+        for peer, c in conns.items():
+            link = mesh_node.links.get(peer) if mesh_node is not None else None
+            cipher = getattr(link, "cipher", None)
+            if cipher is None or not self.esp.peer_ok.get(peer) or not self.needs_encryption(peer, c.remote_ip):
+                continue
+            route = route_to(c.remote_ip)
+            if route is None:
+                continue
+            want[peer] = (peer, route.src, c.remote_ip, cipher)
+        self.esp.sync(want, view.local.name, keep=set(mesh.hop_ips))
+        mesh.xfrm = set(self.esp.installed) & set(mesh.hop_ips)
 
     def _keep_lost(self, mesh: Any, conns: dict[str, Any]) -> None:
         """Merge into ``mesh`` the last entries of connections lost less than GRACE ago."""
@@ -257,8 +299,11 @@ class FastdpOverlay:
         """
         if self.fatal:
             return self.fatal
-        if getattr(self.config, "password", None) and not self._peer_trusts_us(peer):
-            return R_ESP
+        c = self.view.connections.get(peer) if self.view is not None else None
+        if c is not None and self.needs_encryption(peer, c.remote_ip):
+            why = self.esp.why_not(peer)
+            if why:
+                return why
         h = self.health.get(peer)
         if h is None or not h.error:
             return None
@@ -296,7 +341,7 @@ class FastdpOverlay:
         for peer, c in view.connections.items():
             if not c.established or "fastdp" not in c.overlays or self._sent.get(peer) == need:
                 continue
-            msg = msgpack.packb({"o": "fastdp", "t": "floods", "s": sorted(need)})
+            msg = msgpack.packb({"o": "fastdp", "t": "floods", "s": sorted(need), "esp": self.esp.local_ok})
             try:
                 if ctx.send_overlay_control(peer, msg):
                     self._sent[peer] = need
@@ -311,6 +356,9 @@ class FastdpOverlay:
             return
         if not isinstance(msg, dict) or msg.get("o") != "fastdp" or msg.get("t") != "floods":
             return
+        if self.esp.peer_ok.get(peer) != (msg.get("esp") is True):
+            self.esp.peer_ok[peer] = msg.get("esp") is True
+            self._apply()
         srcs = msg.get("s")
         if not isinstance(srcs, list) or not all(isinstance(x, str) for x in srcs) or len(srcs) > 4096:
             log.warning("fastdp: bad floods message from %s", peer)
@@ -500,7 +548,8 @@ class FastdpOverlay:
         h = self.health.get(peer)
         rtt = h.rtt_ms if h else None
         if self.modes.get(peer) == "fastdp":
-            return {"mode": "fastdp", "reason": None, "mtu": self.mtu(peer), "rtt_ms": rtt}
+            enc = (peer in self.esp.installed) if getattr(self.config, "password", None) else None
+            return {"mode": "fastdp", "reason": None, "mtu": self.mtu(peer), "rtt_ms": rtt, "encrypted": enc}
         if self.fatal:
             why = self.fatal
         elif h is not None and h.error:
@@ -512,7 +561,7 @@ class FastdpOverlay:
         return {"mode": None, "reason": why, "mtu": self.mtu(peer), "rtt_ms": rtt}
 
     def status(self) -> dict[str, Any]:
-        return {"mtu": self.host.mtu if self.host else None,
+        return {"mtu": self.host.mtu if self.host else None, "esp": self.esp.status(),
                 "pin_dir": str(self.host.pin_dir) if self.host else None,
                 "watchdog": {"repairs": self.repairs, "last_damage": self.last_damage, "fatal": self.fatal},
                 "mac_ageing": {"ageing_s": self.host.mac_ageing_s if self.host else None, "aged": self.aged_macs},

@@ -202,7 +202,9 @@ class SleeveOverlay:
         if not ps["up"]:
             return {"mode": None, "reason": f"no datagrams from {ps['addr']} (UDP blocked?)",
                     "mtu": ps["mtu"], "rtt_ms": None}
-        return {"mode": "sleeve", "reason": None, "mtu": ps["mtu"], "rtt_ms": ps["rtt_ms"]}
+        # with --password every datagram is sealed (trusted subnets or not)
+        return {"mode": "sleeve", "reason": None, "mtu": ps["mtu"], "rtt_ms": ps["rtt_ms"],
+                "encrypted": True if self.password else None}
 
     def datapath_report(self) -> dict[str, Any]:
         """The sleeve's flows, peers and drops (merged into fastdp's by ``merge_datapath``)."""
