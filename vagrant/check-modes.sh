@@ -61,7 +61,17 @@ modes=("fastdp|fastdp|keep" "sleeve|sleeve|--no-fastdp" "encrypted sleeve|encryp
 printf '\n== data paths vm1 -> vm2 (one run, iperf3 %s s, container to container)\n' "$secs"
 for m in "${modes[@]}"; do
   IFS='|' read -r label words flags <<<"$m"
-  if [ "$flags" != keep ]; then relaunch 1 $flags && relaunch 2 $flags || continue; fi
+  if [ "$flags" != keep ]; then
+    # both at once: a fastdp launch compiles the BPF programs (minutes under emulation)
+    relaunch 1 $flags & p1=$!
+    relaunch 2 $flags & p2=$!
+    ok1=0 ok2=0
+    wait $p1 || ok1=1
+    wait $p2 || ok2=1
+    [ $ok1 -eq 0 ] || fail "$label: relaunch vm1"
+    [ $ok2 -eq 0 ] || fail "$label: relaunch vm2"
+    [ $ok1 -eq 0 ] && [ $ok2 -eq 0 ] || continue
+  fi
   wait_conn 1 "$words" 600 && wait_conn 2 "$words" 120 || continue
   on vm1 "ip netns exec c1 ping -c 3 -W 5 -q 10.32.2.1" >/dev/null 2>&1 || fail "$label: ping vm1 c1 -> vm2 c1"
   if [ "$label" = "encrypted fastdp" ]; then

@@ -29,6 +29,19 @@ static __always_inline struct fdp_peer *fdp_get_peer(__u32 short_id)
 }
 
 /*
+ * verifier: LLVM turns an indexed loop over a map value into a walking pointer
+ * and a down-counter; the 6.1 verifier (Debian 12) loses the counter's bound
+ * across the loop's "continue" paths and refuses the access after the last
+ * element ("invalid access to map value ... off=142"). An index the compiler
+ * cannot see through keeps base + bounded index, which every verifier accepts.
+ */
+static __always_inline __u32 fdp_opaque_index(__u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return i;
+}
+
+/*
  * Send one copy of a flooded frame to each fastdp next hop on @src_peer's
  * broadcast tree, except the underlay address it came from (@from_ip, 0 for
  * frames of local containers). Sleeve next hops are the sleeve's job: it sees
@@ -48,10 +61,11 @@ static __always_inline void fdp_flood_tunnel(struct __sk_buff *skb, struct fdp_c
 	/* verifier: a constant bound on the loop, count only ends it early */
 	for (i = 0; i < FDP_MAX_BCAST_HOPS; i++) {
 		struct fdp_hop *hop;
+		__u32 j = fdp_opaque_index(i);
 
-		if (i >= count)
+		if (j >= count || j >= FDP_MAX_BCAST_HOPS)
 			break;
-		hop = &bc->hops[i];
+		hop = &bc->hops[j];
 		if (hop->mode != FDP_MODE_FASTDP || hop->ip == 0 || hop->ip == from_ip)
 			continue;
 		if (fdp_set_tunnel(skb, vni, hop->ip) < 0) {
@@ -78,10 +92,11 @@ static __always_inline void fdp_flood_local(struct __sk_buff *skb)
 	count = ports->count;
 	for (i = 0; i < FDP_MAX_LOCAL_PORTS; i++) {
 		__u32 ifindex;
+		__u32 j = fdp_opaque_index(i);
 
-		if (i >= count)
+		if (j >= count || j >= FDP_MAX_LOCAL_PORTS)
 			break;
-		ifindex = ports->ifindex[i];
+		ifindex = ports->ifindex[j];
 		if (ifindex == 0)
 			continue;
 		if (fdp_clone(skb, ifindex) < 0)
