@@ -258,6 +258,12 @@ def test_seed_peers_allocate_apart_then_connect_without_clash(make_lab) -> None:
     assert not ipam(lab, 1)["conflicts"] and not ipam(lab, 2)["conflicts"]
     wait_for(lambda: lab.exec_container(1, 1, ["ping", "-c", "1", "-W", "1", got[(2, 1)]], check=False).returncode == 0,
              30, "a ping between seeds")
+    # reset hands h2's space to h1 before it leaves: h1 owns the whole range, allocation goes on
+    out = cli(lab, 2, "reset").stdout
+    assert f"IP space handed to {names[0]}(h1)" in out
+    wait_for(lambda: [(e["name"], e["share"]) for e in ipam(lab, 1)["entries"]] == [(names[0], 100.0)], 30,
+             "h1 to own the range")
+    assert cli(lab, 1, "attach", f"netns:{lab.container_ns(1, 3)}").stdout.strip() == got[(1, 3)]
 
 
 def test_bad_input_one_line_and_exit_code(make_lab) -> None:
