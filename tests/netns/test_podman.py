@@ -67,6 +67,13 @@ def test_containers_on_one_and_two_hosts(lab2: Routers, podman: Podman) -> None:
     wait_until(lambda: ping(podman, r, 1, "pc1", ip2), 20, "pc1 to ping pc2 on the same host")
     wait_until(lambda: ping(podman, r, 1, "pc1", ip3), 30, "pc1 on h1 to ping pc3 on h2")
     assert ping(podman, r, 2, "pc3", ip1)
+    # names through weaveDNS (Podman passes the container's name to the plugin)
+    def resolves(i: int, name: str, target: str, ip: str) -> bool:
+        out = podman.run("exec", name, "nslookup", target, "169.254.53.53", netns=r.lab.host_ns(i), check=False)
+        return ip in out.stdout.split("Name:")[-1]
+
+    wait_until(lambda: resolves(1, "pc1", "pc3", ip3), 20, "pc1 to resolve pc3 (on h2) through weaveDNS")
+    assert resolves(2, "pc3", "pc2.weave.local", ip2)
     ps = r.run(1, "ps").stdout.splitlines()
     assert ps[0].startswith("weave:expose ")
     rows = {line.split()[0]: line.split()[2] for line in ps[1:]}
@@ -99,6 +106,11 @@ def test_docker_api_path(lab2: Routers, podman: Podman, tmp_path: Path) -> None:
         assert weave("ps", "dk1").stdout.split()[0] == short   # ps of a name prints its id
         assert weave("attach", short).stdout.strip() == ip     # by id: the same container, same address
         assert ip in podman.run("exec", "dk1", "ip", "-4", "addr", "show", "ethwe", netns=r.lab.host_ns(1)).stdout
+        assert weave("dns-lookup", "dk1").stdout.split() == [ip]          # its name, from the engine
+        weave("dns-add", "dk1", "-h", "extra.weave.local")              # dns-add by container name
+        assert weave("dns-lookup", "extra").stdout.split() == [ip]
+        cp = weave("dns-add", "no-such-container", "-h", "x.weave.local", check=False)
+        assert cp.returncode == 7 and len(cp.stderr.strip().splitlines()) == 1
         weave("detach", "dk1")
         assert short not in weave("ps").stdout
         cp = weave("attach", "no-such-container", check=False)

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -81,17 +82,29 @@ class Plugin:
                 raise CniError(spec.E_INVALID_CONFIG, "weave-fdp carries IPv4 only; the IPAM returned IPv6",
                                "configure the IPAM plugin for an IPv4 range")
             res = self.call("attach", target=req.netns, addrs=addrs, ifname=req.ifname,
-                            label=req.container_id[:12], multicast_route=True)
+                            label=req.container_id[:12], multicast_route=True, **self._dns_name())
             attached = True
             routes = ipam_result.routes if ipam_result else []
             if routes:
                 self._add_routes(routes)
+            dns = ipam_result.dns if ipam_result else {}
+            weave_dns = res.get("dns") if isinstance(res.get("dns"), dict) else {}
+            if weave_dns.get("nameserver") and not dns:   # weaveDNS answers the container's queries
+                domain = (weave_dns.get("name") or "").rstrip(".").partition(".")[2]
+                dns = {"nameservers": [weave_dns["nameserver"]], **({"search": [domain]} if domain else {})}
             return spec.add_result(req, host_if=res["ifname"], host_mac=None, container_mac=res.get("mac"),
-                                   cidrs=list(res["cidrs"]), gateways=gateways, routes=routes,
-                                   dns=ipam_result.dns if ipam_result else None)
+                                   cidrs=list(res["cidrs"]), gateways=gateways, routes=routes, dns=dns)
         except BaseException:
             self._undo(attached)
             raise
+
+    def _dns_name(self) -> dict[str, str]:
+        """The container's name for weaveDNS: K8S_POD_NAME in CNI_ARGS (Podman passes the
+        container's name there), when it is a DNS label; else no name."""
+        name = self.req.args.get("K8S_POD_NAME", "")
+        if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name):
+            return {"hostname": name}
+        return {}
 
     def _default_prefix(self) -> int:
         try:

@@ -59,13 +59,14 @@ def ensure_listen_address(ip: str, *, netns: NetnsRef = None) -> None:
     add_address(BRIDGE, f"{ip}/32", netns, exist_ok=True)
 
 
-def point_container(netns_path: str, ip: str, mac: str) -> None:
-    """In the container: a /32 route to ``ip`` over ethwe and a permanent neighbour ``mac``."""
+def point_container(netns_path: str, ip: str, mac: str, ifname: str = CONTAINER_IFNAME) -> None:
+    """In the container: a /32 route to ``ip`` over ethwe (or ``ifname``, e.g. a CNI
+    container's eth0) and a permanent neighbour ``mac``."""
     cns = _open_target(netns_path)
     try:
-        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
+        idx = cns.link_lookup(ifname=ifname)
         if not idx:
-            raise NotFound(f"{netns_path} has no {CONTAINER_IFNAME}", fix="attach it first")
+            raise NotFound(f"{netns_path} has no {ifname}", fix="attach it first")
         try:
             cns.route("replace", dst=f"{ip}/32", oif=idx[0], scope=253)   # scope link
             cns.neigh("replace", dst=ip, lladdr=mac, ifindex=idx[0], state=NUD_PERMANENT)

@@ -341,7 +341,7 @@ class Containers:
         res = {"target": target, "ifname": link.host_ifname, "mac": link.mac, "cidrs": list(link.cidrs),
                "added": cidrs}
         return await self._notify("attach", {"target": target, "netns_path": path, "cidrs": list(link.cidrs),
-                                             "args": args}, res)
+                                             "ifname": cifname, "args": args}, res)
 
     async def _notify(self, event: str, info: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
         """Tell the listeners (DNS); a typed error of theirs reaches the caller, a bug is logged."""

@@ -37,7 +37,9 @@ def _dns_call(op: str, args: tuple[str, ...], hostname: str | None) -> Any:
     addrs, target = split_dns_args(args)
     if target is None and hostname is None:
         raise UsageError("give a TARGET or -h FQDN", fix=f"e.g. weave-fdp {op} 10.32.1.5 -h db.weave.local")
-    return RouterClient().call(op, addrs=addrs, target=target, hostname=hostname)
+    from weave_fdp.cli.commands.containers import _engine
+
+    return RouterClient().call(op, addrs=addrs, target=target, hostname=hostname, **_engine())
 
 
 @click.command("dns-add", context_settings=NO_H_HELP)

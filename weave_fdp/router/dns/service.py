@@ -331,18 +331,18 @@ class DnsService:
         if fqdn:
             self.add(fqdn, target, ips)
             added_at = round(self.clock(), 6)   # wall clock: when the name went out (benchmarks time it)
-        resolv = await self._point(target, path)
+        resolv = await self._point(target, path, str(info.get("ifname") or "ethwe"))
         self._remember_target(target, path, resolv)
         return {"dns": {"name": fqdn, "nameserver": self.listen_ip, "resolv_conf": str(resolv) if resolv else None,
                         "added_at": added_at}}
 
-    async def _point(self, target: str, path: str) -> Path | None:
+    async def _point(self, target: str, path: str, ifname: str = "ethwe") -> Path | None:
         """Route and neighbour to our address in the container; its resolv.conf for netns targets."""
         from weave_fdp.plumbing import dns_link
 
         if self.bridge_mac is None:
             return None
-        await asyncio.to_thread(dns_link.point_container, path, self.listen_ip, self.bridge_mac)
+        await asyncio.to_thread(dns_link.point_container, path, self.listen_ip, self.bridge_mac, ifname)
         resolv = resolvconf.path_for(target)
         if resolv is not None:
             nameserver = self.listen_ip if self.listen_port == DEFAULT_PORT else None
@@ -355,9 +355,9 @@ class DnsService:
 
     # ------------------------------------------------------------ API ops
 
-    async def _target_addrs(self, target: str) -> list[str]:
+    async def _target_addrs(self, target: str, docker_host: str | None = None) -> list[str]:
         ps = self.ctx.api.handler("ps")
-        rows = await ps({"targets": [target]}) if ps is not None else []
+        rows = await ps({"targets": [target], "docker_host": docker_host}) if ps is not None else []
         ips = [names.check_ipv4(c) for r in rows for c in r.get("cidrs", [])]
         if not ips:
             raise NotFound(f"{target} has no address on the weave network",
@@ -396,8 +396,8 @@ class DnsService:
         assert fqdn is not None
         container = EXTERNAL
         if target is not None:
-            path = await asyncio.to_thread(resolve_target, target)
-            ips = ips or await self._target_addrs(target)
+            path = await asyncio.to_thread(resolve_target, target, args.get("docker_host"))
+            ips = ips or await self._target_addrs(target, args.get("docker_host"))
             container = target
             self._remember_target(target, path)
         self.add(fqdn, container, ips)
