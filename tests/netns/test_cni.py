@@ -108,6 +108,15 @@ def test_add_check_del_across_two_hosts(cni: Cni) -> None:
     assert "eth0" not in links(r, c1) and cni.allocations() == []
     assert "aaaa1111" not in r.run(1, "ps").stdout
     wait_until(lambda: r.run(2, "dns-lookup", "cniweb", check=False).returncode == 7, 15, "cniweb to leave weaveDNS")
+    # the router's IPAM (no ipam in the configuration): a container restarted by its runtime
+    # (DEL, then ADD in a new namespace, same container id) gets its address back
+    ca, cb = r.lab.add_container(1), r.lab.add_container(1)
+    rc, res_a = cni.run(1, "ADD", "dddd4444", f"/run/netns/{ca}", cni.config(ipam=False))
+    assert rc == 0, res_a
+    assert cni.run(1, "DEL", "dddd4444", f"/run/netns/{ca}", cni.config(ipam=False)) == (0, None)
+    rc, res_b = cni.run(1, "ADD", "dddd4444", f"/run/netns/{cb}", cni.config(ipam=False))
+    assert rc == 0 and res_b["ips"][0]["address"] == res_a["ips"][0]["address"], (res_a, res_b)
+    assert cni.run(1, "DEL", "dddd4444", f"/run/netns/{cb}", cni.config(ipam=False)) == (0, None)
     # DEL of a namespace that no longer exists, and with no CNI_NETNS at all
     assert cni.run(1, "DEL", "aaaa1111", "/run/netns/gone-xyz", cni.config()) == (0, None)
     assert cni.run(1, "DEL", "aaaa1111", "", cni.config()) == (0, None)

@@ -78,12 +78,16 @@ def test_containers_on_one_and_two_hosts(lab2: Routers, podman: Podman) -> None:
     assert ps[0].startswith("weave:expose ")
     rows = {line.split()[0]: line.split()[2] for line in ps[1:]}
     assert rows == {podman.full_id("pc1")[:12]: f"{ip1}/12", podman.full_id("pc2")[:12]: f"{ip2}/12"}
-    # podman rm: CNI DEL; the router's records and IPAM let the address go
+    # podman restart: CNI DEL, then ADD in a new namespace: the same address
+    podman.run("restart", "--time", "0", "pc1", netns=h1)
+    assert podman.ip_of("pc1") == ip1
+    wait_until(lambda: ping(podman, r, 1, "pc1", ip3), 30, "pc1 to ping pc3 again after its restart")
+    # podman rm: CNI DEL; the interface goes at once, the address once the grace (30 s) is over
     allocated = r.report(1)["ipam"]["allocated"]
     podman.run("rm", "--force", "--time", "0", "pc2", netns=h1)
     assert podman.full_id("pc1")[:12] in r.run(1, "ps").stdout and ip2 not in r.run(1, "ps").stdout
-    assert r.report(1)["ipam"]["allocated"] == allocated - 1
     assert r.lab.exec(1, ["ip", "-o", "link"]).stdout.count("vethwepl") == 1
+    wait_until(lambda: r.report(1)["ipam"]["allocated"] == allocated - 1, 60, "IPAM to free pc2's address")
 
 
 def test_docker_api_path(lab2: Routers, podman: Podman, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ class Plugin:
             if any(ipaddress.ip_interface(a).version != 4 for a in addrs):
                 raise CniError(spec.E_INVALID_CONFIG, "weave-fdp carries IPv4 only; the IPAM returned IPv6",
                                "configure the IPAM plugin for an IPv4 range")
-            res = self.call("attach", target=req.netns, addrs=addrs, ifname=req.ifname,
+            res = self.call("attach", target=req.netns, addrs=addrs, ifname=req.ifname, ident=req.container_id,
                             label=req.container_id[:12], multicast_route=True, **self._dns_name())
             attached = True
             routes = ipam_result.routes if ipam_result else []
@@ -141,7 +141,9 @@ class Plugin:
         errors: list[CniError] = []
         if req.netns and os.path.exists(req.netns):
             try:
-                self.client.call("detach", target=req.netns)
+                # its addresses stay the container's for a while: a restart (DEL, then ADD in a
+                # new namespace) gets them back
+                self.client.call("detach", target=req.netns, grace=True)
             except NotFound:
                 pass                      # already gone: DEL is idempotent
             except RouterNotRunning:

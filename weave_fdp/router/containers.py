@@ -139,6 +139,15 @@ def parse_addresses(addrs: list[str]) -> list[str]:
     return [str(s.cidr) for s in specs]
 
 
+def _check_ident(ident: Any) -> str | None:
+    """An IPAM ident given by the caller (CNI passes the container id), or None."""
+    if ident is None or ident == "":
+        return None
+    if not isinstance(ident, str) or len(ident) > 256 or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*", ident):
+        raise UsageError(f"ident {str(ident)[:60]!r} is not a container id")
+    return ident
+
+
 class Containers:
     """The attachments of this host and the ops that change them.
 
@@ -301,6 +310,7 @@ class Containers:
         # ident: the name IPAM holds the addresses under; a container's id, however it was named
         path, ident = await asyncio.to_thread(resolve, target, args.get("docker_host"))
         label = str(args.get("label") or ident)
+        ident = _check_ident(args.get("ident")) or ident   # CNI: the container id, the same across restarts
         cifname = container_link.check_ifname(args.get("ifname") or container_link.CONTAINER_IFNAME)
         specs = parse_specs(list(args.get("addrs") or []))
         timeout = float(args.get("timeout", 30.0))
@@ -391,6 +401,7 @@ class Containers:
         if ifname not in self.attached and ifname not in live:
             raise NotFound(f"{target} is not attached to the weave network")
         cifname = self.attached.get(ifname, {}).get("container_ifname") or container_link.CONTAINER_IFNAME
+        ident = str(self.attached.get(ifname, {}).get("ident") or ident)
         specs = parse_specs(list(args.get("addrs") or []))
         if specs:
             gone = await self._detach_cidrs(path, target, specs, cifname)
@@ -411,7 +422,12 @@ class Containers:
         self.attached.pop(ifname, None)
         self._save()
         if self.ipam is not None:
-            self.ipam.release(ident)
+            if args.get("grace"):
+                # held GRACE_S for its ident (a container restarted by its runtime: CNI DEL then
+                # ADD) and released by the sweep unless it comes back
+                self.vanished[ident] = self.clock()
+            else:
+                self.ipam.release(ident)
         return await self._notify("detach", {"target": target, "netns_path": path, "all": True, "removed": gone,
                                              "args": args},
                                   {"target": target, "cidrs": [], "removed": True, "released": gone})
