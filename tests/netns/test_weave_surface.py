@@ -97,6 +97,11 @@ def test_name_forms_env_and_weave_metrics(routers: Callable[..., Routers]) -> No
     assert m[("weave_connections", (("encryption", ""), ("state", "established"), ("type", "unknown")))] == 1
     assert m[("weave_connection_terminations_total", ())] == 0
     assert m[("weave_fdp_up", ())] == 1
+    assert m[("weave_max_ips", ())] == 1 << 20                         # IPAM's range, 10.32.0.0/12
+    assert m[("weave_ips", (("state", "local-used"),))] == 0
+    r.run(1, "dns-add", "10.32.9.9", "-h", "ext.weave.local")
+    wait_until(lambda: scrape(r, 1, "127.0.0.1:6782")[("weave_dns_entries", (("state", "local"),))] == 1, 10,
+               "weave_dns_entries to count the name added here")
     r.run(2, "stop")
     wait_until(lambda: scrape(r, 1, "127.0.0.1:6782")[("weave_connection_terminations_total", ())] == 1, 15,
                "the termination to be counted")
