@@ -27,7 +27,10 @@ CORRUPTIONS = {
 
 def state_files(cl: ChaosLab, i: int) -> dict[str, Path]:
     d = Path(cl.report(i)["router"]["state_dir"])
-    return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    # (not the copies kept beside each file, <file>.prev and <file>.corrupt: damage to a copy
+    # alone changes nothing a launch reads, and they would double the matrix)
+    return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")
+            and not p.name.endswith((".prev", ".corrupt"))}
 
 
 def acknowledged(cl: ChaosLab, i: int) -> dict[str, object]:
