@@ -41,9 +41,12 @@ def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, host
     the default subnet. Prints the address of each ADDR, one per line. Attaching twice is
     harmless: the same target gets the same addresses back. The target's name (-h, --name,
     else the namespace or container name) goes into weaveDNS and its resolver points at
-    weaveDNS (docs/DNS.md), unless --without-dns.
+    weaveDNS (docs/DNS.md), unless --without-dns. A container is a Docker/Podman name or id,
+    looked up through the engine's API socket (DOCKER_HOST=unix://..., else the default
+    sockets), or a namespace path (/run/netns/NAME, /proc/PID/ns/net).
     Examples:
       weave-fdp attach netns:web1
+      DOCKER_HOST=unix:///run/podman/podman.sock weave-fdp attach web1
       weave-fdp attach net:10.32.5.0/24 ip:10.32.9.9/12 pid:4242
       weave-fdp attach 10.32.1.1/12 netns:web1
       weave-fdp attach ip:10.32.5.9/12 pid:4242 -h api.weave.local
