@@ -32,7 +32,8 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 
 @click.command()
 @click.argument("peers", nargs=-1)
-@click.option("--name", help="Peer name (MAC form, e.g. 7e:aa:bb:cc:dd:ee); default: persisted random.")
+@click.option("--name", help="Peer name (MAC form, e.g. 7e:aa:bb:cc:dd:ee, or Weave's short forms such as ::1); "
+              "default: persisted random.")
 @click.option("--nickname", help="Nickname shown next to the peer name (default: hostname).")
 @click.option("--password", envvar="WEAVE_PASSWORD", help="Encrypt and authenticate the mesh (or WEAVE_PASSWORD).")
 @click.option("--trusted-subnets", multiple=True, help="CIDR,... of underlay networks trusted without encryption.")
