@@ -58,15 +58,32 @@ iperf() {  # iperf FROM_VM TO_INDEX: Mbit/s received, container to container
     | awk '/receiver/ {print $(NF-2)}'
 }
 
-hdr "probe (this machine, then each VM)"
-printf '%-8s %s\n' host "$(.venv/bin/weave-fdp probe 2>&1 | grep -iE 'verdict|fastdp|esp' | tr '\n' ' ' | cut -c1-200)"
+hdr "probe: this machine beside each VM (weave-fdp probe --json)"
+.venv/bin/weave-fdp probe --json >"$out/probe-host.json" 2>/dev/null
 for vm in "${vms[@]}"; do
-  on "$vm" "weave-fdp probe" >"$out/probe-$vm.txt" 2>&1
+  on "$vm" "weave-fdp probe --json" >"$out/probe-$vm.json" 2>/dev/null
   rc=$?
-  [ $rc -eq 0 ] || fail "$vm: probe exit $rc (fastdp not available): see $out/probe-$vm.txt"
-  printf '%-8s exit %s  %s\n' "$vm" "$rc" "$(grep -iE 'verdict|esp' "$out/probe-$vm.txt" | tr '\n' ' ' | cut -c1-200)"
+  [ $rc -eq 0 ] || fail "$vm: probe exit $rc (fastdp not available): see $out/probe-$vm.json"
 done
-.venv/bin/weave-fdp probe >"$out/probe-host.txt" 2>&1 || true
+python3 - "$out/probe-host.json" "${vms[@]/#/$out/probe-}" <<'PY'
+import json, sys
+cols = [("host", sys.argv[1])] + [(p.rsplit("probe-", 1)[1], p + ".json") for p in sys.argv[2:]]
+data = {}
+for name, path in cols:
+    try:
+        data[name] = json.load(open(path))
+    except (OSError, ValueError):
+        data[name] = {"checks": [], "verdict": "no answer"}
+order = [c["name"] for c in data["host"].get("checks", [])]
+for d in data.values():
+    order += [c["name"] for c in d.get("checks", []) if c["name"] not in order]
+cell = lambda d, n: next(((c["result"] + (": " + c["detail"] if c["name"] in ("kernel version", "ESP/XFRM crypto") else ""))[:34]
+                          for c in d.get("checks", []) if c["name"] == n), "-")
+print(f"{'check':<28}" + "".join(f"{name:<36}" for name, _ in cols))
+for n in order:
+    print(f"{n[:27]:<28}" + "".join(f"{cell(data[name], n):<36}" for name, _ in cols))
+print(f"{'verdict':<28}" + "".join(f"{str(data[name].get('verdict'))[:34]:<36}" for name, _ in cols))
+PY
 
 hdr "connections (waiting until each VM has $((n - 1)) established fastdp)"
 for vm in "${vms[@]}"; do

@@ -30,7 +30,7 @@ done
 
 # The installer's Debian package list is the one source of truth for what the box carries.
 installer_packages() {
-  sed -n '/^packages=(/,/^)/p' "$repo/scripts/install.sh" | sed '1d;$d' | tr -s ' \n' ' '
+  sed -n '/^packages=(/,/^)/p' "$repo/scripts/install.sh" | sed '1d;$d' | sed 's/#.*//' | tr -s ' \n' ' '
 }
 # The project's Python dependencies as the installer installs them by default (runtime +
 # the "test" extra), read from pyproject.toml.
@@ -116,14 +116,22 @@ mount_all() {
 stage_key=$(echo "$suite $mirror ${base[*]} $(installer_packages)" | sha256sum | cut -c1-16)
 stage="$out/stage1-$stage_key"
 if [ ! -f "$stage/.done" ]; then
-  rm -rf "$out"/stage1-*
   stage_tmp="$stage.tmp"
   root=$stage_tmp
-  mkdir -p "$root"
-  log "debootstrap $suite from $mirror"
-  debootstrap --variant=minbase --include=ca-certificates,systemd-sysv \
-    "$suite" "$root" "$mirror" >"$out/debootstrap.log" 2>&1 \
-    || die "debootstrap failed (is $mirror reachable? set DEBIAN_MIRROR): see $out/debootstrap.log"
+  rm -rf "$root"
+  # A previous stage (the package list changed): apt installs only what is new on top of it.
+  previous=$(ls -d "$out"/stage1-*/.done 2>/dev/null | head -n1 || true)
+  if [ -n "$previous" ]; then
+    log "reusing $(dirname "$previous") for the changed package list"
+    cp -a "$(dirname "$previous")" "$root"
+    rm -f "$root/.done"
+  else
+    mkdir -p "$root"
+    log "debootstrap $suite from $mirror"
+    debootstrap --variant=minbase --include=ca-certificates,systemd-sysv \
+      "$suite" "$root" "$mirror" >"$out/debootstrap.log" 2>&1 \
+      || die "debootstrap failed (is $mirror reachable? set DEBIAN_MIRROR): see $out/debootstrap.log"
+  fi
   mount_all "$root"
   printf 'deb %s %s main\ndeb %s %s-updates main\n' "$mirror" "$suite" "$mirror" "$suite" \
     >"$root/etc/apt/sources.list"
@@ -142,6 +150,9 @@ if [ ! -f "$stage/.done" ]; then
   rm -rf "$root/var/lib/apt/lists/"*
   unmount_all "$root"
   touch "$root/.done"
+  for old in "$out"/stage1-*; do
+    case "$old" in "$stage_tmp") ;; *) rm -rf "$old" ;; esac
+  done
   mv "$stage_tmp" "$stage"
   stage_tmp=
   log "stage 1 (debootstrap + packages) took $(( $(date +%s) - start )) s"
