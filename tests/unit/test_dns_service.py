@@ -196,3 +196,23 @@ def test_parse_listen() -> None:
     with pytest.raises(UsageError, match="--dns-ttl"):
         RouterConfig(dns_ttl=-1).validate()
     assert RouterConfig(dns_domain="corp.internal").validate().dns_domain == "corp.internal."
+
+
+def test_attach_names(tmp_path: Path) -> None:
+    async def run() -> None:
+        nodes, (a,) = await mesh_of(tmp_path, 1)
+        try:
+            assert a._attach_name("netns:web1", {}) == "web1.weave.local."
+            assert a._attach_name("netns:web.1", {}) is None          # not a label: no name
+            assert a._attach_name("pid:42", {}) is None
+            assert a._attach_name("/proc/42/ns/net", {}) is None
+            assert a._attach_name("pid:42", {"hostname": "api"}) == "api.weave.local."
+            assert a._attach_name("pid:42", {"hostname": "a.b.weave.local"}) == "a.b.weave.local."
+            assert a._attach_name("netns:x", {"name": "svc"}) == "svc.weave.local."
+            with pytest.raises(UsageError, match="attached, but without a DNS name"):
+                a._attach_name("netns:x", {"hostname": "api.example.com"})
+            with pytest.raises(UsageError, match="bad label"):
+                a._attach_name("netns:x", {"name": "bad name"})
+        finally:
+            await stop_all(nodes, [a])
+    asyncio.run(run())

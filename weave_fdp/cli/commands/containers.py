@@ -9,6 +9,7 @@ import click
 from weave_fdp.cli.output import print_json
 from weave_fdp.errors import UsageError
 from weave_fdp.router.client import RouterClient
+from weave_fdp.router.dns.names import check_name
 
 
 def _engine() -> dict[str, str]:
@@ -52,6 +53,10 @@ def attach(args: tuple[str, ...], no_multicast_route: bool, timeout: float, host
       weave-fdp attach ip:10.32.5.9/12 pid:4242 -h api.weave.local
     """
     addrs, target = _split(args)
+    if hostname is not None:
+        check_name(hostname, "-h")          # syntax before anything is attached (the domain: the router's)
+    if name is not None:
+        check_name(name, "--name")
     res = RouterClient(timeout=timeout + 10).call("attach", target=target, addrs=addrs, timeout=timeout,
                                                   multicast_route=not no_multicast_route, hostname=hostname,
                                                   name=name, without_dns=without_dns, **_engine())

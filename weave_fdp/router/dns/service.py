@@ -324,8 +324,11 @@ class DnsService:
             return {"dns": {"removed": sorted({e.hostname for e in removed})}} if removed else None
         if event != "attach" or args.get("without_dns"):
             return None
-        label = args.get("hostname") or args.get("name") or names.label_from_target(target)
-        fqdn = names.qualify(label, self.domain) if label else None
+        bad_name: UsageError | None = None
+        try:
+            fqdn = self._attach_name(target, args)
+        except UsageError as exc:
+            fqdn, bad_name = None, exc
         ips = [names.check_ipv4(c) for c in info.get("cidrs") or []]
         added_at = None
         if fqdn:
@@ -333,8 +336,32 @@ class DnsService:
             added_at = round(self.clock(), 6)   # wall clock: when the name went out (benchmarks time it)
         resolv = await self._point(target, path, str(info.get("ifname") or "ethwe"))
         self._remember_target(target, path, resolv)
+        if bad_name is not None:
+            raise bad_name                      # attached and pointed at DNS, but nameless: say so
         return {"dns": {"name": fqdn, "nameserver": self.listen_ip, "resolv_conf": str(resolv) if resolv else None,
                         "added_at": added_at}}
+
+    def _attach_name(self, target: str, args: dict[str, Any]) -> str | None:
+        """The name attach registers: ``-h FQDN`` (or a bare label, put in the domain),
+        ``--name NAME`` (in the domain), else the target's own name when it makes a valid
+        label (``netns:web.1`` does not: no name then). A bad -h/--name is an error that
+        says the container is attached all the same."""
+        try:
+            if args.get("hostname"):
+                return names.qualify(str(args["hostname"]), self.domain)
+            if args.get("name"):
+                return names.check_name(f"{str(args['name']).rstrip('.')}.{self.domain}")
+        except UsageError as exc:
+            raise UsageError(f"{target} is attached, but without a DNS name: {exc.message}",
+                             fix=exc.fix or "add one with: weave-fdp dns-add TARGET -h NAME") from None
+        label = names.label_from_target(target)
+        if label is None or "." in label:
+            return None
+        try:
+            return names.check_name(f"{label}.{self.domain}")
+        except UsageError:
+            log.info("weaveDNS: %s has no name that makes a DNS label; none registered", target)
+            return None
 
     async def _point(self, target: str, path: str, ifname: str = "ethwe") -> Path | None:
         """Route and neighbour to our address in the container; its resolv.conf for netns targets."""
