@@ -52,9 +52,11 @@ class Responder:
         self.ttl = ttl
         self.rng = rng or random.Random()
         self._cache: dict[bytes, list[bytes]] = {}
+        self._turn = 0        # cached variants are served in turn (each a random order)
         self._cache_gen = -1
         self.counts = {"queries": 0, "answered": 0, "nxdomain": 0, "forwarded": 0, "formerr": 0,
                        "ignored": 0, "truncated": 0, "cache_hits": 0}
+        self.fast_hits = 0                 # answers of cached() (counted apart: it is the hot path)
         self.last_bad: str | None = None   # the cause of the last FORMERR/ignored message (for logs)
 
     # ------------------------------------------------------------ entry point
@@ -72,7 +74,8 @@ class Responder:
         if hit is not None:
             self.counts["cache_hits"] += 1
             self.counts["answered"] += 1
-            return data[:2] + self.rng.choice(hit)[2:]
+            self._turn += 1
+            return data[:2] + hit[self._turn % len(hit)]
         if data[2] & 0x80:
             return self._ignore("a response, not a query")
         try:
@@ -110,9 +113,27 @@ class Responder:
             variants = [self._pack(reply, max_size)]
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[key] = variants
+        self._cache[key] = [v[2:] for v in variants]     # without the ID: each query's is put in front
         self.counts["answered"] += 1
         return self.rng.choice(variants)
+
+    def cached(self, data: bytes) -> bytes | None:
+        """The answer to a UDP question asked before (records unchanged), else None: the
+        server's fast path, before :meth:`handle` (which counts and answers the rest)."""
+        if self._cache_gen != self.records.generation:
+            return None
+        hit = self._cache.get(b"U" + data[2:])
+        if hit is None:
+            return None
+        self.fast_hits += 1
+        self._turn += 1
+        return data[:2] + hit[self._turn % len(hit)]
+
+    def stats(self) -> dict[str, int]:
+        c = dict(self.counts)
+        for k in ("queries", "answered", "cache_hits"):
+            c[k] += self.fast_hits
+        return c
 
     # ------------------------------------------------------------ local names
 

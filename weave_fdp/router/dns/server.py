@@ -101,7 +101,7 @@ class DnsServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.responder.counts, **self.counts, "rate_limited": self.limiter.dropped,
+        return {**self.responder.stats(), **self.counts, "rate_limited": self.limiter.dropped,
                 "tcp_clients": self.tcp_clients, "forwards_in_flight": self.forwards}
 
     # ------------------------------------------------------------ one message
@@ -155,18 +155,34 @@ class DnsServer:
     # ------------------------------------------------------------ UDP
 
     def _drain_udp(self) -> None:
+        """Read what is there (up to UDP_BATCH); a repeated question is answered from the
+        responder's cache right here (the hot path), the rest by :meth:`_udp_query`."""
         sock = self._udp
+        if sock is None:
+            return
+        recv, cached, allow = sock.recvfrom, self.responder.cached, self.limiter.allow
+        limited = self.limiter.rate > 0
         for _ in range(UDP_BATCH):
-            if sock is None:
-                return
             try:
-                data, addr = sock.recvfrom(65535)
+                data, addr = recv(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:       # e.g. ICMP errors queued on the socket: keep serving
                 self.rl.info(f"udp {type(exc).__name__}", "DNS: UDP socket error: %s", exc)
                 continue
-            self.on_datagram(data, addr)
+            self.counts["udp"] += 1
+            if limited and not allow(addr[0], self.clock()):
+                self._flood(addr[0])
+                continue
+            out = cached(data) if len(data) >= 12 else None
+            if out is not None:
+                self._send_udp(out, addr)
+            else:
+                self._udp_query(data, addr)
+
+    def _flood(self, src: str) -> None:
+        self.rl.warning(f"flood {src}", "DNS: %s sends more than %g queries/s; the excess is dropped",
+                        src, self.limiter.rate)
 
     def _send_udp(self, data: bytes, addr: Any) -> None:
         if self._udp is None:
@@ -179,13 +195,15 @@ class DnsServer:
             self.rl.info(f"udp send {type(exc).__name__}", "DNS: cannot answer %s over UDP: %s", addr[0], exc)
 
     def on_datagram(self, data: bytes, addr: Any) -> None:
+        """One datagram from ``addr`` (rate limit, then :meth:`_udp_query`)."""
         self.counts["udp"] += 1
-        src = addr[0]
-        if not self.limiter.allow(src, self.clock()):
-            self.rl.warning(f"flood {src}", "DNS: %s sends more than %g queries/s; the excess is dropped",
-                            src, self.limiter.rate)
+        if not self.limiter.allow(addr[0], self.clock()):
+            self._flood(addr[0])
             return
-        out = self._answer(data, src, tcp=False)
+        self._udp_query(data, addr)
+
+    def _udp_query(self, data: bytes, addr: Any) -> None:
+        out = self._answer(data, addr[0], tcp=False)
         if isinstance(out, Forward):
             self._spawn(self._udp_forward(out, addr))
         elif out is not None:
@@ -213,9 +231,8 @@ class DnsServer:
                 data = await asyncio.wait_for(reader.readexactly(n), TCP_IDLE_S)
                 self.counts["tcp"] += 1
                 if not self.limiter.allow(src, self.clock()):
-                    self.rl.warning(f"flood {src}", "DNS: %s sends more than %g queries/s; closing its TCP "
-                                    "connection", src, self.limiter.rate)
-                    return
+                    self._flood(src)
+                    return                     # closing its TCP connection
                 out = self._answer(data, src, tcp=True)
                 if isinstance(out, Forward):
                     out = await self._forwarded(out, tcp=True)
