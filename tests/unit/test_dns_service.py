@@ -33,11 +33,15 @@ class FakeApi:
 
 
 def make_service(node: Any, state_dir: Path) -> DnsService:
+    """A service as the router makes it (joined to ``node`` at once); ``svc.test_ctx`` to start it."""
     ctx = SimpleNamespace(config=RouterConfig().validate(), api=FakeApi(), state_dir=state_dir,
                           local=SimpleNamespace(name=node.name), mesh=node, container_listeners=[],
                           sections={})
     ctx.add_report_section = lambda key, fn: ctx.sections.__setitem__(key, fn)
-    return DnsService(ctx)
+    svc = DnsService(ctx.config, state_dir, node.name)
+    svc.join(node)
+    svc.test_ctx = ctx   # type: ignore[attr-defined]
+    return svc
 
 
 async def wait_for(cond: Any, timeout: float = 10.0) -> None:
@@ -54,7 +58,7 @@ async def mesh_of(tmp_path: Path, n: int) -> tuple[list[Any], list[DnsService]]:
     for i, node in enumerate(nodes):
         svc = make_service(node, tmp_path / f"h{i + 1}")
         (tmp_path / f"h{i + 1}").mkdir()
-        await svc.start(serve=False)
+        await svc.start(svc.test_ctx, serve=False)
         svcs.append(svc)
     for a, b in zip(nodes, nodes[1:]):      # a line: names must be relayed
         sim.connect(a, b)
@@ -94,7 +98,7 @@ def test_late_joiner_gets_everything_and_a_leaver_takes_its_names(tmp_path: Path
         late = sim.make_node(9, gossip_interval=0, gc_grace=0.2)
         (tmp_path / "h9").mkdir()
         d = make_service(late, tmp_path / "h9")
-        await d.start(serve=False)
+        await d.start(d.test_ctx, serve=False)
         try:
             a.add("db.weave.local.", "weave:extern", ["10.32.5.5"])
             await wait_for(lambda: b.records.lookup("db.weave.local.") == ["10.32.5.5"])
@@ -122,9 +126,9 @@ def test_restart_restores_local_names_and_answers_stale_copies(tmp_path: Path) -
             # the router of a restarts; meanwhile gone's removal was persisted before the stop
             a.remove(container="netns:g")
             await a.stop()
-            fresh = make_service(nodes[0], a.file.parent)
             nodes[0].channels.pop("dns")
-            await fresh.start(serve=False)
+            fresh = make_service(nodes[0], a.file.parent)
+            await fresh.start(fresh.test_ctx, serve=False)
             assert fresh.records.lookup("keep.weave.local.") == ["10.32.1.1"]
             assert not fresh.records.known("gone.weave.local.")
             # b still has a stale live copy of gone (say it missed the tombstone): b's full state

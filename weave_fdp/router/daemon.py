@@ -75,6 +75,11 @@ class Router:
                          uid=random.getrandbits(63), incarnation=int(time.time() * 1000), short_id=sid)
         self.node = node = MeshNode(ident, port=cfg.port, conn_limit=cfg.conn_limit)
         self.state.save_peer(name, sid)
+        if not cfg.no_dns:
+            from weave_fdp.router.dns.service import DnsService
+
+            self.dns = DnsService(cfg, self.state.dir, name)
+            self.dns.join(node)   # before any link: no early dns gossip is dropped
         if self.ipam is not None:
             self.ipam.start(node)
         self.overlays = load_overlays(cfg)
@@ -113,8 +118,8 @@ class Router:
         given = [format_address(*parse_peer_address(p, cfg.port)) for p in cfg.peers]
         direct = self.state.initial_targets(given, resume=cfg.resume)
         self.maker.add_direct([parse_peer_address(p, cfg.port) for p in direct])
-        if not cfg.no_dns:
-            await self._start_dns()   # after the mesh: a restarted router reconnects first
+        if self.dns is not None:
+            await self.dns.start(self.ctx)   # sockets after the mesh: a restarted router reconnects first
         self.ready.set()
         log.info("router %s(%s) short id %d listening on TCP %d, overlays: %s", name, ident.nickname, sid,
                  cfg.port, ", ".join(o.name for o in self.overlays) or "none")
@@ -148,14 +153,6 @@ class Router:
         assert self.ctx is not None
         containers.register(self.api, ports, self.state.dir, ipam=self.ipam,
                            listeners=self.ctx.container_listeners)
-
-    async def _start_dns(self) -> None:
-        """weaveDNS: names gossiped on channel "dns", answered on the bridge (docs/DNS.md)."""
-        from weave_fdp.router.dns.service import DnsService
-
-        assert self.ctx is not None
-        self.dns = DnsService(self.ctx)
-        await self.dns.start()
 
     def _start_metrics(self, addr: str) -> None:
         """Serve /metrics from a thread; each scrape takes a report on the loop (a consistent view).

@@ -61,21 +61,25 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class DnsService:
-    def __init__(self, ctx: Any, *, clock: Any = time.time) -> None:
-        cfg = ctx.config
-        self.ctx = ctx
+    """Made and joined to the mesh as soon as the mesh node exists (:meth:`join`: no gossip
+    that arrives early is lost), started once the router's context is there (:meth:`start`)."""
+
+    def __init__(self, config: Any, state_dir: Path, local_name: str, *, clock: Any = time.time) -> None:
+        cfg = config
+        self.ctx: Any = None
+        self.mesh: Any = None
         self.clock = clock
         self.domain = names.check_domain(cfg.dns_domain)
         self.ttl = int(cfg.dns_ttl)
         self.listen_ip, self.listen_port = parse_listen(cfg.dns_listen_address)
         self.network = cfg.ipalloc_range or None   # "" = IPAM off: no range to hold addresses to
-        self.records = Records(ctx.local.name)
+        self.records = Records(local_name)
         self.responder = Responder(self.records, self.domain, self.ttl)
         self.upstream = Upstream(exclude={self.listen_ip})
         rate = float(cfg.dns_rate_limit)
         self.server = DnsServer(self.responder, self.upstream, self.listen_ip, self.listen_port, device="weave",
                                 limiter=SourceLimiter(rate, max(DEFAULT_BURST, 2 * rate)))
-        self.file = Path(ctx.state_dir) / STATE_FILE
+        self.file = Path(state_dir) / STATE_FILE
         self.targets: dict[str, dict[str, Any]] = {}   # container -> {"path", "ns": [dev, ino], "resolv"}
         self.rl = RateLimitedLog(log)
         self.channel: Any = None
@@ -85,23 +89,30 @@ class DnsService:
         self._peers: set[str] = set()
         self._absent: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._load()
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self, *, serve: bool = True) -> None:
-        """Restore, join the gossip, register ops and the attach hook; with ``serve`` (the
-        router) also put the address on the bridge and answer on it."""
+    def join(self, mesh: Any) -> None:
+        """Take part in the gossip of channel "dns" (restored names go out with the first links)."""
+        if self.mesh is not None or mesh is None:
+            return
+        self.mesh = mesh
+        self.channel = mesh.register_channel(CHANNEL, self)
+        mesh.listeners.append(self._on_mesh)
+
+    async def start(self, ctx: Any, *, serve: bool = True) -> None:
+        """Register ops, the attach hook and the report section; with ``serve`` (the router)
+        also put the address on the bridge and answer on it."""
         from weave_fdp.plumbing import dns_link
 
-        self._load()
-        self.ctx.add_report_section("dns", self.report)
+        self.ctx = ctx
+        self.join(ctx.mesh)
+        self._on_mesh()                       # links made before we joined get our state now
+        ctx.add_report_section("dns", self.report)
         for op, fn in (("dns-add", self.op_add), ("dns-remove", self.op_remove), ("dns-lookup", self.op_lookup)):
-            self.ctx.api.register(op, fn)
-        self.ctx.container_listeners.append(self.on_container)
-        mesh = self.ctx.mesh
-        if mesh is not None:
-            self.channel = mesh.register_channel(CHANNEL, self)
-            mesh.listeners.append(self._on_mesh)
+            ctx.api.register(op, fn)
+        ctx.container_listeners.append(self.on_container)
         self._task = asyncio.get_running_loop().create_task(self._housekeeping())
         if not serve:
             self.error = "not serving (no sockets)"
@@ -213,7 +224,9 @@ class DnsService:
 
     def _on_mesh(self) -> None:
         """New connections get our full state; peers gone from the topology lose their names."""
-        mesh = self.ctx.mesh
+        mesh = self.mesh
+        if mesh is None:
+            return
         links = set(mesh.links)
         if links - self._links and self.channel is not None:
             full = self.gossip()
@@ -263,7 +276,7 @@ class DnsService:
     def _sweep_absent(self, mono: float) -> None:
         """Origins we hold names of but the topology does not know (names that arrived
         before or after their peer): purged after a grace period."""
-        mesh = self.ctx.mesh
+        mesh = self.mesh
         if mesh is None:
             return
         peers = set(mesh.topology.peers)
@@ -456,8 +469,8 @@ class DnsService:
 
     def report(self) -> dict[str, Any]:
         nick = {}
-        if self.ctx.mesh is not None:
-            nick = {n: e.nickname for n, e in self.ctx.mesh.topology.peers.items()}
+        if self.mesh is not None:
+            nick = {n: e.nickname for n, e in self.mesh.topology.peers.items()}
         entries = [{"name": e.hostname, "container": e.container, "address": e.addr, "origin": e.origin,
                     "origin_nickname": nick.get(e.origin), "version": e.version, "live": e.live}
                    for e in self.records.entries()]
