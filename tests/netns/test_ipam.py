@@ -185,8 +185,11 @@ def test_restart_every_router_keeps_every_address(lab3: Lab) -> None:
               for i in (1, 2, 3)}
     for i in (1, 2, 3):
         os.kill(router_pid(lab, i), signal.SIGKILL)          # a crash, not a clean stop
-    for i in (1, 2, 3):
-        cli(lab, i, "launch", "--resume", "--nickname", f"h{i}")
+    launches = [lab.popen(i, [*weave_command(), "launch", "--resume", "--nickname", f"h{i}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
+    for p in launches:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
     for i in (1, 2, 3):
         after = {p["container"]: p["cidrs"] for p in json.loads(cli(lab, i, "ps", "--json").stdout)}
         assert after == before[i]
@@ -247,10 +250,20 @@ def test_seed_peers_allocate_apart_then_connect_without_clash(make_lab) -> None:
     lab.routers = lab.state.routers = True
     lab._save()
     seed = "seed=" + ",".join(names)
-    for i in (1, 2):
-        cli(lab, i, "launch", "--name", names[i - 1], "--nickname", f"h{i}", "--ipalloc-init", seed)
-    got = {(i, j): cli(lab, i, "attach", f"netns:{lab.container_ns(i, j)}").stdout.strip()
-           for i in (1, 2) for j in (1, 2, 3)}
+    launches = [lab.popen(i, [*weave_command(), "launch", "--name", names[i - 1], "--nickname", f"h{i}",
+                              "--ipalloc-init", seed], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in (1, 2)]
+    for p in launches:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    attaches = {(i, j): lab.popen(i, [*weave_command(), "attach", f"netns:{lab.container_ns(i, j)}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in (1, 2) for j in (1, 2, 3)}
+    got = {}
+    for k, p in attaches.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        got[k] = out.strip()
     assert len(set(got.values())) == 6
     cli(lab, 1, "connect", lab.host_ip(2))
     wait_for(lambda: all(e["reachable"] for e in ipam(lab, 1)["entries"]) and len(ipam(lab, 1)["entries"]) == 2,
