@@ -98,3 +98,17 @@ def test_attach_grammar() -> None:
                      ("net:nope", "bad subnet"), ("10.32.1.1", "prefix length"), ("ip:10.32.1.300/12", "bad address")]:
         with pytest.raises(UsageError, match=why):
             parse_specs([bad])
+
+
+def test_status_ipam_lines_in_weaves_shape() -> None:
+    from weave_fdp.cli.commands.router import ipam_lines, ipam_rows
+
+    st = {"status": "ready", "range": "10.32.0.0/12", "default_subnet": "10.32.0.0/12", "conflicts": [],
+          "entries": [{"name": sim_name(1), "nickname": "h1", "size": 349526, "share": 33.33, "free": 349523,
+                       "active": 3, "reachable": True},
+                      {"name": sim_name(2), "nickname": "h2", "size": 349525, "share": 33.33, "free": 349525,
+                       "active": None, "reachable": False}]}
+    lines = ipam_lines(st)
+    assert lines[0].startswith(f"{sim_name(1)}(h1)") and "349526 IPs (33.3% of total) (3 active, 349523 available)" in lines[0]
+    assert lines[1].endswith("(349525 available) - unreachable!")
+    assert ("DefaultSubnet", "10.32.0.0/12") in ipam_rows(st)

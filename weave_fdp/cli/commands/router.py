@@ -409,7 +409,9 @@ def ipam_lines(ipam: dict[str, Any]) -> list[str]:
         label = _peer_label(e["name"], e.get("nickname"))
         line = f"{label:<34} {e['size']:>8} IPs ({e['share']:04.1f}% of total)"
         if e.get("active") is not None:
-            line += f" ({e['active']} active)"
+            line += f" ({e['active']} active, {e['free']} available)"
+        else:
+            line += f" ({e['free']} available)"
         if not e["reachable"]:
             line += " - unreachable!"
         out.append(line)
