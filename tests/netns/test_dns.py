@@ -201,6 +201,26 @@ def test_names_survive_a_router_restart(dns: DnsLab) -> None:
     dns.w(3, "dns-remove", "10.32.3.77", "-h", "extra.weave.local")
 
 
+def test_a_name_removed_during_a_partition_stays_removed(dns: DnsLab) -> None:
+    lab = dns.lab
+    ns = lab.add_container(1)
+    lab.exec(1, [*W, "attach", "10.32.1.70/12", f"netns:{ns}", "-h", "parted"])
+    wait_until(lambda: dns.short(3, 1, "parted.weave.local") == ["10.32.1.70"], 20, "parted on h3")
+    lab.cut(1, 3)
+    lab.cut(2, 3)
+    try:
+        # h3 alone: the peers it lost take their names with them
+        wait_until(lambda: status(dns.dig(3, 1, "parted.weave.local")) == "NXDOMAIN", 60, "h3 drops h1's names")
+        lab.exec(1, [*W, "detach", f"netns:{ns}"])
+        wait_until(lambda: status(dns.dig(2, 1, "parted.weave.local")) == "NXDOMAIN", 15, "removed on h2")
+    finally:
+        lab.restore(1, 3)
+        lab.restore(2, 3)
+    wait_until(lambda: len(dns.short(3, 1, "svc.weave.local")) == 5, 60, "h3 back in the mesh")
+    for i in (1, 2, 3):
+        assert status(dns.dig(i, 1, "parted.weave.local")) == "NXDOMAIN", i
+
+
 FUZZ = r'''
 import os, random, socket, struct, sys
 from dnslib import DNSRecord
