@@ -30,7 +30,7 @@ fuzz:
 	@WEAVE_FDP_EXTRAS=reliability bash scripts/install.sh
 	@$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
 
-# fault injection over labs of routers (about 25 min; CHAOS_CYCLES, CHAOS_FLAP_SECONDS shorten it);
+# fault injection over labs of routers (about 45 min; CHAOS_CYCLES, CHAOS_FLAP_SECONDS shorten it);
 # prints what each scenario did and saw, then the summary table (docs/RELIABILITY.md)
 chaos: install
 	@$(PYTEST) tests/chaos -m chaos -s $(PYTEST_ARGS)
@@ -40,6 +40,13 @@ chaos: install
 test-podman:
 	@WEAVE_FDP_PODMAN=1 bash scripts/install.sh
 	@$(PYTEST) tests -m podman $(PYTEST_ARGS)
+
+# 30 minutes of traffic and churn on a 4-host lab, sampled every minute (SOAK_MINUTES shortens it);
+# writes docs/soak.csv and docs/soak.png, fails when something grows beyond noise
+SOAK_MINUTES ?= 30
+soak:
+	@WEAVE_FDP_EXTRAS=reliability bash scripts/install.sh
+	@$(PY) -m tests.chaos.soak --minutes $(SOAK_MINUTES) --out docs
 
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,13 +57,18 @@ class Ping:
 
     def __init__(self, lab: Lab, src: tuple[int, int], dst_ip: str, interval: float = 0.02) -> None:
         self.interval = interval
+        # a file, not a pipe: nobody reads while it runs, and a full pipe would stop ping
+        self.out = tempfile.TemporaryFile("w+")
         self.proc = lab.popen_container(*src, ["ping", "-D", "-n", "-i", str(interval), "-W", "1", dst_ip],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        stdout=self.out, stderr=subprocess.STDOUT, text=True)
         self.runs: list[tuple[float, int]] = []     # (time of the run, probes lost in it)
 
     def stop(self) -> tuple[int, int, float]:
         self.proc.send_signal(signal.SIGINT)
-        out = self.proc.communicate(timeout=20)[0]
+        self.proc.wait(timeout=20)
+        self.out.seek(0)
+        out = self.out.read()
+        self.out.close()
         m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         if not m:
             raise AssertionError(f"ping printed no summary: {out[-500:]}")
