@@ -1,7 +1,8 @@
 """The state dir's files truncated or corrupted before a launch. Acceptable outcomes: the
 launch fails with one clear `error:` line naming the file (and no router left restarting),
 or it starts with the acknowledged state intact (same peer name, same direct peers, the
-container still listed). A router that starts with that state silently replaced (a new
+container still listed). Each file is damaged alone (empty, cut in half, garbage, JSON of the
+wrong type) and together with the copy the router keeps beside it (``<file>.prev``). A router that starts with that state silently replaced (a new
 peer name, forgotten peers or containers) is a failure: that is lost acknowledged state."""
 
 from __future__ import annotations
@@ -43,12 +44,21 @@ def acknowledged(cl: ChaosLab, i: int) -> dict[str, object]:
 
 
 def corrupt_and_relaunch(cl: ChaosLab, fname: str, how: str) -> tuple[str, str]:
-    """-> (outcome, detail): "error" (clear refusal), "intact", "SILENT RESET" or "CRASH"."""
+    """-> (outcome, detail): "error" (clear refusal), "intact", "SILENT RESET" or "CRASH".
+    ``how`` "both garbage": the file and the copy kept beside it (``<file>.prev``) both damaged."""
     want = acknowledged(cl, 1)
-    path = state_files(cl, 1)[fname]
+    files = state_files(cl, 1)
+    path = files[fname]
     cl.cli(1, "stop")
     good = path.read_bytes()
-    path.write_bytes(CORRUPTIONS[how](good))
+    prev = files.get(fname + ".prev")
+    prev_good = prev.read_bytes() if prev is not None else None
+    if how == "both garbage":
+        path.write_bytes(CORRUPTIONS["garbage"](good))
+        if prev is not None:
+            prev.write_bytes(CORRUPTIONS["garbage"](prev_good or b""))
+    else:
+        path.write_bytes(CORRUPTIONS[how](good))
     r = cl.launch(1, check=False)
     try:
         if r.returncode != 0:
@@ -66,6 +76,8 @@ def corrupt_and_relaunch(cl: ChaosLab, fname: str, how: str) -> tuple[str, str]:
     finally:
         cl.cli(1, "stop", check=False)
         path.write_bytes(good)
+        if prev is not None and prev_good is not None:
+            prev.write_bytes(prev_good)
         cl.launch(1)
         cl.wait_converged(60, hosts=[1])
 
@@ -100,6 +112,6 @@ def test_peer_file_corrupted_before_launch(chaos_lab) -> None:
 
 def test_every_state_file_corrupted_before_launch(chaos_lab) -> None:
     cl = chaos_lab(2)
-    files = list(state_files(cl, 1))
+    files = [f for f in state_files(cl, 1) if not f.endswith(".prev")]
     print(f"[chaos] state files of h1: {files}", flush=True)
-    _check(run_matrix(cl, files, list(CORRUPTIONS)))
+    _check(run_matrix(cl, files, [*CORRUPTIONS, "both garbage"]))
