@@ -147,3 +147,16 @@ def test_failed_handshakes_are_logged_once_per_cause_per_interval(caplog: pytest
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3, lines      # two causes, then the first again after the interval
     assert "more of this kind" in lines[-1]
+
+
+def test_bytes_queued_to_peers_are_bounded_per_peer_and_overall() -> None:
+    from weave_fdp.router.mesh.admission import MAX_WRITE_BUFFER, MAX_WRITE_TOTAL, WRITE_CHECKED, write_overflow
+
+    def total_must_not_be_asked() -> int:
+        raise AssertionError("a short queue must not cost a sum over all peers")
+
+    assert write_overflow(WRITE_CHECKED, total_must_not_be_asked) is None
+    assert "too slow" in (write_overflow(MAX_WRITE_BUFFER + 1, total_must_not_be_asked) or "")
+    # 30 peers that stop reading, 3 MiB queued to each: the total is what stops them
+    assert write_overflow(3 << 20, lambda: 30 * (3 << 20)) is not None
+    assert write_overflow(3 << 20, lambda: MAX_WRITE_TOTAL) is None

@@ -13,12 +13,14 @@ host commonly holds a whole /64), with time passed in:
   whatever the number of connections.
 - ``InboundFailures``: failed inbound handshakes aggregated per source (count, last reason,
   first and last time), for ``status connections``: one row per source, not per attempt.
+- ``write_overflow``: bytes queued to peers that do not read, per peer and overall.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # handshakes (docs/SECURITY.md "Control-plane limits")
@@ -34,6 +36,11 @@ MAX_SOURCES = 4096           # sources remembered at once (bounded memory)
 SMALL_FRAME = 64 << 10       # bytes; frames up to this size need no reservation
 RX_BUDGET = 32 << 20         # bytes of large frame bodies being received, overall
 RX_BUDGET_PER_SOURCE = 8 << 20   # ... from one source (at least one largest frame)
+
+# bytes queued to peers
+MAX_WRITE_BUFFER = 32 << 20  # to one peer before we give up on it
+MAX_WRITE_TOTAL = 64 << 20   # to all peers together
+WRITE_CHECKED = 1 << 20      # a queue this long is checked against the total
 
 # failure book
 FAILURE_SOURCES = 32         # sources shown
@@ -166,6 +173,20 @@ class RxBudget:
     def status(self) -> dict[str, int]:
         return {"used": self.used, "total": self.total, "per_source": self.per_source, "peak": self.peak,
                 "waits": self.waits, "sources": len(self.by_source)}
+
+
+def write_overflow(queued: int, all_queued: Callable[[], int]) -> str | None:
+    """Why a connection with ``queued`` bytes waiting to be sent must be closed, or None.
+
+    Over MAX_WRITE_BUFFER to this peer; or, once this peer's queue is WRITE_CHECKED long
+    (a healthy peer's never is), over MAX_WRITE_TOTAL to all peers (``all_queued()``, only
+    computed then): the slow peer being written to is the one dropped.
+    """
+    if queued > MAX_WRITE_BUFFER:
+        return f"peer too slow: {queued >> 20} MiB waiting to be sent to it"
+    if queued > WRITE_CHECKED and all_queued() > MAX_WRITE_TOTAL:
+        return f"peer too slow: {queued >> 20} MiB waiting for it, over {MAX_WRITE_TOTAL >> 20} MiB for all peers"
+    return None
 
 
 @dataclass

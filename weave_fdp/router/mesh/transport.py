@@ -26,7 +26,7 @@ from weave_fdp.errors import FdpError, ProtocolError
 from weave_fdp.ratelog import RateLimitedLog
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.admission import (SMALL_FRAME, HandshakeAdmission, InboundFailures, RxBudget,
-                                             source_of)
+                                             source_of, write_overflow)
 from weave_fdp.router.mesh.codec import Features
 from weave_fdp.router.mesh.crypto import KeyPair, SessionCipher
 from weave_fdp.router.mesh.node import MeshNode
@@ -37,7 +37,6 @@ HANDSHAKE_TIMEOUT = 5.0     # seconds for the whole handshake
 CONNECT_TIMEOUT = 4.0       # seconds for TCP connect
 HEARTBEAT_INTERVAL = 2.0    # seconds
 READ_DEADLINE = 7.0         # seconds without any frame -> link is dead
-MAX_WRITE_BUFFER = 32 << 20  # bytes queued to a slow peer before we give up on it
 READ_BUFFER = 16 << 10      # bytes: a connection's reader stops reading the socket at twice this
 READ_CHUNK = 64 << 10       # bytes read at a time into a large frame's body
 
@@ -78,6 +77,12 @@ class TcpLink:
     def send(self, tag: int, body: Any) -> None:
         if self.closed_reason is not None:
             return
+        self._write(tag, body)
+        why = write_overflow(self.writer.transport.get_write_buffer_size(), self._all_queued)
+        if why is not None:
+            self.close(why)
+
+    def _write(self, tag: int, body: Any) -> None:
         plain = codec.encode_message(tag, body)
         payload = self.cipher.seal(plain) if self.cipher else plain
         frame = codec.encode_frame(payload)
@@ -85,18 +90,25 @@ class TcpLink:
         if tag in (codec.GOSSIP, codec.GOSSIP_BROADCAST, codec.GOSSIP_UNICAST):
             self.node.gossip_tx_bytes += len(frame)
         self.writer.write(frame)
-        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self.close("peer too slow: write buffer full")
+
+    def _all_queued(self) -> int:
+        """Bytes waiting to be sent to every peer (links of other kinds count nothing)."""
+        total = 0
+        for link in self.node.links.values():
+            writer = getattr(link, "writer", None)
+            if writer is not None:
+                total += writer.transport.get_write_buffer_size()
+        return total
 
     def close(self, reason: str) -> None:
         if self.closed_reason is not None:
             return
+        self.closed_reason = reason   # first: nothing below may close it again
         if not reason.startswith("peer closed") and not self.writer.is_closing():
             try:
-                self.send(codec.CLOSE, {"r": reason[:200]})
+                self._write(codec.CLOSE, {"r": reason[:200]})
             except Exception:
                 pass
-        self.closed_reason = reason
         self.writer.close()
         current = asyncio.current_task()
         for t in self._tasks:
