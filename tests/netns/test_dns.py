@@ -110,6 +110,8 @@ def test_names_resolve_across_hosts_with_dig_and_getent(dns: DnsLab) -> None:
     assert out.split()[:2] == [dns.ip(3, 2), f"{other}.weave.local"], out
     conf = Path(f"/etc/netns/{dns.name(1, 1)}/resolv.conf").read_text()
     assert f"nameserver {DNS}" in conf and "search weave.local" in conf
+    st = dns.w(1, "status").stdout
+    assert "Service: dns" in st and "Domain: weave.local." in st and f"Upstream: {UPSTREAM}" in st, st
 
 
 def test_five_containers_share_a_name_every_answer_holds_all_in_varying_order(dns: DnsLab) -> None:

@@ -377,7 +377,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
                "connections": len(conns), "established": est, "failed": failed,
                "targets": len(rep["targets"]), "uptime_s": r["uptime_s"],
                "ipam": {k: v for k, v in (rep.get("ipam") or {}).items()
-                        if k in ("status", "range", "default_subnet")} or None}
+                        if k in ("status", "range", "default_subnet")} or None,
+               "dns": dns_summary(rep.get("dns"))}
     if as_json:
         print_json(summary)
         return
@@ -394,6 +395,27 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo("")
         for k, v in ipam_rows(ipam):
             click.echo(f"{k:>15}: {v}")
+    if summary["dns"]:
+        click.echo("")
+        for k, v in dns_rows(summary["dns"]):
+            click.echo(f"{k:>15}: {v}")
+
+
+def dns_summary(dns: Any) -> dict[str, Any] | None:
+    """What `status` says of weaveDNS (None when it is off)."""
+    if not isinstance(dns, dict):
+        return None
+    return {"domain": dns.get("domain"), "upstream": dns.get("upstream") or [], "ttl": dns.get("ttl"),
+            "entries": len(dns.get("entries") or []), "address": dns.get("address"), "error": dns.get("error")}
+
+
+def dns_rows(dns: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The DNS block of `status`, as Weave prints it (plus where it listens)."""
+    rows = [("Service", "dns"), ("Domain", dns["domain"]), ("Upstream", ", ".join(dns["upstream"]) or "none"),
+            ("TTL", dns["ttl"]), ("Entries", dns["entries"]), ("Address", dns["address"])]
+    if dns.get("error"):
+        rows.append(("Error", dns["error"]))
+    return rows
 
 
 def ipam_rows(ipam: dict[str, Any]) -> list[tuple[str, Any]]:
