@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman bench fuzz chaos soak lint clean vm-box vm-up vm-check vm-test vm-down
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench fuzz chaos soak lint clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -13,7 +13,7 @@ demo: install
 
 # every tier but the VM lab and Podman; of the chaos tier only its short scenarios (chaos_short)
 test: install
-	@$(PYTEST) tests -m "not lab and not podman and (not chaos or chaos_short)" $(PYTEST_ARGS)
+	@$(PYTEST) tests -m "not lab and not podman and not ipam_modes and (not chaos or chaos_short)" $(PYTEST_ARGS)
 
 test-unit: install
 	@$(PYTEST) tests -m unit $(PYTEST_ARGS)
@@ -51,6 +51,7 @@ soak:
 bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
 	@$(VENV)/bin/weave-fdp bench dns
+	@$(VENV)/bin/weave-fdp bench ipam
 
 # The multi-VM lab (Vagrant + libvirt; software emulation where KVM does not work):
 # not part of `make test` (it takes far longer; see README "Multi-VM lab").

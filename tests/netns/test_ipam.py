@@ -1,5 +1,7 @@
 """IPAM over real routers in namespaces: attach with no address, restarts, rmpeer, expose/hide,
-observer and seed modes, bad input. One 3-host lab serves the first tests (in file order)."""
+observer and seed modes, bad input. One 3-host lab serves the first tests (in file order).
+The observer, seed and cloned-name tests build their own labs: `make test-ipam` runs them
+(marker ipam_modes), `make test` the rest."""
 
 from __future__ import annotations
 
@@ -224,6 +226,7 @@ def test_rmpeer_of_a_killed_router_reclaims_its_space(lab3: Lab) -> None:
     wait_for(lambda: h3["name"] not in {e["name"] for e in ipam(lab, 2)["entries"]}, 30, "h2 to learn of rmpeer")
 
 
+@pytest.mark.ipam_modes
 def test_observer_alone_cannot_allocate_until_a_voter_joins(make_lab) -> None:
     lab = make_lab(hosts=2, topology="full")
     lab.add_container(1)
@@ -241,6 +244,7 @@ def test_observer_alone_cannot_allocate_until_a_voter_joins(make_lab) -> None:
     assert cli(lab, 1, "prime", "--timeout", "5").stdout.strip() == "ready"
 
 
+@pytest.mark.ipam_modes
 def test_seed_peers_allocate_apart_then_connect_without_clash(make_lab) -> None:
     lab = make_lab(hosts=2, topology="full")
     names = ["7e:00:00:00:00:01", "7e:00:00:00:00:02"]
@@ -317,6 +321,7 @@ def test_bad_input_one_line_and_exit_code(make_lab) -> None:
     assert r.returncode == 1 and path in r.stderr and "rm " in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.ipam_modes
 def test_cloned_identity_is_refused_on_both_sides(make_lab) -> None:
     lab = make_lab(hosts=2, topology="full")
     lab.routers = lab.state.routers = True
