@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 import struct
 import tempfile
@@ -48,8 +47,6 @@ from weave_fdp.router.mesh.codec import ConnEntry, Features, PeerEntry
 from weave_fdp.router.mesh.node import Identity, MeshNode
 from weave_fdp.router.mesh.transport import TcpTransport
 from weave_fdp.router.state import RouterState
-
-logging.disable(logging.CRITICAL)   # refusals log warnings; millions of them only slow the fuzzer
 
 LOCAL = "02:00:00:00:00:01"
 PEER_A = "02:00:00:00:00:02"

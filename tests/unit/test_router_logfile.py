@@ -15,7 +15,7 @@ def test_log_is_capped_and_stray_output_follows_rotation(tmp_path: Path) -> None
     handler = RouterLogHandler(path, max_bytes=4096, backups=2, fds=(stray,))
     try:
         for i in range(2000):        # a flood of ~150 kB of log lines (straight to the handler:
-            # another test module may have called logging.disable)
+            # the handler alone is under test)
             handler.handle(logging.makeLogRecord({"msg": "connection from 192.0.2.66:%d failed: not a weave-fdp peer",
                                                   "args": (40000 + i,), "levelno": logging.WARNING}))
         os.write(stray, b"Traceback: written by a crash after the rotations\n")
