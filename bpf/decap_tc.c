@@ -4,6 +4,10 @@
  * from peers, already stripped of their outer headers by the kernel, with the
  * tunnel key as metadata. VNI = src_peer | dst_peer << 12 (fdp_abi.h).
  *
+ *   outer source not a neighbour's  -> drop (unknown-source): strangers on the underlay
+ *   neighbour may not send this     -> drop (fdp_source_check: wrong-source,
+ *                                      source-not-fastdp, sealed-peer)
+ *
  *   dst_peer == this peer   -> learn src MAC, deliver: redirect_peer into the
  *                              container's ethwe, or one clone per local port
  *   dst_peer == src_peer    -> flood: on along src_peer's broadcast tree and
@@ -53,8 +57,9 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 	struct fdp_mac_entry *dst;
 	struct fdp_config *cfg;
 	struct fdp_peer *hop;
+	struct fdp_neigh *nb;
 	__u32 vni, remote, src_peer, dst_peer, len = skb->len;
-	int reason;
+	int reason, is_hb;
 
 	cfg = fdp_get_config();
 	if (!cfg)
@@ -63,6 +68,9 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 		return fdp_drop(FDP_DROP_NO_TUNNEL_KEY);
 	if (vni > FDP_VNI_MAX)
 		return fdp_drop(FDP_DROP_BAD_VNI);
+	nb = fdp_get_neigh(remote);
+	if (!nb)
+		return fdp_drop(FDP_DROP_UNKNOWN_SOURCE);
 	src_peer = vni & FDP_SHORT_ID_MASK;
 	dst_peer = (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
 	if (src_peer == cfg->local_peer)
@@ -74,7 +82,11 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 	if (reason)
 		return fdp_drop(reason);
 
-	if (dst_peer == cfg->local_peer && key.ethertype == bpf_htons(FDP_HEARTBEAT_ETHERTYPE)) {
+	is_hb = dst_peer == cfg->local_peer && key.ethertype == bpf_htons(FDP_HEARTBEAT_ETHERTYPE);
+	reason = fdp_source_check(nb, src_peer, !is_hb);
+	if (reason)
+		return fdp_drop(reason);
+	if (is_hb) {
 		fdp_peer_rx(src_peer, len);
 		return fdp_heartbeat(skb, cfg, src_peer, remote);
 	}

@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 2
+#define FDP_ABI_VERSION 3
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
@@ -92,6 +92,22 @@ enum fdp_peer_flags {
 	FDP_PEER_KNOWN = 1,   /* the slot holds a peer of the mesh */
 };
 
+/*
+ * fdp_neigh.flags. Who may send what over UDP 6784 (docs/SECURITY.md): a frame
+ * is taken only when the outer source address is a direct neighbour's
+ * (fdp_neigh), the VNI's source peer is that neighbour (or, for a relayed or
+ * flooded frame, a peer behind it), and that neighbour's connection is in
+ * fastdp mode and may carry plain VXLAN.
+ */
+enum fdp_neigh_flags {
+	FDP_NEIGH_KNOWN = 1,  /* a direct neighbour with an established connection: heartbeats accepted */
+	FDP_NEIGH_SEALED = 2, /* its connection must be encrypted: plain VXLAN data is never accepted */
+	FDP_NEIGH_XFRM = 4,   /* encrypted fastdp (IPsec ESP transport on UDP 6784): the kernel's inbound
+	                       * xfrm policy (level required) refused anything that did not come in ESP
+	                       * before the VXLAN device, so fdp_from_tunnel accepts its frames even when
+	                       * SEALED; fdp_from_underlay never takes them (it runs before xfrm) */
+};
+
 /* fdp_flow_stats.path: where the last frame of the flow went */
 enum fdp_path {
 	FDP_PATH_LOCAL = 0,   /* stayed on this host (bridge) */
@@ -119,7 +135,12 @@ enum fdp_drop_reason {
 	FDP_DROP_CLONE = 12,         /* bpf_clone_redirect failed: one copy of a flood lost */
 	FDP_DROP_ENCAP = 13,         /* direct path: headers pushed but not written (frame half-built) */
 	FDP_DROP_DECAP = 14,         /* direct path: headers stripped but the frame not rebuilt */
-	FDP_DROP_MAX = 15,
+	FDP_DROP_UNKNOWN_SOURCE = 15,/* UDP 6784 from an address that is no neighbour's (a stranger) */
+	FDP_DROP_WRONG_SOURCE = 16,  /* VNI names a direct neighbour, but it came from another one's address */
+	FDP_DROP_SOURCE_NOT_FASTDP = 17, /* the sending neighbour's connection is not in fastdp mode */
+	FDP_DROP_SEALED_PEER = 18,   /* plain VXLAN data from a neighbour whose connection must be encrypted */
+	FDP_DROP_BAD_VXLAN = 19,     /* UDP 6784 that is no RFC 7348 VXLAN (short, flags, reserved bits) */
+	FDP_DROP_MAX = 20,
 };
 
 /* fdp_config[0]: written by the loader. */
@@ -186,6 +207,13 @@ struct fdp_underlay {
 	__u32 src_ip;         /* outer source IPv4 (the route's preferred source, network order) */
 	__u32 gw_ip;          /* neighbour to send to: the route's gateway, else the next hop (network order) */
 	__u32 pad;
+};
+
+/* fdp_neigh[outer IPv4 of a direct neighbour, network order]: who may send from there. */
+struct fdp_neigh {
+	__u16 peer;           /* short ID of the neighbour at that address */
+	__u8 mode;            /* enum fdp_mode of the connection to it */
+	__u8 flags;           /* enum fdp_neigh_flags */
 };
 
 /* Flow = MACs plus the IPv4 5-tuple where present (zeros otherwise). */

@@ -8,13 +8,16 @@
  *   UDP 6784, VXLAN, VNI src=a known peer, dst=this peer, inner unicast IPv4
  *   to a local container              -> strip, learn, count, bpf_redirect_peer
  *                                        into the container's ethwe
+ *   UDP 6784 that is no VXLAN        -> drop (bad-vxlan)
+ *   UDP 6784 from a stranger          -> drop (unknown-source): no neighbour has
+ *                                        that outer address
  *   everything else (other traffic, floods, relays, heartbeats, ARP, frames
  *   for unknown MACs, malformed VXLAN) -> TC_ACT_UNSPEC: on to the next filter
  *                                        and the kernel, unchanged (the VXLAN
  *                                        device and fdp_from_tunnel handle it)
  *
  * This hook sees all of the host's traffic: it never drops what it does not
- * own, and it returns TC_ACT_UNSPEC rather than TC_ACT_OK so other programs on
+ * own (only UDP 6784 to this host is ours), and it returns TC_ACT_UNSPEC rather than TC_ACT_OK so other programs on
  * the same device still run.
  */
 #include <uapi/linux/bpf.h>
@@ -37,6 +40,7 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	struct fdp_mac_key mk = {};
 	struct fdp_mac_entry *dst;
 	struct fdp_config *cfg;
+	struct fdp_neigh *nb;
 	struct ethhdr inner;
 	__u32 vni, src_peer, dst_peer, len;
 	int err;
@@ -44,7 +48,7 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != FDP_PACKET_HOST)
 		return FDP_PASS;
 	/* Headers not in the linear part (rare: GRO pulls them) are the kernel's. */
-	if ((void *)(o + 1) > data_end)
+	if ((void *)&o->vx > data_end)
 		return FDP_PASS;
 	if (o->eth.h_proto != bpf_htons(ETH_P_IP) || o->ip.protocol != IPPROTO_UDP ||
 	    o->udp.dest != bpf_htons(FDP_VXLAN_PORT))
@@ -53,17 +57,34 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	if (o->ip.version != 4 || o->ip.ihl != 5 || (o->ip.frag_off & bpf_htons(FDP_IP_MF_OFFSET)) ||
 	    fdp_ip_csum(&o->ip) != 0)
 		return FDP_PASS;
-	if (!(bpf_ntohl(o->vx.flags) >> 24 & FDP_VXLAN_FLAG_I))
+	cfg = fdp_get_config();
+	if (!cfg)
 		return FDP_PASS;
 
-	cfg = fdp_get_config();
-	if (!cfg || !(cfg->flags & FDP_CONFIG_DIRECT))
+	/* UDP 6784 to this host is ours: what is no VXLAN is counted here (the
+	 * kernel's VXLAN device would drop it without a word). */
+	if (bpf_ntohs(o->udp.len) < sizeof(struct udphdr) + FDP_VXLAN_HLEN + ETH_HLEN)
+		return fdp_drop(FDP_DROP_BAD_VXLAN);
+	if ((void *)(o + 1) > data_end)
+		return FDP_PASS;
+	if (o->vx.flags != bpf_htonl((__u32)FDP_VXLAN_FLAG_I << 24) || (o->vx.vni & bpf_htonl(0xff)))
+		return fdp_drop(FDP_DROP_BAD_VXLAN);
+	nb = fdp_get_neigh(o->ip.saddr);
+	if (!nb)
+		return fdp_drop(FDP_DROP_UNKNOWN_SOURCE);  /* a stranger: no neighbour has that address */
+
+	if (!(cfg->flags & FDP_CONFIG_DIRECT))
+		return FDP_PASS;
+	/* ESP-protected neighbours: plain VXLAN from them must meet the kernel's xfrm policy */
+	if (nb->flags & FDP_NEIGH_XFRM)
 		return FDP_PASS;
 	vni = bpf_ntohl(o->vx.vni) >> 8;
 	src_peer = vni & FDP_SHORT_ID_MASK;
 	dst_peer = (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
 	if (dst_peer != cfg->local_peer || src_peer == cfg->local_peer || !fdp_get_peer(src_peer))
 		return FDP_PASS;  /* floods, relays, loops, strangers: fdp_from_tunnel decides */
+	if (fdp_source_check(nb, src_peer, 1))
+		return FDP_PASS;  /* refused: fdp_from_tunnel counts it under its reason */
 
 	if (fdp_parse_frame_at(skb, sizeof(*o), &key))
 		return FDP_PASS;

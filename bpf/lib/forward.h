@@ -28,6 +28,45 @@ static __always_inline struct fdp_peer *fdp_get_peer(__u32 short_id)
 	return p;
 }
 
+/* The direct neighbour at outer address @remote (network order), or NULL: a stranger. */
+static __always_inline struct fdp_neigh *fdp_get_neigh(__u32 remote)
+{
+	struct fdp_neigh *nb = fdp_neigh.lookup(&remote);
+
+	if (!nb || !(nb->flags & FDP_NEIGH_KNOWN))
+		return NULL;
+	return nb;
+}
+
+/*
+ * May neighbour @nb hand us a frame whose VNI names @src_peer as its origin?
+ * 0 when it may, else the drop reason. Heartbeats (@data 0) only prove the path:
+ * any direct neighbour may send its own, whatever the mode. Data frames need
+ * the connection in fastdp mode and allowed to carry plain VXLAN (not SEALED,
+ * unless ESP protected it: FDP_NEIGH_XFRM); their origin is the neighbour
+ * itself, or a peer that is not a direct neighbour (relayed or flooded on by
+ * @nb): a direct neighbour sends its own frames straight, never through another.
+ */
+static __always_inline int fdp_source_check(const struct fdp_neigh *nb, __u32 src_peer, int data)
+{
+	struct fdp_peer *origin;
+
+	if (!data)
+		return nb->peer == src_peer ? 0 : FDP_DROP_WRONG_SOURCE;
+	if ((nb->flags & FDP_NEIGH_SEALED) && !(nb->flags & FDP_NEIGH_XFRM))
+		return FDP_DROP_SEALED_PEER;
+	if (nb->mode != FDP_MODE_FASTDP)
+		return FDP_DROP_SOURCE_NOT_FASTDP;
+	if (nb->peer == src_peer)
+		return 0;
+	origin = fdp_get_peer(src_peer);
+	if (!origin)
+		return FDP_DROP_UNKNOWN_PEER;
+	if (origin->nexthop_peer == src_peer && origin->nexthop_ip != 0)
+		return FDP_DROP_WRONG_SOURCE;  /* a direct neighbour's frame from another address */
+	return 0;
+}
+
 /*
  * verifier: LLVM turns an indexed loop over a map value into a walking pointer
  * and a down-counter; the 6.1 verifier (Debian 12) loses the counter's bound

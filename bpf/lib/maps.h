@@ -27,6 +27,7 @@ FDP_MAP("array", u32, struct fdp_ports, fdp_ports, 1);
 FDP_MAP("percpu_array", u32, u64, fdp_drops, FDP_DROP_MAX);
 FDP_MAP("percpu_array", u32, struct fdp_peer_stats, fdp_peer_stats, FDP_MAX_PEERS);
 FDP_MAP("array", u32, struct fdp_underlay, fdp_underlay, FDP_MAX_PEERS);
+FDP_MAP("hash", u32, struct fdp_neigh, fdp_neigh, FDP_MAX_PEERS);
 FDP_MAP("lru_percpu_hash", struct fdp_flow_key, struct fdp_flow_stats, fdp_flows, FDP_MAX_FLOWS);
 
 #endif

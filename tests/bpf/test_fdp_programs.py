@@ -41,7 +41,7 @@ def dp():
     plan = build_plan(
         local="p1", short_ids={"p1": 1, "p2": 2, "p3": 3, "p4": 4, "p5": 5, "p6": 6},
         unicast={"p2": "p2", "p3": "p3", "p4": "p4", "p5": "p2"},
-        broadcast={"p1": ["p2", "p3", "p4"], "p2": ["p3"]},
+        broadcast={"p1": ["p2", "p3", "p4"], "p2": ["p3"], "p5": ["p2", "p3"]},
         hop_ips=IP, modes={"p2": "fastdp", "p3": "fastdp", "p4": "sleeve"},
         ports={"vethweplA": LOCAL_MAC_A, "vethweplB": LOCAL_MAC_B}, mtu=1450)
     d.apply(plan, vxlan_ifindex=VXLAN_IF, ifindex={"vethweplA": 11, "vethweplB": 12})
@@ -123,9 +123,10 @@ CASES = [
          eth(BCAST, MAC_ON_2, ETH_P_ARP) + bytes(28), SHOT,
          [("TUNNEL_KEY", V(2, 2), IP["p3"], 0), ("CLONE", 0, "", VXLAN_IF), ("CLONE", 0, "", 11),
           ("CLONE", 0, "", 12)], None, tunnel_ctx(V(2, 2), IP["p2"])),
-    Case("flood is not sent back where it came from", RX,
-         eth(BCAST, MAC_ON_2, ETH_P_ARP) + bytes(28), SHOT,
-         [("CLONE", 0, "", 11), ("CLONE", 0, "", 12)], None, tunnel_ctx(V(2, 2), IP["p3"])),
+    Case("flood of p5 relayed by p2 is not sent back to p2", RX,
+         eth(BCAST, MAC_ON_5, ETH_P_ARP) + bytes(28), SHOT,
+         [("TUNNEL_KEY", V(5, 5), IP["p3"], 0), ("CLONE", 0, "", VXLAN_IF), ("CLONE", 0, "", 11),
+          ("CLONE", 0, "", 12)], None, tunnel_ctx(V(5, 5), IP["p2"])),
     Case("relay p2 -> p3 through this peer, VNI kept", RX, ip_frame(MAC_ON_3, src=MAC_ON_2), REDIRECT,
          [("TUNNEL_KEY", V(2, 3), IP["p3"], 0), ("REDIRECT", 0, "", VXLAN_IF)], None,
          tunnel_ctx(V(2, 3), IP["p2"])),

@@ -40,7 +40,7 @@ def test_defines_match() -> None:
 
 def test_enums_match() -> None:
     for prefix, enum in (("FDP_MODE_", abi.Mode), ("FDP_MAC_", abi.MacFlags), ("FDP_PATH_", abi.Path),
-                         ("FDP_EV_", abi.TestKind)):
+                         ("FDP_EV_", abi.TestKind), ("FDP_NEIGH_", abi.NeighFlags)):
         c = _enum(prefix)
         assert {k[len(prefix):]: v for k, v in c.items()} == {e.name: e.value for e in enum}, prefix
     drops = _enum("FDP_DROP_")

@@ -9,7 +9,7 @@ Nothing here touches the kernel, so it is tested without root.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from weave_fdp.errors import DatapathError
@@ -39,6 +39,23 @@ class BcastHop:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """A direct neighbour as the receive check sees it (fdp_neigh, keyed by its underlay address).
+
+    ``sealed``: its connection must be encrypted, so plain VXLAN from it is never
+    delivered; ``xfrm``: encrypted fastdp protects its UDP 6784 with IPsec ESP (the
+    kernel's inbound policy refuses what did not arrive in ESP), so its frames are
+    accepted on the VXLAN device path even though ``sealed``.
+    """
+
+    short_id: int
+    ip: str
+    mode: str
+    sealed: bool = False
+    xfrm: bool = False
+
+
+@dataclass(frozen=True)
 class LocalPort:
     """A local container: host-side veth and the MAC of its ethwe."""
 
@@ -54,6 +71,7 @@ class DatapathPlan:
     bcast: Mapping[int, tuple[BcastHop, ...]] = field(default_factory=dict)
     ports: tuple[LocalPort, ...] = ()
     names: Mapping[int, str] = field(default_factory=dict)   # short ID -> peer name (reports)
+    neighbours: Mapping[str, Neighbour] = field(default_factory=dict)   # underlay IPv4 -> neighbour
 
 
 def _check_short(name: str, sid: int) -> int:
@@ -79,13 +97,17 @@ def _mac(mac: str) -> str:
 def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str, str],
                broadcast: Mapping[str, list[str] | tuple[str, ...]], hop_ips: Mapping[str, str],
                modes: Mapping[str, str], ports: Mapping[str, str] | None = None,
-               mtu: int = 1450) -> DatapathPlan:
+               mtu: int = 1450, sealed: Collection[str] = (), xfrm: Collection[str] = ()) -> DatapathPlan:
     """The plan for peer ``local``.
 
     ``short_ids``: peer name -> short ID (local included); ``unicast``: destination
     -> next hop (a direct neighbour); ``broadcast``: source -> next hops from this
     peer on that source's tree; ``hop_ips``: neighbour -> underlay IPv4;
-    ``modes``: neighbour -> "fastdp" | "sleeve" | "none"; ``ports``: host veth -> MAC.
+    ``modes``: neighbour -> "fastdp" | "sleeve" | "none"; ``ports``: host veth -> MAC;
+    ``sealed``: neighbours whose connection must be encrypted; ``xfrm``: those of them
+    whose UDP 6784 rides in IPsec ESP (see :class:`Neighbour`).
+    Every neighbour in ``hop_ips`` is an address frames may come from (``neighbours``);
+    two neighbours claiming one address leave it to the lower short ID.
     Peers without a route, or whose next hop has no address, are left out (their
     frames are dropped as unknown until a route exists).
     """
@@ -121,7 +143,16 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
     port_list = tuple(LocalPort(ifname, _mac(mac)) for ifname, mac in sorted((ports or {}).items()))
     if len(port_list) > MAX_LOCAL_PORTS:
         raise DatapathError(f"{len(port_list)} containers on this host; fastdp carries at most {MAX_LOCAL_PORTS}")
-    return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names)
+    neighbours: dict[str, Neighbour] = {}
+    for hop, ip in sorted(hop_ips.items(), key=lambda kv: short_ids.get(kv[0], MAX_SHORT_ID + 1)):
+        if hop == local or hop not in short_ids:
+            continue
+        ip = _check_ip(hop, ip)
+        mode = modes.get(hop, "none")
+        if mode not in MODES:
+            raise DatapathError(f"unknown mode {mode!r} for the connection to {hop}")
+        neighbours.setdefault(ip, Neighbour(short_ids[hop], ip, mode, hop in sealed, hop in xfrm))
+    return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names, neighbours)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import socket
 import struct
 from enum import IntEnum
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
@@ -60,6 +60,12 @@ class PeerFlags(IntEnum):
     KNOWN = 1
 
 
+class NeighFlags(IntEnum):
+    KNOWN = 1
+    SEALED = 2
+    XFRM = 4
+
+
 class Path(IntEnum):
     LOCAL = 0
     TX = 1
@@ -85,9 +91,14 @@ class DropReason(IntEnum):
     CLONE = 12
     ENCAP = 13
     DECAP = 14
+    UNKNOWN_SOURCE = 15
+    WRONG_SOURCE = 16
+    SOURCE_NOT_FASTDP = 17
+    SEALED_PEER = 18
+    BAD_VXLAN = 19
 
 
-DROP_MAX = 15
+DROP_MAX = 20
 
 #: the names the CLI and the report show for each drop reason
 DROP_NAMES: dict[int, str] = {r.value: r.name.lower().replace("_", "-") for r in DropReason if r}
@@ -138,6 +149,10 @@ class Underlay(ctypes.Structure):
     _fields_ = [("ifindex", u32), ("src_ip", u32), ("gw_ip", u32), ("pad", u32)]
 
 
+class Neigh(ctypes.Structure):
+    _fields_ = [("peer", u16), ("mode", u8), ("flags", u8)]
+
+
 class FlowKey(ctypes.Structure):
     _fields_ = [("src_mac", u8 * 6), ("dst_mac", u8 * 6), ("ethertype", u16), ("proto", u8),
                 ("pad", u8), ("src_ip", u32), ("dst_ip", u32), ("sport", u16), ("dport", u16)]
@@ -160,7 +175,8 @@ class TestEvent(ctypes.Structure):
 #: every ABI struct by its C name (the layout test walks this)
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_config": Config, "fdp_mac_key": MacKey, "fdp_mac_entry": MacEntry, "fdp_peer": Peer,
-    "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_flow_key": FlowKey,
+    "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_neigh": Neigh,
+    "fdp_flow_key": FlowKey,
     "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
 }
 

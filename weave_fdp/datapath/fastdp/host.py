@@ -35,7 +35,8 @@ class MeshInputs:
     broadcast: dict[str, list[str]] = field(default_factory=dict)
     hop_ips: dict[str, str] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
-    xfrm: set[str] = field(default_factory=set)     # neighbours whose UDP 6784 rides in IPsec ESP
+    sealed: set[str] = field(default_factory=set)   # neighbours whose connection must be encrypted
+    xfrm: set[str] = field(default_factory=set)     # ... of them, those whose UDP 6784 rides in ESP
 
 
 def direct_default() -> bool:
@@ -133,7 +134,8 @@ class HostDatapath:
             return
         self.plan = build_plan(local=self.mesh.local, short_ids=self.mesh.short_ids, unicast=self.mesh.unicast,
                                broadcast=self.mesh.broadcast, hop_ips=self.mesh.hop_ips, modes=self.mesh.modes,
-                               ports=self.ports, mtu=self.mtu or 1450)
+                               ports=self.ports, mtu=self.mtu or 1450, sealed=self.mesh.sealed,
+                               xfrm=self.mesh.xfrm)
         ifindex = container_link.host_links(host_netns=self.netns)
         routes = self._underlay_routes(self.plan) if self.direct else {}
         self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex, direct=self.direct,

@@ -53,6 +53,7 @@ MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
     "fdp_drops": (ctypes.c_uint32, ctypes.c_uint64, True),
     "fdp_peer_stats": (ctypes.c_uint32, abi.PeerStats, True),
     "fdp_underlay": (ctypes.c_uint32, abi.Underlay, False),
+    "fdp_neigh": (ctypes.c_uint32, abi.Neigh, False),
     "fdp_flows": (abi.FlowKey, abi.FlowStats, True),
 }
 
@@ -186,6 +187,7 @@ class FastDatapath:
             peers.set(ctypes.c_uint32(sid), abi.Peer(
                 nexthop_ip=abi.ip_to_be32(route.nexthop_ip), nexthop_peer=route.nexthop_short_id,
                 mode=_MODE[route.mode], flags=abi.PeerFlags.KNOWN))
+        self._apply_neighbours(plan)
         bcast = self.maps["fdp_bcast"]
         for sid in range(abi.MAX_PEERS):
             hops = plan.bcast.get(sid, ())
@@ -215,6 +217,22 @@ class FastDatapath:
                 continue
             macs.set(abi.mac_key(mac), abi.MacEntry(peer=plan.local_short_id, flags=abi.MacFlags.LOCAL,
                                                     ifindex=ifindex[ifname]))
+
+    def _apply_neighbours(self, plan: DatapathPlan) -> None:
+        """fdp_neigh: exactly the plan's neighbours (who may send over UDP 6784, and what)."""
+        m = self.maps["fdp_neigh"]
+        want = {}
+        for ip, n in plan.neighbours.items():
+            flags = (abi.NeighFlags.KNOWN | (abi.NeighFlags.SEALED if n.sealed else 0)
+                     | (abi.NeighFlags.XFRM if n.xfrm else 0))
+            want[abi.ip_to_be32(ip)] = abi.Neigh(peer=n.short_id, mode=_MODE[n.mode], flags=flags)
+        for key in list(m.keys()):
+            if key.value not in want:
+                m.delete(key)
+        for ip_be, val in want.items():
+            cur = m.get(ctypes.c_uint32(ip_be))
+            if cur is None or bytes(cur) != bytes(val):
+                m.set(ctypes.c_uint32(ip_be), val)
 
     def _apply_underlay(self, routes: Mapping[int, UnderlayRoute]) -> None:
         m = self.maps["fdp_underlay"]

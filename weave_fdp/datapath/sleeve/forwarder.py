@@ -108,6 +108,15 @@ class PeerLink:
         return self.frame_capacity() - 14
 
 
+def _check_source(link: PeerLink, addr: tuple[str, int]) -> None:
+    """A datagram naming ``link``'s peer as its sender must come from that peer's underlay
+    address (the one of its control connection): anyone else on the underlay could
+    otherwise inject frames in its name (without a password nothing else proves it)."""
+    if addr[0] != link.addr[0]:
+        raise wire.WireError("wrong source address", f"datagram from {addr[0]} claims peer "
+                                                     f"{wire.bytes_to_name(link.name)} at {link.addr[0]}")
+
+
 class Forwarder:
     """One host's sleeve. ``local``: 6-byte peer name; ``ifname``: the capture port."""
 
@@ -591,9 +600,9 @@ class Forwarder:
                             end = min(n, off + seg)
                             if buf[off] == wire.PIECE_VERSION:
                                 self._rx_pieces(buf, mv, off, end, seg, addr, batcher)
-                            elif not self._fast_fragment(buf, mv, off, end):
+                            elif not self._fast_fragment(buf, mv, off, end, addr):
                                 self._datagram(mv[off:end], addr, batcher)
-                    elif not self._fast_fragment(buf, mv, 0, n):
+                    elif not self._fast_fragment(buf, mv, 0, n, addr):
                         self._datagram(mv[:n], addr, batcher)
                 except Exception as exc:   # a bug on one datagram must not stop the sleeve
                     self.drops.drop("receive bug", repr(exc))
@@ -602,16 +611,16 @@ class Forwarder:
             if n_read < DRAIN:
                 poller.poll(200)
 
-    def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int) -> bool:
+    def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int, addr: tuple[str, int]) -> bool:
         """The hot path: a plain datagram holding one fragment for us. False: take the full path.
 
         Checks exactly what the full path would (version, flags, known unsealed
-        sender, one well-formed entry) with fewer objects per datagram.
+        sender at its own address, one well-formed entry) with fewer objects per datagram.
         """
         if end - off < FAST_MIN or buf[off] != wire.VERSION or buf[off + 1] or buf[off + 8] != wire.T_FRAMES:
             return False
         link = self.links.get(bytes(buf[off + 2:off + 8]))
-        if link is None or link.opener is not None:
+        if link is None or link.opener is not None or link.addr[0] != addr[0]:
             return False
         src, dst, eflags, _ttl, elen = wire.ENTRY.unpack_from(buf, off + 9)
         if dst != self.local or eflags & ~wire.E_VNET != wire.E_FRAG or elen != end - off - 25:
@@ -656,7 +665,7 @@ class Forwarder:
             end = p + seg if p + seg < n else n
             try:
                 if buf[p] != wire.PIECE_VERSION:      # a version-1 datagram in the same batch
-                    if not self._fast_fragment(buf, mv, p, end):
+                    if not self._fast_fragment(buf, mv, p, end, addr):
                         self._datagram(mv[p:end], addr, batcher)
                     p = end
                     continue
@@ -691,6 +700,7 @@ class Forwarder:
         if link is None:
             raise wire.WireError("unknown sender", f"piece from {addr[0]} claims unknown peer "
                                                    f"{wire.bytes_to_name(key[1:7])}")
+        _check_source(link, addr)
         if link.opener is not None:
             if not flags & wire.FLAG_SEALED:
                 raise wire.WireError("unsealed", f"plain piece from {addr[0]} while a password is set")
@@ -719,6 +729,7 @@ class Forwarder:
             if link is None:
                 raise wire.WireError("unknown sender", f"datagram from {addr[0]} claims unknown peer "
                                                        f"{wire.bytes_to_name(hdr.sender)}")
+            _check_source(link, addr)
             if link.opener is not None:
                 if not hdr.sealed:
                     raise wire.WireError("unsealed", f"plain datagram from {addr[0]} while a password is set")

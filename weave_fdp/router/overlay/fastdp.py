@@ -199,7 +199,8 @@ class FastdpOverlay:
             broadcast={s: [h for h in hs if h in conns and (s != view.local.name or not self.floods_by_sleeve(h))]
                        for s, hs in view.broadcast.items()},
             hop_ips={p: c.remote_ip for p, c in conns.items()},
-            modes={p: self._mode(p) for p in conns})
+            modes={p: self._mode(p) for p in conns},
+            sealed={p for p, c in conns.items() if self.needs_encryption(p, c.remote_ip)})
         self._keep_lost(mesh, conns)
         self._sync_esp(view, conns, mesh)
         try:
@@ -255,6 +256,8 @@ class FastdpOverlay:
             mesh.short_ids.setdefault(peer, last.short_ids[peer])
             mesh.hop_ips[peer] = last.hop_ips[peer]
             mesh.modes[peer] = "fastdp"
+            if peer in last.sealed:
+                mesh.sealed.add(peer)
             for dest, hop in last.unicast.items():
                 if hop == peer and dest not in mesh.unicast:
                     mesh.short_ids.setdefault(dest, last.short_ids.get(dest, -1))
