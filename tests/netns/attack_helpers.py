@@ -146,32 +146,35 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 s.settimeout(0.2)
 print("ready", flush=True)
-got = []
+marker, linger = sys.argv[2], float(sys.argv[3])
 sys.stdin.readline()
-deadline = time.monotonic() + float(sys.argv[2])
+got, deadline = [], time.monotonic() + 30
 while time.monotonic() < deadline:
     try:
         got.append(s.recv(2048).decode(errors="replace"))
     except socket.timeout:
-        pass
+        continue
+    if got[-1] == marker:
+        deadline = min(deadline, time.monotonic() + linger)
 print(" ".join(got), flush=True)
 """
 
 
 class Listener:
-    """A UDP socket on ``port`` in container (i, j): ``stop()`` returns the payloads it got.
+    """A UDP socket on ``port`` in container (i, j) that keeps what reaches it.
 
-    It reads until ``linger`` seconds after ``stop()`` is called, so frames still in
-    flight are counted.
+    ``stop()`` returns the payloads received, reading on until the ``marker`` payload
+    (a genuine datagram sent after the attack) has come and ``linger`` seconds more,
+    so frames still in flight are counted (at most 30 s).
     """
 
-    def __init__(self, lab: Any, i: int, j: int, port: int, linger: float = 1.0) -> None:
-        self.p = lab.popen_container(i, j, [sys.executable, "-c", _LISTENER, str(port), str(linger)],
+    def __init__(self, lab: Any, i: int, j: int, port: int, marker: str, linger: float = 1.0) -> None:
+        self.p = lab.popen_container(i, j, [sys.executable, "-c", _LISTENER, str(port), marker, str(linger)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.p.stdout is not None and self.p.stdout.readline().strip() == "ready"
 
     def stop(self) -> list[str]:
-        out, _ = self.p.communicate("stop\n", timeout=30)
+        out, _ = self.p.communicate("stop\n", timeout=60)
         return out.split()
 
 

@@ -75,16 +75,16 @@ def test_password_plain_vxlan_never_reaches_a_container(make_lab) -> None:
     x = Stranger(lab)
     try:
         vni = abi.vni(short_id(lab, 2), short_id(lab, 1))
-        listener = Listener(lab, 1, 1, PORT)
+        listener = Listener(lab, 1, 1, PORT, "legit")
         before = drops(lab, 1)
         x.send_udp(lab.host_ip(1), abi.VXLAN_PORT, [vxlan(vni, forged(lab, 2, 1, f"own{k}")) for k in range(10)])
         x.send_spoofed(lab.host_ip(2), lab.host_ip(1), abi.VXLAN_PORT,
                        [vxlan(vni, forged(lab, 2, 1, f"spoof{k}")) for k in range(10)])
         legit(lab, 2, 1, "legit")
-        after = wait_for(lambda: (d := drops(lab, 1)) and grew(before, d, "sealed-peer") >= 10 and d, 20,
-                         "h1 to count the forged frames")
         got = listener.stop()
         assert got == ["legit"], got
+        after = wait_for(lambda: (d := drops(lab, 1)) and grew(before, d, "sealed-peer") >= 10 and d, 20,
+                         "h1 to count the forged frames")
         assert grew(before, after, "unknown-source") >= 10, after
         assert grew(before, after, "sealed-peer") >= 10, after
     finally:
@@ -96,7 +96,7 @@ def test_forged_vxlan_and_sleeve_frames_are_refused_and_counted(make_lab) -> Non
     x = Stranger(lab)
     try:
         s1, s2, s3 = (short_id(lab, i) for i in (1, 2, 3))
-        h1_listener, h3_listener = Listener(lab, 1, 1, PORT), Listener(lab, 3, 1, PORT)
+        h1_listener, h3_listener = Listener(lab, 1, 1, PORT, "legit1"), Listener(lab, 3, 1, PORT, "legit3")
         before1 = drops(lab, 1)
         to1 = lab.host_ip(1)
         # from the stranger's own address: unicast h2 -> h1, a relay h2 -> h3 through h1,
@@ -117,17 +117,16 @@ def test_forged_vxlan_and_sleeve_frames_are_refused_and_counted(make_lab) -> Non
         x.send_udp(to1, wire.PORT, [sleeve] * 5)
         legit(lab, 2, 1, "legit1")
         legit(lab, 2, 3, "legit3")
+        got1, got3 = h1_listener.stop(), h3_listener.stop()
+        assert got1 == ["legit1"], got1
+        assert got3 == ["legit3"], got3      # the forged relay never left h1
 
         def counted():
             d = drops(lab, 1)
             return d if (grew(before1, d, "unknown-source") >= 15 and grew(before1, d, "wrong-source") >= 5
                          and grew(before1, d, "bad-vxlan") >= 9
                          and grew(before1, d, "sleeve: wrong source address") >= 5) else None
-        after1 = wait_for(counted, 20, "h1 to count every forged packet")
-        got1, got3 = h1_listener.stop(), h3_listener.stop()
-        assert got1 == ["legit1"], got1
-        assert got3 == ["legit3"], got3      # the forged relay never left h1
-        assert after1
+        wait_for(counted, 20, "h1 to count every forged packet")
     finally:
         x.close()
     # h2's container MAC still lives on h2 for h1: the pair keeps working

@@ -69,3 +69,18 @@ def test_direct_hops_are_the_fastdp_next_hops_only() -> None:
                    unicast={"h1": "h1", "h3": "h3", "h4": "h1"}, broadcast={},
                    hop_ips={"h1": "192.0.2.1", "h3": "192.0.2.3"}, modes={"h1": "fastdp", "h3": "sleeve"})
     assert direct_hops(p) == {1: "192.0.2.1"}
+
+
+def test_neighbours_are_keyed_by_address_with_mode_and_sealing() -> None:
+    from weave_fdp.datapath.plan import Neighbour
+
+    plan = build_plan(local="a", short_ids={"a": 1, "b": 2, "c": 3, "d": 4, "e": 5},
+                      unicast={"b": "b", "c": "c", "d": "d", "e": "b"}, broadcast={},
+                      hop_ips={"b": "192.0.2.2", "c": "192.0.2.3", "d": "192.0.2.2"},
+                      modes={"b": "fastdp", "c": "sleeve"}, sealed={"c", "d"}, xfrm={"d"})
+    # e is behind b: not a neighbour; d claims b's address: the lower short ID keeps it
+    assert plan.neighbours == {"192.0.2.2": Neighbour(2, "192.0.2.2", "fastdp"),
+                               "192.0.2.3": Neighbour(3, "192.0.2.3", "sleeve", sealed=True)}
+    with pytest.raises(DatapathError):
+        build_plan(local="a", short_ids={"a": 1, "b": 2}, unicast={}, broadcast={},
+                   hop_ips={"b": "192.0.2.2"}, modes={"b": "warp"})
