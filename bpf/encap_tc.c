@@ -3,6 +3,8 @@
  * encap_tc.c - tc ingress of every host-side container veth (vethwepl*):
  * frames a local container sends.
  *
+ *   source MAC, IPv4 or ARP sender not the container's own
+ *                                     -> drop (spoofed-mac/-ip/-arp, lib/guard.h)
  *   dst MAC of a local container      -> TC_ACT_OK, the bridge delivers it
  *   dst MAC of a peer in fastdp mode  -> direct path (FDP_CONFIG_DIRECT, IPv4):
  *                                        VXLAN headers pushed here, out of the
@@ -22,6 +24,7 @@
 #include "lib/tunnel.h"
 #include "lib/forward.h"
 #include "lib/direct.h"
+#include "lib/guard.h"
 
 int fdp_from_container(struct __sk_buff *skb)
 {
@@ -34,6 +37,8 @@ int fdp_from_container(struct __sk_buff *skb)
 	int reason, verdict;
 
 	reason = fdp_parse_frame(skb, &key);
+	if (!reason)
+		reason = fdp_port_guard(skb, &key);
 	if (reason)
 		return fdp_drop(reason);
 	cfg = fdp_get_config();
@@ -43,11 +48,15 @@ int fdp_from_container(struct __sk_buff *skb)
 	if (fdp_mac_is_group(key.dst_mac))
 		goto flood;
 	__builtin_memcpy(mk.mac, key.dst_mac, 6);
-	dst = fdp_macs.lookup(&mk);
+	if (fdp_macs.lookup(&mk)) {
+		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);
+		return TC_ACT_OK;
+	}
+	dst = fdp_learned.lookup(&mk);
 	if (!dst)
 		goto flood;
 	dst_peer = dst->peer;
-	if ((dst->flags & FDP_MAC_LOCAL) || dst_peer == cfg->local_peer) {
+	if (dst_peer == cfg->local_peer) {
 		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);
 		return TC_ACT_OK;
 	}

@@ -22,14 +22,23 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 3
+#define FDP_ABI_VERSION 4
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
 #define FDP_MAX_PEERS 4096        /* peers: short IDs are 12 bits */
 #endif
 #ifndef FDP_MAX_MACS
-#define FDP_MAX_MACS 16384        /* MAC table entries (local + learned) */
+#define FDP_MAX_MACS 16384        /* learned MAC entries (fdp_learned, LRU: the least recently used go) */
+#endif
+#ifndef FDP_MAX_LOCAL_MACS
+#define FDP_MAX_LOCAL_MACS 256    /* local MAC entries (fdp_macs: containers of this host only) */
+#endif
+#ifndef FDP_MAX_MACS_PER_PEER
+#define FDP_MAX_MACS_PER_PEER 4096  /* learned MACs one peer may hold here; more are not learned */
+#endif
+#ifndef FDP_MAX_PORT_IPS
+#define FDP_MAX_PORT_IPS 8        /* IPv4 addresses a container may send from */
 #endif
 #ifndef FDP_MAX_FLOWS
 #define FDP_MAX_FLOWS 16384       /* flow counter entries, LRU-evicted */
@@ -81,7 +90,14 @@ enum fdp_mode {
 	FDP_MODE_SLEEVE = 2,  /* hand the frame to the bridge; the sleeve carries it */
 };
 
-/* fdp_mac_entry.flags */
+/*
+ * fdp_mac_entry.flags. Local entries (attach) live in fdp_macs, learned ones in
+ * fdp_learned (an LRU hash): however many MACs peers announce, they can never
+ * crowd out a local container. A peer holds at most FDP_MAX_MACS_PER_PEER learned
+ * entries (fdp_learn_count, recounted exactly by the router's ageing sweep);
+ * a MAC beyond that is not learned (counted as learn-limit; its frames still
+ * arrive, and frames toward it are flooded as unknown unicast).
+ */
 enum fdp_mac_flags {
 	FDP_MAC_LOCAL = 1,    /* a container on this host (from attach); never overwritten by learning */
 	FDP_MAC_LEARNED = 2,  /* learned from a received frame's source MAC */
@@ -140,7 +156,12 @@ enum fdp_drop_reason {
 	FDP_DROP_SOURCE_NOT_FASTDP = 17, /* the sending neighbour's connection is not in fastdp mode */
 	FDP_DROP_SEALED_PEER = 18,   /* plain VXLAN data from a neighbour whose connection must be encrypted */
 	FDP_DROP_BAD_VXLAN = 19,     /* UDP 6784 that is no RFC 7348 VXLAN (short, flags, reserved bits) */
-	FDP_DROP_MAX = 20,
+	FDP_DROP_UNKNOWN_PORT = 20,  /* frame from a container veth with no fdp_port_addrs entry */
+	FDP_DROP_SPOOFED_MAC = 21,   /* a container sent from a source MAC not its own */
+	FDP_DROP_SPOOFED_IP = 22,    /* a container sent IPv4 from a source address not its own */
+	FDP_DROP_SPOOFED_ARP = 23,   /* a container's ARP names a sender MAC or IPv4 not its own */
+	FDP_DROP_LEARN_LIMIT = 24,   /* event, not a drop: a MAC not learned, its peer holds FDP_MAX_MACS_PER_PEER */
+	FDP_DROP_MAX = 25,
 };
 
 /* fdp_config[0]: written by the loader. */
@@ -207,6 +228,18 @@ struct fdp_underlay {
 	__u32 src_ip;         /* outer source IPv4 (the route's preferred source, network order) */
 	__u32 gw_ip;          /* neighbour to send to: the route's gateway, else the next hop (network order) */
 	__u32 pad;
+};
+
+/*
+ * fdp_port_addrs[host-side veth ifindex]: what the container behind it may send
+ * from (Cilium's lxc source checks): its ethwe MAC as the Ethernet source of
+ * every frame and the ARP sender MAC; for IPv4 one of ips[] as the source, and
+ * for ARP one of them (or 0.0.0.0: RFC 5227 probes) as the sender address.
+ */
+struct fdp_port_addrs {
+	__u8 mac[6];
+	__u16 count;          /* valid entries of ips[] */
+	__u32 ips[FDP_MAX_PORT_IPS];  /* network order */
 };
 
 /* fdp_neigh[outer IPv4 of a direct neighbour, network order]: who may send from there. */

@@ -91,3 +91,10 @@ class DatapathError(FdpError):
     """A BPF program or map could not be loaded, attached or updated."""
 
     exit_code = ExitCode.KERNEL_FEATURE
+
+
+class CapacityFull(DatapathError):
+    """A datapath table has no room left (containers, their addresses, map entries);
+    the kernel works, so this is no missing feature: exit code 1."""
+
+    exit_code = ExitCode.FAILURE

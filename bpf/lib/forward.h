@@ -144,32 +144,41 @@ static __always_inline void fdp_flood_local(struct __sk_buff *skb)
 }
 
 /*
- * Remember that @mac lives behind @peer; local containers are never overwritten.
- * A known entry only gets its last-seen time refreshed (ageing, fdp_abi.h), at
- * most once per FDP_MAC_REFRESH_NS: a write per packet would bounce the cache
- * line between CPUs for every flow.
+ * Remember that @mac lives behind @peer (fdp_learned). A known entry only gets its
+ * last-seen time refreshed (ageing, fdp_abi.h), at most once per
+ * FDP_MAC_REFRESH_NS: a write per packet would bounce the cache line between CPUs
+ * for every flow. A local container's MAC is never learned, and a peer holding
+ * FDP_MAX_MACS_PER_PEER entries teaches no more (fdp_mac_flags).
  */
 static __always_inline void fdp_learn(const __u8 *mac, __u32 peer)
 {
 	struct fdp_mac_key mk = {};
 	struct fdp_mac_entry *e, ne = {};
 	__u64 now = fdp_now_ns();
+	__u32 idx = peer & FDP_SHORT_ID_MASK;
+	__u32 *count;
 
 	__builtin_memcpy(mk.mac, mac, 6);
-	e = fdp_macs.lookup(&mk);
-	if (e) {
-		if (e->flags & FDP_MAC_LOCAL)
-			return;
-		if (e->peer == peer) {
-			if (now - e->updated_ns >= FDP_MAC_REFRESH_NS)
-				e->updated_ns = now;  /* racing CPUs write the same value: no atomics */
-			return;
-		}
+	e = fdp_learned.lookup(&mk);
+	if (e && e->peer == peer) {
+		if (now - e->updated_ns >= FDP_MAC_REFRESH_NS)
+			e->updated_ns = now;  /* racing CPUs write the same value: no atomics */
+		return;
+	}
+	if (fdp_macs.lookup(&mk))
+		return;  /* a peer claiming a local container's MAC does not steal it */
+	count = fdp_learn_count.lookup(&idx);
+	if (!count)
+		return;
+	if (*count >= FDP_MAX_MACS_PER_PEER) {
+		fdp_count_event(FDP_DROP_LEARN_LIMIT);
+		return;
 	}
 	ne.peer = peer;
 	ne.flags = FDP_MAC_LEARNED;
 	ne.updated_ns = now;
-	fdp_macs.update(&mk, &ne);
+	if (fdp_learned.update(&mk, &ne) == 0)
+		__sync_fetch_and_add(count, 1);
 }
 
 #endif

@@ -20,7 +20,10 @@
 #endif
 
 FDP_MAP("array", u32, struct fdp_config, fdp_config, 1);
-FDP_MAP("hash", struct fdp_mac_key, struct fdp_mac_entry, fdp_macs, FDP_MAX_MACS);
+FDP_MAP("hash", struct fdp_mac_key, struct fdp_mac_entry, fdp_macs, FDP_MAX_LOCAL_MACS);
+FDP_MAP("lru_hash", struct fdp_mac_key, struct fdp_mac_entry, fdp_learned, FDP_MAX_MACS);
+FDP_MAP("array", u32, u32, fdp_learn_count, FDP_MAX_PEERS);
+FDP_MAP("hash", u32, struct fdp_port_addrs, fdp_port_addrs, FDP_MAX_LOCAL_PORTS);
 FDP_MAP("array", u32, struct fdp_peer, fdp_peers, FDP_MAX_PEERS);
 FDP_MAP("array", u32, struct fdp_bcast, fdp_bcast, FDP_MAX_PEERS);
 FDP_MAP("array", u32, struct fdp_ports, fdp_ports, 1);

@@ -23,6 +23,13 @@ def udp(sport: int, dport: int, payload: bytes = b"x" * 18) -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
+def arp(sha: str, spa: str, tpa: str, op: int = 1) -> bytes:
+    """An ARP body (IPv4 over Ethernet, after the Ethernet header)."""
+    import socket
+    return struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, abi.mac_bytes(sha), socket.inet_aton(spa),
+                       bytes(6), socket.inet_aton(tpa))
+
+
 def skb_ctx(*, cb: tuple[int, ...] = ()) -> bytes:
     """A struct __sk_buff for ctx_in: zeros except cb[0..4] (offset 48)."""
     ctx = bytearray(68)  # struct __sk_buff up to the end of cb[5]: the rest stays zero
@@ -50,3 +57,20 @@ def events(dp) -> list[tuple[str, int, str, int]]:
     for i in range(abi.TEST_MAX_EVENTS):
         table.set(ctypes.c_uint32(i), abi.TestEvent())
     return out
+
+
+TEST_RUN_IFINDEX = 1   # BPF_PROG_TEST_RUN runs tc programs on the namespace's loopback
+
+
+def allow_port(dp, mac: str, ips: list[str], ifindex: int = TEST_RUN_IFINDEX) -> None:
+    """Register the container port test runs come in by (fdp_port_addrs): its MAC and IPv4s."""
+    val = abi.PortAddrs(count=len(ips))
+    ctypes.memmove(val.mac, abi.mac_bytes(mac), 6)
+    for i, ip in enumerate(ips):
+        val.ips[i] = abi.ip_to_be32(ip)
+    dp.maps["fdp_port_addrs"].set(ctypes.c_uint32(ifindex), val)
+
+
+def learn(dp, mac: str, peer: int) -> None:
+    """A learned MAC entry, as fdp_from_tunnel would leave it."""
+    dp.maps["fdp_learned"].set(abi.mac_key(mac), abi.MacEntry(peer=peer, flags=abi.MacFlags.LEARNED))

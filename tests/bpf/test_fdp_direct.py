@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from tests.bpf.fdp_helpers import eth, events, ipv4, udp
+from tests.bpf.fdp_helpers import allow_port, arp, eth, events, ipv4, learn, udp
 from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.plan import UnderlayRoute, build_plan
@@ -45,7 +45,8 @@ def dp():
     d.apply(plan, vxlan_ifindex=VXLAN_IF, ifindex={"vethweplA": 11, "vethweplB": 12}, direct=True,
             underlay={2: UnderlayRoute(UL_IF, "eth0", ME, IP2), 7: UnderlayRoute(UL_IF, "eth0", ME, GW)})
     for mac, peer in ((ON_2, 2), (ON_3, 3), (ON_5, 5), (ON_7, 7)):
-        d.maps["fdp_macs"].set(abi.mac_key(mac), abi.MacEntry(peer=peer, flags=abi.MacFlags.LEARNED))
+        learn(d, mac, peer)
+    allow_port(d, LOCAL_A, ["10.32.0.1", "10.32.7.1"])
     yield d
     d.close()
 
@@ -117,7 +118,7 @@ def test_encap_through_a_gateway_sends_to_the_gateway(dp) -> None:
 
 @pytest.mark.parametrize("frame,why", [
     (ip_frame(ON_3), "no underlay route to the next hop"),
-    (eth(ON_2, LOCAL_A, ETH_P_ARP) + bytes(28), "not IPv4 (adjust_room's encap wants an IP skb)"),
+    (eth(ON_2, LOCAL_A, ETH_P_ARP) + arp(LOCAL_A, "10.32.0.1", "10.32.0.2"), "not IPv4 (adjust_room's encap wants an IP skb)"),
     (ip_frame(ON_2, pad=MTU - 28 + 1), "larger than the overlay MTU: the device path reports it"),
 ], ids=["no-route-entry", "arp", "oversize"])
 def test_encap_falls_back_to_the_vxlan_device(dp, frame: bytes, why: str) -> None:
@@ -169,7 +170,7 @@ def test_decap_exact_bytes_learn_count_and_redirect_peer(dp) -> None:
     assert res.retval == REDIRECT and drops == {}
     assert evs == [("REDIRECT_PEER", 0, "", 11)]
     assert res.data == inner  # exactly the frame the other container sent
-    e = dp.maps["fdp_macs"].get(abi.mac_key(src_mac))
+    e = dp.maps["fdp_learned"].get(abi.mac_key(src_mac))
     assert e is not None and e.peer == 2 and e.flags == abi.MacFlags.LEARNED
     after = {p["short_id"]: p for p in dp.peer_stats({2: "p2"})}[2]
     assert (after["rx_packets"] - before["rx_packets"], after["rx_bytes"] - before["rx_bytes"]) == (1, len(inner))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.bpf.fdp_helpers import eth, events, ipv4, tunnel_ctx, udp
+from tests.bpf.fdp_helpers import allow_port, arp, eth, events, ipv4, learn, tunnel_ctx, udp
 from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.fastdp import heartbeat as hbm
@@ -46,7 +46,8 @@ def dp():
         ports={"vethweplA": LOCAL_MAC_A, "vethweplB": LOCAL_MAC_B}, mtu=1450)
     d.apply(plan, vxlan_ifindex=VXLAN_IF, ifindex={"vethweplA": 11, "vethweplB": 12})
     for mac, peer in ((MAC_ON_2, 2), (MAC_ON_3, 3), (MAC_ON_4, 4), (MAC_ON_5, 5), (MAC_ON_6, 6)):
-        d.maps["fdp_macs"].set(abi.mac_key(mac), abi.MacEntry(peer=peer, flags=abi.MacFlags.LEARNED))
+        learn(d, mac, peer)
+    allow_port(d, LOCAL_MAC_A, ["10.32.0.1", "10.32.9.1"])
     yield d
     d.close()
 
@@ -88,7 +89,7 @@ CASES = [
     Case("unicast to a local container goes to the bridge", TX, ip_frame(LOCAL_MAC_B), OK, []),
     Case("unicast to an unreachable peer", TX, ip_frame(MAC_ON_6), SHOT, [], "no-route"),
     Case("broadcast ARP: one clone per fastdp hop, sleeve hop skipped", TX,
-         eth(BCAST, LOCAL_MAC_A, ETH_P_ARP) + bytes(28), OK,
+         eth(BCAST, LOCAL_MAC_A, ETH_P_ARP) + arp(LOCAL_MAC_A, "10.32.0.1", "10.32.0.2"), OK,
          [("TUNNEL_KEY", V(1, 1), IP["p2"], 0), ("CLONE", 0, "", VXLAN_IF),
           ("TUNNEL_KEY", V(1, 1), IP["p3"], 0), ("CLONE", 0, "", VXLAN_IF)]),
     Case("unknown unicast floods like broadcast", TX, ip_frame("02:99:99:99:99:99"), OK,
@@ -162,12 +163,13 @@ def test_program_case(dp, case: Case) -> None:
 def test_receive_learns_source_mac_but_never_overwrites_a_local_one(dp) -> None:
     learned = "02:00:00:00:02:77"
     run(dp, RX, ip_frame(LOCAL_MAC_A, src=learned), tunnel_ctx(V(2, 1), IP["p2"]))
-    e = dp.maps["fdp_macs"].get(abi.mac_key(learned))
+    e = dp.maps["fdp_learned"].get(abi.mac_key(learned))
     assert e is not None and e.peer == 2 and e.flags == abi.MacFlags.LEARNED
-    # a peer claiming a local container's MAC does not steal it
+    # a peer claiming a local container's MAC does not steal it, nor gets it learned
     run(dp, RX, ip_frame(LOCAL_MAC_A, src=LOCAL_MAC_B), tunnel_ctx(V(2, 1), IP["p2"]))
     e = dp.maps["fdp_macs"].get(abi.mac_key(LOCAL_MAC_B))
     assert e is not None and e.flags == abi.MacFlags.LOCAL and e.ifindex == 12
+    assert dp.maps["fdp_learned"].get(abi.mac_key(LOCAL_MAC_B)) is None
 
 
 def test_counters_per_flow_and_per_peer(dp) -> None:
@@ -191,6 +193,7 @@ def test_unconfigured_datapath_passes_container_frames_and_drops_tunnel_ones() -
 
     d = FastDatapath(test_mode=True).load()
     try:
+        allow_port(d, LOCAL_MAC_A, ["10.32.0.1"])
         assert bpf_syscall.prog_test_run(d.prog_fd(TX), ip_frame(MAC_ON_2)).retval == OK
         res = bpf_syscall.prog_test_run(d.prog_fd(RX), ip_frame(LOCAL_MAC_A), ctx_in=tunnel_ctx(V(2, 1), IP["p2"]))
         assert res.retval == SHOT

@@ -22,7 +22,9 @@ def _enum(prefix: str) -> dict[str, int]:
 def test_defines_match() -> None:
     d = _defines()
     pairs = {"FDP_ABI_VERSION": abi.ABI_VERSION, "FDP_MAX_PEERS": abi.MAX_PEERS, "FDP_MAX_MACS": abi.MAX_MACS,
-             "FDP_MAX_FLOWS": abi.MAX_FLOWS, "FDP_MAX_BCAST_HOPS": abi.MAX_BCAST_HOPS,
+             "FDP_MAX_FLOWS": abi.MAX_FLOWS,
+             "FDP_MAX_LOCAL_MACS": abi.MAX_LOCAL_MACS, "FDP_MAX_MACS_PER_PEER": abi.MAX_MACS_PER_PEER,
+             "FDP_MAX_PORT_IPS": abi.MAX_PORT_IPS, "FDP_MAX_BCAST_HOPS": abi.MAX_BCAST_HOPS,
              "FDP_MAX_LOCAL_PORTS": abi.MAX_LOCAL_PORTS, "FDP_VXLAN_PORT": abi.VXLAN_PORT,
              "FDP_SHORT_ID_BITS": abi.SHORT_ID_BITS, "FDP_SHORT_ID_MASK": abi.SHORT_ID_MASK,
              "FDP_VNI_MAX": abi.VNI_MAX, "FDP_TUNNEL_TTL": abi.TUNNEL_TTL,

@@ -12,12 +12,13 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from weave_fdp.errors import DatapathError
+from weave_fdp.errors import CapacityFull, DatapathError
 
 MODES = ("fastdp", "sleeve", "none")
 MAX_SHORT_ID = 0xFFF
 MAX_BCAST_HOPS = 16     # mirrors FDP_MAX_BCAST_HOPS
 MAX_LOCAL_PORTS = 64    # mirrors FDP_MAX_LOCAL_PORTS
+MAX_PORT_IPS = 8        # mirrors FDP_MAX_PORT_IPS
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,12 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class LocalPort:
-    """A local container: host-side veth and the MAC of its ethwe."""
+    """A local container: host-side veth, the MAC of its ethwe and its IPv4 addresses
+    (the only source addresses it may send from)."""
 
     ifname: str
     mac: str
+    ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,15 +100,21 @@ def _mac(mac: str) -> str:
 def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str, str],
                broadcast: Mapping[str, list[str] | tuple[str, ...]], hop_ips: Mapping[str, str],
                modes: Mapping[str, str], ports: Mapping[str, str] | None = None,
-               mtu: int = 1450, sealed: Collection[str] = (), xfrm: Collection[str] = ()) -> DatapathPlan:
+               mtu: int = 1450, sealed: Collection[str] = (), xfrm: Collection[str] = (),
+               receive: Mapping[str, str] | None = None,
+               port_ips: Mapping[str, Collection[str]] | None = None) -> DatapathPlan:
     """The plan for peer ``local``.
 
     ``short_ids``: peer name -> short ID (local included); ``unicast``: destination
     -> next hop (a direct neighbour); ``broadcast``: source -> next hops from this
     peer on that source's tree; ``hop_ips``: neighbour -> underlay IPv4;
     ``modes``: neighbour -> "fastdp" | "sleeve" | "none"; ``ports``: host veth -> MAC;
+    ``port_ips``: host veth -> the container's IPv4 addresses (see :func:`local_ports`);
     ``sealed``: neighbours whose connection must be encrypted; ``xfrm``: those of them
-    whose UDP 6784 rides in IPsec ESP (see :class:`Neighbour`).
+    whose UDP 6784 rides in IPsec ESP (see :class:`Neighbour`); ``receive``: neighbour ->
+    the mode its frames are accepted in, where it differs from ``modes`` (a neighbour
+    whose fastdp heartbeats answer is accepted on fastdp before this side's switch moves
+    it there: the two ends of a connection do not switch at the same instant).
     Every neighbour in ``hop_ips`` is an address frames may come from (``neighbours``);
     two neighbours claiming one address leave it to the lower short ID.
     Peers without a route, or whose next hop has no address, are left out (their
@@ -140,19 +149,39 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
                                 f"fastdp carries at most {MAX_BCAST_HOPS}")
         if entries:
             bcast[short_ids[src]] = entries
-    port_list = tuple(LocalPort(ifname, _mac(mac)) for ifname, mac in sorted((ports or {}).items()))
-    if len(port_list) > MAX_LOCAL_PORTS:
-        raise DatapathError(f"{len(port_list)} containers on this host; fastdp carries at most {MAX_LOCAL_PORTS}")
+    port_list = local_ports(ports or {}, port_ips or {})
     neighbours: dict[str, Neighbour] = {}
     for hop, ip in sorted(hop_ips.items(), key=lambda kv: short_ids.get(kv[0], MAX_SHORT_ID + 1)):
         if hop == local or hop not in short_ids:
             continue
         ip = _check_ip(hop, ip)
-        mode = modes.get(hop, "none")
+        mode = (receive or {}).get(hop) or modes.get(hop, "none")
         if mode not in MODES:
             raise DatapathError(f"unknown mode {mode!r} for the connection to {hop}")
         neighbours.setdefault(ip, Neighbour(short_ids[hop], ip, mode, hop in sealed, hop in xfrm))
     return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names, neighbours)
+
+
+def local_ports(ports: Mapping[str, str], port_ips: Mapping[str, Collection[str]]) -> tuple[LocalPort, ...]:
+    """The local containers, checked: host veth -> MAC (``ports``) and -> IPv4 addresses
+    (``port_ips``, addresses or CIDRs; a veth missing there may send no IPv4 at all)."""
+    out = []
+    for ifname, mac in sorted(ports.items()):
+        ips = []
+        for a in port_ips.get(ifname, ()):
+            try:
+                ips.append(str(ipaddress.IPv4Interface(a).ip))
+            except ValueError as exc:
+                raise DatapathError(f"bad IPv4 address {a!r} of the container on {ifname}") from exc
+        ips = sorted(set(ips))
+        if len(ips) > MAX_PORT_IPS:
+            raise CapacityFull(f"the container on {ifname} has {len(ips)} IPv4 addresses; fastdp allows "
+                                f"at most {MAX_PORT_IPS} per container", fix="detach some of them")
+        out.append(LocalPort(ifname, _mac(mac), tuple(ips)))
+    if len(out) > MAX_LOCAL_PORTS:
+        raise CapacityFull(f"{len(out)} containers on this host; fastdp carries at most {MAX_LOCAL_PORTS}",
+                           fix="detach a container first")
+    return tuple(out)
 
 
 @dataclass(frozen=True)

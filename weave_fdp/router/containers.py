@@ -412,6 +412,9 @@ class Containers:
             if left:
                 self.attached.setdefault(ifname, {"target": target, "netns_path": path})["cidrs"] = list(left)
                 self._save()
+                set_addrs = getattr(self.host, "set_port_addresses", None)
+                if set_addrs is not None:      # fastdp: the port's guard forgets the addresses too
+                    await self.run(set_addrs, ifname, left)
                 return await self._notify("detach", {"target": target, "netns_path": path, "all": False,
                                                      "removed": gone, "args": args},
                                           {"target": target, "cidrs": list(left), "removed": False, "released": gone})

@@ -14,10 +14,13 @@ import socket
 import struct
 from enum import IntEnum
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
+MAX_LOCAL_MACS = 256
+MAX_MACS_PER_PEER = 4096
+MAX_PORT_IPS = 8
 MAX_FLOWS = 16384
 MAX_BCAST_HOPS = 16
 MAX_LOCAL_PORTS = 64
@@ -96,9 +99,14 @@ class DropReason(IntEnum):
     SOURCE_NOT_FASTDP = 17
     SEALED_PEER = 18
     BAD_VXLAN = 19
+    UNKNOWN_PORT = 20
+    SPOOFED_MAC = 21
+    SPOOFED_IP = 22
+    SPOOFED_ARP = 23
+    LEARN_LIMIT = 24
 
 
-DROP_MAX = 20
+DROP_MAX = 25
 
 #: the names the CLI and the report show for each drop reason
 DROP_NAMES: dict[int, str] = {r.value: r.name.lower().replace("_", "-") for r in DropReason if r}
@@ -149,6 +157,10 @@ class Underlay(ctypes.Structure):
     _fields_ = [("ifindex", u32), ("src_ip", u32), ("gw_ip", u32), ("pad", u32)]
 
 
+class PortAddrs(ctypes.Structure):
+    _fields_ = [("mac", u8 * 6), ("count", u16), ("ips", u32 * MAX_PORT_IPS)]
+
+
 class Neigh(ctypes.Structure):
     _fields_ = [("peer", u16), ("mode", u8), ("flags", u8)]
 
@@ -176,7 +188,7 @@ class TestEvent(ctypes.Structure):
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_config": Config, "fdp_mac_key": MacKey, "fdp_mac_entry": MacEntry, "fdp_peer": Peer,
     "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_neigh": Neigh,
-    "fdp_flow_key": FlowKey,
+    "fdp_port_addrs": PortAddrs, "fdp_flow_key": FlowKey,
     "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
 }
 

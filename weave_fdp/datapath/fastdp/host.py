@@ -19,7 +19,7 @@ from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, MAP_TYPES, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
                                               UNDERLAY_TC_PRIO, FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
-from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, build_plan, direct_hops
+from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, build_plan, direct_hops, local_ports
 from weave_fdp.plumbing import container_link, tc, underlay_route, vxlan, weave_bridge
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class MeshInputs:
     modes: dict[str, str] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)   # neighbours whose connection must be encrypted
     xfrm: set[str] = field(default_factory=set)     # ... of them, those whose UDP 6784 rides in ESP
+    receive: dict[str, str] = field(default_factory=dict)   # neighbour -> mode its frames are accepted in
 
 
 def direct_default() -> bool:
@@ -63,6 +64,7 @@ class HostDatapath:
         self.dp: FastDatapath | None = None
         self.vxlan_ifindex = 0
         self.ports: dict[str, str] = {}   # host veth -> container MAC
+        self.port_ips: dict[str, tuple[str, ...]] = {}   # host veth -> the container's IPv4 addresses
         self.mesh: MeshInputs | None = None
         self.plan: DatapathPlan | None = None
 
@@ -87,6 +89,12 @@ class HostDatapath:
             e = macs.get(key)
             if e is not None and e.flags & abi.MacFlags.LOCAL and e.ifindex in by_index:
                 self.ports[by_index[e.ifindex]] = abi.mac_str(key.mac)
+        addrs = self.dp.maps["fdp_port_addrs"]
+        for key in list(addrs.keys()):
+            a = addrs.get(key)
+            if a is not None and key.value in by_index:
+                self.port_ips[by_index[key.value]] = tuple(abi.be32_to_ip(a.ips[i])
+                                                           for i in range(min(a.count, abi.MAX_PORT_IPS)))
         for name in links:
             self.dp.attach_port(name, netns=self.netns)
         if not self.direct:
@@ -107,20 +115,38 @@ class HostDatapath:
         assert self.dp is not None and self.mtu is not None
         link = container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
                                      multicast_route=multicast_route, ifname=ifname)
+        had = (self.ports.get(link.host_ifname), self.port_ips.get(link.host_ifname))
         try:
             self.dp.attach_port(link.host_ifname, netns=self.netns)
             self.ports[link.host_ifname] = link.mac
+            self.port_ips[link.host_ifname] = tuple(link.cidrs)
             self._apply()
         except BaseException:
-            self.ports.pop(link.host_ifname, None)
-            container_link.detach(netns_path, host_netns=self.netns)
+            # roll back completely: the link (when this call made it) and its map entries
+            if had[0] is None:
+                self.ports.pop(link.host_ifname, None)
+                self.port_ips.pop(link.host_ifname, None)
+                container_link.detach(netns_path, host_netns=self.netns)
+            else:
+                self.ports[link.host_ifname], self.port_ips[link.host_ifname] = had[0], had[1] or ()
+            try:
+                self._apply()
+            except Exception as exc:
+                log.warning("fastdp: cannot roll back the maps after a failed attach: %s", exc)
             raise
         return link
+
+    def set_port_addresses(self, host_ifname: str, cidrs: tuple[str, ...] | list[str]) -> None:
+        """The container on ``host_ifname`` now has exactly ``cidrs`` (addresses detached)."""
+        if host_ifname in self.ports:
+            self.port_ips[host_ifname] = tuple(cidrs)
+            self._apply()
 
     def detach(self, netns_path: str) -> bool:
         name = container_link.host_ifname_for(netns_path)
         gone = container_link.detach(netns_path, host_netns=self.netns)
         self.ports.pop(name, None)
+        self.port_ips.pop(name, None)
         self._apply()
         return gone
 
@@ -130,12 +156,17 @@ class HostDatapath:
         self._apply()
 
     def _apply(self) -> None:
-        if self.dp is None or self.mesh is None:
+        if self.dp is None:
+            return
+        if self.mesh is None:
+            # no mesh yet: the containers still get their ports (and their guard)
+            self.dp.apply_ports(local_ports(self.ports, self.port_ips),
+                                container_link.host_links(host_netns=self.netns), 0)
             return
         self.plan = build_plan(local=self.mesh.local, short_ids=self.mesh.short_ids, unicast=self.mesh.unicast,
                                broadcast=self.mesh.broadcast, hop_ips=self.mesh.hop_ips, modes=self.mesh.modes,
                                ports=self.ports, mtu=self.mtu or 1450, sealed=self.mesh.sealed,
-                               xfrm=self.mesh.xfrm)
+                               xfrm=self.mesh.xfrm, receive=self.mesh.receive, port_ips=self.port_ips)
         ifindex = container_link.host_links(host_netns=self.netns)
         routes = self._underlay_routes(self.plan) if self.direct else {}
         self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex, direct=self.direct,
@@ -196,10 +227,10 @@ class HostDatapath:
         """Entries per map that hold something (the reset/detach tests check these)."""
         if self.dp is None:
             return {}
-        macs = self.dp.maps["fdp_macs"]
-        entries = [macs.get(k) for k in list(macs.keys())]
-        out = {"fdp_macs": len(entries),
-               "local_macs": sum(1 for e in entries if e is not None and e.flags & abi.MacFlags.LOCAL)}
+        local = len(list(self.dp.maps["fdp_macs"].keys()))
+        learned = len(list(self.dp.maps["fdp_learned"].keys()))
+        out = {"fdp_macs": local + learned, "local_macs": local, "learned_macs": learned,
+               "port_addrs": len(list(self.dp.maps["fdp_port_addrs"].keys()))}
         ports = self.dp.maps["fdp_ports"].get(ctypes.c_uint32(0))
         out["fdp_ports"] = ports.count if ports else 0
         return out

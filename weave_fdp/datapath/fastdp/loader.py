@@ -21,7 +21,7 @@ from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi, ageing, pins
 from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
-from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, diff_macs
+from weave_fdp.datapath.plan import DatapathPlan, LocalPort, UnderlayRoute, diff_macs
 from weave_fdp.errors import DatapathError
 from weave_fdp.plumbing import tc
 
@@ -46,7 +46,10 @@ _FLOW_PATH = {"sleeve": "sleeve", "local": "local"}
 # map name -> (key type, value type, per CPU)
 MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
     "fdp_config": (ctypes.c_uint32, abi.Config, False),
-    "fdp_macs": (abi.MacKey, abi.MacEntry, False),
+    "fdp_macs": (abi.MacKey, abi.MacEntry, False),          # local containers
+    "fdp_learned": (abi.MacKey, abi.MacEntry, False),       # learned from peers (LRU)
+    "fdp_learn_count": (ctypes.c_uint32, ctypes.c_uint32, False),
+    "fdp_port_addrs": (ctypes.c_uint32, abi.PortAddrs, False),
     "fdp_peers": (ctypes.c_uint32, abi.Peer, False),
     "fdp_bcast": (ctypes.c_uint32, abi.Bcast, False),
     "fdp_ports": (ctypes.c_uint32, abi.Ports, False),
@@ -200,23 +203,50 @@ class FastDatapath:
             for i, hop in enumerate(hops):
                 val.hops[i] = abi.Hop(ip=abi.ip_to_be32(hop.ip), peer=hop.short_id, mode=_MODE[hop.mode])
             bcast.set(ctypes.c_uint32(sid), val)
-        ports = abi.Ports()
-        indexes = [ifindex[p.ifname] for p in plan.ports if p.ifname in ifindex]
-        ports.count = len(indexes)
-        for i, idx in enumerate(indexes):
-            ports.ifindex[i] = idx
-        self.maps["fdp_ports"].set(ctypes.c_uint32(0), ports)
+        self.apply_ports(plan.ports, ifindex, plan.local_short_id)
+        learned = self.maps["fdp_learned"]
+        for key in list(learned.keys()):
+            e = learned.get(key)
+            if e is not None and (e.peer not in plan.peers or e.peer == plan.local_short_id):
+                learned.delete(key)   # a peer that left takes its MACs with it
+
+    def apply_ports(self, ports: tuple[LocalPort, ...], ifindex: Mapping[str, int], local_short_id: int) -> None:
+        """The local containers: flood targets (fdp_ports), local MACs (fdp_macs) and what
+        each may send from (fdp_port_addrs). Needs no mesh: a container attached before
+        the mesh is up can talk to its neighbours on this host. Stale entries go first,
+        so a full table never blocks a change that frees room."""
+        pa = self.maps["fdp_port_addrs"]
+        want: dict[int, abi.PortAddrs] = {}
+        for p in ports:
+            if p.ifname not in ifindex:
+                continue
+            val = abi.PortAddrs(count=len(p.ips))
+            ctypes.memmove(val.mac, abi.mac_bytes(p.mac), 6)
+            for i, ip in enumerate(p.ips):
+                val.ips[i] = abi.ip_to_be32(ip)
+            want[ifindex[p.ifname]] = val
+        for key in list(pa.keys()):
+            if key.value not in want:
+                pa.delete(key)
         macs = self.maps["fdp_macs"]
-        current = {abi.mac_str(k.mac): (v.peer, bool(v.flags & abi.MacFlags.LOCAL))
-                   for k, v in ((k, macs.get(k)) for k in list(macs.keys())) if v is not None}
-        diff = diff_macs(current, plan)
+        current = {abi.mac_str(k.mac): (local_short_id, True) for k in list(macs.keys())}
+        diff = diff_macs(current, DatapathPlan(local_short_id, 0, ports=ports))
         for mac in diff.delete:
             macs.delete(abi.mac_key(mac))
+        for idx, val in want.items():
+            cur = pa.get(ctypes.c_uint32(idx))
+            if cur is None or bytes(cur) != bytes(val):
+                pa.set(ctypes.c_uint32(idx), val)
         for mac, ifname in diff.upsert.items():
-            if ifname not in ifindex:
-                continue
-            macs.set(abi.mac_key(mac), abi.MacEntry(peer=plan.local_short_id, flags=abi.MacFlags.LOCAL,
-                                                    ifindex=ifindex[ifname]))
+            if ifname in ifindex:
+                macs.set(abi.mac_key(mac), abi.MacEntry(peer=local_short_id, flags=abi.MacFlags.LOCAL,
+                                                        ifindex=ifindex[ifname]))
+        val = abi.Ports()
+        indexes = [ifindex[p.ifname] for p in ports if p.ifname in ifindex]
+        val.count = len(indexes)
+        for i, idx in enumerate(indexes):
+            val.ifindex[i] = idx
+        self.maps["fdp_ports"].set(ctypes.c_uint32(0), val)
 
     def _apply_neighbours(self, plan: DatapathPlan) -> None:
         """fdp_neigh: exactly the plan's neighbours (who may send over UDP 6784, and what)."""
@@ -248,8 +278,8 @@ class FastDatapath:
 
     # ------------------------------------------------------------------ MAC ageing
     def mac_entries(self) -> list[ageing.MacSeen]:
-        """Every entry of the MAC table (mac, flags, last seen)."""
-        macs = self.maps["fdp_macs"]
+        """Every learned entry of the MAC table (mac, flags, last seen)."""
+        macs = self.maps["fdp_learned"]
         out = []
         for key in list(macs.keys()):
             e = macs.get(key)
@@ -265,7 +295,7 @@ class FastDatapath:
         entry refreshed by traffic since the scan stays.
         """
         now = time.monotonic_ns() if now_ns is None else now_ns
-        macs = self.maps["fdp_macs"]
+        macs = self.maps["fdp_learned"]
         removed = []
         for mac in ageing.stale(self.mac_entries(), now, ageing_s):
             key = abi.mac_key(mac)
@@ -274,7 +304,28 @@ class FastDatapath:
                 continue
             if macs.delete(key):
                 removed.append(mac)
+        self.recount_learned()
         return removed
+
+    def recount_learned(self) -> dict[int, int]:
+        """Rewrite fdp_learn_count with the exact number of learned MACs per peer.
+
+        The programs add one per MAC they learn but cannot see what the LRU evicts
+        or the sweep deletes, so the count only drifts up between sweeps (a peer
+        near its cap may be refused a MAC a little early). Returns peer -> count."""
+        counts: dict[int, int] = {}
+        learned = self.maps["fdp_learned"]
+        for key in list(learned.keys()):
+            e = learned.get(key)
+            if e is not None:
+                counts[e.peer] = counts.get(e.peer, 0) + 1
+        m = self.maps["fdp_learn_count"]
+        for sid in range(abi.MAX_PEERS):
+            cur = m.get(ctypes.c_uint32(sid))
+            want = counts.get(sid, 0)
+            if cur is not None and cur.value != want:
+                m.set(ctypes.c_uint32(sid), ctypes.c_uint32(want))
+        return counts
 
     # ------------------------------------------------------------------ counters
     def drops(self) -> dict[str, int]:

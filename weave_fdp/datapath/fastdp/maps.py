@@ -9,13 +9,14 @@ back as one struct per possible CPU (each rounded up to 8 bytes in the buffer).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from weave_fdp.datapath import bpf_syscall as bpf
-from weave_fdp.errors import DatapathError
+from weave_fdp.errors import CapacityFull, DatapathError
 
 K = TypeVar("K", bound=ctypes._SimpleCData | ctypes.Structure)  # type: ignore[name-defined]
 V = TypeVar("V", bound=ctypes._SimpleCData | ctypes.Structure)  # type: ignore[name-defined]
@@ -88,6 +89,9 @@ class BpfMap(Generic[K, V]):
         try:
             bpf.map_update(self.fd, key, ptr, BPF_ANY)
         except bpf.BpfSyscallError as exc:
+            if exc.errno == errno.E2BIG:   # a hash map at its max_entries
+                raise CapacityFull(f"BPF map {self.name} is full ({bpf.map_info(self.fd).max_entries} entries)",
+                                   fix="detach containers, or wait for learned entries to age out") from exc
             raise DatapathError(f"cannot update BPF map {self.name}: {exc.strerror}") from exc
 
     def delete(self, key: K) -> bool:

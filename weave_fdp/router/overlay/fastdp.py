@@ -71,6 +71,7 @@ class FastdpOverlay:
         self._started = time.monotonic()
         self._boot_fastdp: set[int] = set()    # short IDs in fastdp mode in the maps we found
         self._seen_at: dict[str, float] = {}   # peer -> when its connection was first seen established
+        self._rx_applied: frozenset[str] = frozenset()   # peers whose frames the maps accept on fastdp
         # "floods" messages: sources whose floods, reaching that neighbour, must go on by sleeve
         self._told: dict[str, frozenset[str]] = {}
         self._sent: dict[str, frozenset[str]] = {}
@@ -158,9 +159,10 @@ class FastdpOverlay:
                 if peer not in view.connections or not view.connections[peer].established:
                     d.pop(peer)
         # the switch's decisions outlive a blink of the connection (it remembers them
-        # too); only peers that left the mesh are forgotten
+        # too); only peers that left the mesh are forgotten (a restarting peer drops out
+        # of the topology for a moment: while its connection or its grace lasts, it stays)
         for peer in list(self.modes):
-            if peer not in view.peers:
+            if peer not in view.peers and peer not in view.connections and peer not in self._lost_at:
                 self.modes.pop(peer)
         self._apply()
 
@@ -200,7 +202,8 @@ class FastdpOverlay:
                        for s, hs in view.broadcast.items()},
             hop_ips={p: c.remote_ip for p, c in conns.items()},
             modes={p: self._mode(p) for p in conns},
-            sealed={p for p, c in conns.items() if self.needs_encryption(p, c.remote_ip)})
+            sealed={p for p, c in conns.items() if self.needs_encryption(p, c.remote_ip)},
+            receive={p: "fastdp" for p in conns if self._rx_fastdp(p)})
         self._keep_lost(mesh, conns)
         self._sync_esp(view, conns, mesh)
         try:
@@ -239,16 +242,22 @@ class FastdpOverlay:
         mesh.xfrm = set(self.esp.installed) & set(mesh.hop_ips)
 
     def _keep_lost(self, mesh: Any, conns: dict[str, Any]) -> None:
-        """Merge into ``mesh`` the last entries of connections lost less than GRACE ago."""
+        """Merge into ``mesh`` the last entries of lost fastdp connections: kept while the
+        peer's kernel still answers its fastdp heartbeats (its router restarts, its pinned
+        datapath forwards meanwhile), else for GRACE seconds. A peer back on a connection
+        before the topology has its new incarnation keeps its last short ID meanwhile."""
         now = time.monotonic()
         last, self._last = self._last, mesh
         if last is None:
             return
+        for peer in conns:
+            if peer not in mesh.short_ids and peer in last.short_ids:
+                mesh.short_ids[peer] = last.short_ids[peer]
         for peer in last.hop_ips:
             if peer not in conns:
                 self._lost_at.setdefault(peer, now)
         for peer in list(self._lost_at):
-            if peer in conns or now - self._lost_at[peer] > GRACE:
+            if peer in conns or (now - self._lost_at[peer] > GRACE and not self.healthy(peer)):
                 self._lost_at.pop(peer)
                 continue
             if peer not in last.short_ids or last.modes.get(peer) != "fastdp":
@@ -256,6 +265,7 @@ class FastdpOverlay:
             mesh.short_ids.setdefault(peer, last.short_ids[peer])
             mesh.hop_ips[peer] = last.hop_ips[peer]
             mesh.modes[peer] = "fastdp"
+            mesh.receive[peer] = "fastdp"
             if peer in last.sealed:
                 mesh.sealed.add(peer)
             for dest, hop in last.unicast.items():
@@ -279,6 +289,13 @@ class FastdpOverlay:
         if peer in self.modes:
             return self.modes[peer]
         return "fastdp" if self._was_fastdp(peer) else "sleeve"
+
+    def _rx_fastdp(self, peer: str) -> bool:
+        """Whether plain VXLAN data from ``peer`` is accepted: its connection is in fastdp
+        mode, or about to be (its fastdp heartbeats answer and nothing rules fastdp out).
+        The peer's switch may move to fastdp a moment before ours: its first frames
+        must not be lost. (Sealed connections are refused whatever this says.)"""
+        return self._mode(peer) == "fastdp" or (self.healthy(peer) and self.unusable_reason(peer) is None)
 
     def _was_fastdp(self, peer: str) -> bool:
         """``peer`` was in fastdp mode in the maps this router found at start (within STARTUP_GRACE)."""
@@ -465,9 +482,17 @@ class FastdpOverlay:
                     self.ctx.loop.run_in_executor(self._worker, self._age_macs)
             try:
                 self._send_pings()
+                self._check_receive()
             except Exception:
                 log.exception("fastdp heartbeat round failed")
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    def _check_receive(self) -> None:
+        """Re-plan when the set of peers accepted on fastdp changed (heartbeats came or went)."""
+        rx = frozenset(p for p in self._targets() if self._rx_fastdp(p))
+        if rx != self._rx_applied:
+            self._rx_applied = rx
+            self._apply()
 
     def _targets(self) -> dict[str, tuple[int, str]]:
         """Peers to heartbeat: direct fastdp connections, plus lost ones still in grace
