@@ -50,11 +50,11 @@ def mesh(make_lab, hosts: int, *args: str, mode: str):
     return lab
 
 
-def legit(lab, src: int, dst: int, payload: str) -> None:
-    """A genuine datagram from container (src, 1) to container (dst, 1)."""
+def legit(lab, src: int, dst: int, payload: str, src_container: int = 1) -> None:
+    """A genuine datagram from container (src, src_container) to container (dst, 1)."""
     code = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
             "s.sendto(sys.argv[2].encode(),(sys.argv[1],%d))" % PORT)
-    lab.exec_container(src, 1, ["python3", "-c", code, lab.container_ip(dst, 1), payload])
+    lab.exec_container(src, src_container, ["python3", "-c", code, lab.container_ip(dst, 1), payload])
 
 
 def forged(lab, src: int, dst: int, payload: str, *, dst_ip: str | None = None,

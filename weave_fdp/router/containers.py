@@ -339,7 +339,12 @@ class Containers:
                         await self.run(self.host.detach, path)     # nothing half-attached
                     raise AlreadyExists(f"address {ip} is already in use on the network (MAC {owner} answered)",
                                         fix="pick another address, or detach it where it is")
-            link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast, ifname=cifname)
+            try:
+                link = await self.run(self.host.attach, path, cidrs, multicast_route=mcast, ifname=cifname)
+            except BaseException:
+                if not existed:
+                    await self.run(self.host.detach, path)     # nothing half-attached
+                raise
         except BaseException:
             self._release_new(ident, before)
             raise

@@ -113,6 +113,9 @@ class HostDatapath:
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
                ifname: str = container_link.CONTAINER_IFNAME) -> container_link.ContainerLink:
         assert self.dp is not None and self.mtu is not None
+        name = container_link.host_ifname_for(netns_path)
+        # the port guard's limit, checked before anything changes
+        local_ports({name: "00:00:00:00:00:00"}, {name: [*self.port_ips.get(name, ()), *cidrs]})
         link = container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
                                      multicast_route=multicast_route, ifname=ifname)
         had = (self.ports.get(link.host_ifname), self.port_ips.get(link.host_ifname))
