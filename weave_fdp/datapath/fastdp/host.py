@@ -145,6 +145,17 @@ class HostDatapath:
             self.port_ips[host_ifname] = tuple(cidrs)
             self._apply()
 
+    def restore_port_addresses(self, records: dict[str, list[str]]) -> None:
+        """Containers found at start whose addresses the maps did not hold take them from
+        the router's records (host veth -> CIDRs); without that their guard lets no IPv4 out."""
+        changed = False
+        for name, cidrs in records.items():
+            if name in self.ports and not self.port_ips.get(name) and cidrs:
+                self.port_ips[name] = tuple(cidrs)
+                changed = True
+        if changed:
+            self._apply()
+
     def detach(self, netns_path: str) -> bool:
         name = container_link.host_ifname_for(netns_path)
         gone = container_link.detach(netns_path, host_netns=self.netns)

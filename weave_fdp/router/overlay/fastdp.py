@@ -107,8 +107,11 @@ class FastdpOverlay:
         self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
         offer_fastdp(ctx, self)
-        containers.register(ctx.api, self.host, ctx.state_dir, self.run, ipam=ctx.ipam,
-                            listeners=ctx.container_listeners)
+        recs = containers.register(ctx.api, self.host, ctx.state_dir, self.run, ipam=ctx.ipam,
+                                   listeners=ctx.container_listeners)
+        # containers attached by a router whose maps had no port addresses (an older version)
+        await self.run(self.host.restore_port_addresses,
+                       {ifn: list(rec.get("cidrs") or []) for ifn, rec in recs.attached.items()})
         ctx.add_report_section("datapath", self.host.report)
         log.info("fastdp ready: MTU %s, pins %s", self.host.mtu, self.host.pin_dir)
 
