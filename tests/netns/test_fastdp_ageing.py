@@ -37,7 +37,7 @@ def two(make_lab):
 def learned_on(fl: FastdpLab, i: int) -> dict[str, int]:
     """Learned MAC -> peer short ID in host i's table."""
     assert fl.hosts[i].dp is not None
-    macs = fl.hosts[i].dp.maps["fdp_macs"]
+    macs = fl.hosts[i].dp.maps["fdp_learned"]
     out = {}
     for e in fl.hosts[i].dp.mac_entries():
         v = macs.get(abi.mac_key(e.mac))
