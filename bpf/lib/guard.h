@@ -11,6 +11,7 @@
 
 #include <uapi/linux/if_ether.h>
 #include "maps.h"
+#include "forward.h"
 
 /* The ARP payload after struct arphdr (IPv4 over Ethernet). */
 struct fdp_arp_eth {
@@ -34,11 +35,14 @@ static __always_inline int fdp_port_has_ip(const struct fdp_port_addrs *p, __u32
 {
 	__u32 i, n = p->count;
 
-	/* verifier: a constant bound, count only ends it early */
+	/* verifier: a constant bound, count only ends it early; an opaque index (see
+	 * fdp_opaque_index) for the 6.1 verifier */
 	for (i = 0; i < FDP_MAX_PORT_IPS; i++) {
-		if (i >= n)
+		__u32 j = fdp_opaque_index(i);
+
+		if (j >= n || j >= FDP_MAX_PORT_IPS)
 			break;
-		if (p->ips[i] == ip)
+		if (p->ips[j] == ip)
 			return 1;
 	}
 	return 0;
