@@ -100,7 +100,13 @@ def test_gossip_channels_unicast_broadcast_and_state() -> None:
         chans[5].gossip_broadcast(b"all")
         recs[0].state.add(b"k0")
         chans[0].gossip_neighbours(b"k0")
-        await asyncio.sleep(0.2)
+        def arrived() -> bool:
+            return (bool(recs[9].unicast) and all(b"k0" in r.state for r in recs)
+                    and all(r.broadcast for k, r in enumerate(recs) if k != 5))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not arrived() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)   # a duplicate delivery, if any, would arrive in this window
         assert recs[9].unicast == [(nodes[3].name, b"hi")]
         assert all(r.unicast == [] for k, r in enumerate(recs) if k != 9)
         for k, r in enumerate(recs):
