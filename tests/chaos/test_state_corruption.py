@@ -110,6 +110,7 @@ def test_peer_file_corrupted_before_launch(chaos_lab) -> None:
     _check(run_matrix(cl, ["peer.json"], ["garbage"]))
 
 
+@pytest.mark.timeout(3600)   # ~25 relaunches of a fastdp router, a minute each on a loaded machine
 def test_every_state_file_corrupted_before_launch(chaos_lab) -> None:
     cl = chaos_lab(2)
     files = [f for f in state_files(cl, 1) if not f.endswith(".prev")]
