@@ -61,6 +61,7 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 	__u32 vni, remote, src_peer, dst_peer, len = skb->len;
 	int reason, is_hb;
 
+	fdp_pull_headers(skb);
 	cfg = fdp_get_config();
 	if (!cfg)
 		return fdp_drop(FDP_DROP_NO_CONFIG);

@@ -36,6 +36,7 @@ int fdp_from_container(struct __sk_buff *skb)
 	__u32 dst_peer, len = skb->len;
 	int reason, verdict;
 
+	fdp_pull_headers(skb);
 	reason = fdp_parse_frame(skb, &key);
 	if (!reason)
 		reason = fdp_port_guard(skb, &key);

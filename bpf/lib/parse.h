@@ -23,6 +23,24 @@ static __always_inline int fdp_mac_is_group(const __u8 *mac)
 	return mac[0] & 1;
 }
 
+#ifndef FDP_PULL_LEN
+#define FDP_PULL_LEN 128          /* bytes: outer + inner headers the programs read */
+#endif
+
+/*
+ * Make the first FDP_PULL_LEN bytes (or the whole packet) linear. A NIC such as
+ * virtio-net hands tc skbs whose linear part ends before the headers (seen in
+ * the VM lab: MTU-sized heartbeats dropped as truncated); veths never do.
+ * Call before taking skb->data: the pull moves it.
+ */
+static __always_inline void fdp_pull_headers(struct __sk_buff *skb)
+{
+	__u32 want = skb->len < FDP_PULL_LEN ? skb->len : FDP_PULL_LEN;
+
+	if ((long)skb->data_end - (long)skb->data < (long)want)
+		bpf_skb_pull_data(skb, want);
+}
+
 /*
  * Fill @key from the Ethernet frame @off bytes into skb->data. Returns 0 or an FDP_DROP_* reason.
  * Non-IPv4 frames (ARP, IPv6, ...) keep zero L3/L4 fields and are carried.
