@@ -61,7 +61,7 @@ fi
 stamp="$venv/.weave-fdp-installed"
 want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
 extras="test,${WEAVE_FDP_EXTRAS:-}"
-read -r have_hash have_extras <"$stamp" 2>/dev/null || { have_hash=""; have_extras=""; }
+{ read -r have_hash have_extras <"$stamp"; } 2>/dev/null || { have_hash=""; have_extras=""; }
 need=0
 [ "$have_hash" = "$want" ] || { need=1; have_extras=""; }
 for e in ${extras//,/ }; do

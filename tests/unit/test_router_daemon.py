@@ -67,3 +67,28 @@ def test_metrics_addr_refused_with_the_flag_named(addr: str) -> None:
 
 def test_metrics_off_by_default() -> None:
     assert RouterConfig().validate().metrics_addr is None
+
+
+def test_a_request_to_a_router_still_starting_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    """Not an internal error with a traceback: the router is slow, not broken."""
+    import asyncio
+
+    from weave_fdp.errors import ExitCode
+    from weave_fdp.router import daemon
+
+    monkeypatch.setattr(daemon, "READY_WAIT_S", 0.05)
+
+    async def op(args: dict) -> str:
+        return "served"
+
+    async def main() -> tuple[dict, dict]:
+        router = daemon.Router(RouterConfig(state_dir=tmp_path))
+        router.api.register("probe-op", router._when_ready(op))
+        early = await router.api.dispatch(b'{"op": "probe-op"}')
+        router.ready.set()
+        return early, await router.api.dispatch(b'{"op": "probe-op"}')
+
+    early, late = asyncio.run(main())
+    assert not early["ok"] and early["error"]["exit_code"] == ExitCode.ROUTER_NOT_RUNNING
+    assert "still starting" in early["error"]["message"]
+    assert late == {"ok": True, "result": "served"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp import __version__, paths
-from weave_fdp.errors import FdpError, NotFound, UsageError
+from weave_fdp.errors import FdpError, NotFound, RouterNotRunning, UsageError
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
 from weave_fdp.router.mesh.admission import source_of
@@ -33,6 +33,8 @@ from weave_fdp.router import statefile
 from weave_fdp.router.state import RouterState, random_peer_name
 
 log = logging.getLogger(__name__)
+
+READY_WAIT_S = 30.0   # an API request waits this long for a starting router (compiles are slow on small VMs)
 
 
 class Router:
@@ -264,7 +266,11 @@ class Router:
 
     def _when_ready(self, fn: Any) -> Any:
         async def wrapped(args: dict[str, Any]) -> Any:
-            await asyncio.wait_for(self.ready.wait(), 30)
+            try:
+                await asyncio.wait_for(self.ready.wait(), READY_WAIT_S)
+            except asyncio.TimeoutError:   # a slow start, not a bug: no traceback in the log
+                raise RouterNotRunning(f"the router is still starting ({READY_WAIT_S:g} s and not ready)",
+                                       fix="retry in a few seconds") from None
             return await fn(args)
         return wrapped
 
