@@ -158,3 +158,21 @@ def test_probe_help_documents_its_exit_codes() -> None:
     res = CliRunner().invoke(cli, ["probe", "--help"])
     assert "--json" in res.output and "--dev" in res.output
     assert "10 only sleeve" in res.output and "11 neither" in res.output
+
+
+def test_stop_that_does_not_happen_is_an_error_not_a_silent_carry_on(monkeypatch) -> None:
+    """reset goes on to remove the state only once the router is gone."""
+    from weave_fdp.cli.commands import router as router_cmd
+    from weave_fdp.errors import FdpError
+
+    class Stubborn:
+        def call(self, op: str, **kw: object) -> dict:
+            assert op == "stop"
+            return {"stopping": True, "pid": 4242}
+
+        def running(self) -> bool:
+            return True
+
+    monkeypatch.setattr(router_cmd, "STOP_WAIT_S", 0.1)
+    with pytest.raises(FdpError, match=r"pid 4242\) is still running .*kill 4242"):
+        router_cmd._stop(Stubborn())   # type: ignore[arg-type]

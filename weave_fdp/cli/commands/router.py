@@ -24,6 +24,7 @@ from weave_fdp.router.logfile import LOG_ENV
 #: seconds for the background router to answer (WEAVE_FDP_LAUNCH_TIMEOUT overrides: VMs under
 #: software emulation start a router in minutes)
 LAUNCH_TIMEOUT = 20.0
+STOP_WAIT_S = 60.0   # a router on a slow machine (emulated VM) takes long to detach and unpin
 
 
 def _split_csv(values: tuple[str, ...]) -> list[str]:
@@ -192,9 +193,15 @@ def stop() -> None:
 
 
 def _stop(client: RouterClient) -> None:
-    client.call("stop")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and client.running():
+    """Ask the router to stop and wait until it is gone: `reset` must not remove the state of a
+    router still running (a slow machine takes seconds to detach its programs)."""
+    res = client.call("stop") or {}
+    deadline = time.monotonic() + STOP_WAIT_S
+    while client.running():
+        if time.monotonic() > deadline:
+            pid = res.get("pid", "?")
+            raise FdpError(f"the router (pid {pid}) is still running {STOP_WAIT_S:g} s after it was asked to stop",
+                           fix=f"kill {pid}, then run the command again")
         time.sleep(0.05)
 
 
