@@ -21,7 +21,7 @@ from typing import Any
 
 from weave_fdp.errors import FdpError, PermissionDenied
 from weave_fdp.router.mesh.codec import PEER_NAME_RE
-from weave_fdp.router.statefile import Check, keep_copy, load_json
+from weave_fdp.router.statefile import Check, atomic_write_bytes, keep_copy, load_json
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,6 @@ def random_peer_name(rng: random.Random | None = None) -> str:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old or the new content: temporary
-    file, fsync, rename over, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 class RouterState:

@@ -1,6 +1,6 @@
 """Reading the router's state files so that damage is never silent.
 
-Every state file is written atomically (state.atomic_write_json), and right after each
+Every state file is written atomically (atomic_write_bytes), and right after each
 write ``keep_copy`` copies it to ``<file>.prev`` (atomically too, a separate inode: a file
 truncated or edited in place leaves its copy intact). ``load_json`` then reads a file:
 
@@ -75,18 +75,28 @@ def keep_copy(path: Path) -> None:
     so damage to one never reaches the other). A crash in between leaves the copy one write
     behind, which is still a good copy."""
     try:
-        _write_atomic(path.with_name(path.name + PREV_SUFFIX), path.read_bytes())
+        atomic_write_bytes(path.with_name(path.name + PREV_SUFFIX), path.read_bytes())
     except OSError as exc:
         log.warning("cannot keep a copy of %s: %s", path, exc.strerror)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a crash leaves the old or the new content: temporary
+    file, fsync, rename over, fsync of the directory."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def load_json(path: Path, check: Check, *, what: str, fix: str,
@@ -119,7 +129,7 @@ def load_json(path: Path, check: Check, *, what: str, fix: str,
     elif prev_why is not None:
         raise StateFileCorrupt(f"{what} file {path} is damaged ({why}; kept as {corrupt.name}) and its "
                                f"previous copy {prev.name} is {prev_why}", fix=fix)
-    _write_atomic(path, json.dumps(good, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(path, json.dumps(good, indent=1, sort_keys=True).encode())
     _note(f"{what} file {path} was damaged ({why}); recovered from {source}; "
           f"the damaged file is kept as {corrupt}")
     return good
