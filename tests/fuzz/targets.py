@@ -188,7 +188,7 @@ def _message_seeds() -> list[bytes]:
 
 
 class FuzzLink:
-    """A handshaken neighbour (implements mesh.node.Link) whose sends are only counted."""
+    """A handshaken neighbour (implements mesh.link.Link) whose sends are only counted."""
 
     def __init__(self, node: MeshNode, peer: str, version: int) -> None:
         self.node = node

@@ -71,3 +71,46 @@ def test_imports_go_one_way(layer: str) -> None:
                  for path, names in MODULES
                  if path.startswith(layer) and any(n.startswith(LOWER[layer]) for n in names)]
     assert offenders == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (``from pkg import mod`` counts as mod; imports
+    under TYPE_CHECKING count too: a cycle of type hints is still a knot to untie)."""
+    mods = {}
+    for p in sorted(PKG.rglob("*.py")):
+        name = ".".join(p.relative_to(PKG.parent).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = p
+    graph: dict[str, set[str]] = {}
+    for name, p in mods.items():
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p))):
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                out.add(node.module)
+                out.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {m for m in out if m in mods and m != name}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = _module_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(path[path.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

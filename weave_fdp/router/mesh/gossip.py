@@ -14,10 +14,9 @@ few random neighbours, so peers that missed a delta converge anyway.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from weave_fdp.router.mesh.node import MeshNode
+from weave_fdp.router.mesh.link import ChannelSender
 
 
 class Gossiper(Protocol):
@@ -37,7 +36,7 @@ class Gossiper(Protocol):
 class GossipChannel:
     """Sending side of one named channel."""
 
-    def __init__(self, node: "MeshNode", name: str, gossiper: Gossiper) -> None:
+    def __init__(self, node: ChannelSender, name: str, gossiper: Gossiper) -> None:
         self.node = node
         self.name = name
         self.gossiper = gossiper

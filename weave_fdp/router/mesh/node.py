@@ -13,12 +13,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from weave_fdp.errors import ProtocolError
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.codec import ConnEntry, Features, PeerEntry
 from weave_fdp.router.mesh.gossip import GossipChannel, Gossiper
+from weave_fdp.router.mesh.link import Link
 from weave_fdp.router.mesh.routes import Routes
 from weave_fdp.router.mesh.topogossip import TOPOLOGY, TopologyGossip
 from weave_fdp.router.mesh.topology import Topology
@@ -39,23 +40,6 @@ class Identity:
     uid: int
     incarnation: int
     short_id: int
-
-
-class Link(Protocol):
-    """A handshaken connection to a neighbour, as the node sees it."""
-
-    peer: str
-    features: Features
-    outbound: bool
-    remote_host: str
-    remote_port: int
-    established: bool
-    tx_bytes: int
-    rx_bytes: int
-
-    def send(self, tag: int, body: Any) -> None: ...
-
-    def close(self, reason: str) -> None: ...
 
 
 class MeshNode:
@@ -272,34 +256,34 @@ class MeshNode:
 
     # ------------------------------------------------------------ generic gossip
 
-    def _send(self, link: Link, tag: int, body: dict) -> None:
+    def send(self, link: Link, tag: int, body: dict) -> None:
         link.send(tag, body)
 
     def send_gossip(self, channel: str, payload: bytes, exclude: str | None = None) -> None:
         for peer, link in list(self.links.items()):
             if peer != exclude:
-                self._send(link, codec.GOSSIP, {"c": channel, "s": self.name, "p": payload})
+                self.send(link, codec.GOSSIP, {"c": channel, "s": self.name, "p": payload})
 
     def send_broadcast(self, channel: str, payload: bytes, src: str | None = None) -> None:
         src = src or self.name
         for hop in self.routes.broadcast_from(src):
             link = self.links.get(hop)
             if link is not None:
-                self._send(link, codec.GOSSIP_BROADCAST, {"c": channel, "s": src, "p": payload})
+                self.send(link, codec.GOSSIP_BROADCAST, {"c": channel, "s": src, "p": payload})
 
     def send_unicast(self, channel: str, dst: str, payload: bytes, src: str | None = None) -> bool:
         hop = self.routes.unicast.get(dst)
         link = self.links.get(hop) if hop else None
         if link is None:
             return False
-        self._send(link, codec.GOSSIP_UNICAST, {"c": channel, "s": src or self.name, "d": dst, "p": payload})
+        self.send(link, codec.GOSSIP_UNICAST, {"c": channel, "s": src or self.name, "d": dst, "p": payload})
         return True
 
     def send_overlay_control(self, peer: str, payload: bytes) -> bool:
         link = self.links.get(peer)
         if link is None:
             return False
-        self._send(link, codec.OVERLAY_CONTROL, {"p": payload})
+        self.send(link, codec.OVERLAY_CONTROL, {"p": payload})
         return True
 
     def _gossip_message(self, link: Link, tag: int, body: dict) -> None:
@@ -341,7 +325,7 @@ class MeshNode:
             for ch in self.channels.values():
                 state = ch.gossiper.gossip()
                 if state:
-                    self._send(link, codec.GOSSIP, {"c": ch.name, "s": self.name, "p": state})
+                    self.send(link, codec.GOSSIP, {"c": ch.name, "s": self.name, "p": state})
 
 
 def keep_new_link(local: str, remote: str, new_is_outbound: bool) -> bool:

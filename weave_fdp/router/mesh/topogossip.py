@@ -10,20 +10,18 @@ mesh about once per peer instead of once per link, and what crosses every link i
 what the other lacks); periodic gossip sends a 21-byte summary (count and
 fingerprint of the whole view), answered with full digests only on a mismatch.
 
-Pure bookkeeping over a ``MeshNode`` (links, topology, send); no I/O of its own.
+Pure bookkeeping over a ``TopologyHost`` (link.py: links, topology, send); no I/O of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.codec import Key
-
-if TYPE_CHECKING:
-    from weave_fdp.router.mesh.node import Link, MeshNode
+from weave_fdp.router.mesh.link import Link, TopologyHost
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +30,14 @@ REQUEST_TIMEOUT = 5.0   # s before asking another neighbour for an entry that di
 NONE_KEY: Key = (-1, -1, -1)
 
 
-def uses_digests(link: "Link") -> bool:
+def uses_digests(link: Link) -> bool:
     return getattr(link, "protocol_version", codec.PROTOCOL_MAX) >= codec.DIGEST_VERSION
 
 
 class TopologyGossip:
     """Per-neighbour knowledge and the messages of the topology channels."""
 
-    def __init__(self, node: "MeshNode", delay: float, request_timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, node: TopologyHost, delay: float, request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.node = node
         self.delay = delay
         self.request_timeout = request_timeout
@@ -53,14 +51,14 @@ class TopologyGossip:
 
     # ------------------------------------------------------------ links
 
-    def link_up(self, link: "Link") -> None:
+    def link_up(self, link: Link) -> None:
         self.known.pop(link.peer, None)
         if uses_digests(link):
             self._send_digest(link, codec.DIGEST_FULL, self._all_keys())
         else:
             self.push(link, None)
 
-    def link_down(self, link: "Link") -> None:
+    def link_down(self, link: Link) -> None:
         self.pending.pop(link.peer, None)
         self.known.pop(link.peer, None)
         lost = [n for n, (_, _, asked) in self.requested.items() if asked == link.peer]
@@ -116,12 +114,12 @@ class TopologyGossip:
     def _all_keys(self) -> list[tuple[str, Key]]:
         return [(n, e.key()) for n, e in self.node.topology.peers.items()]
 
-    def _send_digest(self, link: "Link", kind: int, items: list[tuple[str, Key]]) -> None:
+    def _send_digest(self, link: Link, kind: int, items: list[tuple[str, Key]]) -> None:
         self.stats["digest_records_sent"] += len(items)
-        self.node._send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_DIGEST, "s": self.node.name,
+        self.node.send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_DIGEST, "s": self.node.name,
                                              "p": codec.encode_digest(kind, items)})
 
-    def push(self, link: "Link", names: set[str] | list[str] | None) -> None:
+    def push(self, link: Link, names: set[str] | list[str] | None) -> None:
         """Send entries (all when ``names`` is None), skipping those the neighbour holds."""
         known = self.known.setdefault(link.peer, {})
         entries = [e for e in self.node.topology.entries(names)
@@ -131,20 +129,20 @@ class TopologyGossip:
         for e in entries:
             known[e.name] = e.key()
         self.stats["entries_sent"] += len(entries)
-        self.node._send(link, codec.GOSSIP, {"c": TOPOLOGY, "s": self.node.name,
+        self.node.send(link, codec.GOSSIP, {"c": TOPOLOGY, "s": self.node.name,
                                              "p": self.encoder.encode(entries)})
 
-    def periodic(self, link: "Link") -> None:
+    def periodic(self, link: Link) -> None:
         """The periodic round to one neighbour: a summary (protocol 2) or everything (1)."""
         if uses_digests(link):
-            self.node._send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_DIGEST, "s": self.node.name,
+            self.node.send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_DIGEST, "s": self.node.name,
                                                  "p": codec.encode_summary(self._all_keys())})
         else:
             self.push(link, None)
 
     # ------------------------------------------------------------ receiving
 
-    def on_message(self, link: "Link", channel: str, payload: bytes) -> bool:
+    def on_message(self, link: Link, channel: str, payload: bytes) -> bool:
         """Handle a topology channel message; False when ``channel`` is not one of ours."""
         if channel == TOPOLOGY:
             self.on_entries(link, payload)
@@ -156,7 +154,7 @@ class TopologyGossip:
             return False
         return True
 
-    def on_entries(self, link: "Link", payload: bytes) -> None:
+    def on_entries(self, link: Link, payload: bytes) -> None:
         peers, me = self.node.topology.peers, self.node.name
         known = self.known.setdefault(link.peer, {})
 
@@ -174,7 +172,7 @@ class TopologyGossip:
                 if r is not None and (cur := peers.get(e.name)) is not None and cur.key() >= r[0]:
                     del self.requested[e.name]
 
-    def on_digest(self, link: "Link", payload: bytes) -> None:
+    def on_digest(self, link: Link, payload: bytes) -> None:
         kind, body = codec.decode_digest(payload)
         peers = self.node.topology.peers
         if kind == codec.DIGEST_SUMMARY:
@@ -199,7 +197,7 @@ class TopologyGossip:
         if lacking:
             self.push(link, lacking)
 
-    def _on_delta(self, link: "Link", items: list[tuple[str, Key]]) -> None:
+    def _on_delta(self, link: Link, items: list[tuple[str, Key]]) -> None:
         peers, me = self.node.topology.peers, self.node.name
         known = self.known.setdefault(link.peer, {})
         now = asyncio.get_running_loop().time()
@@ -228,7 +226,7 @@ class TopologyGossip:
         if ask:
             self._request(link, ask)
 
-    def on_request(self, link: "Link", payload: bytes) -> None:
+    def on_request(self, link: Link, payload: bytes) -> None:
         names = codec.decode_request(payload)
         known = self.known.setdefault(link.peer, {})
         for n in names:
@@ -237,9 +235,9 @@ class TopologyGossip:
 
     # ------------------------------------------------------------ requests
 
-    def _request(self, link: "Link", names: list[str]) -> None:
+    def _request(self, link: Link, names: list[str]) -> None:
         self.stats["requests_sent"] += len(names)
-        self.node._send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_REQUEST, "s": self.node.name,
+        self.node.send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_REQUEST, "s": self.node.name,
                                              "p": codec.encode_request(names)})
         self._schedule_retry(asyncio.get_running_loop().time() + self.request_timeout)
 

@@ -46,7 +46,7 @@ class HandshakeError(FdpError):
 
 
 class TcpLink:
-    """One handshaken TCP connection (implements node.Link)."""
+    """One handshaken TCP connection (implements link.Link)."""
 
     def __init__(self, node: MeshNode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  features: Features, cipher: SessionCipher | None, outbound: bool, remote: tuple[str, int],
