@@ -36,7 +36,8 @@ def test_load_renders_the_table_checks_and_markdown(tmp_path: Path) -> None:
                              terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "kernel VXLAN + bridge" in out.output and "1.20× vx" in out.output
-    assert "ok  floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN: 1.20×" in out.output
+    assert "ok  floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN: 1.20×" in out.output
+    assert "verdict, TCP 1 stream pinned: floor met, aims 1 of 2 not met" in out.output
     assert "| TCP 1 stream (Gbit/s) | 12.00<br>1.50× vx<br>1.00× ul | 8.00<br>1.00× vx" in out.output
 
 
@@ -61,7 +62,8 @@ def test_options_are_checked_before_anything_is_built(kw: dict, words: str) -> N
 
 
 def test_tcp1_runs_twice_per_round_in_a_b_b_a_order() -> None:
-    assert datapath.Options().repeats == {"tcp1": 2}
+    assert datapath.Options().repeats == {"tcp1": 2, "tcp1u": 2}   # pinned and unpinned
+    assert "tcp1u" in datapath.Options().tests
     assert datapath.run_order(["vxlan", "fastdp"], 2) == ["vxlan", "fastdp", "fastdp", "vxlan"]
     assert datapath.run_order(["u", "v", "f"], 3) == ["u", "v", "f", "f", "v", "u", "u", "v", "f"]
     assert datapath.run_order(["u", "v"], 1) == ["u", "v"]

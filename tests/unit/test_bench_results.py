@@ -83,8 +83,10 @@ def test_summarize_medians_and_ratios_of_medians() -> None:
     assert f["spread"] == pytest.approx((30 - 9) / 2 / 10)
     # per-round ratios 9/8, 10/7, 30/9: their median, not the ratio of medians
     assert f["paired_vs_vxlan"] == pytest.approx(10 / 7)
+    assert f["paired_vs_underlay"] == pytest.approx(9 / 10)   # median of 9/10, 10/12, 30/11
     assert sm["rr_p99_us"]["fastdp"] == {"runs": [], "median": None, "spread": None, "vs_vxlan": None,
-                                         "vs_underlay": None, "paired_vs_vxlan": None}
+                                         "vs_underlay": None, "paired_vs_vxlan": None,
+                                         "paired_vs_underlay": None}
     assert sm["rr_p50_us"]["fastdp"]["spread"] is None  # one run: no spread
     assert r.ratio(1.0, 0.0) is None and r.median([]) is None
 
@@ -92,11 +94,34 @@ def test_summarize_medians_and_ratios_of_medians() -> None:
 def test_checks_judge_floors_and_aim() -> None:
     sm = r.summarize(_samples(), ["underlay", "vxlan", "fastdp"])
     by = {c.what: c for c in r.checks(sm)}
-    assert by["floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN"].ok is True
-    assert by["aim: fastdp TCP 1 stream ≥ 1.15× kernel VXLAN"].ok is True      # 1.25×
-    assert by["floor: fastdp p50 latency (1 CPU) ≤ 1.05× kernel VXLAN"].ok is False    # 1.10×
+    assert by["floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN"].ok is True
+    assert by["aim: fastdp TCP 1 stream (pinned) ≥ 1.15× kernel VXLAN"].ok is True      # paired 1.43×
+    assert by["aim: fastdp TCP 1 stream (pinned) ≥ 0.85× underlay"].ok is True        # paired 0.90×
+    assert by["floor: fastdp p50 latency (1 CPU) ≤ 0.75× kernel VXLAN"].ok is False    # 1.10×
     assert by["floor: fastdp TCP 4 streams ≥ 1.00× kernel VXLAN"].ok is None   # not measured
+    assert by["floor: fastdp TCP 1 stream (unpinned) ≥ 1.00× kernel VXLAN"].ok is None
+    assert by["floor: fastdp 64-byte UDP rate ≥ 1.60× kernel VXLAN"].ok is None
     assert not any("sleeve" in w for w in by)                                  # sleeve not in the run
+    # Only the placement that was measured gets a verdict line.
+    assert r.verdicts(r.checks(sm)) == ["verdict, TCP 1 stream pinned: floor met, aims met"]
+
+
+def test_unpinned_rounds_are_judged_on_their_own() -> None:
+    s = r.Samples()
+    for metric, runs in (("tcp1_gbps", ((10.0, 12.0, 11.0), (10.0, 11.0, 12.0))),
+                         ("tcp1u_gbps", ((10.0, 9.8, 12.0), (9.0, 9.5, 12.5)))):
+        for vx, fd, ul in zip(runs[0], runs[1], (14.0, 14.0, 14.0), strict=True):
+            s.add(metric, "vxlan", vx)
+            s.add(metric, "fastdp", fd)
+            s.add(metric, "underlay", ul)
+    found = r.checks(r.summarize(s, ["underlay", "vxlan", "fastdp"]))
+    by = {c.what: c for c in found}
+    assert by["floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN"].ok is True     # 1.00, 0.92, 1.09
+    assert by["floor: fastdp TCP 1 stream (unpinned) ≥ 1.00× kernel VXLAN"].ok is False  # 0.90, 0.97, 1.04
+    assert by["floor: fastdp TCP 1 stream (unpinned) ≥ 1.00× kernel VXLAN"].detail.startswith("0.97× paired")
+    assert by["aim: fastdp TCP 1 stream (unpinned) ≥ 0.85× underlay"].ok is False       # 0.68×
+    assert r.verdicts(found) == ["verdict, TCP 1 stream pinned: floor met, aims 2 of 2 not met",
+                                 "verdict, TCP 1 stream unpinned: floor 1 of 1 not met, aims 2 of 2 not met"]
 
 
 def test_sleeve_floor_is_a_share_of_the_underlay() -> None:
@@ -132,10 +157,10 @@ def test_floors_are_judged_on_the_paired_ratio_not_the_ratio_of_medians() -> Non
     sm = r.summarize(s, ["vxlan", "fastdp"])
     assert sm["tcp1_gbps"]["fastdp"]["vs_vxlan"] == pytest.approx(12.0 / 12.0)
     by = {c.what: c for c in r.checks(sm)}
-    floor = by["floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN"]
+    floor = by["floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN"]
     assert floor.ok is True
     assert floor.detail == "1.20× paired (median of 5 per-round ratios; ratio of medians 1.00×)"
-    assert by["aim: fastdp TCP 1 stream ≥ 1.15× kernel VXLAN"].ok is True
+    assert by["aim: fastdp TCP 1 stream (pinned) ≥ 1.15× kernel VXLAN"].ok is True
 
 
 def test_unpaired_rounds_fall_back_to_the_ratio_of_medians() -> None:
@@ -144,5 +169,5 @@ def test_unpaired_rounds_fall_back_to_the_ratio_of_medians() -> None:
         s.add("tcp1_gbps", "vxlan", v)
     s.add("tcp1_gbps", "fastdp", 9.0)   # a failed round: not paired
     by = {c.what: c for c in r.checks(r.summarize(s, ["vxlan", "fastdp"]))}
-    c = by["floor: fastdp TCP 1 stream ≥ 1.00× kernel VXLAN"]
+    c = by["floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN"]
     assert c.ok is False and c.detail.endswith("(ratio of medians: rounds not paired)")

@@ -5,7 +5,8 @@ path always runs first or right after another), between a client in container 1
 of host 1 and a server in container 1 of host 2:
 
 * ``iperf3`` TCP, 1 stream and 4 streams (``-P 4``): received bits/s (client pinned to
-  CPU 0, server to CPU 1, as for the UDP test);
+  CPU 0, server to CPU 1, as for the UDP test); 1 stream again unpinned (``tcp1u``), as a
+  user runs it, where the scheduler places client, server and their softirq work;
 * ``sockperf ping-pong --tcp`` (64-byte messages, ``--full-rtt``): RTT p50/p99, client
   and server pinned to one CPU, then to two (see ``sockperf_rr``);
 * ``iperf3 -u -l 64 -b 0``: 64-byte UDP datagrams the server received, per second;
@@ -49,12 +50,12 @@ log = logging.getLogger(__name__)
 
 IPERF_PORT = 5201
 SOCKPERF_PORT = 11111
-TESTS = ("tcp1", "tcp4", "rr", "udp64")
+TESTS = ("tcp1", "tcp1u", "tcp4", "rr", "udp64")
 # Measurements per path per round. TCP 1 stream is the noisiest row on a shared 2-CPU
 # machine and the one the issue's aim is about: twice per round, the paths in turn and
 # then in reverse (A B | B A), so each pair of runs of fastdp and the kernel VXLAN path
-# is back to back and neither always goes first.
-REPEATS = {"tcp1": 2}
+# is back to back and neither always goes first. The same for its unpinned twin (tcp1u).
+REPEATS = {"tcp1": 2, "tcp1u": 2}
 TOOLS = {"iperf3": "iperf3", "sockperf": "sockperf", "ss": "iproute2", "taskset": "util-linux"}
 
 Echo = Callable[[str], None]
@@ -62,7 +63,8 @@ METHOD = ("client in container 1 of host 1, server in container 1 of host 2, one
           "per round each test on each path in turn (order rotated per round; TCP 1 stream twice per "
           "round, the second time in reverse order: A B | B A); medians over runs; floors judged on the "
           "paired ratio (median of per-run fastdp/VXLAN ratios of runs made back to back); "
-          "iperf3 (client pinned to CPU 0, server to CPU 1) TCP -P1/-P4 received bits/s; "
+          "iperf3 (client pinned to CPU 0, server to CPU 1) TCP -P1/-P4 received bits/s, and -P1 again "
+          "unpinned (tcp1u, placed by the scheduler; also twice per round, A B | B A); "
           "sockperf ping-pong --tcp -m 64 --full-rtt p50/p99, client and server pinned to one CPU, "
           "then to two; iperf3 -u -l 64 -b 0 packets the server received per second; CPU per GB = CPU time "
           "(user+system, tick-based accounting, so softirq work in a task's context is in it) of the "
@@ -164,15 +166,18 @@ def _process_cpu(extra_pids: list[int]) -> float:
     return _children_cpu() + sum(_pid_cpu(p) for p in extra_pids)
 
 
-def iperf_tcp(path: BenchPath, seconds: float, streams: int) -> tuple[float, int, float, float]:
-    """(bits/s received, bytes received, CPU s of the transfer's processes, machine busy CPU s)."""
-    srv = popen_in_netns(path.server_ns, [*_pin(1), "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+def iperf_tcp(path: BenchPath, seconds: float, streams: int,
+              pinned: bool = True) -> tuple[float, int, float, float]:
+    """(bits/s received, bytes received, CPU s of the transfer's processes, machine busy CPU s);
+    ``pinned=False``: neither end pinned, the scheduler decides (as users run it)."""
+    pin_c, pin_s = (_pin(0), _pin(1)) if pinned else ([], [])
+    srv = popen_in_netns(path.server_ns, [*pin_s, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     extra = path.pids() + _ksoftirqd_pids()
     try:
         _wait_listening(path.server_ns, IPERF_PORT)
         c0, b0 = _process_cpu(extra), busy_seconds()
-        cp = run_in_netns(path.client_ns, [*_pin(0), "iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-t",
+        cp = run_in_netns(path.client_ns, [*pin_c, "iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT), "-t",
                                            f"{seconds:g}", "-P", str(streams), "-J"],
                           check=False, timeout=seconds + 30)
         busy = busy_seconds() - b0
@@ -223,11 +228,11 @@ def sockperf_rr(path: BenchPath, seconds: float, cpus: tuple[int, int] = (0, 0))
 
 def measure(path: BenchPath, test: str, seconds: float, samples: results.Samples) -> str:
     """Run ``test`` on ``path`` once, add the samples; a short line for progress."""
-    if test in ("tcp1", "tcp4"):
-        streams = 1 if test == "tcp1" else 4
-        bps, nbytes, own, busy = iperf_tcp(path, seconds, streams)
+    if test in ("tcp1", "tcp1u", "tcp4"):
+        streams = 4 if test == "tcp4" else 1
+        bps, nbytes, own, busy = iperf_tcp(path, seconds, streams, pinned=test != "tcp1u")
         samples.add(f"{test}_gbps", path.key, bps / 1e9)
-        cpu_key = "cpu_s_per_gb" if streams == 1 else "cpu4_s_per_gb"
+        cpu_key = {"tcp1": "cpu_s_per_gb", "tcp1u": "cpuu_s_per_gb", "tcp4": "cpu4_s_per_gb"}[test]
         samples.add(cpu_key, path.key, results.cpu_seconds_per_gb(own, nbytes))
         samples.add("machine_" + cpu_key, path.key, results.cpu_seconds_per_gb(busy, nbytes))
         return f"{bps / 1e9:.2f} Gbit/s"

@@ -39,6 +39,7 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("tcp1_gbps", "TCP 1 stream", "Gbit/s", True, 2),
+    Metric("tcp1u_gbps", "TCP 1 stream, unpinned", "Gbit/s", True, 2),
     Metric("tcp4_gbps", "TCP 4 streams", "Gbit/s", True, 2),
     Metric("rr_p50_us", "TCP RR RTT p50, 1 CPU", "µs", False, 1),
     Metric("rr_p99_us", "TCP RR RTT p99, 1 CPU", "µs", False, 1),
@@ -46,10 +47,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("rr2_p99_us", "TCP RR RTT p99, 2 CPUs", "µs", False, 1),
     Metric("udp64_kpps", "UDP 64 B received", "kpps", True, 1),
     Metric("cpu_s_per_gb", "CPU, TCP 1 stream", "CPU s/GB", False, 2),
+    Metric("cpuu_s_per_gb", "CPU, TCP 1 stream, unpinned", "CPU s/GB", False, 2),
     Metric("cpu4_s_per_gb", "CPU, TCP 4 streams", "CPU s/GB", False, 2),
     # The whole machine's busy time over the same runs: includes whatever else runs.
     Metric("machine_cpu_s_per_gb", "machine CPU, TCP 1 stream", "CPU s/GB", False, 2, shown=False),
     Metric("machine_cpu4_s_per_gb", "machine CPU, TCP 4 streams", "CPU s/GB", False, 2, shown=False),
+    Metric("machine_cpuu_s_per_gb", "machine CPU, TCP 1 stream unpinned", "CPU s/GB", False, 2, shown=False),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 
@@ -174,10 +177,11 @@ def paired_ratio(values: list[float], base: list[float]) -> float | None:
 
 
 def summarize(samples: Samples, paths: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """metric -> path -> {"runs", "median", "spread", "vs_vxlan", "vs_underlay", "paired_vs_vxlan"}.
+    """metric -> path -> {"runs", "median", "spread", "vs_vxlan", "vs_underlay", "paired_vs_vxlan",
+    "paired_vs_underlay"}.
 
-    ``vs_*`` are ratios of medians (what the table shows); ``paired_vs_vxlan`` the
-    median of per-round ratios (--json only)."""
+    ``vs_*`` are ratios of medians (what the table shows); ``paired_vs_*`` the
+    medians of per-round ratios (--json only)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for m in METRICS:
         meds = {p: median(samples.runs(m.key, p)) for p in paths}
@@ -185,6 +189,8 @@ def summarize(samples: Samples, paths: list[str]) -> dict[str, dict[str, dict[st
                           "spread": spread(samples.runs(m.key, p)),
                           "vs_vxlan": ratio(meds[p], meds.get(BASE_PEER)),
                           "paired_vs_vxlan": paired_ratio(samples.runs(m.key, p), samples.runs(m.key, BASE_PEER)),
+                          "paired_vs_underlay": paired_ratio(samples.runs(m.key, p),
+                                                             samples.runs(m.key, BASE_LIMIT)),
                           "vs_underlay": ratio(meds[p], meds.get(BASE_LIMIT))}
                       for p in paths}
     return out
@@ -203,7 +209,7 @@ def _fmt_ratio(r: float | None) -> str:
     return "n/a" if r is None else f"{r:.2f}×"
 
 
-def judged_ratio(cell: dict[str, Any]) -> tuple[float | None, str]:
+def judged_ratio(cell: dict[str, Any], base: str = BASE_PEER) -> tuple[float | None, str]:
     """The ratio a floor is judged on, and how it was made.
 
     The paired ratio (median of per-round fastdp/VXLAN ratios): the two paths of a
@@ -212,7 +218,7 @@ def judged_ratio(cell: dict[str, Any]) -> tuple[float | None, str]:
     Falls back to the ratio of medians when rounds are unpaired (a failed run,
     results saved before the paired ratio existed).
     """
-    paired, of_medians = cell.get("paired_vs_vxlan"), cell.get("vs_vxlan")
+    paired, of_medians = cell.get(f"paired_vs_{base}"), cell.get(f"vs_{base}")
     n = len(cell.get("runs") or [])
     if paired is not None:
         return paired, f"{_fmt_ratio(paired)} paired (median of {n} per-round ratios; ratio of medians " \
@@ -237,21 +243,62 @@ def checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[Check]:
     return out
 
 
+# Verdict groups of the fastdp checks: iperf3 pinned (tcp1) and unpinned (tcp1u).
+PLACEMENTS = (("tcp1_gbps", "pinned"), ("tcp1u_gbps", "unpinned"))
+
+
 def _fastdp_checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[Check]:
-    def judged(metric: str) -> tuple[float | None, str]:
-        return judged_ratio(summary.get(metric, {}).get("fastdp", {}))
+    """fastdp against the kernel VXLAN path (paired ratios): the 1-stream floor and aims for
+    each placement (pinned, unpinned), fastdp's share of the underlay, 4 streams, latency
+    and 64-byte packet rate."""
+    def judged(metric: str, base: str = BASE_PEER) -> tuple[float | None, str]:
+        return judged_ratio(summary.get(metric, {}).get("fastdp", {}), base)
+
+    def check(what: str, v: float | None, ok: bool, detail: str) -> Check:
+        return Check(what, None if v is None else ok, detail)
 
     out = []
-    for metric, what in (("tcp1_gbps", "TCP 1 stream"), ("tcp4_gbps", "TCP 4 streams")):
+    for metric, placed in PLACEMENTS:
         v, detail = judged(metric)
-        out.append(Check(f"floor: fastdp {what} ≥ 1.00× kernel VXLAN", None if v is None else v >= 1.0, detail))
-    for metric, what in (("rr_p50_us", "1 CPU"), ("rr2_p50_us", "2 CPUs")):
-        v, detail = judged(metric)
-        out.append(Check(f"floor: fastdp p50 latency ({what}) ≤ 1.05× kernel VXLAN",
-                         None if v is None else v <= 1.05, detail))
-    v, detail = judged("tcp1_gbps")
-    out.append(Check("aim: fastdp TCP 1 stream ≥ 1.15× kernel VXLAN", None if v is None else v >= 1.15, detail))
+        out.append(check(f"floor: fastdp TCP 1 stream ({placed}) ≥ 1.00× kernel VXLAN",
+                         v, v is not None and v >= 1.0, detail))
+        out.append(check(f"aim: fastdp TCP 1 stream ({placed}) ≥ 1.15× kernel VXLAN",
+                         v, v is not None and v >= 1.15, detail))
+        if BASE_LIMIT in summary.get(metric, {}):
+            u, detail = judged(metric, BASE_LIMIT)
+            out.append(check(f"aim: fastdp TCP 1 stream ({placed}) ≥ 0.85× underlay",
+                             u, u is not None and u >= 0.85, detail))
+    v, detail = judged("tcp4_gbps")
+    out.append(check("floor: fastdp TCP 4 streams ≥ 1.00× kernel VXLAN", v, v is not None and v >= 1.0, detail))
+    v, detail = judged("rr_p50_us")
+    out.append(check("floor: fastdp p50 latency (1 CPU) ≤ 0.75× kernel VXLAN", v,
+                     v is not None and round(v, 2) <= 0.75, detail))
+    v, detail = judged("rr2_p50_us")
+    out.append(check("floor: fastdp p50 latency (2 CPUs) ≤ 1.05× kernel VXLAN", v, v is not None and v <= 1.05,
+                     detail))
+    v, detail = judged("udp64_kpps")
+    out.append(check("floor: fastdp 64-byte UDP rate ≥ 1.60× kernel VXLAN", v, v is not None and v >= 1.6, detail))
     return out
+
+
+def verdicts(found: list[Check]) -> list[str]:
+    """One line per placement (pinned, unpinned): its floors and aims met or not, in words."""
+    lines = []
+    for _, placed in PLACEMENTS:
+        mine = [c for c in found if f"({placed})" in c.what]
+        if not mine or all(c.ok is None for c in mine):
+            continue
+        floors = [c for c in mine if c.what.startswith("floor")]
+        aims = [c for c in mine if c.what.startswith("aim")]
+        lines.append(f"verdict, TCP 1 stream {placed}: floor {_met(floors)}, aims {_met(aims)}")
+    return lines
+
+
+def _met(cs: list[Check]) -> str:
+    if any(c.ok is None for c in cs):
+        return "not all judged"
+    missed = sum(1 for c in cs if not c.ok)
+    return "met" if not missed else f"{missed} of {len(cs)} not met"
 
 
 # ---------------------------------------------------------------- table

@@ -111,6 +111,8 @@ def _render(res: dict[str, Any], markdown: bool) -> None:
     for c in res["checks"]:
         mark = {True: "[green]ok[/]", False: "[red]BELOW[/]", None: "[yellow]n/a[/]"}[c["ok"]]
         con.print(f"{mark}  {c['what']}: {c['detail']}")
+    for line in results.verdicts([results.Check(c["what"], c["ok"], c["detail"]) for c in res["checks"]]):
+        con.print(line, markup=False)
     for e in res["errors"]:
         con.print(f"[red]error[/] {e}", markup=True)
     if markdown:
