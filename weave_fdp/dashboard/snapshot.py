@@ -339,7 +339,7 @@ class FlowTable:
     A frame shows twenty flows out of maybe 10,000, but rates and sorting need
     every flow's key and counters each second. Reading just those (and building a
     Flow only for rows someone looks at) is what keeps ``top`` under a few percent
-    of a core; see ``python -m weave_fdp.dashboard.bench``.
+    of a core; see ``python -m weave_fdp.bench.dashboard``.
     """
 
     __slots__ = ("_raw", "keys", "bytes", "packets", "_flows", "_all", "_index")

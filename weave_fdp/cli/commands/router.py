@@ -558,21 +558,27 @@ def bench() -> None:
               help="Topology gossip of simulated links: 1 pushes entries, 2 gossips digests.")
 @click.option("--gc", "keep_gc", is_flag=True, help="Keep Python's cyclic GC on during simulated runs.")
 @click.option("--no-overlays", is_flag=True, help="Real routers without data planes (control plane only).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write a PNG of the simulated per-peer figures against N.")
 @json_option
 def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no_overlays: bool,
-               as_json: bool) -> None:
+               plot_path: str | None, as_json: bool) -> None:
     """Mesh convergence, idle cost and gossip bytes (simulated and real routers).
 
     \b
     Example:
       weave-fdp bench mesh --sim 100 --real 0
       weave-fdp bench mesh --sim 100,500 --real 0 --protocol 1     (the push gossip of protocol 1)
+      weave-fdp bench mesh --sim 100,500,1000,2000,4096 --real 0 --plot docs/mesh-scale.png
     """
-    from weave_fdp.router.mesh import bench as mesh_bench
+    from pathlib import Path
+
+    from weave_fdp.bench import mesh as mesh_bench
 
     sizes = [int(s) for s in sim_sizes.split(",") if s.strip()]
     res = mesh_bench.run_all(sizes, real_count, echo=None if as_json else click.echo, protocol=int(protocol),
-                             gc_paused=not keep_gc, overlays=not no_overlays)
+                             gc_paused=not keep_gc, overlays=not no_overlays,
+                             plot_path=Path(plot_path) if plot_path else None)
     if as_json:
         print_json(res)
 

@@ -69,7 +69,7 @@ class MeshNode:
         self.started = time.monotonic()
         self.gossip_tx_bytes = 0
         self.terminations = 0            # established links that went down (weave_connection_terminations_total)
-        self.topology_changed_at = 0.0   # perf_counter() of the last received change (benchmarks)
+        self.topology_changed_at = 0.0   # loop time of the last received change (benchmarks)
         self.topo_gossip = TopologyGossip(self, gossip_delay)
         self._recompute_handle: asyncio.Handle | None = None
         self._recompute_cost = 0.0   # s the last recompute took
@@ -203,9 +203,13 @@ class MeshNode:
             self._queue_topology([self.name], exclude=None)
             changed = [n for n in changed if n != self.name]
         if changed:
-            self.topology_changed_at = time.perf_counter()
+            self.topology_changed_at = asyncio.get_running_loop().time()
             self._queue_topology(changed, exclude=link.peer)
             self._schedule_recompute()
+
+    def quiet(self) -> bool:
+        """No topology gossip and no route recompute pending (simulations wait for this)."""
+        return self._recompute_handle is None and self.topo_gossip.quiet()
 
     # ------------------------------------------------------------ recompute (debounced)
 

@@ -2,22 +2,80 @@
 
 Messages go through the real codec (encode, then decode on delivery), so byte
 counts and validation are those of the TCP transport minus framing and crypto.
+A ``SimNet`` gives links a one-way latency and counts messages in flight and sent
+per peer; ``VirtualClockLoop`` runs asyncio on simulated time (a timer fires at
+once, the clock jumping to it), so a run measures the CPU the peers spend, not
+the time they wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from typing import Any
 
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.node import Identity, MeshNode
 
 
+class _VirtualSelector:
+    """Never waits: moves the loop's clock to the next timer instead."""
+
+    def __init__(self, loop: "VirtualClockLoop") -> None:
+        self.loop = loop
+
+    def select(self, timeout: float | None) -> list[Any]:
+        if timeout is None:
+            raise RuntimeError("simulation stalled: nothing ready and no timer scheduled")
+        self.loop.now += timeout
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class VirtualClockLoop(asyncio.BaseEventLoop):
+    """An asyncio loop on simulated time (no I/O: in-memory links only).
+
+    Use with ``asyncio.Runner(loop_factory=VirtualClockLoop)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self._selector = _VirtualSelector(self)
+
+    def time(self) -> float:
+        return self.now
+
+    def _process_events(self, event_list: list[Any]) -> None:
+        pass
+
+    def _write_to_self(self) -> None:
+        pass
+
+
+class SimNet:
+    """Link latency and message accounting shared by the links of one simulated mesh."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency        # s, one way
+        self.in_flight = 0            # messages sent and not yet delivered
+        self.tx_msgs: dict[str, int] = {}    # peer name -> gossip messages sent
+        self.tx_bytes: dict[str, int] = {}   # peer name -> gossip bytes sent (framed)
+
+    def count(self, sender: str, nbytes: int) -> None:
+        self.tx_msgs[sender] = self.tx_msgs.get(sender, 0) + 1
+        self.tx_bytes[sender] = self.tx_bytes.get(sender, 0) + nbytes
+
+
 class SimLink:
     def __init__(self, node: MeshNode, remote: MeshNode, outbound: bool,
-                 protocol_version: int = codec.PROTOCOL_MAX) -> None:
+                 protocol_version: int = codec.PROTOCOL_MAX, net: SimNet | None = None) -> None:
         self.node = node
+        self.net = net
+        self._queue: deque[tuple[bytes, int]] = deque()
         self.protocol_version = protocol_version
         self.remote_node = remote
         self.other: SimLink | None = None
@@ -39,7 +97,22 @@ class SimLink:
         self.tx_bytes += n
         if tag in (codec.GOSSIP, codec.GOSSIP_BROADCAST, codec.GOSSIP_UNICAST):
             self.node.gossip_tx_bytes += n
-        asyncio.get_running_loop().call_soon(self._deliver, data, n)
+        net = self.net
+        if net is None:
+            asyncio.get_running_loop().call_soon(self._deliver, data, n)
+            return
+        net.count(self.node.name, n)
+        net.in_flight += 1
+        # one queue per link: each timer delivers the oldest message, so order is kept
+        # even where timers fall due at the same instant
+        self._queue.append((data, n))
+        asyncio.get_running_loop().call_later(net.latency, self._deliver_next)
+
+    def _deliver_next(self) -> None:
+        assert self.net is not None
+        self.net.in_flight -= 1
+        data, n = self._queue.popleft()
+        self._deliver(data, n)
 
     def _deliver(self, data: bytes, n: int) -> None:
         other = self.other
@@ -65,10 +138,11 @@ def make_node(i: int, **kw: Any) -> MeshNode:
     return MeshNode(ident, **kw)
 
 
-def connect(a: MeshNode, b: MeshNode, protocol_version: int = codec.PROTOCOL_MAX) -> bool:
+def connect(a: MeshNode, b: MeshNode, protocol_version: int = codec.PROTOCOL_MAX,
+            net: SimNet | None = None) -> bool:
     """Join a (dialer) and b with an in-memory link pair, as a completed handshake would
     (at ``protocol_version``: 1 pushes topology entries, 2 gossips digests)."""
-    la, lb = SimLink(a, b, True, protocol_version), SimLink(b, a, False, protocol_version)
+    la, lb = SimLink(a, b, True, protocol_version, net), SimLink(b, a, False, protocol_version, net)
     la.other, lb.other = lb, la
     if not a.link_up(la):
         return False

@@ -89,6 +89,10 @@ class TopologyGossip:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(self.delay, self._flush)
 
+    def quiet(self) -> bool:
+        """Nothing waiting to be announced."""
+        return not self._flush_scheduled
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self.pending = self.pending, {}

@@ -1,4 +1,4 @@
-"""Benchmark of the dashboard at scale (not a test): ``python -m weave_fdp.dashboard.bench``.
+"""Benchmark of the dashboard at scale (not a test): ``python -m weave_fdp.bench.dashboard``.
 
 Builds a replay file of reports with N flows whose counters move, then measures
 (1) per-frame cost in this process: JSON decode, parse, rates, sort, render at
@@ -9,7 +9,6 @@ replay, run in a private tmux server for a while, from /proc/<pid>/stat.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -22,10 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from weave_fdp.dashboard.state import Dashboard
-from weave_fdp.dashboard.view import render_frame
+from weave_fdp.dashboard.view import offscreen_printer
 
 
 def synth_report(n_flows: int, t: int, peers: int = 8, seed: int = 1) -> dict[str, Any]:
@@ -84,9 +81,9 @@ def in_process(path: Path, frames: int = 10) -> dict[str, float]:
         dash.flows(20)
         t3 = time.perf_counter()
         for (w, h), key in (((200, 50), "render 200x50"), ((80, 24), "render 80x24")):
-            con = Console(width=w, height=h, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+            show = offscreen_printer(w, h)
             t = time.perf_counter()
-            con.print(render_frame(dash, w, h))
+            show(dash)
             acc[key] += time.perf_counter() - t
         acc["decode"] += t1 - t0
         acc["parse+rates"] += t2 - t1
