@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from weave_fdp.datapath.sleeve import frames as fr
-from weave_fdp.datapath.sleeve import routes, wire
+from weave_fdp.datapath.sleeve import run, wire
 from weave_fdp.datapath.sleeve.pmtu import BIG_PAYLOAD, PmtuProber
 
 SRC_MAC, DST_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -103,7 +103,13 @@ def test_pmtu_lost_after_unanswered_rounds() -> None:
 
 
 def test_static_routes_on_a_line() -> None:
-    adj = {"a": {"b"}, "b": {"a", "c"}, "c": {"b"}}
-    assert routes.unicast_next_hops(adj, "a") == {"b": "b", "c": "b"}
-    assert routes.broadcast_next_hops(adj, "b") == {"a": ["c"], "b": ["a", "c"], "c": ["a"]}
-    assert routes.broadcast_next_hops(adj, "a") == {"a": ["b"], "b": [], "c": []}
+    names = ["7e:00:00:00:00:0a", "7e:00:00:00:00:0b", "7e:00:00:00:00:0c"]
+    a, b, c = (wire.name_to_bytes(n) for n in names)
+    line = [names[:2], names[1:]]
+
+    def tables(local: str) -> tuple[dict, dict]:
+        return run.static_routes(local, names, line)
+
+    assert tables(names[0])[0] == {b: b, c: b}
+    assert tables(names[1])[1] == {a: [c], b: [a, c], c: [a]}
+    assert tables(names[0])[1] == {a: [b], b: [], c: []}

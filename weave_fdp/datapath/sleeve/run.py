@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 
-from weave_fdp.datapath.sleeve import routes, wire
+from weave_fdp import routing
+from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
 from weave_fdp.errors import FdpError, UsageError
 
@@ -38,14 +39,25 @@ def load(path: str) -> dict:
     return cfg
 
 
-def build(cfg: dict) -> Forwarder:
-    local = cfg["local"]
-    names = sorted(cfg["peers"])
-    pairs = cfg.get("links") or [[a, b] for a in names for b in names if a < b]
+def static_routes(local: str, names: list[str], pairs: list[list[str]]) -> tuple[dict[bytes, bytes],
+                                                                                 dict[bytes, list[bytes]]]:
+    """The sleeve's (unicast, broadcast) tables on the graph of ``pairs`` (links between
+    ``names``), by the same BFS the mesh routes with."""
     adj: dict[str, set[str]] = {n: set() for n in names}
     for a, b in pairs:
         adj[a].add(b)
         adj[b].add(a)
+    graph = {n: sorted(nb) for n, nb in adj.items()}
+    b = wire.name_to_bytes
+    unicast = {b(d): b(h) for d, h in routing.unicast_routes(graph, local).items()}
+    broadcast = {b(s): [b(h) for h in routing.broadcast_next_hops(graph, local, s)] for s in sorted(graph)}
+    return unicast, broadcast
+
+
+def build(cfg: dict) -> Forwarder:
+    local = cfg["local"]
+    names = sorted(cfg["peers"])
+    pairs = cfg.get("links") or [[a, b] for a in names for b in names if a < b]
     password = cfg.get("password")
     secret = hashlib.sha256(password.encode()).digest() if password else None
     port = int(cfg.get("port", wire.PORT))
@@ -54,9 +66,8 @@ def build(cfg: dict) -> Forwarder:
                    vnet=bool(cfg.get("vnet", True)), udp_gso=bool(cfg.get("udp_gso", True)),
                    big=bool(cfg.get("big", True)), pieces=bool(cfg.get("pieces", True)))
     b = wire.name_to_bytes
-    fw.set_peers({b(n): (cfg["peers"][n], port) for n in adj[local]})
-    fw.set_routes({b(d): b(h) for d, h in routes.unicast_next_hops(adj, local).items()},
-                  {b(s): [b(h) for h in hs] for s, hs in routes.broadcast_next_hops(adj, local).items()})
+    fw.set_peers({b(n): (cfg["peers"][n], port) for pair in pairs if local in pair for n in pair if n != local})
+    fw.set_routes(*static_routes(local, names, pairs))
     return fw
 
 
