@@ -1,0 +1,309 @@
+"""The sleeve's receive side: datagrams from peers over UDP, to the bridge port or on.
+
+The receive thread reads datagrams (a UDP GRO batch of equal segments in one read),
+checks each sender (a known neighbour, at its own underlay address, sealed exactly
+when a password is set, not replayed), reassembles fragments and version-2 pieces,
+and hands each entry to ``decide.route_received``: delivered to the bridge port
+(learning source MAC -> peer), relayed toward its destination peer, or passed on
+along the source's broadcast tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+
+from weave_fdp.datapath.sleeve import sockets as so
+from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, Batcher
+from weave_fdp.datapath.sleeve.decide import route_received
+from weave_fdp.datapath.sleeve.link import PeerLink, check_source
+from weave_fdp.datapath.sleeve.state import log
+from weave_fdp.datapath.sleeve.transmit import Transmit
+
+_TOTAL_OFFSET = struct.Struct("!II")   # total, offset of a piece (at byte 16)
+FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
+RECV_MAX = 65536 + 4096
+
+
+class Receive(Transmit):
+    """Receive loop, sender checks, reassembly, delivery and relaying."""
+
+    def _receive_loop(self) -> None:
+        s = self.usock
+        buf = bytearray(RECV_MAX)
+        mv = memoryview(buf)
+        anc = socket.CMSG_SPACE(4)
+
+        def wake() -> bool:
+            self._rx_now = time.monotonic()
+            self.rx_flows.maybe_age(self._rx_now)
+            return True
+
+        def read() -> tuple[int, list, tuple[str, int]] | None:
+            try:
+                n, ancdata, _flags, addr = s.recvmsg_into([buf], anc)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    self.drops.drop("receive error", str(exc))
+                return None
+            return n, ancdata, addr
+
+        def handle(item: tuple[int, list, tuple[str, int]], batcher: Batcher) -> None:
+            n, ancdata, addr = item
+            seg = so.gro_size(ancdata) if self.gro else 0
+            if buf[0] == wire.PIECE_VERSION:
+                self._rx_pieces(buf, mv, 0, n, seg if 0 < seg < n else n, addr, batcher)
+            elif seg and seg < n:
+                self.stats["gro_batches"] += 1
+                for off in range(0, n, seg):
+                    end = min(n, off + seg)
+                    if buf[off] == wire.PIECE_VERSION:
+                        self._rx_pieces(buf, mv, off, end, seg, addr, batcher)
+                    elif not self._fast_fragment(buf, mv, off, end, addr):
+                        self._datagram(mv[off:end], addr, batcher)
+            elif not self._fast_fragment(buf, mv, 0, n, addr):
+                self._datagram(mv[:n], addr, batcher)
+
+        self._serve(s, wake, read, handle, "receive bug")
+
+    def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int, addr: tuple[str, int]) -> bool:
+        """The hot path: a plain datagram holding one fragment for us. False: take the full path.
+
+        Checks exactly what the full path would (version, flags, known unsealed
+        sender at its own address, one well-formed entry) with fewer objects per datagram.
+        """
+        if end - off < FAST_MIN or buf[off] != wire.VERSION or buf[off + 1] or buf[off + 8] != wire.T_FRAMES:
+            return False
+        link = self.links.get(bytes(buf[off + 2:off + 8]))
+        if link is None or link.opener is not None or link.addr[0] != addr[0]:
+            return False
+        src, dst, eflags, _ttl, elen = wire.ENTRY.unpack_from(buf, off + 9)
+        if dst != self.local or eflags & ~wire.E_VNET != wire.E_FRAG or elen != end - off - 25:
+            return False
+        fid, foff, total = wire.FRAG.unpack_from(buf, off + 25)
+        chunk = mv[off + 37:end]
+        if total > wire.MAX_FRAME or foff + len(chunk) > total:
+            return False
+        now = time.monotonic()
+        if not link.is_up(now):
+            return False      # let the full path log the peer coming up
+        link.last_rx = now
+        link.stats["rx_pkts"] += 1
+        link.stats["rx_bytes"] += end - off
+        try:
+            done = self._reasm.add(src, fid, foff, total, chunk, eflags, now)
+        except wire.WireError as exc:
+            self.drops.drop(exc.cause, str(exc))
+            return True
+        if done is not None:
+            self.stats["reassembled"] += 1
+            self._deliver(src, done[1], memoryview(done[0]))
+        return True
+
+    def _rx_pieces(self, buf: bytearray, mv: memoryview, p: int, n: int, seg: int, addr: tuple[str, int],
+                   batcher: Batcher) -> None:
+        """Pieces in ``buf[p:n]`` (a GRO batch of ``seg``-byte segments, or one datagram).
+
+        The hot loop of the receiver: per piece one header slice, one unpack and
+        one copy into the logical datagram; the per-datagram checks (sender, sealed
+        or not, replay window) run once per run of pieces with the same key.
+        """
+        now = time.monotonic()
+        add = self._pieces.add
+        to = _TOTAL_OFFSET.unpack_from
+        hsz = wire.PIECE.size
+        last_key = b""
+        link: PeerLink | None = None
+        count = 0
+        first = p
+        while p < n:
+            end = p + seg if p + seg < n else n
+            try:
+                if buf[p] != wire.PIECE_VERSION:      # a version-1 datagram in the same batch
+                    if not self._fast_fragment(buf, mv, p, end, addr):
+                        self._datagram(mv[p:end], addr, batcher)
+                    p = end
+                    continue
+                if end - p <= hsz:
+                    raise wire.WireError("truncated", f"piece of {end - p} bytes is shorter than its header")
+                key = bytes(mv[p + 1:p + 16])          # flags, sender, seq
+                if key != last_key:
+                    link = self._piece_link(key, addr)
+                    last_key = key
+                total, off = to(buf, p + 16)
+                if total > wire.MAX_PIECED or off + end - p - hsz > total:
+                    raise wire.WireError("length", f"piece [{off}, +{end - p - hsz}) outside a datagram of "
+                                                   f"{total} bytes")
+                count += 1
+                done = add(key, total, off, mv[p + hsz:end], now)
+                if done is not None:
+                    self._piece_done(link, key, done, addr, batcher)
+            except wire.WireError as exc:
+                self.drops.drop(exc.cause, f"from {addr[0]}: {exc}")
+                last_key = b""
+            p = end
+        if link is not None and count:
+            link.stats["rx_pkts"] += count
+            link.stats["rx_bytes"] += n - first
+
+    def _piece_link(self, key: bytes, addr: tuple[str, int]) -> PeerLink:
+        """The link a run of pieces comes from, checked like a whole datagram's header."""
+        flags = key[0]
+        if flags & ~wire.PIECE_FLAGS or flags == wire.FLAG_AESGCM:
+            raise wire.WireError("bad flags", f"unknown piece flags {flags:#x}")
+        link = self.links.get(key[1:7])
+        if link is None:
+            raise wire.WireError("unknown sender", f"piece from {addr[0]} claims unknown peer "
+                                                   f"{wire.bytes_to_name(key[1:7])}")
+        check_source(link, addr)
+        if link.opener is not None:
+            if not flags & wire.FLAG_SEALED:
+                raise wire.WireError("unsealed", f"plain piece from {addr[0]} while a password is set")
+            link.opener.check(int.from_bytes(key[7:15], "big"))    # replayed pieces stop here
+        elif flags & wire.FLAG_SEALED:
+            raise wire.WireError("sealed without password", f"sealed piece from {addr[0]}; no password set here")
+        return link
+
+    def _piece_done(self, link: PeerLink, key: bytes, data: bytearray, addr: tuple[str, int],
+                    batcher: Batcher) -> None:
+        """A logical datagram is complete: open it (sealed) and handle its body."""
+        if key[0] & wire.FLAG_AESGCM:
+            body = link.opener.open_gcm_box(memoryview(data), int.from_bytes(key[7:15], "big"))
+        elif key[0] & wire.FLAG_SEALED:
+            body = link.opener.open_box(memoryview(data), int.from_bytes(key[7:15], "big"))
+        else:
+            body = memoryview(data)
+        self.stats["reassembled"] += 1
+        self.stats["pieced_rx"] += 1
+        self._body(link, body, addr, batcher)
+
+    def _datagram(self, dg: memoryview, addr: tuple[str, int], batcher: Batcher) -> None:
+        try:
+            hdr = wire.decode_header(dg)
+            link = self.links.get(hdr.sender)
+            if link is None:
+                raise wire.WireError("unknown sender", f"datagram from {addr[0]} claims unknown peer "
+                                                       f"{wire.bytes_to_name(hdr.sender)}")
+            check_source(link, addr)
+            if link.opener is not None:
+                if not hdr.sealed:
+                    raise wire.WireError("unsealed", f"plain datagram from {addr[0]} while a password is set")
+                body = memoryview(link.opener.open(dg, hdr, inplace=True))
+            else:
+                if hdr.sealed:
+                    raise wire.WireError("sealed without password", f"sealed datagram from {addr[0]}; "
+                                                                    "no password set here")
+                body = dg[hdr.body_offset:]
+            link.stats["rx_pkts"] += 1
+            link.stats["rx_bytes"] += len(dg)
+            self._body(link, body, addr, batcher)
+        except wire.WireError as exc:
+            self.drops.drop(exc.cause, f"from {addr[0]}: {exc}")
+
+    def _body(self, link: PeerLink, body: memoryview, addr: tuple[str, int], batcher: Batcher) -> None:
+        """The authenticated body of a datagram (whole or reassembled from pieces) from ``link``."""
+        t = wire.body_type(body)
+        now = time.monotonic()
+        if not link.is_up(now):
+            link.up_since = now
+            log.info("sleeve: peer %s (%s) is up", wire.bytes_to_name(link.name), addr[0])
+            if self.on_peer_change:
+                self.on_peer_change(link.name, True)
+        link.last_rx = now
+        if t == wire.T_FRAMES:
+            self._frames(link, body[1:], batcher)
+        elif t == wire.T_HEARTBEAT:
+            ts, _pmtu = wire.decode_fixed(body[1:], wire.HB, "heartbeat")
+            self._peer_version(link, *wire.heartbeat_version(body[1:]))
+            self._send(link, wire.encode_heartbeat_ack(ts))
+        elif t == wire.T_HEARTBEAT_ACK:
+            (ts,) = wire.decode_fixed(body[1:], wire.HB_ACK, "heartbeat ack")
+            rtt = (time.monotonic_ns() - ts) / 1e6
+            if 0 <= rtt < 60000:
+                link.rtt_ms = rtt
+        elif t == wire.T_PMTU_PROBE:
+            pid, size = wire.decode_fixed(body[1:], wire.PROBE, "pmtu probe")
+            self._send(link, wire.encode_probe_ack(pid, len(body) + link.overhead()))
+        elif t == wire.T_PMTU_ACK:
+            pid, size = wire.decode_fixed(body[1:], wire.PROBE, "pmtu ack")
+            link.prober.on_ack(pid, size)
+
+    def _peer_version(self, link: PeerLink, version: int, features: int = 0) -> None:
+        """Note the wire version and features a peer's heartbeat advertises; use the highest
+        version both speak."""
+        ours = wire.PIECE_VERSION if self.pieces else wire.VERSION
+        v = max(1, min(version, ours))
+        link.aesgcm = v >= 2 and self.aesgcm and bool(features & wire.FEATURE_AESGCM)
+        if v == link.version and version == link.peer_version:
+            return
+        link.peer_version = version
+        if v >= 2:
+            self._set_udp_checksums(True)      # before any piece train: GSO needs checksums
+            link.version = v
+        else:
+            link.version = v
+            self._set_udp_checksums(self._checksums_needed())
+        log.info("sleeve: peer %s speaks wire version %d%s", wire.bytes_to_name(link.name), version,
+                 "" if v == version else f" (we use {v}: the highest this sleeve speaks is {ours})")
+
+    def _frames(self, link: PeerLink, body: memoryview, batcher: Batcher) -> None:
+        # Decode all entries first: a datagram with a bad tail delivers nothing.
+        links = self.links      # one table for the decision and the sends (set_peers replaces it)
+        for e in list(wire.iter_entries(body)):
+            v = route_received(e.src, e.dst, e.ttl, link.name, self.local, self.unicast, self.broadcast, links)
+            for reason, peer in v.drops:
+                self.drops.drop(reason, wire.bytes_to_name(peer))
+            if v.deliver:
+                if e.is_frag:   # a fragmented broadcast is delivered whole, relayed as it came
+                    fid, off, total, chunk = wire.decode_frag(e.payload)
+                    done = self._reasm.add(e.src, fid, off, total, chunk, e.flags)
+                    if done is not None:
+                        self.stats["reassembled"] += 1
+                        self._deliver(e.src, done[1], memoryview(done[0]))
+                else:
+                    self._deliver(e.src, e.flags, e.payload)
+            for hop in v.hops:
+                self._relay(e, links[hop], batcher)
+
+    def _relay(self, e: wire.Entry, link: PeerLink, batcher: Batcher) -> None:
+        """Pass entry ``e`` on to neighbour ``link`` with one hop less to live."""
+        hop = link.name
+        self.stats["relayed"] += 1
+        if e.is_frag:
+            limit = link.body_limit()
+            pieces = [e.payload]
+            if 1 + wire.ENTRY.size + len(e.payload) > limit:
+                # Split the fragment further (same id and total, shifted offsets): the
+                # next hop's datagrams are smaller than the ones it came in.
+                fid, off, total, chunk = wire.decode_frag(e.payload)
+                step = limit - FRAG_BODY_OVERHEAD
+                pieces = [wire.FRAG.pack(fid, off + o, total) + bytes(chunk[o:o + step])
+                          for o in range(0, len(chunk), step)]
+            for piece in pieces:
+                for h, body in batcher.add(hop, wire.encode_entry(e.src, e.dst, piece, flags=e.flags,
+                                                                  ttl=e.ttl - 1), piece, limit):
+                    l2 = self.links.get(h)
+                    if l2 is not None:
+                        self._send(l2, body)
+            return
+        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)
+
+    def _deliver(self, src_peer: bytes, flags: int, payload: memoryview) -> None:
+        off = wire.VNET_LEN if flags & wire.E_VNET else 0
+        if len(payload) < off + 14:
+            self.drops.drop("runt", "frame shorter than an Ethernet header")
+            return
+        src_mac = bytes(payload[off + 6:off + 12])
+        if not src_mac[0] & 1:
+            cur = self.macs.get(src_mac)
+            if cur is None or cur[0] != src_peer:
+                self.macs[src_mac] = (src_peer, time.monotonic())
+        if self._inject(None if off else 0, payload):
+            n = len(payload) - off
+            self.rx_flows.add(payload, off, n, self._rx_now, src_peer)
+            self.rx_peers.add(src_peer, n)
