@@ -47,3 +47,22 @@ def test_percentile_and_names() -> None:
     assert percentile(vals, 50) == 50 and percentile(vals, 99) == 99 and percentile(vals, 100) == 100
     assert percentile([3.0], 99) == 3.0 and math.isnan(percentile([], 99))
     assert name_ip(1) == "10.32.60.1" and name_ip(250) == "10.32.60.250" and name_ip(251) == "10.32.61.1"
+
+
+def test_floor_verdict_judges_the_median_p99_and_names_the_limit() -> None:
+    from weave_fdp.bench.dns import floor_verdict
+
+    def runs(*p99: float, qps: float = 5000, lost: float = 0) -> list[dict[str, float]]:
+        return [{"qps": qps, "p99_ms": p, "lost": lost} for p in p99]
+
+    ok = floor_verdict(10000, runs(1.0, 9.0, 2.0), runs(0.5, 0.6, 0.7), 5)
+    assert ok["ok"] and ok["weave_p99_ms"] == 2.0 and ok["weave_share_of_dnsmasq_max"] == 0.5 and not ok["why_not"]
+    slow = floor_verdict(10000, runs(6.0, 7.0, 8.0), runs(0.5, 0.6, 0.7), 5)
+    assert not slow["ok"] and "p99 7.00 ms" in slow["why_not"] and "machine" not in slow["why_not"]
+    assert abs(slow["p99_ratio_weave_to_dnsmasq"] - 11.67) < 0.01
+    busy = floor_verdict(10000, runs(6.0, 7.0, 8.0), runs(5.5, 6.0, 9.0), 5)
+    assert not busy["ok"] and "the machine is the limit" in busy["why_not"]
+    short = floor_verdict(10000, runs(1.0, qps=3000), runs(1.0), 5)
+    assert not short["ok"] and "carried 3000 of 5000 qps" in short["why_not"]
+    lossy = floor_verdict(10000, runs(1.0, lost=500), runs(1.0), 5)
+    assert not lossy["ok"] and "500 lost" in lossy["why_not"]

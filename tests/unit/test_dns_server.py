@@ -8,6 +8,7 @@ import asyncio
 import os
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,120 @@ def test_flood_from_one_source_is_bounded(tmp_path: Path) -> None:
             # another source is still answered at once
             other = DNSRecord.parse(await udp_ask(port, q))
             assert str(other.rr[0].rdata) == "10.32.0.1"
+        finally:
+            await srv.stop()
+    asyncio.run(run())
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_stop_ends_the_threads_and_closes_every_socket(tmp_path: Path) -> None:
+    async def run() -> None:
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        port = free_port()
+        before_fds, before_threads = open_fds(), set(threading.enumerate())
+        for _ in range(2):                                   # start, stop, start again on the same port
+            srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
+                            limiter=SourceLimiter(rate=0), udp_threads=2)
+            await srv.start()
+            threads = srv.threads()
+            assert len(threads) == 2 and all(t.daemon for t in threads)
+            ok = DNSRecord.parse(await udp_ask(port, DNSRecord.question("web.weave.local").pack()))
+            assert str(ok.rr[0].rdata) == "10.32.0.1"
+            await srv.stop()
+            assert srv.threads() == [] and not any(t.is_alive() for t in threads)
+            await srv.stop()                                  # idempotent
+        assert set(threading.enumerate()) - before_threads <= {t for t in threading.enumerate()
+                                                              if t.name.startswith("asyncio")}
+        assert open_fds() - before_fds == set()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:   # nothing holds the port
+            s.bind(("127.0.0.1", port))
+    asyncio.run(run())
+
+
+def test_records_change_under_a_running_server(tmp_path: Path) -> None:
+    async def run() -> None:
+        recs = Records("02:00:00:00:00:01")
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=0))
+        await srv.start()
+        try:
+            q = DNSRecord.question("web.weave.local").pack()
+            assert DNSRecord.parse(await udp_ask(port, q)).header.rcode == RCODE.NXDOMAIN
+            recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)     # the snapshot is swapped
+            assert [str(rr.rdata) for rr in DNSRecord.parse(await udp_ask(port, q)).rr] == ["10.32.0.1"]
+            recs.remove(2, container="netns:w")
+            assert DNSRecord.parse(await udp_ask(port, q)).header.rcode == RCODE.NXDOMAIN
+        finally:
+            await srv.stop()
+    asyncio.run(run())
+
+
+def test_bad_input_is_logged_once_per_interval_and_never_stops_a_thread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=0))
+        await srv.start()
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            good = DNSRecord.question("web.weave.local").pack()
+            for _ in range(100):
+                s.sendto(good[:5], ("127.0.0.1", port))           # shorter than a header: ignored
+                s.sendto(good[:-3], ("127.0.0.1", port))          # cut in its question: FORMERR
+            s.close()
+            for _ in range(5):                                    # TCP clients gone mid-message
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(struct.pack("!H", 100) + good[:10])
+                await w.drain()
+                w.close()
+            deadline = time.monotonic() + 10
+            while srv.stats()["ignored"] < 100 or srv.stats()["formerr"] < 100:
+                assert time.monotonic() < deadline, srv.stats()
+                await asyncio.sleep(0.05)
+            while "middle of a message" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                await asyncio.sleep(0.05)
+            ok = DNSRecord.parse(await udp_ask(port, good))
+            assert str(ok.rr[0].rdata) == "10.32.0.1" and len(srv.threads()) == 1
+        finally:
+            await srv.stop()
+        lines = [r.getMessage() for r in caplog.records if r.name.endswith("dns.server")]
+        assert sum("shorter than a DNS header" in m for m in lines) == 1, lines
+        assert sum("does not parse" in m for m in lines) == 1, lines
+        assert sum("middle of a message" in m for m in lines) == 1, lines
+    caplog.set_level("INFO")
+    asyncio.run(run())
+
+
+def test_a_bug_costs_one_answer_not_the_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run() -> None:
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=0))
+        await srv.start()
+        try:
+            def boom(*a: Any, **kw: Any) -> None:
+                raise RuntimeError("a bug")
+            with monkeypatch.context() as m:
+                m.setattr(Responder, "_local", boom)
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(DNSRecord.question("web.weave.local").pack(), ("127.0.0.1", port))
+                deadline = time.monotonic() + 10
+                while srv.stats()["errors"] < 1:
+                    assert time.monotonic() < deadline, srv.stats()
+                    await asyncio.sleep(0.05)
+            ok = DNSRecord.parse(await udp_ask(port, DNSRecord.question("web.weave.local").pack()))
+            assert str(ok.rr[0].rdata) == "10.32.0.1" and len(srv.threads()) == 1
         finally:
             await srv.stop()
     asyncio.run(run())

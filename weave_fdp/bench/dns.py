@@ -9,7 +9,10 @@ dnsperf runs. Measured, interleaved (weave, dnsmasq, weave, dnsmasq, ...):
 - max qps: dnsperf with 100 queries outstanding for ``seconds``;
 - latency at a fixed load: dnsperf ``-Q`` at half of dnsmasq's median max qps (the
   floor the project holds itself to: 0.5x dnsmasq with p99 under 5 ms), every
-  response's latency from dnsperf's verbose lines, p50/p99;
+  response's latency from dnsperf's verbose lines, p50/p99, ``rounds`` runs per server,
+  interleaved too; the verdict (:func:`floor_verdict`) takes the median p99 of weaveDNS's
+  runs and sets it beside dnsmasq's at the same rate (when dnsmasq misses 5 ms too, the
+  machine is the limit, not the server);
 - attach to resolve: a poller in h2-c1 asks for a new name every 2 ms; the time from
   starting ``weave-fdp attach -h NAME`` on host 1 until h2-c1 gets the address (what a
   user waits: CLI start, link, duplicate address probe, name, gossip, answer), and from
@@ -39,6 +42,9 @@ from weave_fdp.plumbing.netns import popen_in_netns, run_in_netns
 
 Echo = Callable[[str], None]
 WEAVE_DNS = "169.254.53.53"
+FLOOR_SHARE = 0.5          # of dnsmasq's max qps ...
+FLOOR_P99_MS = 5.0         # ... carried with a p99 under this
+LOST_SHARE = 0.001         # of the queries sent at that rate, at most
 DNSMASQ = "169.254.53.54"
 NAME_NET = "10.32.60"     # names bench-K -> 10.32.60.K (and 10.32.61.K beyond 250)
 
@@ -85,6 +91,33 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+
+def floor_verdict(dnsmasq_max_qps: float, weave_runs: list[dict[str, float]],
+                  dnsmasq_runs: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    """The floor, judged on one run's figures: weaveDNS carries FLOOR_SHARE of dnsmasq's max
+    qps (median of its max-qps runs) with a p99 under FLOOR_P99_MS (median of the fixed-load
+    runs) and at most LOST_SHARE lost. Runs: ``{"qps", "p99_ms", "lost"}`` each."""
+    target = FLOOR_SHARE * dnsmasq_max_qps
+    w_p99 = statistics.median(r["p99_ms"] for r in weave_runs)
+    d_p99 = statistics.median(r["p99_ms"] for r in dnsmasq_runs)
+    w_qps = statistics.median(r["qps"] for r in weave_runs)
+    lost = max(r["lost"] for r in weave_runs)
+    carried = w_qps >= 0.95 * target and lost <= LOST_SHARE * max(1.0, target * seconds)
+    ok = carried and w_p99 < FLOOR_P99_MS
+    why = ("" if ok else "; ".join(x for x in (
+        "" if carried else f"carried {w_qps:.0f} of {target:.0f} qps with {lost:.0f} lost",
+        "" if w_p99 < FLOOR_P99_MS else f"weaveDNS p99 {w_p99:.2f} ms >= {FLOOR_P99_MS:g} ms"
+        + (f" (dnsmasq's at the same rate: {d_p99:.2f} ms, also over: the machine is the limit)"
+           if d_p99 >= FLOOR_P99_MS else f" (dnsmasq's at the same rate: {d_p99:.2f} ms)")) if x))
+    return {"ok": ok, "rule": f"weaveDNS carries {FLOOR_SHARE:g}x dnsmasq's max qps with p99 < {FLOOR_P99_MS:g} ms",
+            "target_qps": round(target), "dnsmasq_max_qps": round(dnsmasq_max_qps),
+            "weave_qps": round(w_qps), "weave_share_of_dnsmasq_max": round(w_qps / dnsmasq_max_qps, 3)
+            if dnsmasq_max_qps else None,
+            "weave_p99_ms": round(w_p99, 3), "dnsmasq_p99_ms": round(d_p99, 3),
+            "weave_p99_runs_ms": [round(r["p99_ms"], 3) for r in weave_runs],
+            "dnsmasq_p99_runs_ms": [round(r["p99_ms"], 3) for r in dnsmasq_runs],
+            "p99_ratio_weave_to_dnsmasq": round(w_p99 / d_p99, 2) if d_p99 else None, "why_not": why}
 
 
 # ---------------------------------------------------------------- the lab
@@ -227,6 +260,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     check_tools()
     bench = DnsBench(opts, echo)
     started = time.monotonic()
+    load_before = os.getloadavg()
     try:
         bench.setup()
         servers = {"weave": WEAVE_DNS, "dnsmasq": DNSMASQ}
@@ -238,32 +272,41 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
                 maxq[key].append(res)
                 echo(f"round {r + 1}: {key:<8} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
                      f"mean {res['mean_ms']:.2f} ms")
-        target = 0.5 * statistics.median(x["qps"] for x in maxq["dnsmasq"])
-        fixed: dict[str, dict[str, float]] = {}
-        for key in servers:
-            text = bench.dnsperf(servers[key], opts.seconds, qps=target, verbose=True)
-            lat = verbose_latencies(text)
-            summ = parse_dnsperf(text)
-            fixed[key] = {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": len(lat),
-                          "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3)}
-            echo(f"at {target:.0f} qps: {key:<8} p50 {fixed[key]['p50_ms']} ms, p99 {fixed[key]['p99_ms']} ms, "
-                 f"lost {summ['lost']:.0f}")
+        dnsmasq_max = statistics.median(x["qps"] for x in maxq["dnsmasq"])
+        target = FLOOR_SHARE * dnsmasq_max
+        fixed_runs: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+        for r in range(opts.rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
+            for key in order:
+                text = bench.dnsperf(servers[key], opts.seconds, qps=target, verbose=True)
+                lat = verbose_latencies(text)
+                summ = parse_dnsperf(text)
+                run_ = {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": len(lat),
+                        "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3)}
+                fixed_runs[key].append(run_)
+                echo(f"round {r + 1} at {target:.0f} qps: {key:<8} p50 {run_['p50_ms']} ms, "
+                     f"p99 {run_['p99_ms']} ms, lost {summ['lost']:.0f}")
+        load_mid = os.getloadavg()
         echo(f"attach on h1 -> resolves on h2, {opts.attaches} containers")
         attach = bench.attach_to_resolve()
     finally:
         bench.teardown()
     med = {k: statistics.median(x["qps"] for x in v) for k, v in maxq.items()}
     ratio = med["weave"] / med["dnsmasq"] if med["dnsmasq"] else float("nan")
-    floor_ok = fixed["weave"]["qps"] >= 0.95 * target and fixed["weave"]["p99_ms"] < 5.0 \
-        and fixed["weave"]["lost"] <= 0.001 * max(1.0, fixed["weave"]["qps"] * opts.seconds)
+    fixed = {k: {"qps": round(statistics.median(x["qps"] for x in v)), "lost": max(x["lost"] for x in v),
+                 "answers": sum(int(x["answers"]) for x in v),
+                 "p50_ms": round(statistics.median(x["p50_ms"] for x in v), 3),
+                 "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
+                 "p99_runs_ms": [x["p99_ms"] for x in v]} for k, v in fixed_runs.items()}
     return {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "names": opts.names,
                  "rounds": opts.rounds, "seconds": opts.seconds, "elapsed_s": round(time.monotonic() - started),
-                 "load_before": os.getloadavg()[0]},
+                 "load_before": [round(x, 2) for x in load_before],
+                 "load_after_dnsperf": [round(x, 2) for x in load_mid]},
         "max_qps": {k: {"median": round(med[k]), "runs": [round(x["qps"]) for x in v],
                         "mean_ms": [round(x["mean_ms"], 3) for x in v]} for k, v in maxq.items()},
         "ratio_weave_to_dnsmasq": round(ratio, 2),
         "fixed_load": {"qps": round(target), **fixed},
-        "floor": {"ok": floor_ok, "rule": "weaveDNS carries 0.5x dnsmasq's max qps with p99 < 5 ms"},
+        "floor": floor_verdict(dnsmasq_max, fixed_runs["weave"], fixed_runs["dnsmasq"], opts.seconds),
         "attach_to_resolve": attach,
     }

@@ -28,9 +28,10 @@ def dns_cmd(names: int, rounds: int, seconds: float, attaches: int, as_json: boo
     """weaveDNS beside dnsmasq (same names, same path, dnsperf in a container) and the time
     from attach on one host until the name resolves on another.
 
-    Prints max qps of both (median of ROUNDS), p50/p99 of both at half of dnsmasq's max
-    qps, whether weaveDNS holds the floor (0.5x dnsmasq, p99 < 5 ms), and attach-to-resolve
-    median and p99. Everything runs in a lab torn down at the end, also on Ctrl-C.
+    Prints the load average, max qps of both (median of ROUNDS), p50/p99 of both at half
+    of dnsmasq's max qps (ROUNDS runs each, interleaved), the verdict on the floor
+    (weaveDNS carries 0.5x dnsmasq's max qps with p99 < 5 ms, dnsmasq's p99 beside it)
+    and attach-to-resolve median and p99. Everything runs in a lab torn down at the end, also on Ctrl-C.
 
     \b
     Example:
@@ -51,13 +52,20 @@ def dns_cmd(names: int, rounds: int, seconds: float, attaches: int, as_json: boo
     if as_json:
         print_json(res)
         return
-    mq, fx, at = res["max_qps"], res["fixed_load"], res["attach_to_resolve"]
-    click.echo(f"max qps (median of {res['meta']['rounds']}): weaveDNS {mq['weave']['median']}, "
-               f"dnsmasq {mq['dnsmasq']['median']}, ratio {res['ratio_weave_to_dnsmasq']}")
+    mq, fx, at, fl, meta = (res["max_qps"], res["fixed_load"], res["attach_to_resolve"], res["floor"],
+                            res["meta"])
+    click.echo(f"load average {' '.join(str(x) for x in meta['load_before'])} before, "
+               f"{' '.join(str(x) for x in meta['load_after_dnsperf'])} after dnsperf ({meta['cpus']} CPUs)")
+    click.echo(f"max qps (median of {meta['rounds']}): weaveDNS {mq['weave']['median']} "
+               f"{mq['weave']['runs']}, dnsmasq {mq['dnsmasq']['median']} {mq['dnsmasq']['runs']}, "
+               f"ratio {res['ratio_weave_to_dnsmasq']}")
     for k in ("weave", "dnsmasq"):
         click.echo(f"at {fx['qps']} qps: {k:<8} achieved {fx[k]['qps']}, p50 {fx[k]['p50_ms']} ms, "
-                   f"p99 {fx[k]['p99_ms']} ms, lost {fx[k]['lost']:.0f}")
-    click.echo(f"floor ({res['floor']['rule']}): {'ok' if res['floor']['ok'] else 'NOT MET'}")
+                   f"p99 {fx[k]['p99_ms']} ms (runs {fx[k]['p99_runs_ms']}), lost {fx[k]['lost']:.0f}")
+    click.echo(f"floor ({fl['rule']}): {'MET' if fl['ok'] else 'NOT MET'}: weaveDNS carried {fl['weave_qps']} qps "
+               f"= {fl['weave_share_of_dnsmasq_max']}x dnsmasq's max {fl['dnsmasq_max_qps']} with p99 "
+               f"{fl['weave_p99_ms']} ms (dnsmasq {fl['dnsmasq_p99_ms']} ms at the same rate, "
+               f"ratio {fl['p99_ratio_weave_to_dnsmasq']})" + (f"; {fl['why_not']}" if fl["why_not"] else ""))
     click.echo(f"attach -> resolves on another host ({at['runs']} runs): from attach start median "
                f"{at['from_attach_start_ms']['median']} ms, p99 {at['from_attach_start_ms']['p99']} ms; "
                f"from the name's addition median {at['from_name_added_ms']['median']} ms, "

@@ -21,6 +21,10 @@ class SourceLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}   # source -> (tokens, time)
         self.dropped = 0
 
+    def copy(self) -> SourceLimiter:
+        """A limiter alike with a table of its own (one per server thread: no shared state)."""
+        return SourceLimiter(self.rate, self.burst, self.max_sources)
+
     def allow(self, source: str, now: float) -> bool:
         """Count one query from ``source``; False when it is over its rate (drop it)."""
         if self.rate <= 0:

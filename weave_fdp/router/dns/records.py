@@ -21,7 +21,7 @@ Three rules keep removed names from coming back:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 TOMBSTONE_TTL = 600.0      # s a tombstone is kept (gossip reaches everyone within seconds)
@@ -61,7 +61,10 @@ class Records:
         self._entries: dict[Key, Entry] = {}
         self._by_name: dict[str, set[Key]] = {}
         self._by_addr: dict[str, set[Key]] = {}
-        self.generation = 0   # bumped on every change (answer caches key on it)
+        self.generation = 0   # bumped on every change
+        # called (on the thread that changed the records) after every change: the DNS
+        # server's snapshot is rebuilt this way, never read from here by its threads
+        self.listeners: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ storage
 
@@ -79,6 +82,11 @@ class Records:
             if not keys:
                 del index[k]
         self.generation += 1
+
+    def _notify(self, before: int) -> None:
+        if self.generation != before:
+            for fn in self.listeners:
+                fn()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -103,12 +111,13 @@ class Records:
             return None
         e = Entry(hostname, self.local, container, addr, (old.version + 1) if old else 1, 0, int(now * 1000))
         self._put(e)
+        self._notify(self.generation - 1)
         return e
 
     def remove(self, now: float, *, hostname: str | None = None, container: str | None = None,
                addr: str | None = None) -> list[Entry]:
         """Tombstone our live entries matching every given field (hostname case-insensitively)."""
-        out = []
+        out, before = [], self.generation
         for e in list(self._entries.values()):
             if e.origin != self.local or not e.live:
                 continue
@@ -121,15 +130,18 @@ class Records:
             t = replace(e, version=e.version + 1, tombstone=max(1, int(now)))
             self._put(t)
             out.append(t)
+        self._notify(before)
         return out
 
     def restore(self, entries: Iterable[Entry]) -> None:
         """Our entries read back from disk at start (others' entries come by gossip)."""
+        before = self.generation
         for e in entries:
             if e.origin == self.local:
                 old = self._entries.get(e.key)
                 if old is None or e.rank > old.rank:
                     self._put(e)
+        self._notify(before)
 
     # ------------------------------------------------------------ gossip
 
@@ -138,7 +150,7 @@ class Records:
 
         Entries of our own origin are never adopted: we answer with a higher version
         of what we hold (see the module doc)."""
-        changed = []
+        changed, before = [], self.generation
         for e in incoming:
             old = self._entries.get(e.key)
             if old is not None and e.rank <= old.rank:
@@ -154,15 +166,17 @@ class Records:
                 continue
             self._put(e)
             changed.append(e)
+        self._notify(before)
         return changed
 
     def purge_origin(self, origin: str) -> int:
         """Forget every entry of ``origin`` (a peer that left); how many were dropped."""
         if origin == self.local:
             return 0
-        keys = [k for k, e in self._entries.items() if e.origin == origin]
+        keys, before = [k for k, e in self._entries.items() if e.origin == origin], self.generation
         for k in keys:
             self._drop(k)
+        self._notify(before)
         return len(keys)
 
     def origins(self) -> set[str]:
@@ -170,9 +184,10 @@ class Records:
 
     def expire(self, now: float, ttl: float = TOMBSTONE_TTL) -> int:
         """Drop tombstones older than ``ttl``; how many."""
-        old = [k for k, e in self._entries.items() if not e.live and now - e.tombstone > ttl]
+        old, before = [k for k, e in self._entries.items() if not e.live and now - e.tombstone > ttl], self.generation
         for k in old:
             self._drop(k)
+        self._notify(before)
         return len(old)
 
     # ------------------------------------------------------------ lookups

@@ -12,9 +12,15 @@ client's EDNS buffer (512 without EDNS): answers that do not fit are left out an
 is set; over TCP it is complete. A message that does not parse gets FORMERR when its
 header can be echoed, else nothing; responses (QR set) are never answered.
 
-Answers are cached by the request bytes after the ID (so a repeated question costs a
-dict lookup and a 2-byte patch), a few shuffled variants each, dropped whenever the
-records change.
+Answers come from the current :class:`~weave_fdp.router.dns.snapshot.Snapshot` of the
+records (read once per message, never the records themselves), so a responder may run
+in a server thread while the router changes the records. They are cached in that
+snapshot by the request bytes after the ID (the name as asked, type, class, flags and
+EDNS buffer size: so a repeated question costs a dict lookup and a 2-byte patch), a few
+shuffled variants each, served in turn; a new snapshot starts with an empty cache.
+
+Each server thread has a responder of its own (:meth:`Responder.fork`): counters and
+the cause of the last bad message belong to one thread, the snapshot is shared.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dnslib import EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSHeader, DNSLabel,
 
 from weave_fdp.router.dns.names import DEFAULT_DOMAIN, DEFAULT_TTL, fqdn, in_domain, reverse_to_ipv4
 from weave_fdp.router.dns.records import Records
+from weave_fdp.router.dns.snapshot import Snapshot, SnapshotRef
 
 UDP_MIN = 512          # bytes a UDP reply may always use (RFC 1035)
 TCP_MAX = 65535        # bytes of a TCP reply (its length prefix)
@@ -45,19 +52,22 @@ class Forward:
 
 
 class Responder:
-    def __init__(self, records: Records, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL,
+    def __init__(self, records: Records | SnapshotRef, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL,
                  rng: random.Random | None = None) -> None:
-        self.records = records
+        self.ref = records if isinstance(records, SnapshotRef) else SnapshotRef(records)
+        self.records = self.ref.records     # the owner's side (the router loop); answers read self.ref
         self.domain = fqdn(domain).lower()
         self.ttl = ttl
         self.rng = rng or random.Random()
-        self._cache: dict[bytes, list[bytes]] = {}
         self._turn = 0        # cached variants are served in turn (each a random order)
-        self._cache_gen = -1
         self.counts = {"queries": 0, "answered": 0, "nxdomain": 0, "forwarded": 0, "formerr": 0,
-                       "ignored": 0, "truncated": 0, "cache_hits": 0}
+                       "ignored": 0, "truncated": 0, "cache_hits": 0, "errors": 0}
         self.fast_hits = 0                 # answers of cached() (counted apart: it is the hot path)
         self.last_bad: str | None = None   # the cause of the last FORMERR/ignored message (for logs)
+
+    def fork(self) -> Responder:
+        """A responder for another thread: the same records, snapshot and rules, counters of its own."""
+        return Responder(self.ref, self.domain, self.ttl, random.Random(self.rng.getrandbits(64)))
 
     # ------------------------------------------------------------ entry point
 
@@ -66,11 +76,9 @@ class Responder:
         data = bytes(data)
         if len(data) < HEADER:
             return self._ignore("shorter than a DNS header")
-        if self._cache_gen != self.records.generation:
-            self._cache.clear()
-            self._cache_gen = self.records.generation
+        snap = self.ref.current          # one read: the whole answer comes from this snapshot
         key = (b"T" if tcp else b"U") + data[2:]
-        hit = self._cache.get(key)
+        hit = snap.answers.get(key)
         if hit is not None:
             self.counts["cache_hits"] += 1
             self.counts["answered"] += 1
@@ -101,28 +109,26 @@ class Responder:
             return self._pack_error(reply, f"class {q.qclass}")
         name = qname if qname.rstrip(".").count(".") else f"{qname.rstrip('.')}.{self.domain}"
         if in_domain(name, self.domain) and qname != ".":
-            variants = self._local(req, name, q.qtype, max_size)
+            variants = self._local(snap, req, name, q.qtype, max_size)
         else:
             ip = reverse_to_ipv4(qname)
-            owner = self.records.reverse(ip) if ip is not None and q.qtype in (QTYPE.PTR, QTYPE.ANY) else None
+            owner = snap.reverse(ip) if ip is not None and q.qtype in (QTYPE.PTR, QTYPE.ANY) else None
             if owner is None:
                 self.counts["forwarded"] += 1
                 return Forward(req, max_size)
             reply = self.reply_to(req)
             reply.add_answer(RR(q.qname, QTYPE.PTR, ttl=self.ttl, rdata=PTR(owner)))
             variants = [self._pack(reply, max_size)]
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = [v[2:] for v in variants]     # without the ID: each query's is put in front
+        if len(snap.answers) >= CACHE_MAX:
+            snap.answers.clear()
+        snap.answers[key] = [v[2:] for v in variants]    # without the ID: each query's is put in front
         self.counts["answered"] += 1
         return self.rng.choice(variants)
 
     def cached(self, data: bytes) -> bytes | None:
         """The answer to a UDP question asked before (records unchanged), else None: the
         server's fast path, before :meth:`handle` (which counts and answers the rest)."""
-        if self._cache_gen != self.records.generation:
-            return None
-        hit = self._cache.get(b"U" + data[2:])
+        hit = self.ref.current.answers.get(b"U" + data[2:])
         if hit is None:
             return None
         self.fast_hits += 1
@@ -137,11 +143,11 @@ class Responder:
 
     # ------------------------------------------------------------ local names
 
-    def _local(self, req: DNSRecord, name: str, qtype: int, max_size: int) -> list[bytes]:
-        addrs = self.records.lookup(name)
+    def _local(self, snap: Snapshot, req: DNSRecord, name: str, qtype: int, max_size: int) -> list[bytes]:
+        addrs = snap.lookup(name)
         reply = self.reply_to(req)
         if not addrs:
-            if name.lower() != self.domain and not self.records.has_suffix(name):
+            if name.lower() != self.domain and not snap.has_below(name):
                 reply.header.rcode = RCODE.NXDOMAIN
                 self.counts["nxdomain"] += 1
             return [self._pack(reply, max_size)]

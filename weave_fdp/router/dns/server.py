@@ -1,10 +1,17 @@
-"""weaveDNS on real sockets: UDP and TCP on the router's asyncio loop.
+"""weaveDNS on real sockets: UDP in server threads of its own, TCP on the router's loop.
 
-The responder decides every answer; this module only frames messages (TCP's
-2-byte length prefix), bounds what one source may cost (per-source rate limit,
-limits on TCP clients and on forwards in flight), forwards upstream, and logs each
-cause of trouble once per interval (never per packet). Nothing a client sends can
-stop the server: every failure is counted, logged that way and survived.
+The responder decides every answer; this module only frames messages (TCP's 2-byte
+length prefix), bounds what one source may cost (per-source rate limit, limits on TCP
+clients and on forwards in flight), forwards upstream, and logs each cause of trouble
+once per interval (never per packet). Nothing a client sends can stop the server: every
+failure is counted, logged that way and survived.
+
+UDP, the hot path, runs in :class:`~weave_fdp.router.dns.udp_thread.UdpThread` s (one
+per socket; several share the port with SO_REUSEPORT), answering from the records'
+snapshot without touching the loop. The loop keeps what may wait: forwarding to the
+upstream resolvers (a question is handed over with ``call_soon_threadsafe`` and its
+answer sent back through the thread's socket) and TCP, the fallback for truncated
+answers, whose connection set-up costs more than the loop's latency.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import logging
 import re
 import socket
 import struct
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,27 +32,35 @@ from dnslib import DNSRecord
 from weave_fdp.ratelog import RateLimitedLog
 from weave_fdp.router.dns.ratelimit import SourceLimiter
 from weave_fdp.router.dns.responder import Forward, Responder
+from weave_fdp.router.dns.udp_thread import UdpThread, send_udp
 from weave_fdp.router.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 TCP_IDLE_S = 10.0          # a TCP client silent this long is closed
-UDP_BATCH = 64             # datagrams read per wake-up (fewer trips through the event loop)
 MAX_TCP_CLIENTS = 128
 MAX_FORWARDS = 256         # upstream questions in flight; beyond, SERVFAIL at once
+UDP_THREADS = 1            # UDP server threads (each with its own SO_REUSEPORT socket)
+# The GIL is handed to a waiting thread after this long at most (Python's default is 5 ms):
+# a query arriving while another thread of the router runs Python waits for it, and that
+# wait is the tail of the latency. Lowered (never raised) while the server runs.
+SWITCH_INTERVAL_S = 0.0005
 
 
-def _socket(kind: int, host: str, port: int, device: str | None) -> socket.socket:
+def _socket(kind: int, host: str, port: int, device: str | None, reuseport: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, kind)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a restart while clients linger
+        if reuseport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if device:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
         s.bind((host, port))
         if kind == socket.SOCK_STREAM:
             s.listen(64)
-        s.setblocking(False)
+            s.setblocking(False)
     except OSError:
         s.close()
         raise
@@ -53,45 +70,62 @@ def _socket(kind: int, host: str, port: int, device: str | None) -> socket.socke
 class DnsServer:
     def __init__(self, responder: Responder, upstream: Upstream, host: str, port: int = 53, *,
                  device: str | None = None, limiter: SourceLimiter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.responder = responder
+                 clock: Callable[[], float] = time.monotonic, udp_threads: int = UDP_THREADS) -> None:
+        self.responder = responder      # used on the loop (TCP, forwarded answers); threads fork their own
         self.upstream = upstream
         self.host, self.port, self.device = host, port, device
-        self.limiter = limiter or SourceLimiter()
+        self.limiter = limiter or SourceLimiter()   # TCP's; each UDP thread gets one alike
         self.clock = clock
+        self.udp_threads = max(1, udp_threads)
         self.rl = RateLimitedLog(log)
-        self._udp: socket.socket | None = None
+        self._log_lock = threading.Lock()   # the threads share one log (only bad input takes it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: list[UdpThread] = []
+        self._retired: list[UdpThread] = []  # stopped threads: their counts still add up in stats()
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._switch: float | None = None
         self.tcp_clients = 0
         self.forwards = 0
-        self.counts = {"udp": 0, "tcp": 0, "rate_limited": 0, "servfail": 0, "errors": 0, "send_dropped": 0}
+        self.counts = {"udp": 0, "tcp": 0, "servfail": 0, "send_dropped": 0}
 
     async def start(self) -> None:
-        """Bind UDP and TCP ``host:port`` (OSError when the address is not ours or taken)."""
-        loop = asyncio.get_running_loop()
-        udp = _socket(socket.SOCK_DGRAM, self.host, self.port, self.device)
+        """Bind UDP and TCP ``host:port`` (OSError when the address is not ours or taken),
+        then start the UDP threads."""
+        self._loop = asyncio.get_running_loop()
+        many = self.udp_threads > 1
+        socks: list[socket.socket] = []
         try:
+            for _ in range(self.udp_threads):
+                socks.append(_socket(socket.SOCK_DGRAM, self.host, self.port, self.device, reuseport=many))
             tcp = _socket(socket.SOCK_STREAM, self.host, self.port, self.device)
+            try:
+                self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
+            except OSError:
+                tcp.close()
+                raise
         except OSError:
-            udp.close()
+            for s in socks:
+                s.close()
             raise
-        try:
-            self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
-        except OSError:
-            udp.close()
-            tcp.close()
-            raise
-        # UDP straight on the socket: each wake-up drains up to UDP_BATCH datagrams (asyncio's
-        # datagram transport reads one per trip through the loop)
-        self._udp = udp
-        loop.add_reader(udp.fileno(), self._drain_udp)
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        for i, s in enumerate(socks):
+            t = UdpThread(s, self.responder.fork(), self.limiter.copy(), answer=self._answer,
+                          forward=self._hand_over, log=self._log, clock=self.clock, name=f"dns-udp-{i}")
+            self._udp.append(t)
+            t.start()
 
     async def stop(self) -> None:
-        if self._udp is not None:
-            asyncio.get_running_loop().remove_reader(self._udp.fileno())
-            self._udp.close()
-            self._udp = None
+        """Stop the threads (joined, sockets closed), TCP and forwards in flight; idempotent."""
+        threads, self._udp = self._udp, []
+        if threads:
+            await asyncio.to_thread(lambda: [t.stop() for t in threads])
+            self._retired += threads
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
@@ -100,30 +134,48 @@ class DnsServer:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def threads(self) -> list[threading.Thread]:
+        """The UDP server threads running now (tests check none is left after stop)."""
+        return [t.thread for t in self._udp if t.alive]
+
     def stats(self) -> dict[str, Any]:
-        return {**self.responder.stats(), **self.counts, "rate_limited": self.limiter.dropped,
-                "tcp_clients": self.tcp_clients, "forwards_in_flight": self.forwards}
+        out: dict[str, Any] = dict(self.responder.stats())
+        counts = dict(self.counts)
+        dropped = self.limiter.dropped
+        for t in self._udp + self._retired:
+            for k, v in t.responder.stats().items():
+                out[k] += v
+            for k, v in t.counts.items():
+                counts[k] += v
+            dropped += t.limiter.dropped
+        return {**out, **counts, "rate_limited": dropped, "tcp_clients": self.tcp_clients,
+                "forwards_in_flight": self.forwards, "udp_threads": len(self.threads())}
+
+    def _log(self, level: int, cause: str, msg: str, *args: Any) -> None:
+        """The rate-limited log, from any thread (only trouble comes here, never an answer)."""
+        with self._log_lock:
+            self.rl.log(level, cause, msg, *args)
 
     # ------------------------------------------------------------ one message
 
-    def _answer(self, data: bytes, src: str, tcp: bool) -> bytes | Forward | None:
+    def _answer(self, responder: Responder, data: bytes, src: str, tcp: bool) -> bytes | Forward | None:
         try:
-            out = self.responder.handle(data, tcp=tcp)
+            out = responder.handle(data, tcp=tcp)
         except Exception as exc:       # a bug must cost one answer, not the server
-            self.counts["errors"] += 1
-            self.rl.error(f"error {type(exc).__name__}", "DNS: error answering a query from %s: %r", src, exc)
+            responder.counts["errors"] += 1
+            self._log(logging.ERROR, f"error {type(exc).__name__}", "DNS: error answering a query from %s: %r", src, exc)
             return None
-        why = self.responder.last_bad
+        why = responder.last_bad
         if why is not None:
-            self.responder.last_bad = None
+            responder.last_bad = None
             # the cause without its numbers: "class 7" and "class 9" are one cause
-            self.rl.info("bad query: " + re.sub(r"\d+", "N", why),
-                         "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
+            self._log(logging.INFO, "bad query: " + re.sub(r"\d+", "N", why),
+                      "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
         return out
 
     async def _forwarded(self, fwd: Forward, tcp: bool) -> bytes:
         if self.forwards >= MAX_FORWARDS:
-            self.rl.warning("forward limit", "DNS: %d upstream questions in flight; answering SERVFAIL",
+            self._log(logging.WARNING, "forward limit", "DNS: %d upstream questions in flight; answering SERVFAIL",
                             self.forwards)
             return self._servfail(fwd.request)
         self.forwards += 1
@@ -133,7 +185,7 @@ class DnsServer:
             self.forwards -= 1
         if answer is None:
             servers = self.upstream.servers()
-            self.rl.warning("no upstream", "DNS: no upstream answered for %s (servers: %s); SERVFAIL",
+            self._log(logging.WARNING, "no upstream", "DNS: no upstream answered for %s (servers: %s); SERVFAIL",
                             str(fwd.request.q.qname), ", ".join(servers) or "none in resolv.conf")
             return self._servfail(fwd.request)
         if len(answer) > fwd.max_size:       # the client's UDP buffer cannot take it: TC, retry over TCP
@@ -152,65 +204,26 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ------------------------------------------------------------ UDP
+    # ------------------------------------------------------------ UDP forwards (on the loop)
 
-    def _drain_udp(self) -> None:
-        """Read what is there (up to UDP_BATCH); a repeated question is answered from the
-        responder's cache right here (the hot path), the rest by :meth:`_udp_query`."""
-        sock = self._udp
-        if sock is None:
-            return
-        recv, cached, allow = sock.recvfrom, self.responder.cached, self.limiter.allow
-        limited = self.limiter.rate > 0
-        for _ in range(UDP_BATCH):
-            try:
-                data, addr = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:       # e.g. ICMP errors queued on the socket: keep serving
-                self.rl.info(f"udp {type(exc).__name__}", "DNS: UDP socket error: %s", exc)
-                continue
-            self.counts["udp"] += 1
-            if limited and not allow(addr[0], self.clock()):
-                self._flood(addr[0])
-                continue
-            out = cached(data) if len(data) >= 12 else None
-            if out is not None:
-                self._send_udp(out, addr)
-            else:
-                self._udp_query(data, addr)
-
-    def _flood(self, src: str) -> None:
-        self.rl.warning(f"flood {src}", "DNS: %s sends more than %g queries/s; the excess is dropped",
-                        src, self.limiter.rate)
-
-    def _send_udp(self, data: bytes, addr: Any) -> None:
-        if self._udp is None:
+    def _hand_over(self, fwd: Forward, sock: socket.socket, addr: Any) -> None:
+        """From a UDP thread: forward ``fwd`` on the loop, answer through ``sock``."""
+        loop = self._loop
+        if loop is None:
             return
         try:
-            self._udp.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self.counts["send_dropped"] += 1    # the send buffer is full: as a loss, the client retries
-        except OSError as exc:
-            self.rl.info(f"udp send {type(exc).__name__}", "DNS: cannot answer %s over UDP: %s", addr[0], exc)
+            loop.call_soon_threadsafe(self._start_forward, fwd, sock, addr)
+        except RuntimeError:            # the loop is closing: the client retries elsewhere
+            pass
 
-    def on_datagram(self, data: bytes, addr: Any) -> None:
-        """One datagram from ``addr`` (rate limit, then :meth:`_udp_query`)."""
-        self.counts["udp"] += 1
-        if not self.limiter.allow(addr[0], self.clock()):
-            self._flood(addr[0])
-            return
-        self._udp_query(data, addr)
+    def _start_forward(self, fwd: Forward, sock: socket.socket, addr: Any) -> None:
+        if self._udp:                    # not after stop
+            self._spawn(self._udp_forward(fwd, sock, addr))
 
-    def _udp_query(self, data: bytes, addr: Any) -> None:
-        out = self._answer(data, addr[0], tcp=False)
-        if isinstance(out, Forward):
-            self._spawn(self._udp_forward(out, addr))
-        elif out is not None:
-            self._send_udp(out, addr)
-
-    async def _udp_forward(self, fwd: Forward, addr: Any) -> None:
-        self._send_udp(await self._forwarded(fwd, tcp=False), addr)
+    async def _udp_forward(self, fwd: Forward, sock: socket.socket, addr: Any) -> None:
+        answer = await self._forwarded(fwd, tcp=False)
+        if sock.fileno() >= 0:           # the thread's socket, unless the server stopped meanwhile
+            send_udp(sock, answer, addr, self.counts, self._log)
 
     # ------------------------------------------------------------ TCP
 
@@ -218,29 +231,37 @@ class DnsServer:
         peer = writer.get_extra_info("peername") or ("?",)
         src = str(peer[0])
         if self.tcp_clients >= MAX_TCP_CLIENTS:
-            self.rl.warning("tcp clients", "DNS: %d TCP clients already; closing %s", self.tcp_clients, src)
+            self._log(logging.WARNING, "tcp clients", "DNS: %d TCP clients already; closing %s", self.tcp_clients, src)
             writer.close()
             return
         self.tcp_clients += 1
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        n = 0
         try:
             while True:
+                n = 0
                 (n,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S))
                 data = await asyncio.wait_for(reader.readexactly(n), TCP_IDLE_S)
                 self.counts["tcp"] += 1
                 if not self.limiter.allow(src, self.clock()):
-                    self._flood(src)
+                    self._log(logging.WARNING, f"flood {src}", "DNS: %s sends more than %g queries/s; the excess is dropped",
+                                    src, self.limiter.rate)
                     return                     # closing its TCP connection
-                out = self._answer(data, src, tcp=True)
+                out = self._answer(self.responder, data, src, tcp=True)
                 if isinstance(out, Forward):
                     out = await self._forwarded(out, tcp=True)
                 if out is None:
                     return                     # nothing to say to this message: drop the connection
                 writer.write(struct.pack("!H", len(out)) + out)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+        except asyncio.IncompleteReadError as exc:
+            if n or exc.partial:           # closed in the middle of a message (between them is a goodbye)
+                self._log(logging.INFO, "tcp truncated",
+                          "DNS: TCP client %s closed in the middle of a message (%d of %d bytes); dropped",
+                          src, len(exc.partial), exc.expected if n == 0 else n)
+        except (asyncio.TimeoutError, ConnectionError):
             pass
         finally:
             self.tcp_clients -= 1
