@@ -3,8 +3,10 @@
 records.py   the names as pure, gossiped state (origin, version, tombstones, merge)
 wire.py      the versioned gossip payload of the mesh channel "dns"
 names.py     name and address rules (validation, the domain, reverse names)
+snapshot.py  the immutable view of the records the server threads answer from
 responder.py answers one DNS message (dnslib): the rules of docs/DNS.md; no sockets
 upstream.py  the host's upstream resolvers (resolv.conf) and forwarding
-server.py    UDP and TCP sockets on the router's loop, per-source rate limit
+server.py    the server: UDP threads, TCP and forwarding on the router's loop, rate limits
+udp_thread.py one UDP server thread (blocking read-answer-send loop)
 service.py   the router part: gossip channel, persistence, API ops, attach/detach hook
 """
