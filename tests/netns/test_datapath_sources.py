@@ -148,7 +148,7 @@ def test_forged_vxlan_and_sleeve_frames_are_refused_and_counted(world) -> None:
             d = drops(lab, 1)
             return d if (grew(before1, d, "unknown-source") >= 15 and grew(before1, d, "wrong-source") >= 5
                          and grew(before1, d, "bad-vxlan") >= 9
-                         and grew(before1, d, "sleeve: wrong source address") >= 5) else None
+                         and grew(before1, d, "sleeve-wrong-source") >= 5) else None
         wait_for(counted, 20, "h1 to count every forged packet")
     finally:
         x.close()

@@ -84,11 +84,11 @@ def test_encrypted_relay_on_a_line_hides_frames_and_refuses_crafted_and_replayed
     # from h3, which is not h1: refused by the source check before any crypto
     sl.lab.exec(1, [sys.executable, "-c", sender, sl.lab.host_ip(2), *[p.hex() for p in from_h1]])
     sl.lab.exec(3, [sys.executable, "-c", sender, sl.lab.host_ip(2), *[p.hex() for p in from_h1 + junk]])
-    wait_for(lambda: sl.status(2)["drops"].get("wrong source address"))
+    wait_for(lambda: sl.status(2)["drops"].get("wrong-source"))
     drops = sl.status(2)["drops"]
     assert drops.get("replay", 0) >= len(from_h1) - 1, drops
-    assert drops["wrong source address"] >= len(from_h1), drops
-    assert drops.get("bad version") and drops.get("truncated") and drops.get("unknown sender"), drops
+    assert drops["wrong-source"] >= len(from_h1), drops
+    assert drops.get("bad-version") and drops.get("truncated") and drops.get("unknown-sender"), drops
     # It keeps serving, and logged each cause once.
     sl.lab.exec_container(1, 1, ["ping", "-c", "2", "-i", "0.2", "10.32.3.1"])
     assert sl.log(2).count("dropped a packet: replay") == 1
@@ -101,7 +101,7 @@ def test_encrypted_relay_on_a_line_hides_frames_and_refuses_crafted_and_replayed
     srv.wait(5)
     assert json.loads(out)["end"]["sum_received"]["bits_per_second"] > 20e6
     st2 = sl.status(2)
-    assert st2["stats"]["fragmented"] > 0 and not any("too big" in c for c in st2["drops"]), st2
+    assert st2["stats"]["fragmented"] > 0 and not any("too-big" in c for c in st2["drops"]), st2
     assert sl.status(3)["stats"]["reassembled"] > 0
 
 
@@ -113,7 +113,7 @@ def test_wrong_password_gets_nothing_through(sleeve_lab, tmp_path: Path) -> None
         assert not sl.status(1)["peers"][0]["up"]
         r = sl.lab.exec_container(1, 1, ["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.32.2.1"], check=False)
         assert r.returncode != 0
-        assert sl.status(2)["drops"].get("auth failed", 0) > 0
+        assert sl.status(2)["drops"].get("auth-failed", 0) > 0
         assert sl.status(2)["stats"]["injected"] == 0
     finally:
         sl.down()

@@ -89,9 +89,9 @@ def test_encrypted_pieces_hide_frames_and_refuse_replayed_and_forged_trains(piec
               "for h in sys.argv[2:]: s.sendto(bytes.fromhex(h),(sys.argv[1],6783))\n")
     before = sl.status(2)["drops"]
     sl.lab.exec(1, [sys.executable, "-c", sender, sl.lab.host_ip(2), *[p.hex() for p in train + forged]])
-    assert wait_for(lambda: sl.status(2)["drops"].get("auth failed", 0) > before.get("auth failed", 0))
+    assert wait_for(lambda: sl.status(2)["drops"].get("auth-failed", 0) > before.get("auth-failed", 0))
     drops = sl.status(2)["drops"]
-    assert drops.get("replay", 0) + drops.get("too old", 0) >= len(train), drops
+    assert drops.get("replay", 0) + drops.get("too-old", 0) >= len(train), drops
     # It keeps serving.
     sl.lab.exec_container(1, 1, ["ping", "-c", "2", "-i", "0.2", "10.32.2.1"])
 

@@ -107,19 +107,19 @@ def test_report_section_merge_does_not_depend_on_start_order() -> None:
         results.append(ctx.report_section("datapath"))
         ctx.loop.close()
     assert results[0] == results[1]
-    assert results[0]["drops"] == {"loop": 1, "sleeve: replayed": 2}
+    assert results[0]["drops"] == {"loop": 1, "sleeve-replayed": 2}
     assert [f["src_mac"] for f in results[0]["flows"]] == ["a", "b"]
 
 
 def test_report_section_alone_and_failing_part() -> None:
     ctx = ctx_for(RouterConfig())
     ctx.add_report_section("datapath", lambda: {"flows": [], "peers": [], "drops": {"x": 1}}, merge=merge_datapath)
-    assert ctx.report_section("datapath")["drops"] == {"sleeve: x": 1}      # --no-fastdp: the sleeve alone
+    assert ctx.report_section("datapath")["drops"] == {"sleeve-x": 1}      # --no-fastdp: the sleeve alone
 
     def broken() -> dict:
         raise RuntimeError("map gone")
 
     ctx.add_report_section("datapath", broken)
-    assert ctx.report_section("datapath")["drops"] == {"sleeve: x": 1}      # a failing part is skipped
+    assert ctx.report_section("datapath")["drops"] == {"sleeve-x": 1}      # a failing part is skipped
     assert ctx.report_section("nothing") is None
     ctx.loop.close()

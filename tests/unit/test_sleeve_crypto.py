@@ -39,8 +39,8 @@ def test_replayed_forged_truncated_wrong_key_refused() -> None:
     assert cause(ob, dg) == "replay"
     dg2 = bytearray(sa.seal(b"\x01hello"))
     dg2[-1] ^= 1
-    assert cause(ob, bytes(dg2)) == "auth failed"
-    assert cause(Opener(b"x" * 32, B, A), sa.seal(b"\x01hi")) == "auth failed"
+    assert cause(ob, bytes(dg2)) == "auth-failed"
+    assert cause(Opener(b"x" * 32, B, A), sa.seal(b"\x01hi")) == "auth-failed"
     with pytest.raises(wire.WireError) as ei:
         wire.decode_header(sa.seal(b"\x01hi")[:20])
     assert ei.value.cause == "truncated"
@@ -51,11 +51,11 @@ def test_replayed_forged_truncated_wrong_key_refused() -> None:
 def test_directions_have_separate_keys_and_sequences() -> None:
     ab, ba = Sealer(S, A, B), Sealer(S, B, A)
     assert ab.key != ba.key
-    assert cause(Opener(S, B, A), ba.seal(b"\x01x")) == "auth failed"   # reflected back to its sender
+    assert cause(Opener(S, B, A), ba.seal(b"\x01x")) == "auth-failed"   # reflected back to its sender
     assert _open(Opener(S, A, B), ba.seal(b"\x01x")) == b"\x01x"
     # a third peer claiming to be A cannot produce A's key without the secret
     assert cause(Opener(S, B, A), Sealer(b"other", C, B).seal(b"\x01x")[:2] + A +
-                 Sealer(b"other", C, B).seal(b"\x01x")[8:]) == "auth failed"
+                 Sealer(b"other", C, B).seal(b"\x01x")[8:]) == "auth-failed"
 
 
 def test_window_reordering_old_and_duplicates() -> None:
@@ -65,7 +65,7 @@ def test_window_reordering_old_and_duplicates() -> None:
     assert w.check(3) == "replay" and w.check(0) == "replay" and not w.commit(3)
     assert w.commit(100)
     assert w.check(100) == "replay"
-    assert w.check(100 - 64) == "too old" and w.check(5) == "too old"
+    assert w.check(100 - 64) == "too-old" and w.check(5) == "too-old"
     assert w.check(99) is None and w.check(37) is None
 
 
@@ -101,4 +101,4 @@ def test_in_place_seal_and_open_match_the_copying_ones() -> None:
     before = bytes(rx2)
     with pytest.raises(wire.WireError) as ei:
         ob.open(memoryview(rx2), wire.decode_header(rx2), inplace=True)
-    assert ei.value.cause == "auth failed" and bytes(rx2) == before   # nothing written on failure
+    assert ei.value.cause == "auth-failed" and bytes(rx2) == before   # nothing written on failure

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from weave_fdp import routing
 from weave_fdp.datapath.sleeve import decide, wire
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 
 A, B, C, D = (bytes([0x7E, 0, 0, 0, 0, i]) for i in range(1, 5))
@@ -30,12 +31,12 @@ def test_group_and_unknown_macs_flood_along_the_local_tree(mac: bytes) -> None:
 
 def test_floods_skip_neighbours_reached_another_way_and_count_hops_without_a_link() -> None:
     v = decide.route_captured(b"\xff" * 6, A, {}, {}, {A: [B, C, D]}, {B, D}, lambda hop: hop != D)
-    assert v.hops == (B,) and v.drops == ((decide.NO_SLEEVE, C),)
+    assert v.hops == (B,) and v.drops == ((SleeveDrop.NOT_SLEEVE, C),)
 
 
 def test_a_learned_mac_without_a_route_is_a_named_drop() -> None:
     v = decide.route_captured(MAC_ON_C, A, {MAC_ON_C: (C, 0.0)}, {}, {}, {B}, ALL)
-    assert v == decide.Verdict(False, C, (), ((decide.NO_ROUTE, C),))
+    assert v == decide.Verdict(False, C, (), ((SleeveDrop.NO_ROUTE, C),))
 
 
 def test_received_for_us_is_delivered_and_not_relayed() -> None:
@@ -47,16 +48,16 @@ def test_received_broadcast_is_delivered_and_passed_on_but_never_back() -> None:
     assert v == decide.Verdict(True, wire.BROADCAST, (C, D), ())
 
 
-@pytest.mark.parametrize("unicast,reason", [({}, decide.UNKNOWN_DESTINATION), ({D: B}, decide.LOOP)])
+@pytest.mark.parametrize("unicast,reason", [({}, SleeveDrop.UNKNOWN_PEER), ({D: B}, SleeveDrop.ROUTING_LOOP)])
 def test_received_for_others_without_a_way_on_is_a_named_drop(unicast: dict, reason: str) -> None:
     v = decide.route_received(B, D, 16, B, A, unicast, {}, {B, C})
     assert not v.deliver and v.hops == () and v.drops == ((reason, D),)
 
 
 def test_relaying_stops_when_the_ttl_runs_out_but_delivery_does_not() -> None:
-    assert decide.route_received(B, D, 1, B, A, {D: C}, {}, {C}).drops == ((decide.TTL_EXCEEDED, D),)
+    assert decide.route_received(B, D, 1, B, A, {D: C}, {}, {C}).drops == ((SleeveDrop.TTL_EXCEEDED, D),)
     v = decide.route_received(B, wire.BROADCAST, 1, B, A, {}, {B: [C]}, {C})
-    assert v.deliver and v.hops == () and v.drops == ((decide.TTL_EXCEEDED, wire.BROADCAST),)
+    assert v.deliver and v.hops == () and v.drops == ((SleeveDrop.TTL_EXCEEDED, wire.BROADCAST),)
 
 
 # ---- properties over random meshes: the decisions with the BFS routes every peer computes
@@ -106,7 +107,7 @@ def test_a_unicast_frame_follows_next_hops_to_its_peer(graph: dict, data: st.Dat
                               set(graph[source]), ALL)
     reachable = target in routing.bfs_tree(graph, source)
     if target == source or not reachable:
-        assert v.hops == () and v.drops == ((decide.NO_ROUTE, target),)
+        assert v.hops == () and v.drops == ((SleeveDrop.NO_ROUTE, target),)
         return
     sender, at, hops = source, v.hops[0], 1
     while True:

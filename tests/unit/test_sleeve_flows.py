@@ -70,6 +70,6 @@ def test_peer_rows_and_merge_with_fastdp() -> None:
             "peers": [{"peer": "p", "tx_packets": 1}], "drops": {"no route": 1}, "entries": {"fdp_macs": 2}}
     m = merge_datapath(fast, {"flows": [flow], "peers": rows, "drops": {"replay": 2}})
     assert sorted((f["src_ip"], f["path"], f["packets"]) for f in m["flows"]) == [("1", "sleeve", 3), ("9", "tx", 3)]
-    assert len(m["peers"]) == 2 and m["drops"] == {"no route": 1, "sleeve: replay": 2}
+    assert len(m["peers"]) == 2 and m["drops"] == {"no route": 1, "sleeve-replay": 2}
     assert m["entries"] == {"fdp_macs": 2}
     assert merge_datapath(None, {"flows": [], "peers": [], "drops": {}}) == {"flows": [], "peers": [], "drops": {}}

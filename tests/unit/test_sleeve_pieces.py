@@ -56,11 +56,11 @@ def test_piece_decoder_refuses_what_the_reassembler_relies_on() -> None:
     good = wire.split_pieces(A, 1, bytes(3000), SEG, sealed=True)[1]
     for bad, cause in (
         (good[:wire.PIECE.size], "truncated"),
-        (b"\x01" + good[1:], "bad version"),
-        (good[:1] + b"\x04" + good[2:], "bad flags"),
-        (good[:1] + bytes([wire.FLAG_AESGCM]) + good[2:], "bad flags"),     # AES-GCM without SEALED
-        (good[:16] + (10).to_bytes(4, "big") + good[20:], "length"),         # chunk beyond total
-        (good[:16] + (wire.MAX_PIECED + 1).to_bytes(4, "big") + bytes(4) + good[24:], "length"),
+        (b"\x01" + good[1:], "bad-version"),
+        (good[:1] + b"\x04" + good[2:], "bad-flags"),
+        (good[:1] + bytes([wire.FLAG_AESGCM]) + good[2:], "bad-flags"),     # AES-GCM without SEALED
+        (good[:16] + (10).to_bytes(4, "big") + good[20:], "bad-length"),         # chunk beyond total
+        (good[:16] + (wire.MAX_PIECED + 1).to_bytes(4, "big") + bytes(4) + good[24:], "bad-length"),
     ):
         with pytest.raises(wire.WireError) as ei:
             wire.decode_piece(bad)
@@ -109,12 +109,12 @@ def test_sealed_pieces_hide_the_body_and_refuse_forged_replayed_wrong_key(gcm: b
     assert cause(pieces) == "replay"                                   # the same train again
     forged = _sealed_pieces(sa, body, gcm)
     forged[2] = forged[2][:-1] + bytes([forged[2][-1] ^ 1])            # one flipped bit in one piece
-    assert cause(forged) == "auth failed"
+    assert cause(forged) == "auth-failed"
     mixed = _sealed_pieces(sa, body, gcm)
     other = _sealed_pieces(sa, body, gcm)                              # same length, next seq
     mixed[1] = mixed[1][:8] + other[1][8:16] + mixed[1][16:]           # piece relabelled: lost, not mixed
     assert reassemble(mixed) is None
-    assert cause(_sealed_pieces(sa, body, gcm), Opener(b"x" * 32, B, A)) == "auth failed"
+    assert cause(_sealed_pieces(sa, body, gcm), Opener(b"x" * 32, B, A)) == "auth-failed"
     # forged pieces did not move the window: the next genuine train opens
     assert _open_pieces(ob, _sealed_pieces(sa, body, gcm)) == body
 

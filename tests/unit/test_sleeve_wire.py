@@ -28,7 +28,7 @@ def test_header_round_trip_and_version_refused() -> None:
     assert (h.sealed, h.sender, h.body_offset) == (False, A, 8)
     with pytest.raises(wire.WireError) as ei:
         wire.decode_header(bytes([2]) + dg[1:])
-    assert ei.value.cause == "bad version"
+    assert ei.value.cause == "bad-version"
     with pytest.raises(wire.WireError) as ei:
         wire.decode_header(dg[:5])
     assert ei.value.cause == "truncated"
@@ -44,7 +44,7 @@ def test_entry_longer_than_declared_data_is_refused() -> None:
     body = wire.encode_entry(A, B, FRAME) + FRAME[:-1]
     with pytest.raises(wire.WireError) as ei:
         list(wire.iter_entries(memoryview(body)))
-    assert ei.value.cause == "length"
+    assert ei.value.cause == "bad-length"
 
 
 def test_batcher_packs_up_to_limit_per_hop() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 TYPE_FRAMES = bytes([wire.T_FRAMES])
 FRAG_BODY_OVERHEAD = 1 + wire.ENTRY.size + wire.FRAG.size
@@ -153,7 +154,7 @@ class Reassembler(_Bounded):
             self._make_room(now)
             p = self._partial[key] = _Partial(bytearray(total), set(), 0, now, flags & ~wire.E_FRAG)
         elif len(p.buf) != total:
-            raise wire.WireError("bad fragment", f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
+            raise wire.WireError(SleeveDrop.BAD_FRAGMENT, f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
         if offset in p.offsets:
             return None
         p.offsets.add(offset)
@@ -163,7 +164,7 @@ class Reassembler(_Bounded):
             return None
         del self._partial[key]
         if p.got != total:
-            raise wire.WireError("bad fragment", f"fragments of {fid} overlap")
+            raise wire.WireError(SleeveDrop.BAD_FRAGMENT, f"fragments of {fid} overlap")
         return p.buf, p.flags   # no copy: the caller only reads it
 
 
@@ -191,7 +192,7 @@ class PieceAssembler(_Bounded):
             self._make_room(now)
             p = self._partial[key] = [bytearray(total), set(), 0, now]
         elif len(p[0]) != total:
-            raise wire.WireError("bad fragment", "pieces of one datagram disagree on its length")
+            raise wire.WireError(SleeveDrop.BAD_FRAGMENT, "pieces of one datagram disagree on its length")
         if offset in p[1]:
             self.duplicates += 1
             return None

@@ -27,6 +27,7 @@ except ImportError:      # pragma: no cover - PyNaCl without the cffi module lay
     _ffi = _lib = None
 
 from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 LABEL = b"weave-fdp sleeve v1"
 GCM_LABEL = b"weave-fdp sleeve v2 aes256gcm"   # its own keys: never one key for two ciphers
@@ -72,16 +73,16 @@ class ReplayWindow:
         self.bits = 0        # bit i set: top - i was accepted
         self._lock = threading.Lock()
 
-    def check(self, seq: int) -> str | None:
+    def check(self, seq: int) -> SleeveDrop | None:
         """None when ``seq`` is acceptable, else the drop cause."""
         if seq == 0:
-            return "replay"          # senders start at 1
+            return SleeveDrop.REPLAY          # senders start at 1
         if seq > self.top:
             return None
         diff = self.top - seq
         if diff >= self.size:
-            return "too old"
-        return "replay" if (self.bits >> diff) & 1 else None
+            return SleeveDrop.TOO_OLD
+        return SleeveDrop.REPLAY if (self.bits >> diff) & 1 else None
 
     def commit(self, seq: int) -> bool:
         """Record ``seq``; False if it became a replay meanwhile (another thread)."""
@@ -129,7 +130,7 @@ class Sealer:
         n = end - start
         if _lib.crypto_secretbox_easy(_ffi.from_buffer(buf[start - 16:end]), _ffi.from_buffer(buf[start:end]), n,
                                       NONCE_PAD + s, self.key) != 0:
-            raise wire.WireError("seal failed", "libsodium refused to seal a datagram")
+            raise wire.WireError(SleeveDrop.SEAL_FAILED, "libsodium refused to seal a datagram")
         buf[start - 32:start - 16] = self.header + s
         return buf[start - 32:end]
 
@@ -155,7 +156,7 @@ class Sealer:
         if _lib.crypto_aead_aes256gcm_encrypt(_ffi.from_buffer(buf[start:end + GCM_TAG]), _ffi.NULL,
                                               _ffi.from_buffer(buf[start:end]), n, _ffi.NULL, 0, _ffi.NULL,
                                               GCM_NONCE_PAD + wire.SEQ.pack(seq), self.gcm_key) != 0:
-            raise wire.WireError("seal failed", "libsodium refused to seal a datagram")
+            raise wire.WireError(SleeveDrop.SEAL_FAILED, "libsodium refused to seal a datagram")
         return seq, buf[start:end + GCM_TAG]
 
     def seal_parts(self, body: bytes | memoryview) -> list[bytes | bytearray]:
@@ -172,7 +173,7 @@ class Sealer:
         out = bytearray(wire.MAC_LEN + n)
         if _lib.crypto_secretbox_easy(_ffi.from_buffer(out), _ffi.from_buffer(body), n,
                                       NONCE_PAD + s, self.key) != 0:
-            raise wire.WireError("seal failed", "libsodium refused to seal a datagram")
+            raise wire.WireError(SleeveDrop.SEAL_FAILED, "libsodium refused to seal a datagram")
         return [self.header + s, out]
 
 
@@ -198,28 +199,28 @@ class Opener:
         box = memoryview(buf)[hdr.body_offset:]
         n = len(box) - wire.MAC_LEN
         if n < 0:
-            raise wire.WireError("truncated", "sealed datagram shorter than its authenticator")
+            raise wire.WireError(SleeveDrop.TRUNCATED, "sealed datagram shorter than its authenticator")
         if _lib is None:
             try:
                 body = crypto_secretbox_open_easy(bytes(box), nonce, self.key)
             except CryptoError:
-                raise wire.WireError("auth failed", AUTH_FAILED) from None
+                raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED) from None
         elif inplace and isinstance(box, memoryview) and not box.readonly:
             # Verified, then decrypted over the box itself (libsodium allows the
             # overlap): the body is box[:n], no allocation. Nothing is written on failure.
             if _lib.crypto_secretbox_open_easy(_ffi.from_buffer(box), _ffi.from_buffer(box), len(box),
                                                nonce, self.key) != 0:
-                raise wire.WireError("auth failed", AUTH_FAILED)
+                raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED)
             body = box[:n]
         else:
             body = bytearray(max(1, n))
             if _lib.crypto_secretbox_open_easy(_ffi.from_buffer(body), _ffi.from_buffer(box), len(box),
                                                nonce, self.key) != 0:
-                raise wire.WireError("auth failed", AUTH_FAILED)
+                raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED)
             if n == 0:
                 body = bytearray()
         if not self.window.commit(hdr.seq):
-            raise wire.WireError("replay", f"sequence number {hdr.seq} refused (replay)")
+            raise wire.WireError(SleeveDrop.REPLAY, f"sequence number {hdr.seq} refused (replay)")
         return body
 
     def check(self, seq: int) -> None:
@@ -233,15 +234,15 @@ class Opener:
         self.check(seq)
         n = len(box) - GCM_TAG
         if n < 1:
-            raise wire.WireError("truncated", "sealed datagram shorter than its authenticator")
+            raise wire.WireError(SleeveDrop.TRUNCATED, "sealed datagram shorter than its authenticator")
         if not aesgcm_available() or box.readonly:
-            raise wire.WireError("auth failed", "AES-256-GCM datagram but no AES-256-GCM here")
+            raise wire.WireError(SleeveDrop.AUTH_FAILED, "AES-256-GCM datagram but no AES-256-GCM here")
         if _lib.crypto_aead_aes256gcm_decrypt(_ffi.from_buffer(box[:n]), _ffi.NULL, _ffi.NULL, _ffi.from_buffer(box),
                                               len(box), _ffi.NULL, 0, GCM_NONCE_PAD + wire.SEQ.pack(seq),
                                               self.gcm_key) != 0:
-            raise wire.WireError("auth failed", AUTH_FAILED)
+            raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED)
         if not self.window.commit(seq):
-            raise wire.WireError("replay", f"sequence number {seq} refused (replay)")
+            raise wire.WireError(SleeveDrop.REPLAY, f"sequence number {seq} refused (replay)")
         return box[:n]
 
     def open_box(self, box: memoryview, seq: int) -> memoryview:
@@ -251,18 +252,18 @@ class Opener:
         self.check(seq)
         n = len(box) - wire.MAC_LEN
         if n < 1:
-            raise wire.WireError("truncated", "sealed datagram shorter than its authenticator")
+            raise wire.WireError(SleeveDrop.TRUNCATED, "sealed datagram shorter than its authenticator")
         nonce = NONCE_PAD + wire.SEQ.pack(seq)
         if _lib is None or box.readonly:
             try:
                 body: memoryview = memoryview(crypto_secretbox_open_easy(bytes(box), nonce, self.key))
             except CryptoError:
-                raise wire.WireError("auth failed", AUTH_FAILED) from None
+                raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED) from None
         else:
             if _lib.crypto_secretbox_open_easy(_ffi.from_buffer(box), _ffi.from_buffer(box), len(box),
                                                nonce, self.key) != 0:
-                raise wire.WireError("auth failed", AUTH_FAILED)
+                raise wire.WireError(SleeveDrop.AUTH_FAILED, AUTH_FAILED)
             body = box[:n]
         if not self.window.commit(seq):
-            raise wire.WireError("replay", f"sequence number {seq} refused (replay)")
+            raise wire.WireError(SleeveDrop.REPLAY, f"sequence number {seq} refused (replay)")
         return body

@@ -18,12 +18,8 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from typing import NamedTuple
 
 from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
-NO_ROUTE = "no route to peer"
-NO_SLEEVE = "next hop has no sleeve"
-UNKNOWN_DESTINATION = "unknown destination peer"
-LOOP = "routing loop"
-TTL_EXCEEDED = "ttl exceeded"
 
 
 class Verdict(NamedTuple):
@@ -32,14 +28,14 @@ class Verdict(NamedTuple):
     deliver: bool                          # hand it to this host's bridge port
     dst: bytes                             # destination peer of its entry (wire.BROADCAST: a flood)
     hops: tuple[bytes, ...]                # neighbours to send it to
-    drops: tuple[tuple[str, bytes], ...]   # (reason, peer) per refused destination or hop
+    drops: tuple[tuple[SleeveDrop, bytes], ...]   # (reason, peer) per refused destination or hop
 
 
 def _to_links(deliver: bool, dst: bytes, hops: Sequence[bytes], links: Container[bytes],
-              drops: tuple[tuple[str, bytes], ...] = ()) -> Verdict:
+              drops: tuple[tuple[SleeveDrop, bytes], ...] = ()) -> Verdict:
     ok = tuple(h for h in hops if h in links)
     if len(ok) != len(hops):
-        drops += tuple((NO_SLEEVE, h) for h in hops if h not in links)
+        drops += tuple((SleeveDrop.NOT_SLEEVE, h) for h in hops if h not in links)
     return Verdict(deliver, dst, ok, drops)
 
 
@@ -57,7 +53,7 @@ def route_captured(dst_mac: bytes, local: bytes, macs: Mapping[bytes, tuple[byte
     dst = known[0]
     hop = unicast.get(dst)
     if hop is None:
-        return Verdict(False, dst, (), ((NO_ROUTE, dst),))
+        return Verdict(False, dst, (), ((SleeveDrop.NO_ROUTE, dst),))
     return _to_links(False, dst, (hop,), links)
 
 
@@ -74,10 +70,10 @@ def route_received(src: bytes, dst: bytes, ttl: int, from_peer: bytes, local: by
     else:
         hop = unicast.get(dst)
         if hop is None:
-            return Verdict(False, dst, (), ((UNKNOWN_DESTINATION, dst),))
+            return Verdict(False, dst, (), ((SleeveDrop.UNKNOWN_PEER, dst),))
         if hop == from_peer:
-            return Verdict(False, dst, (), ((LOOP, dst),))
+            return Verdict(False, dst, (), ((SleeveDrop.ROUTING_LOOP, dst),))
         hops, deliver = [hop], False
     if hops and ttl <= 1:
-        return Verdict(deliver, dst, (), tuple((TTL_EXCEEDED, dst) for _ in hops))
+        return Verdict(deliver, dst, (), tuple((SleeveDrop.TTL_EXCEEDED, dst) for _ in hops))
     return _to_links(deliver, dst, hops, links)

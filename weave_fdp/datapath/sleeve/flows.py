@@ -146,13 +146,16 @@ def peer_rows(tx: PeerCounters, rx: PeerCounters, name_of: Any) -> list[dict[str
     return rows
 
 
+SLEEVE_PREFIX = "sleeve-"    # the sleeve's drop reasons in the merged report
+
+
 def merge_datapath(base: dict[str, Any] | None, sleeve: dict[str, Any]) -> dict[str, Any]:
     """``report["datapath"]`` of fastdp (``base``, may be None) with the sleeve's added.
 
     Flows: concatenated; a fastdp row with path "sleeve" (its tc program counts
     frames it leaves to the sleeve) is dropped when the sleeve has the same flow,
     so a frame is counted once. Peers: rows appended (they carry ``path``). Drops:
-    the sleeve's causes are prefixed "sleeve: ". Other keys of ``base`` are kept.
+    the sleeve's reasons are prefixed "sleeve-" (``drops.SleeveDrop``: "sleeve-replay"). Other keys of ``base`` are kept.
     """
     out = dict(base or {})
     sflows = sleeve.get("flows", [])
@@ -162,7 +165,8 @@ def merge_datapath(base: dict[str, Any] | None, sleeve: dict[str, Any]) -> dict[
     out["peers"] = list(out.get("peers", []) or []) + sleeve.get("peers", [])
     drops = dict(out.get("drops", {}) or {})
     for cause, n in sleeve.get("drops", {}).items():
-        drops[f"sleeve: {cause}"] = drops.get(f"sleeve: {cause}", 0) + n
+        key = f"{SLEEVE_PREFIX}{cause}"
+        drops[key] = drops.get(key, 0) + n
     out["drops"] = drops
     return out
 

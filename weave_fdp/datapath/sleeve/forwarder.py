@@ -25,6 +25,7 @@ from weave_fdp.datapath.sleeve.flows import peer_rows
 from weave_fdp.datapath.sleeve.link import PEER_TIMEOUT, PeerLink
 from weave_fdp.datapath.sleeve.receive import Receive
 from weave_fdp.datapath.sleeve.state import log
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 __all__ = ["Forwarder", "PeerLink", "HEARTBEAT_INTERVAL", "MAC_TIMEOUT"]
 
@@ -98,11 +99,11 @@ class Forwarder(Receive):
                     self._send(link, body, self.probe_sock if df else None)
                 if link.prober.lost and not link.prober.lost_reported and link.is_up(now):
                     link.prober.lost_reported = True
-                    self.drops.drop("pmtu probes unanswered", wire.bytes_to_name(link.name))
+                    self.drops.drop(SleeveDrop.PMTU_UNANSWERED, wire.bytes_to_name(link.name))
             self._reasm.expire(now)
             self._pieces.expire(now)
             if self._reasm.expired or self._pieces.expired:
-                self.drops.counts["reassembly timeout"] = self._reasm.expired + self._pieces.expired
+                self.drops.set(SleeveDrop.REASSEMBLY_TIMEOUT, self._reasm.expired + self._pieces.expired)
             stale = [m for m, (_, t) in self.macs.items() if now - t > MAC_TIMEOUT]
             for m in stale:
                 self.macs.pop(m, None)

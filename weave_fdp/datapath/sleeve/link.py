@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.crypto import Opener, Sealer
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 from weave_fdp.datapath.sleeve.pmtu import BIG_PAYLOAD, PmtuProber
 
 PEER_TIMEOUT = 3.0           # s without any datagram: the peer's sleeve is down
@@ -71,5 +72,5 @@ def check_source(link: PeerLink, addr: tuple[str, int]) -> None:
     address (the one of its control connection): anyone else on the underlay could
     otherwise inject frames in its name (without a password nothing else proves it)."""
     if addr[0] != link.addr[0]:
-        raise wire.WireError("wrong source address", f"datagram from {addr[0]} claims peer "
+        raise wire.WireError(SleeveDrop.WRONG_SOURCE, f"datagram from {addr[0]} claims peer "
                                                      f"{wire.bytes_to_name(link.name)} at {link.addr[0]}")

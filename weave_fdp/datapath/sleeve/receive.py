@@ -22,6 +22,7 @@ from weave_fdp.datapath.sleeve.decide import route_received
 from weave_fdp.datapath.sleeve.link import PeerLink, check_source
 from weave_fdp.datapath.sleeve.state import log
 from weave_fdp.datapath.sleeve.transmit import Transmit
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 _TOTAL_OFFSET = struct.Struct("!II")   # total, offset of a piece (at byte 16)
 FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
@@ -49,7 +50,7 @@ class Receive(Transmit):
                 return None
             except OSError as exc:
                 if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    self.drops.drop("receive error", str(exc))
+                    self.drops.drop(SleeveDrop.RECEIVE_ERROR, str(exc))
                 return None
             return n, ancdata, addr
 
@@ -69,7 +70,7 @@ class Receive(Transmit):
             elif not self._fast_fragment(buf, mv, 0, n, addr):
                 self._datagram(mv[:n], addr, batcher)
 
-        self._serve(s, wake, read, handle, "receive bug")
+        self._serve(s, wake, read, handle, SleeveDrop.RECEIVE_BUG)
 
     def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int, addr: tuple[str, int]) -> bool:
         """The hot path: a plain datagram holding one fragment for us. False: take the full path.
@@ -130,14 +131,14 @@ class Receive(Transmit):
                     p = end
                     continue
                 if end - p <= hsz:
-                    raise wire.WireError("truncated", f"piece of {end - p} bytes is shorter than its header")
+                    raise wire.WireError(SleeveDrop.TRUNCATED, f"piece of {end - p} bytes is shorter than its header")
                 key = bytes(mv[p + 1:p + 16])          # flags, sender, seq
                 if key != last_key:
                     link = self._piece_link(key, addr)
                     last_key = key
                 total, off = to(buf, p + 16)
                 if total > wire.MAX_PIECED or off + end - p - hsz > total:
-                    raise wire.WireError("length", f"piece [{off}, +{end - p - hsz}) outside a datagram of "
+                    raise wire.WireError(SleeveDrop.BAD_LENGTH, f"piece [{off}, +{end - p - hsz}) outside a datagram of "
                                                    f"{total} bytes")
                 count += 1
                 done = add(key, total, off, mv[p + hsz:end], now)
@@ -155,18 +156,18 @@ class Receive(Transmit):
         """The link a run of pieces comes from, checked like a whole datagram's header."""
         flags = key[0]
         if flags & ~wire.PIECE_FLAGS or flags == wire.FLAG_AESGCM:
-            raise wire.WireError("bad flags", f"unknown piece flags {flags:#x}")
+            raise wire.WireError(SleeveDrop.BAD_FLAGS, f"unknown piece flags {flags:#x}")
         link = self.links.get(key[1:7])
         if link is None:
-            raise wire.WireError("unknown sender", f"piece from {addr[0]} claims unknown peer "
+            raise wire.WireError(SleeveDrop.UNKNOWN_SENDER, f"piece from {addr[0]} claims unknown peer "
                                                    f"{wire.bytes_to_name(key[1:7])}")
         check_source(link, addr)
         if link.opener is not None:
             if not flags & wire.FLAG_SEALED:
-                raise wire.WireError("unsealed", f"plain piece from {addr[0]} while a password is set")
+                raise wire.WireError(SleeveDrop.UNSEALED, f"plain piece from {addr[0]} while a password is set")
             link.opener.check(int.from_bytes(key[7:15], "big"))    # replayed pieces stop here
         elif flags & wire.FLAG_SEALED:
-            raise wire.WireError("sealed without password", f"sealed piece from {addr[0]}; no password set here")
+            raise wire.WireError(SleeveDrop.SEALED_WITHOUT_PASSWORD, f"sealed piece from {addr[0]}; no password set here")
         return link
 
     def _piece_done(self, link: PeerLink, key: bytes, data: bytearray, addr: tuple[str, int],
@@ -187,16 +188,16 @@ class Receive(Transmit):
             hdr = wire.decode_header(dg)
             link = self.links.get(hdr.sender)
             if link is None:
-                raise wire.WireError("unknown sender", f"datagram from {addr[0]} claims unknown peer "
+                raise wire.WireError(SleeveDrop.UNKNOWN_SENDER, f"datagram from {addr[0]} claims unknown peer "
                                                        f"{wire.bytes_to_name(hdr.sender)}")
             check_source(link, addr)
             if link.opener is not None:
                 if not hdr.sealed:
-                    raise wire.WireError("unsealed", f"plain datagram from {addr[0]} while a password is set")
+                    raise wire.WireError(SleeveDrop.UNSEALED, f"plain datagram from {addr[0]} while a password is set")
                 body = memoryview(link.opener.open(dg, hdr, inplace=True))
             else:
                 if hdr.sealed:
-                    raise wire.WireError("sealed without password", f"sealed datagram from {addr[0]}; "
+                    raise wire.WireError(SleeveDrop.SEALED_WITHOUT_PASSWORD, f"sealed datagram from {addr[0]}; "
                                                                     "no password set here")
                 body = dg[hdr.body_offset:]
             link.stats["rx_pkts"] += 1
@@ -296,7 +297,7 @@ class Receive(Transmit):
     def _deliver(self, src_peer: bytes, flags: int, payload: memoryview) -> None:
         off = wire.VNET_LEN if flags & wire.E_VNET else 0
         if len(payload) < off + 14:
-            self.drops.drop("runt", "frame shorter than an Ethernet header")
+            self.drops.drop(SleeveDrop.RUNT, "frame shorter than an Ethernet header")
             return
         src_mac = bytes(payload[off + 6:off + 12])
         if not src_mac[0] & 1:

@@ -20,11 +20,12 @@ from weave_fdp.datapath.sleeve import frames as fr
 from weave_fdp.datapath.sleeve import sockets as so
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.batch import PieceAssembler, Reassembler
-from weave_fdp.datapath.sleeve.counters import Drops
+from weave_fdp.datapath.sleeve.drops import Drops
 from weave_fdp.datapath.sleeve.crypto import Opener, Sealer, aesgcm_available
 from weave_fdp.datapath.sleeve.flows import FlowTable, PeerCounters
 from weave_fdp.datapath.sleeve.link import PeerLink
 from weave_fdp.datapath.sleeve.pmtu import PmtuProber
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 log = logging.getLogger("weave_fdp.sleeve")
 
@@ -130,7 +131,7 @@ class SleeveState:
         try:
             sent = (sock or self.usock).sendmsg(iov, so.gso_cmsg(seg) if segments > 1 else [], 0, link.addr)
         except BlockingIOError:
-            self.drops.drop("udp send queue full")
+            self.drops.drop(SleeveDrop.SEND_QUEUE_FULL)
             return None
         except OSError as exc:
             if segments > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
@@ -139,9 +140,10 @@ class SleeveState:
                 self.udp_gso = False
                 return GSO_REFUSED
             if exc.errno == errno.EMSGSIZE:
-                self.drops.drop("datagram too big for link", f"to {wire.bytes_to_name(link.name)}")
+                self.drops.drop(SleeveDrop.TOO_BIG, f"to {wire.bytes_to_name(link.name)}")
             else:
-                self.drops.drop(f"send error {errno.errorcode.get(exc.errno, exc.errno)}", str(exc))
+                self.drops.drop(SleeveDrop.SEND_ERROR, f"{errno.errorcode.get(exc.errno, exc.errno)} to "
+                                                       f"{wire.bytes_to_name(link.name)}: {exc}")
             return None
         st = link.stats
         st["tx_pkts"] += segments
@@ -164,10 +166,10 @@ class SleeveState:
             else:
                 self.psock.send(payload)
         except BlockingIOError:
-            self.drops.drop("inject queue full")
+            self.drops.drop(SleeveDrop.INJECT_QUEUE_FULL)
             return False
         except OSError as exc:
-            self.drops.drop(f"inject error {errno.errorcode.get(exc.errno, exc.errno)}", str(exc))
+            self.drops.drop(SleeveDrop.INJECT_ERROR, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc}")
             return False
         self.stats["injected"] += 1
         return True

@@ -28,6 +28,7 @@ from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Bat
 from weave_fdp.datapath.sleeve.decide import route_captured
 from weave_fdp.datapath.sleeve.link import PeerLink
 from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 DRAIN = 64                   # frames read per wake-up before flushing batches
 GSO_MAX_BYTES = 65000        # UDP payload per UDP_SEGMENT sendmsg
@@ -51,7 +52,7 @@ class Transmit(SleeveState):
     # ---- capture: bridge -> peers ----
 
     def _serve(self, sock: socket.socket, wake: Callable[[], bool], read: Callable[[], T | None],
-               handle: Callable[[T, Batcher], None], bug: str) -> None:
+               handle: Callable[[T, Batcher], None], bug: SleeveDrop) -> None:
         """The loop of the capture and receive threads. Each wake-up: ``wake()`` (False:
         leave), then up to DRAIN ``read()``s (None: nothing more now), each handled
         (a bug on one never stops the loop: counted as ``bug``), then what the burst
@@ -72,7 +73,7 @@ class Transmit(SleeveState):
                     handle(item, batcher)
                 except Exception as exc:
                     self.drops.drop(bug, repr(exc))
-                    log.debug("%s", bug, exc_info=True)
+                    log.debug("%s", bug.value, exc_info=True)
             self._flush(batcher)
             if n_read < DRAIN:
                 poller.poll(200)
@@ -100,7 +101,7 @@ class Transmit(SleeveState):
             except BlockingIOError:
                 return None
             except OSError as exc:
-                self.drops.drop("capture error", str(exc))
+                self.drops.drop(SleeveDrop.CAPTURE_ERROR, str(exc))
                 return None
 
         def handle(n: int, batcher: Batcher) -> None:
@@ -108,7 +109,7 @@ class Transmit(SleeveState):
                 self.stats["captured"] += 1
                 self._outbound(mv, n, vlen, batcher, now)
 
-        self._serve(s, wake, read, handle, "capture bug")
+        self._serve(s, wake, read, handle, SleeveDrop.CAPTURE_BUG)
 
     def _flush(self, batcher: Batcher) -> None:
         """Send what one read burst batched, one datagram per next hop and batch."""

@@ -49,6 +49,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from weave_fdp.datapath.sleeve.drops import SleeveDrop
 from weave_fdp.errors import ProtocolError
 
 VERSION = 1                              # header of whole datagrams
@@ -96,7 +97,7 @@ FRAME_OVERHEAD = HEADER.size + 1 + ENTRY.size
 class WireError(ProtocolError):
     """A datagram that does not decode; ``cause`` names the drop reason for counters."""
 
-    def __init__(self, cause: str, message: str) -> None:
+    def __init__(self, cause: SleeveDrop, message: str) -> None:
         super().__init__(message)
         self.cause = cause
 
@@ -134,19 +135,19 @@ def encode_header(sender: bytes, *, sealed: bool = False) -> bytes:
 def decode_header(buf: bytes | memoryview) -> Header:
     """Parse the clear header; the body starts at ``Header.body_offset``."""
     if len(buf) < HEADER.size:
-        raise WireError("truncated", f"datagram of {len(buf)} bytes is shorter than the sleeve header")
+        raise WireError(SleeveDrop.TRUNCATED, f"datagram of {len(buf)} bytes is shorter than the sleeve header")
     ver, flags, sender = HEADER.unpack_from(buf, 0)
     if ver != VERSION:
-        raise WireError("bad version", f"sleeve version {ver} is not supported (this peer speaks {VERSION})")
+        raise WireError(SleeveDrop.BAD_VERSION, f"sleeve version {ver} is not supported (this peer speaks {VERSION})")
     if flags & ~FLAG_SEALED:
-        raise WireError("bad flags", f"unknown sleeve header flags {flags:#x}")
+        raise WireError(SleeveDrop.BAD_FLAGS, f"unknown sleeve header flags {flags:#x}")
     if flags & FLAG_SEALED:
         if len(buf) < HEADER.size + SEAL_OVERHEAD + 1:
-            raise WireError("truncated", "sealed datagram shorter than sequence number and authenticator")
+            raise WireError(SleeveDrop.TRUNCATED, "sealed datagram shorter than sequence number and authenticator")
         (seq,) = SEQ.unpack_from(buf, HEADER.size)
         return Header(True, bytes(sender), seq, HEADER.size + SEQ.size)
     if len(buf) < HEADER.size + 1:
-        raise WireError("truncated", "datagram has a header but no body")
+        raise WireError(SleeveDrop.TRUNCATED, "datagram has a header but no body")
     return Header(False, bytes(sender), 0, HEADER.size)
 
 
@@ -178,20 +179,20 @@ def iter_entries(body: memoryview) -> Iterator[Entry]:
     """Entries of a FRAMES body (``body`` starts after the type byte)."""
     off, end = 0, len(body)
     if end == 0:
-        raise WireError("empty", "FRAMES datagram carries no frame")
+        raise WireError(SleeveDrop.EMPTY, "FRAMES datagram carries no frame")
     while off < end:
         if end - off < ENTRY.size:
-            raise WireError("truncated", f"entry header cut short at byte {off}")
+            raise WireError(SleeveDrop.TRUNCATED, f"entry header cut short at byte {off}")
         src, dst, flags, ttl, n = ENTRY.unpack_from(body, off)
         off += ENTRY.size
         if n > end - off:
-            raise WireError("length", f"entry declares {n} bytes but only {end - off} remain")
+            raise WireError(SleeveDrop.BAD_LENGTH, f"entry declares {n} bytes but only {end - off} remain")
         if flags & ~(E_VNET | E_FRAG):
-            raise WireError("bad flags", f"unknown entry flags {flags:#x}")
+            raise WireError(SleeveDrop.BAD_FLAGS, f"unknown entry flags {flags:#x}")
         if flags & E_FRAG and n < FRAG.size + 1:
-            raise WireError("truncated", "fragment entry shorter than its fragment header")
+            raise WireError(SleeveDrop.TRUNCATED, "fragment entry shorter than its fragment header")
         if not flags & E_FRAG and n < 14 + (VNET_LEN if flags & E_VNET else 0):
-            raise WireError("runt", f"frame of {n} bytes is shorter than an Ethernet header")
+            raise WireError(SleeveDrop.RUNT, f"frame of {n} bytes is shorter than an Ethernet header")
         yield Entry(bytes(src), bytes(dst), flags, ttl, body[off:off + n])
         off += n
 
@@ -201,7 +202,7 @@ def decode_frag(payload: memoryview) -> tuple[int, int, int, memoryview]:
     fid, offset, total = FRAG.unpack_from(payload, 0)
     chunk = payload[FRAG.size:]
     if total > MAX_FRAME or offset + len(chunk) > total:
-        raise WireError("length", f"fragment [{offset}, +{len(chunk)}) outside frame of {total} bytes")
+        raise WireError(SleeveDrop.BAD_LENGTH, f"fragment [{offset}, +{len(chunk)}) outside frame of {total} bytes")
     return fid, offset, total, chunk
 
 
@@ -256,15 +257,15 @@ def split_pieces(sender: bytes, seq: int, data: bytes | memoryview, seg: int, *,
 def decode_piece(buf: bytes | memoryview) -> Piece:
     """Parse a version-2 piece datagram; checks what the reassembler relies on."""
     if len(buf) < PIECE.size + 1:
-        raise WireError("truncated", f"piece of {len(buf)} bytes is shorter than its header")
+        raise WireError(SleeveDrop.TRUNCATED, f"piece of {len(buf)} bytes is shorter than its header")
     ver, flags, sender, seq, total, offset = PIECE.unpack_from(buf, 0)
     if ver != PIECE_VERSION:
-        raise WireError("bad version", f"piece with version {ver}")
+        raise WireError(SleeveDrop.BAD_VERSION, f"piece with version {ver}")
     if flags & ~PIECE_FLAGS or flags == FLAG_AESGCM:
-        raise WireError("bad flags", f"unknown piece flags {flags:#x}")
+        raise WireError(SleeveDrop.BAD_FLAGS, f"unknown piece flags {flags:#x}")
     n = len(buf) - PIECE.size
     if total > MAX_PIECED or offset + n > total:
-        raise WireError("length", f"piece [{offset}, +{n}) outside a datagram of {total} bytes")
+        raise WireError(SleeveDrop.BAD_LENGTH, f"piece [{offset}, +{n}) outside a datagram of {total} bytes")
     return Piece(bool(flags & FLAG_SEALED), bytes(sender), seq, total, bool(flags & FLAG_AESGCM), offset,
                  memoryview(buf)[PIECE.size:])
 
@@ -290,14 +291,14 @@ def encode_probe_ack(probe_id: int, size: int) -> bytes:
 def decode_fixed(body: memoryview, st: struct.Struct, what: str) -> tuple[int, ...]:
     """Unpack the fixed part of a control body (after the type byte)."""
     if len(body) < st.size:
-        raise WireError("truncated", f"{what} of {len(body)} bytes, expected {st.size}")
+        raise WireError(SleeveDrop.TRUNCATED, f"{what} of {len(body)} bytes, expected {st.size}")
     return st.unpack_from(body, 0)
 
 
 def body_type(body: memoryview) -> int:
     if len(body) < 1:
-        raise WireError("truncated", "empty body")
+        raise WireError(SleeveDrop.TRUNCATED, "empty body")
     t = body[0]
     if t not in TYPES:
-        raise WireError("bad type", f"unknown sleeve message type {t}")
+        raise WireError(SleeveDrop.BAD_TYPE, f"unknown sleeve message type {t}")
     return t
