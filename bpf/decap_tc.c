@@ -72,8 +72,8 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 	nb = fdp_get_neigh(remote);
 	if (!nb)
 		return fdp_drop(FDP_DROP_UNKNOWN_SOURCE);
-	src_peer = vni & FDP_SHORT_ID_MASK;
-	dst_peer = (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
+	src_peer = fdp_vni_src(vni);
+	dst_peer = fdp_vni_dst(vni);
 	if (src_peer == cfg->local_peer)
 		return fdp_drop(FDP_DROP_LOOP);
 	if (!fdp_get_peer(src_peer))

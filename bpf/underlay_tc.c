@@ -79,8 +79,8 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	if (nb->flags & FDP_NEIGH_XFRM)
 		return FDP_PASS;
 	vni = bpf_ntohl(o->vx.vni) >> 8;
-	src_peer = vni & FDP_SHORT_ID_MASK;
-	dst_peer = (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
+	src_peer = fdp_vni_src(vni);
+	dst_peer = fdp_vni_dst(vni);
 	if (dst_peer != cfg->local_peer || src_peer == cfg->local_peer || !fdp_get_peer(src_peer))
 		return FDP_PASS;  /* floods, relays, loops, strangers: fdp_from_tunnel decides */
 	if (fdp_source_check(nb, src_peer, 1))

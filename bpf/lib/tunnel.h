@@ -14,6 +14,17 @@ static __always_inline __u32 fdp_vni(__u32 src_peer, __u32 dst_peer)
 	return (src_peer & FDP_SHORT_ID_MASK) | ((dst_peer & FDP_SHORT_ID_MASK) << FDP_SHORT_ID_BITS);
 }
 
+/* The two halves of a VNI (fdp_abi.h): where the frame entered the overlay, and where it goes. */
+static __always_inline __u32 fdp_vni_src(__u32 vni)
+{
+	return vni & FDP_SHORT_ID_MASK;
+}
+
+static __always_inline __u32 fdp_vni_dst(__u32 vni)
+{
+	return (vni >> FDP_SHORT_ID_BITS) & FDP_SHORT_ID_MASK;
+}
+
 #ifdef FDP_TEST_MODE
 BPF_TABLE("array", u32, struct fdp_test_event, fdp_test_events, FDP_TEST_MAX_EVENTS);
 

@@ -20,3 +20,12 @@ def test_roundtrip_and_size() -> None:
 @given(st.binary(max_size=80))
 def test_garbage_never_raises(data: bytes) -> None:
     hb.decode_frame(data)
+
+
+def test_layout_is_the_abis() -> None:
+    """The programs read a heartbeat's kind and source at the header's offsets: the codec puts them there."""
+    from weave_fdp.datapath.fastdp import abi
+    body = hb.encode_frame(hb.Heartbeat(hb.PONG, 0x2AB, 1, 2), 64)[hb.ETH_HLEN:]
+    assert int.from_bytes(body[:4], "big") == abi.HB_MAGIC
+    assert body[abi.HB_KIND_OFF] == abi.HB_PONG
+    assert int.from_bytes(body[abi.HB_SRC_OFF:abi.HB_SRC_OFF + 2], "big") == 0x2AB

@@ -8,6 +8,7 @@ port, so attaching is just the veth pair and the addresses.
 
 from __future__ import annotations
 
+from weave_fdp.datapath.plan import overlay_mtu
 from weave_fdp.plumbing import container_link, weave_bridge
 from weave_fdp.plumbing.links import NetnsRef
 
@@ -21,7 +22,7 @@ class BridgePorts:
 
     def start(self) -> None:
         if self.mtu is None:
-            self.mtu = weave_bridge.overlay_mtu(weave_bridge.underlay_mtu(netns=self.netns))
+            self.mtu = overlay_mtu(weave_bridge.underlay_mtu(netns=self.netns))
         weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
 
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,

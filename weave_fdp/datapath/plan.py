@@ -12,13 +12,36 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from weave_fdp.datapath.fastdp import abi
 from weave_fdp.errors import CapacityFull, DatapathError
 
 MODES = ("fastdp", "sleeve", "none")
-MAX_SHORT_ID = 0xFFF
-MAX_BCAST_HOPS = 16     # mirrors FDP_MAX_BCAST_HOPS
-MAX_LOCAL_PORTS = 64    # mirrors FDP_MAX_LOCAL_PORTS
-MAX_PORT_IPS = 8        # mirrors FDP_MAX_PORT_IPS
+# the limits are the ABI's (bpf/fdp_abi.h through its mirror)
+MAX_SHORT_ID = abi.SHORT_ID_MASK
+MAX_BCAST_HOPS = abi.MAX_BCAST_HOPS
+MAX_LOCAL_PORTS = abi.MAX_LOCAL_PORTS
+MAX_PORT_IPS = abi.MAX_PORT_IPS
+
+
+def overlay_mtu(underlay_mtu: int) -> int:
+    """fastdp MTU: the underlay's minus the VXLAN encapsulation (outer IPv4, UDP, VXLAN, inner Ethernet)."""
+    return underlay_mtu - abi.ENCAP_LEN
+
+
+@dataclass
+class MeshInputs:
+    """The mesh as the plan needs it (see :func:`build_plan`); what the fastdp overlay
+    hands ``HostDatapath.set_mesh``."""
+
+    local: str
+    short_ids: dict[str, int]
+    unicast: dict[str, str] = field(default_factory=dict)
+    broadcast: dict[str, list[str]] = field(default_factory=dict)
+    hop_ips: dict[str, str] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    sealed: set[str] = field(default_factory=set)   # neighbours whose connection must be encrypted
+    xfrm: set[str] = field(default_factory=set)     # ... of them, those whose UDP 6784 rides in ESP
+    receive: dict[str, str] = field(default_factory=dict)   # neighbour -> mode its frames are accepted in
 
 
 @dataclass(frozen=True)

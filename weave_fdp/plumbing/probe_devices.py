@@ -29,7 +29,6 @@ XDP_FLAGS_REPLACE = 1 << 4
 TC_H_CLSACT_INGRESS = "ffff:fff2"
 ETH_P_ALL = 0x0003
 ETH_P_PROBE = 0x88B5  # IEEE "local experimental" ethertype: nobody else consumes it
-VXLAN_PORT = 6784
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def clsact_bpf(prog_fd: int) -> Outcome:
     return Outcome(True, "clsact qdisc + direct-action bpf filter at ingress")
 
 
-def vxlan_external(port: int = VXLAN_PORT) -> Outcome:
+def vxlan_external(port: int) -> Outcome:
     """Create a collect-metadata ('external') VXLAN device on ``port``, bring it up, read it back."""
     try:
         with IPRoute() as ipr, _link(ipr, "fdpp-vx", "vxlan", vxlan_collect_metadata=1,

@@ -1,7 +1,8 @@
 """The collect_md ("external") VXLAN device fastdp sends and receives through.
 
-One per host, on UDP 6784, no learning and no FDB: the BPF programs set the
-tunnel key (remote underlay IP, VNI) per packet, and read it on receive.
+One per host, no learning and no FDB: the BPF programs set the tunnel key
+(remote underlay IP, VNI) per packet, and read it on receive. Its name and UDP
+port come from the caller (the fastdp datapath takes them from the ABI mirror).
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from weave_fdp.errors import DatapathError, KernelFeatureMissing
 from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, delete_link
 
-VXLAN_IFNAME = "vxlan-6784"
-VXLAN_PORT = 6784
-OVERHEAD = 50  # bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
-
-
-def ensure_vxlan(*, netns: NetnsRef = None, ifname: str = VXLAN_IFNAME, port: int = VXLAN_PORT,
-                 mtu: int | None = None) -> int:
+def ensure_vxlan(*, ifname: str, port: int, netns: NetnsRef = None, mtu: int | None = None) -> int:
     """Create (or keep) the external VXLAN device ``ifname`` on UDP ``port``, up; its index."""
     with _handle(netns) as ipr:
         idx = _index(ipr, ifname)
@@ -47,6 +42,6 @@ def ensure_vxlan(*, netns: NetnsRef = None, ifname: str = VXLAN_IFNAME, port: in
         return idx
 
 
-def delete_vxlan(*, netns: NetnsRef = None, ifname: str = VXLAN_IFNAME) -> bool:
+def delete_vxlan(*, ifname: str, netns: NetnsRef = None) -> bool:
     """Delete the VXLAN device; False when it was not there."""
     return delete_link(ifname, netns)

@@ -1,4 +1,4 @@
-"""The bridge ``weave`` every container veth joins, and the overlay MTU.
+"""The bridge ``weave`` every container veth joins, and the underlay MTU it is sized from.
 
 The bridge delivers frames between containers of one host and hands frames to
 the sleeve's port; fastdp's tc programs bypass it for traffic to other hosts.
@@ -12,12 +12,6 @@ from weave_fdp.errors import NotFound
 from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, create_bridge, delete_link, set_mtu
 
 BRIDGE = "weave"
-VXLAN_OVERHEAD = 50  # bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
-
-
-def overlay_mtu(underlay_mtu: int) -> int:
-    """fastdp MTU: the underlay's minus the VXLAN encapsulation."""
-    return underlay_mtu - VXLAN_OVERHEAD
 
 
 def underlay_mtu(ifname: str | None = None, *, netns: NetnsRef = None) -> int:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from weave_fdp.datapath import bpf_syscall as bpf
+from weave_fdp.datapath.fastdp import abi
 from weave_fdp.plumbing import probe_devices as dev
 from weave_fdp.probe import model as m
 
@@ -66,7 +67,7 @@ def device_checks() -> list[m.Check]:
     results: dict[str, dev.Outcome] = {}
     if why_not is None:
         results[m.CLSACT] = _with_prog(bpf.PROG_TYPE_SCHED_CLS, dev.clsact_bpf)
-        results[m.VXLAN] = dev.vxlan_external()
+        results[m.VXLAN] = dev.vxlan_external(abi.VXLAN_PORT)
         results[m.XDP_VETH] = _with_prog(bpf.PROG_TYPE_XDP, dev.xdp_native_veth)
         results[m.BRIDGE] = dev.bridge()
         results[m.AF_PACKET] = dev.af_packet_roundtrip()

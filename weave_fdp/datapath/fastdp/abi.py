@@ -2,9 +2,13 @@
 
 Field for field the same layout (ctypes follows the C ABI of this machine);
 tests/bpf/test_abi_layout.py measures sizeof/offsetof in a BPF program and
-compares with these classes, and tests/unit/test_abi.py checks the constants
-against the header text. Byte order as in the header: *_ip, ethertype and
-ports are network order, the rest host order.
+compares with these classes, and tests/unit/test_abi.py parses the header (and
+bpf/lib/maps.h) and checks every ``#define``, enum, struct and map against this
+module, so nothing in the header can lack its mirror. Byte order as in the
+header: *_ip, ethertype and ports are network order, the rest host order.
+
+Python code takes these values from here and never writes them out again (the
+VXLAN port, the short ID width, the map limits).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
+from dataclasses import dataclass
 from enum import IntEnum
 
 ABI_VERSION = 4
@@ -192,6 +197,44 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
 }
 
+#: every ABI enum by its C name (an enum's ``*_MAX`` member is the module constant of that name)
+ENUMS: dict[str, type[IntEnum]] = {
+    "fdp_mode": Mode, "fdp_mac_flags": MacFlags, "fdp_peer_flags": PeerFlags, "fdp_neigh_flags": NeighFlags,
+    "fdp_path": Path, "fdp_drop_reason": DropReason, "fdp_test_kind": TestKind,
+}
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One map of bpf/lib/maps.h: its BPF type, key and value layouts and size."""
+
+    kind: str                      # BPF_TABLE type: "array", "hash", "lru_percpu_hash", ...
+    key: type[ctypes._SimpleCData] | type[ctypes.Structure]
+    value: type[ctypes._SimpleCData] | type[ctypes.Structure]
+    max_entries: int
+
+    @property
+    def percpu(self) -> bool:
+        return "percpu" in self.kind
+
+
+#: the maps of bpf/lib/maps.h by name, in its order (the loader wraps exactly these)
+MAPS: dict[str, MapSpec] = {
+    "fdp_config": MapSpec("array", u32, Config, 1),
+    "fdp_macs": MapSpec("hash", MacKey, MacEntry, MAX_LOCAL_MACS),          # local containers
+    "fdp_learned": MapSpec("lru_hash", MacKey, MacEntry, MAX_MACS),        # learned from peers
+    "fdp_learn_count": MapSpec("array", u32, u32, MAX_PEERS),
+    "fdp_port_addrs": MapSpec("hash", u32, PortAddrs, MAX_LOCAL_PORTS),
+    "fdp_peers": MapSpec("array", u32, Peer, MAX_PEERS),
+    "fdp_bcast": MapSpec("array", u32, Bcast, MAX_PEERS),
+    "fdp_ports": MapSpec("array", u32, Ports, 1),
+    "fdp_drops": MapSpec("percpu_array", u32, u64, DROP_MAX),
+    "fdp_peer_stats": MapSpec("percpu_array", u32, PeerStats, MAX_PEERS),
+    "fdp_underlay": MapSpec("array", u32, Underlay, MAX_PEERS),
+    "fdp_neigh": MapSpec("hash", u32, Neigh, MAX_PEERS),
+    "fdp_flows": MapSpec("lru_percpu_hash", FlowKey, FlowStats, MAX_FLOWS),
+}
+
 
 # --- conversions ---------------------------------------------------------------
 
@@ -218,7 +261,7 @@ def vxlan_src_port(src_ip: str, dst_ip: str, proto: int, sport: int = 0, dport: 
 
 
 def split_vni(value: int) -> tuple[int, int]:
-    """(src_peer, dst_peer) of a VNI."""
+    """(src_peer, dst_peer) of a VNI (fdp_vni_src/fdp_vni_dst in bpf/lib/tunnel.h)."""
     return value & SHORT_ID_MASK, (value >> SHORT_ID_BITS) & SHORT_ID_MASK
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from weave_fdp.datapath.fastdp import abi
 
-MAGIC = b"FDPH"
+MAGIC = abi.HB_MAGIC.to_bytes(4, "big")   # b"FDPH"
 VERSION = 1
-PING, PONG = 1, 2
-_HDR = struct.Struct("!4sBBHIQ")
+PING, PONG = abi.HB_PING, abi.HB_PONG
+_HDR = struct.Struct("!4sBBHIQ")   # kind at abi.HB_KIND_OFF, src at abi.HB_SRC_OFF (the programs read both)
 _VXLAN = struct.Struct("!B3xI")  # flags (I bit), reserved, VNI << 8
 HB_SRC_MAC = bytes.fromhex("020000fd0001")  # locally administered, unicast
 HB_DST_MAC = bytes.fromhex("020000fd0002")
@@ -48,7 +48,7 @@ def encode_frame(hb: Heartbeat, mtu: int) -> bytes:
 
 def encode_datagram(hb: Heartbeat, src_peer: int, dst_peer: int, mtu: int) -> bytes:
     """A whole VXLAN UDP payload (RFC 7348 header + inner frame)."""
-    return _VXLAN.pack(0x08, abi.vni(src_peer, dst_peer) << 8) + encode_frame(hb, mtu)
+    return _VXLAN.pack(abi.VXLAN_FLAG_I, abi.vni(src_peer, dst_peer) << 8) + encode_frame(hb, mtu)
 
 
 def decode_frame(frame: bytes) -> Heartbeat | None:

@@ -11,33 +11,18 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, MAP_TYPES, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
-                                              UNDERLAY_TC_PRIO, FastDatapath)
+                                              UNDERLAY_TC_PRIO, VXLAN_IFNAME, FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
-from weave_fdp.datapath.plan import DatapathPlan, UnderlayRoute, build_plan, direct_hops, local_ports
+from weave_fdp.datapath.plan import (DatapathPlan, MeshInputs, UnderlayRoute, build_plan, direct_hops, local_ports,
+                                     overlay_mtu)
 from weave_fdp.plumbing import container_link, tc, underlay_route, vxlan, weave_bridge
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MeshInputs:
-    """The mesh as the plan needs it (see ``plan.build_plan``)."""
-
-    local: str
-    short_ids: dict[str, int]
-    unicast: dict[str, str] = field(default_factory=dict)
-    broadcast: dict[str, list[str]] = field(default_factory=dict)
-    hop_ips: dict[str, str] = field(default_factory=dict)
-    modes: dict[str, str] = field(default_factory=dict)
-    sealed: set[str] = field(default_factory=set)   # neighbours whose connection must be encrypted
-    xfrm: set[str] = field(default_factory=set)     # ... of them, those whose UDP 6784 rides in ESP
-    receive: dict[str, str] = field(default_factory=dict)   # neighbour -> mode its frames are accepted in
 
 
 def direct_default() -> bool:
@@ -71,16 +56,17 @@ class HostDatapath:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self.mtu is None:
-            self.mtu = weave_bridge.overlay_mtu(weave_bridge.underlay_mtu(self.underlay_ifname, netns=self.netns))
+            self.mtu = overlay_mtu(weave_bridge.underlay_mtu(self.underlay_ifname, netns=self.netns))
         weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
-        self.vxlan_ifindex = vxlan.ensure_vxlan(netns=self.netns, mtu=self.mtu)
+        self.vxlan_ifindex = vxlan.ensure_vxlan(ifname=VXLAN_IFNAME, port=abi.VXLAN_PORT, netns=self.netns,
+                                                mtu=self.mtu)
         if self.pin_dir is not None and not (self.pin_dir / "fdp_config").exists():
-            prog_id = tc.program_id(vxlan.VXLAN_IFNAME, netns=self.netns)
+            prog_id = tc.program_id(VXLAN_IFNAME, netns=self.netns)
             if prog_id:
                 got = recover_pins(prog_id, self.pin_dir, list(MAP_TYPES))
                 log.info("fastdp: recovered %d maps from the running program %d", len(got), prog_id)
         self.dp = FastDatapath(pin_dir=self.pin_dir).load()
-        self.dp.attach_tunnel(vxlan.VXLAN_IFNAME, netns=self.netns)
+        self.dp.attach_tunnel(VXLAN_IFNAME, netns=self.netns)
         # A restart: containers attached before keep their ports; recover their MACs from the pins.
         links = container_link.host_links(host_netns=self.netns)
         by_index = {idx: name for name, idx in links.items()}
@@ -258,11 +244,11 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
         from weave_fdp.plumbing.links import delete_link
         if delete_link(name, netns=netns):
             removed["links"].append(name)
-    tc.detach_all(vxlan.VXLAN_IFNAME, netns=netns)
+    tc.detach_all(VXLAN_IFNAME, netns=netns)
     for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
         tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
-    if vxlan.delete_vxlan(netns=netns):
-        removed["links"].append(vxlan.VXLAN_IFNAME)
+    if vxlan.delete_vxlan(ifname=VXLAN_IFNAME, netns=netns):
+        removed["links"].append(VXLAN_IFNAME)
     if weave_bridge.delete_bridge(netns=netns):
         removed["links"].append(weave_bridge.BRIDGE)
     if pin_dir is not None:

@@ -31,6 +31,8 @@ PROG_FROM_CONTAINER = "fdp_from_container"
 PROG_FROM_TUNNEL = "fdp_from_tunnel"
 PROG_FROM_UNDERLAY = "fdp_from_underlay"
 PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY)
+# the collect_md VXLAN device fdp_from_tunnel runs on, named after its port
+VXLAN_IFNAME = f"vxlan-{abi.VXLAN_PORT}"
 # The direct path (bpf/lib/direct.h) unless the host says otherwise (HostDatapath(direct=...),
 # env WEAVE_FDP_DIRECT=0|1); decided by `weave-fdp bench datapath`, see docs/PERFORMANCE.md.
 DIRECT_DEFAULT = True
@@ -44,21 +46,8 @@ _PATH_NAMES = {p.value: p.name.lower() for p in abi.Path}
 _FLOW_PATH = {"sleeve": "sleeve", "local": "local"}
 
 # map name -> (key type, value type, per CPU)
-MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {
-    "fdp_config": (ctypes.c_uint32, abi.Config, False),
-    "fdp_macs": (abi.MacKey, abi.MacEntry, False),          # local containers
-    "fdp_learned": (abi.MacKey, abi.MacEntry, False),       # learned from peers (LRU)
-    "fdp_learn_count": (ctypes.c_uint32, ctypes.c_uint32, False),
-    "fdp_port_addrs": (ctypes.c_uint32, abi.PortAddrs, False),
-    "fdp_peers": (ctypes.c_uint32, abi.Peer, False),
-    "fdp_bcast": (ctypes.c_uint32, abi.Bcast, False),
-    "fdp_ports": (ctypes.c_uint32, abi.Ports, False),
-    "fdp_drops": (ctypes.c_uint32, ctypes.c_uint64, True),
-    "fdp_peer_stats": (ctypes.c_uint32, abi.PeerStats, True),
-    "fdp_underlay": (ctypes.c_uint32, abi.Underlay, False),
-    "fdp_neigh": (ctypes.c_uint32, abi.Neigh, False),
-    "fdp_flows": (abi.FlowKey, abi.FlowStats, True),
-}
+MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {name: (spec.key, spec.value, spec.percpu)
+                                               for name, spec in abi.MAPS.items()}
 
 
 class FastDatapath:

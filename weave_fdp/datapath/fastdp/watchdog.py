@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY
-from weave_fdp.plumbing import container_link, tc, vxlan, weave_bridge
+from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY, VXLAN_IFNAME
+from weave_fdp.plumbing import container_link, tc, weave_bridge
 from weave_fdp.plumbing.links import link_index
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ def find_damage(host: Any) -> list[str]:
     damage: list[str] = []
     if link_index(weave_bridge.BRIDGE, ns) is None:
         damage.append(f"bridge {weave_bridge.BRIDGE} is gone")
-    if link_index(vxlan.VXLAN_IFNAME, ns) is None:
-        damage.append(f"device {vxlan.VXLAN_IFNAME} is gone")
-    elif PROG_FROM_TUNNEL not in tc.programs(vxlan.VXLAN_IFNAME, netns=ns):
-        damage.append(f"{PROG_FROM_TUNNEL} is not attached to {vxlan.VXLAN_IFNAME}")
+    if link_index(VXLAN_IFNAME, ns) is None:
+        damage.append(f"device {VXLAN_IFNAME} is gone")
+    elif PROG_FROM_TUNNEL not in tc.programs(VXLAN_IFNAME, netns=ns):
+        damage.append(f"{PROG_FROM_TUNNEL} is not attached to {VXLAN_IFNAME}")
     live = container_link.host_links(host_netns=ns)
     for name in sorted(host.ports):
         if name in live and PROG_FROM_CONTAINER not in tc.programs(name, netns=ns):

@@ -118,7 +118,7 @@ class FastdpOverlay:
     def _open_heartbeats(self) -> None:
         """(Re)open the heartbeat receiver: it is bound to the VXLAN device, so a new
         device (after a repair) needs a new socket. Runs on the event loop."""
-        from weave_fdp.plumbing.vxlan import VXLAN_IFNAME
+        from weave_fdp.datapath.fastdp.loader import VXLAN_IFNAME
 
         assert self.ctx is not None
         if self._rx is not None:
