@@ -5,43 +5,35 @@ every MeshView into a plan, lets the overlay switch steer each connection
 (``set_mode``), sends MTU-sized heartbeats over the VXLAN path to every direct
 peer that has fastdp, registers the container ops (attach/detach/ps) and fills
 ``report["datapath"]``.
+
+This is the I/O shell (sockets, the worker thread, the event loop); the rules it
+follows are pure and tested alone: heartbeat health in ``fastdp_health``, what
+stays in the kernel while the control plane blinks in ``fastdp_grace``, floods
+across overlays in ``fastdp_floods``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-from concurrent.futures import ThreadPoolExecutor
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgpack
-
 from weave_fdp.datapath.fastdp import heartbeat as hbm
+from weave_fdp.router.overlay import fastdp_floods as floods
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.esp_fastdp import EspPeers
-from weave_fdp.router.overlay.switch import R_MTU, flood_overlay, in_subnets
+from weave_fdp.router.overlay.fastdp_grace import LostConnections, StartupGrace, accepts_fastdp, mode_for
+from weave_fdp.router.overlay.fastdp_health import HeartbeatHealth, PeerHealth
+from weave_fdp.router.overlay.switch import flood_overlay, in_subnets
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.25  # s between pings to each peer (the switch holds after switch.HOLD_AFTER without one)
-HEALTHY_WITHIN = 1.5       # s: a peer whose last pong is older is unhealthy (status only; the switch decides)
-GRACE = 30.0               # s a lost control connection keeps its datapath entries
-STARTUP_GRACE = 10.0       # s a restarted router keeps the kernel's entries until the mesh is back
 WATCH_EVERY = 8            # heartbeat rounds (2 s) between checks that the datapath is whole
 REPAIR_BACKOFF_MAX = 30.0  # s between repair attempts that keep failing (each reloads programs)
-
-
-class PeerHealth:
-    def __init__(self) -> None:
-        self.seq = 0
-        self.last_pong: float | None = None   # time.monotonic()
-        self.rtt_ms: float | None = None
-        self.sent = 0
-        self.received = 0
-        self.error: str | None = None
 
 
 class FastdpOverlay:
@@ -56,25 +48,21 @@ class FastdpOverlay:
         self.ctx: RouterContext | None = None
         self.view: MeshView | None = None
         self.modes: dict[str, str] = {}       # peer -> the overlay switch's decision (set_mode)
-        self.health: dict[str, PeerHealth] = {}
+        self.heartbeats = HeartbeatHealth()
         self._tx: socket.socket | None = None
         self._rx: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         # pyroute2's sync API cannot run inside the router's event loop, and datapath
         # changes must not interleave: one worker thread does them all, in order.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastdp")
-        # The kernel keeps forwarding while the control plane blinks: the last inputs
-        # of a lost connection stay for GRACE seconds, and after a restart the maps
-        # found in the kernel stay until the mesh is back (or STARTUP_GRACE passes).
-        self._last: Any = None
-        self._lost_at: dict[str, float] = {}
-        self._started = time.monotonic()
-        self._boot_fastdp: set[int] = set()    # short IDs in fastdp mode in the maps we found
-        self._seen_at: dict[str, float] = {}   # peer -> when its connection was first seen established
+        # The kernel keeps forwarding while the control plane blinks (fastdp_grace): the
+        # last inputs of a lost connection stay, and after a restart the maps found in
+        # the kernel stay until the mesh is back.
+        self.lost = LostConnections()
+        self.startup = StartupGrace(started=time.monotonic())
         self._rx_applied: frozenset[str] = frozenset()   # peers whose frames the maps accept on fastdp
         # "floods" messages: sources whose floods, reaching that neighbour, must go on by sleeve
-        self._told: dict[str, frozenset[str]] = {}
-        self._sent: dict[str, frozenset[str]] = {}
+        self.floods = floods.FloodBook()
         # watchdog: what was found missing, repairs made, and why fastdp is unusable
         # when a repair failed (the switch then puts every connection on sleeve)
         self.fatal: str | None = None
@@ -100,7 +88,7 @@ class FastdpOverlay:
         self.ctx = ctx
         self.host = HostDatapath(pin_dir=await self.run(host_pin_dir), mtu=getattr(ctx.config, "mtu", None))
         await self.run(self.host.start)
-        self._boot_fastdp = await self.run(self._fastdp_peers_in_maps)
+        self.startup.boot_fastdp = await self.run(self._fastdp_peers_in_maps)
         if getattr(self.config, "password", None):
             self.supports_encryption = await self.run(self.esp.check_kernel)
         self._tx = hbm.sender_socket()
@@ -148,24 +136,21 @@ class FastdpOverlay:
         self._worker.shutdown(wait=False)
 
     # ------------------------------------------------------------ mesh -> plan
+    @property
+    def health(self) -> dict[str, PeerHealth]:
+        """Heartbeat health per target peer (see fastdp_health)."""
+        return self.heartbeats.peers
+
     def on_mesh(self, view: MeshView) -> None:
         self.view = view
-        now = time.monotonic()
-        for peer, c in view.connections.items():
-            if c.established:
-                self._seen_at.setdefault(peer, now)
-        for peer in list(self._seen_at):
-            if peer not in view.connections:
-                self._seen_at.pop(peer)
-        for d in (self._told, self._sent):
-            for peer in list(d):
-                if peer not in view.connections or not view.connections[peer].established:
-                    d.pop(peer)
+        established = {p for p, c in view.connections.items() if c.established}
+        self.startup.connections(established, view.connections, time.monotonic())
+        self.floods.forget(established)
         # the switch's decisions outlive a blink of the connection (it remembers them
         # too); only peers that left the mesh are forgotten (a restarting peer drops out
         # of the topology for a moment: while its connection or its grace lasts, it stays)
         for peer in list(self.modes):
-            if peer not in view.peers and peer not in view.connections and peer not in self._lost_at:
+            if peer not in view.peers and peer not in view.connections and peer not in self.lost:
                 self.modes.pop(peer)
         self._apply()
 
@@ -194,20 +179,19 @@ class FastdpOverlay:
         if view is None or self.host is None or self.host.dp is None:
             return
         conns = {p: c for p, c in view.connections.items() if c.established}
-        if (not conns and self._boot_fastdp and time.monotonic() - self._started < STARTUP_GRACE):
+        if self.startup.holds_kernel(bool(conns), time.monotonic()):
             return  # restarted: the kernel's entries are better than an empty mesh
         mesh = MeshInputs(
             local=view.local.name,
             short_ids={n: p.short_id for n, p in view.peers.items()},
             # a direct neighbour is its own next hop, even before routes catch up
             unicast={**{p: p for p in conns}, **{d: h for d, h in view.unicast.items() if h in conns}},
-            broadcast={s: [h for h in hs if h in conns and (s != view.local.name or not self.floods_by_sleeve(h))]
-                       for s, hs in view.broadcast.items()},
+            broadcast=floods.kernel_hops(view.broadcast, conns, view.local.name, self.floods_by_sleeve),
             hop_ips={p: c.remote_ip for p, c in conns.items()},
             modes={p: self._mode(p) for p in conns},
             sealed={p for p, c in conns.items() if self.needs_encryption(p, c.remote_ip)},
             receive={p: "fastdp" for p in conns if self._rx_fastdp(p)})
-        self._keep_lost(mesh, conns)
+        self.lost.keep(mesh, conns, time.monotonic(), self.healthy)
         self._sync_esp(view, conns, mesh)
         try:
             self.host.set_mesh(mesh)
@@ -244,69 +228,19 @@ class FastdpOverlay:
         self.esp.sync(want, view.local.name, keep=set(mesh.hop_ips))
         mesh.xfrm = set(self.esp.installed) & set(mesh.hop_ips)
 
-    def _keep_lost(self, mesh: Any, conns: dict[str, Any]) -> None:
-        """Merge into ``mesh`` the last entries of lost fastdp connections: kept while the
-        peer's kernel still answers its fastdp heartbeats (its router restarts, its pinned
-        datapath forwards meanwhile), else for GRACE seconds. A peer back on a connection
-        before the topology has its new incarnation keeps its last short ID meanwhile."""
-        now = time.monotonic()
-        last, self._last = self._last, mesh
-        if last is None:
-            return
-        for peer in conns:
-            if peer not in mesh.short_ids and peer in last.short_ids:
-                mesh.short_ids[peer] = last.short_ids[peer]
-        for peer in last.hop_ips:
-            if peer not in conns:
-                self._lost_at.setdefault(peer, now)
-        for peer in list(self._lost_at):
-            if peer in conns or (now - self._lost_at[peer] > GRACE and not self.healthy(peer)):
-                self._lost_at.pop(peer)
-                continue
-            if peer not in last.short_ids or last.modes.get(peer) != "fastdp":
-                continue
-            mesh.short_ids.setdefault(peer, last.short_ids[peer])
-            mesh.hop_ips[peer] = last.hop_ips[peer]
-            mesh.modes[peer] = "fastdp"
-            mesh.receive[peer] = "fastdp"
-            if peer in last.sealed:
-                mesh.sealed.add(peer)
-            for dest, hop in last.unicast.items():
-                if hop == peer and dest not in mesh.unicast:
-                    mesh.short_ids.setdefault(dest, last.short_ids.get(dest, -1))
-                    mesh.unicast[dest] = peer
-            for src, hops in last.broadcast.items():
-                if peer in hops and peer not in mesh.broadcast.setdefault(src, []):
-                    mesh.broadcast[src].append(peer)
-        mesh.short_ids = {n: s for n, s in mesh.short_ids.items() if s >= 0}
-        self._last = mesh
-
     def _mode(self, peer: str) -> str:
-        """The mode written to the BPF map for ``peer``: the overlay switch's decision.
-
-        Before the switch has decided (a connection seconds old), the kernel keeps
-        what it had: a router restarted while traffic flowed keeps its fastdp
-        entries (the switch confirms them with the first heartbeat), a new
-        connection starts on sleeve.
-        """
-        if peer in self.modes:
-            return self.modes[peer]
-        return "fastdp" if self._was_fastdp(peer) else "sleeve"
+        """The mode written to the BPF map for ``peer`` (see fastdp_grace.mode_for)."""
+        return mode_for(peer, self.modes, self._was_fastdp(peer))
 
     def _rx_fastdp(self, peer: str) -> bool:
-        """Whether plain VXLAN data from ``peer`` is accepted: its connection is in fastdp
-        mode, or about to be (its fastdp heartbeats answer and nothing rules fastdp out).
-        The peer's switch may move to fastdp a moment before ours: its first frames
-        must not be lost. (Sealed connections are refused whatever this says.)"""
-        return self._mode(peer) == "fastdp" or (self.healthy(peer) and self.unusable_reason(peer) is None)
+        """Whether plain VXLAN data from ``peer`` is accepted (see fastdp_grace.accepts_fastdp)."""
+        return accepts_fastdp(self._mode(peer), self.healthy(peer), self.unusable_reason(peer))
 
     def _was_fastdp(self, peer: str) -> bool:
         """``peer`` was in fastdp mode in the maps this router found at start (within STARTUP_GRACE)."""
-        if time.monotonic() - self._started >= STARTUP_GRACE:
-            return False
         view = self.view
-        sid = view.peers[peer].short_id if view and peer in view.peers else -1
-        return sid in self._boot_fastdp
+        sid = view.peers[peer].short_id if view and peer in view.peers else None
+        return self.startup.was_fastdp(sid, time.monotonic())
 
     # ------------------------------------------------------------ FastdpControl
     def unusable_reason(self, peer: str) -> str | None:
@@ -327,69 +261,44 @@ class FastdpOverlay:
             why = self.esp.why_not(peer)
             if why:
                 return why
-        h = self.health.get(peer)
-        if h is None or not h.error:
-            return None
-        return h.error if h.error == R_MTU or h.last_pong is None else None
+        return self.heartbeats.unusable(peer)
 
     def floods_by_sleeve(self, peer: str) -> bool:
         """See :meth:`switch.FastdpControl.floods_by_sleeve`."""
         view = self.view
-        relays = view is not None and view.local.name in self._told.get(peer, frozenset())
+        relays = view is not None and self.floods.relays_into_sleeve(peer, view.local.name)
         return flood_overlay(self._mode(peer), relays) == "sleeve"
 
     # ------------------------------------------------------------ floods across overlays
-    def _needs_sleeve(self) -> frozenset[str]:
-        """Sources whose floods, reaching this host, must go on over a sleeve connection
-        (a hop on their tree from here is on sleeve, or said the same of them)."""
-        view = self.view
-        if view is None:
-            return frozenset()
-        out = set()
-        for src, hops in view.broadcast.items():
-            for h in hops:
-                c = view.connections.get(h)
-                if c is not None and c.established and (self._mode(h) == "sleeve"
-                                                        or src in self._told.get(h, frozenset())):
-                    out.add(src)
-                    break
-        return frozenset(out)
-
     def _advertise_floods(self) -> None:
         """Tell each fastdp neighbour which sources' floods we relay into sleeve (on change)."""
         view, ctx = self.view, self.ctx
         if view is None or ctx is None:
             return
-        need = self._needs_sleeve()
+        established = {p for p, c in view.connections.items() if c.established}
+        need = floods.needs_sleeve(view.broadcast, established, self._mode, self.floods.told)
         for peer, c in view.connections.items():
-            if not c.established or "fastdp" not in c.overlays or self._sent.get(peer) == need:
+            if not c.established or "fastdp" not in c.overlays or not self.floods.to_send(peer, need):
                 continue
-            msg = msgpack.packb({"o": "fastdp", "t": "floods", "s": sorted(need), "esp": self.esp.local_ok})
             try:
-                if ctx.send_overlay_control(peer, msg):
-                    self._sent[peer] = need
+                if ctx.send_overlay_control(peer, floods.encode(need, self.esp.local_ok)):
+                    self.floods.sent[peer] = need
             except Exception as exc:   # the connection is going away; retried on the next change
                 log.debug("fastdp: cannot send floods message to %s: %s", peer, exc)
 
     def on_overlay_control(self, peer: str, payload: bytes) -> None:
         """A neighbour's "floods" message; other overlays' messages are ignored."""
-        try:
-            msg = msgpack.unpackb(payload, raw=False)
-        except Exception:
+        msg = floods.decode(payload)
+        if msg is None:
             return
-        if not isinstance(msg, dict) or msg.get("o") != "fastdp" or msg.get("t") != "floods":
-            return
-        if self.esp.peer_ok.get(peer) != (msg.get("esp") is True):
-            self.esp.peer_ok[peer] = msg.get("esp") is True
+        if self.esp.peer_ok.get(peer) != msg.esp:
+            self.esp.peer_ok[peer] = msg.esp
             self._apply()
-        srcs = msg.get("s")
-        if not isinstance(srcs, list) or not all(isinstance(x, str) for x in srcs) or len(srcs) > 4096:
+        if msg.sources is None:
             log.warning("fastdp: bad floods message from %s", peer)
             return
-        told = frozenset(srcs)
-        if self._told.get(peer) != told:
-            log.info("fastdp: %s relays floods of %d source(s) into sleeve", peer, len(told))
-            self._told[peer] = told
+        if self.floods.heard(peer, msg.sources):
+            log.info("fastdp: %s relays floods of %d source(s) into sleeve", peer, len(msg.sources))
             self._apply()
 
     def _peer_trusts_us(self, peer: str) -> bool:
@@ -401,12 +310,7 @@ class FastdpOverlay:
         """When the last pong came back; for a peer that was on fastdp before this
         router restarted and has not answered yet, when its connection came up (the
         kernel kept forwarding meanwhile, so fastdp gets ``HOLD_AFTER`` to prove it)."""
-        h = self.health.get(peer)
-        if h is not None and h.last_pong is not None:
-            return h.last_pong
-        if self._was_fastdp(peer):
-            return self._seen_at.get(peer)
-        return None
+        return self.startup.last_heartbeat(peer, self.heartbeats.last_pong(peer), self._was_fastdp(peer))
 
     def set_mode(self, peer: str, mode: str) -> None:
         """The switch's decision for ``peer``: applied to the BPF map at once."""
@@ -419,8 +323,7 @@ class FastdpOverlay:
         return self.host.mtu if self.host else None
 
     def healthy(self, peer: str) -> bool:
-        h = self.health.get(peer)
-        return bool(h and h.last_pong is not None and time.monotonic() - h.last_pong < HEALTHY_WITHIN)
+        return self.heartbeats.healthy(peer, time.monotonic())
 
     # ------------------------------------------------------------ MAC ageing
     def _age_macs(self) -> None:
@@ -475,7 +378,7 @@ class FastdpOverlay:
         while True:
             rounds += 1
             if rounds % 20 == 0:    # every 5 s: repeat "floods" messages (a replaced connection lost them)
-                self._sent.clear()
+                self.floods.sent.clear()
                 self._advertise_floods()
             if rounds % WATCH_EVERY == 0 and self.ctx is not None:
                 self.ctx.loop.run_in_executor(self._worker, self._watch)
@@ -507,11 +410,8 @@ class FastdpOverlay:
         for peer, c in view.connections.items():
             if c.established and "fastdp" in c.overlays and peer in view.peers:
                 out[peer] = (view.peers[peer].short_id, c.remote_ip)
-        last = self._last
-        if last is not None:
-            for peer in self._lost_at:
-                if peer not in out and peer in last.short_ids and peer in last.hop_ips:
-                    out[peer] = (last.short_ids[peer], last.hop_ips[peer])
+        for peer, target in self.lost.targets().items():
+            out.setdefault(peer, target)
         return out
 
     def _send_pings(self) -> None:
@@ -521,20 +421,15 @@ class FastdpOverlay:
         me = view.local.short_id
         now_ns = time.monotonic_ns()
         targets = self._targets()
-        for peer in list(self.health):
-            if peer not in targets:
-                self.health.pop(peer, None)
+        self.heartbeats.retarget(targets)
         for peer, (sid, ip) in targets.items():
-            h = self.health.setdefault(peer, PeerHealth())
-            h.seq += 1
-            dgram = hbm.encode_datagram(hbm.Heartbeat(hbm.PING, me, h.seq, now_ns), me, sid, self.host.mtu)
+            seq = self.heartbeats.next_ping(peer)
+            dgram = hbm.encode_datagram(hbm.Heartbeat(hbm.PING, me, seq, now_ns), me, sid, self.host.mtu)
             try:
                 self._tx.sendto(dgram, (ip, hbm.abi.VXLAN_PORT))
-                h.sent += 1
-                h.error = None
+                self.heartbeats.sent(peer)
             except OSError as exc:
-                # EMSGSIZE: the kernel knows a path MTU below our heartbeat (ICMP came back)
-                h.error = R_MTU if exc.errno == errno.EMSGSIZE else f"heartbeat send failed: {exc.strerror}"
+                self.heartbeats.send_failed(peer, exc.errno, exc.strerror)
 
     def _on_heartbeat(self) -> None:
         assert self._rx is not None
@@ -555,10 +450,7 @@ class FastdpOverlay:
             if hb.kind == hbm.PING:
                 self._pong(peer, hb)
             else:
-                h = self.health.setdefault(peer, PeerHealth())
-                h.last_pong = time.monotonic()
-                h.received += 1
-                h.rtt_ms = round((time.monotonic_ns() - hb.echo_ns) / 1e6, 3)
+                self.heartbeats.pong(peer, time.monotonic(), (time.monotonic_ns() - hb.echo_ns) / 1e6)
 
     def _pong(self, peer: str, ping: hbm.Heartbeat) -> None:
         view, c = self.view, self.view.connections.get(peer) if self.view else None
@@ -581,14 +473,7 @@ class FastdpOverlay:
         if self.modes.get(peer) == "fastdp":
             enc = (peer in self.esp.installed) if getattr(self.config, "password", None) else None
             return {"mode": "fastdp", "reason": None, "mtu": self.mtu(peer), "rtt_ms": rtt, "encrypted": enc}
-        if self.fatal:
-            why = self.fatal
-        elif h is not None and h.error:
-            why = h.error
-        elif self.healthy(peer):
-            why = "heartbeats answered; the switch has not moved back yet"
-        else:
-            why = "fastdp heartbeats lost" if h and h.last_pong else "waiting for fastdp heartbeats"
+        why = self.heartbeats.why_not_fastdp(peer, time.monotonic(), self.fatal)
         return {"mode": None, "reason": why, "mtu": self.mtu(peer), "rtt_ms": rtt}
 
     def status(self) -> dict[str, Any]:
@@ -596,8 +481,7 @@ class FastdpOverlay:
                 "pin_dir": str(self.host.pin_dir) if self.host else None,
                 "watchdog": {"repairs": self.repairs, "last_damage": self.last_damage, "fatal": self.fatal},
                 "mac_ageing": {"ageing_s": self.host.mac_ageing_s if self.host else None, "aged": self.aged_macs},
-                "peers": {p: {"healthy": self.healthy(p), "mode": self.modes.get(p), "rtt_ms": h.rtt_ms,
-                              "sent": h.sent, "received": h.received} for p, h in self.health.items()}}
+                "peers": self.heartbeats.status(time.monotonic(), self.modes)}
 
 
 def make_overlay(config: Any) -> FastdpOverlay | None:
