@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from weave_fdp.cli.commands.dns import split_dns_args, status_dns_lines
-from weave_fdp.cli.commands.router import dns_rows, dns_summary
+from weave_fdp.cli.status_format import dns_rows, dns_summary
 from weave_fdp.errors import UsageError
 
 pytestmark = pytest.mark.unit

@@ -101,7 +101,7 @@ def test_attach_grammar() -> None:
 
 
 def test_status_ipam_lines_in_weaves_shape() -> None:
-    from weave_fdp.cli.commands.router import ipam_lines, ipam_rows
+    from weave_fdp.cli.status_format import ipam_lines, ipam_rows
 
     st = {"status": "ready", "range": "10.32.0.0/12", "default_subnet": "10.32.0.0/12", "conflicts": [],
           "entries": [{"name": sim_name(1), "nickname": "h1", "size": 349526, "share": 33.33, "free": 349523,

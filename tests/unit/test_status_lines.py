@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from weave_fdp.cli.commands.router import connection_line
+from weave_fdp.cli.status_format import connection_line
 
 BASE = {"address": "192.0.2.2:6783", "outbound": True, "peer": "7e:00:00:00:00:02", "nickname": "h2",
         "info": "", "mode": None, "mode_reason": None, "mtu": None, "retry_at": None}
@@ -48,3 +48,22 @@ def test_encryption_in_weaves_words() -> None:
     # no data path yet: no encryption word in front of "-"
     none = connection_line({**BASE, "state": "established", "encryption": "encrypted", "mode_reason": "x"})
     assert " - " in none and "encrypted" not in none
+
+
+def test_status_summary_of_a_real_report() -> None:
+    """`status` of a recorded three-peer report: the router block, then IPAM and DNS."""
+    import json
+    from pathlib import Path
+
+    from weave_fdp.cli import status_format as fmt
+
+    rep = json.loads((Path(__file__).parents[1] / "fixtures" / "report_mesh.json").read_text())
+    s = fmt.summary(rep)
+    assert s["peers"] == len(rep["peers"]) and s["connections"] == len(rep["connections"])
+    lines = fmt.summary_lines(rep)
+    assert lines[0].split(": ", 1) == ["        Version", rep["version"]]
+    assert any(ln.strip() == f"Connections: {s['connections']} ({s['established']} established, "
+               f"{s['failed']} failed)" for ln in lines)
+    assert lines.count("") == (1 if rep.get("ipam") else 0) + (1 if s["dns"] else 0)
+    peers = fmt.peer_lines(rep)
+    assert sum(1 for ln in peers if " sid=" in ln) == len(rep["peers"])

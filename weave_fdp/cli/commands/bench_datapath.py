@@ -1,7 +1,6 @@
 """``weave-fdp bench datapath``: underlay, kernel VXLAN, fastdp and sleeve in one run.
 
-Adds a subcommand to the ``bench`` group of router.py (so this module exposes no
-top-level command of its own).
+A subcommand of the ``bench`` group (bench.py adds it; no top-level command of its own).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from weave_fdp.cli.commands.router import bench as bench_group
 from weave_fdp.cli.output import console, err_console, json_option, print_json
 from weave_fdp.errors import UsageError
 
@@ -117,8 +115,3 @@ def _render(res: dict[str, Any], markdown: bool) -> None:
         con.print(f"[red]error[/] {e}", markup=True)
     if markdown:
         click.echo(results.markdown_table(res["metrics"], keys))
-
-
-bench_group.add_command(datapath_cmd)
-
-COMMANDS: list[click.Command] = []

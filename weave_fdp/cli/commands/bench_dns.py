@@ -1,6 +1,6 @@
 """``weave-fdp bench dns``: weaveDNS against dnsmasq (dnsperf), and attach-to-resolve time.
 
-Adds a subcommand to the ``bench`` group of router.py (no top-level command of its own).
+A subcommand of the ``bench`` group (bench.py adds it; no top-level command of its own).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from weave_fdp.cli.commands.router import bench as bench_group
 from weave_fdp.cli.output import err_console, json_option, print_json
 
 
@@ -70,8 +69,3 @@ def dns_cmd(names: int, rounds: int, seconds: float, attaches: int, as_json: boo
                f"{at['from_attach_start_ms']['median']} ms, p99 {at['from_attach_start_ms']['p99']} ms; "
                f"from the name's addition median {at['from_name_added_ms']['median']} ms, "
                f"p99 {at['from_name_added_ms']['p99']} ms")
-
-
-bench_group.add_command(dns_cmd)
-
-COMMANDS: list[click.Command] = []

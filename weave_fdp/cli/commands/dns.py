@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from weave_fdp.cli.commands.router import _want_json, status
+from weave_fdp.cli.commands.status import status, want_json
 from weave_fdp.cli.output import json_option, print_json
 from weave_fdp.errors import UsageError
 from weave_fdp.router.client import RouterClient
@@ -128,7 +128,7 @@ def status_dns(ctx: click.Context, as_json: bool) -> None:
     if section is None:
         raise UsageError("weaveDNS is not running on this router (launched with --no-dns)",
                          fix="launch it without --no-dns")
-    if _want_json(ctx, as_json):
+    if want_json(ctx, as_json):
         print_json(section["entries"])
         return
     for line in status_dns_lines(section):
