@@ -6,7 +6,7 @@ import pytest
 
 from weave_fdp.errors import UsageError
 from weave_fdp.router.config import RouterConfig, parse_metrics_addr
-from weave_fdp.router.daemon import connection_mode
+from weave_fdp.router.connection_rows import connection_mode
 
 FAST_OK = {"mode": "fastdp", "reason": None, "mtu": 1450, "rtt_ms": 0.2}
 SLEEVE_OK = {"mode": "sleeve", "reason": None, "mtu": 1414, "rtt_ms": 0.4}
@@ -92,3 +92,27 @@ def test_a_request_to_a_router_still_starting_is_a_clear_error(tmp_path, monkeyp
     assert not early["ok"] and early["error"]["exit_code"] == ExitCode.ROUTER_NOT_RUNNING
     assert "still starting" in early["error"]["message"]
     assert late == {"ok": True, "result": "served"}
+
+
+def test_connection_rows_share_one_shape() -> None:
+    """Links, dialed targets and failed inbound sources: the same keys, plus each kind's own."""
+    from types import SimpleNamespace
+
+    from weave_fdp.router import connection_rows as rows
+
+    link = SimpleNamespace(peer="7e:00:00:00:00:02", features=SimpleNamespace(nickname="h2", overlays=("fastdp",)),
+                           outbound=True, established=True, cipher=None, tx_bytes=5, rx_bytes=6, protocol_version=2)
+    lr = rows.link_row(link, "192.0.2.2:6783", {"mode": "fastdp", "reason": None, "mtu": 1450, "rtt_ms": 0.2,
+                                                "encrypted": None})
+    target = SimpleNamespace(address="192.0.2.3:6783", peer=None, state="failed", last_error="refused",
+                             retry_at=110.0, attempts=3, direct=True)
+    tr = rows.target_row(target, 100.0, 1000.0)
+    failure = SimpleNamespace(source="192.0.2.9", attempts=2, first=0.0, last=12.34, reason="bad handshake")
+    fr = rows.failure_row(failure)
+    common = set(rows.ConnectionRow.__dataclass_fields__) - {"extra"}
+    assert common <= set(lr) and common <= set(tr) and common <= set(fr)
+    assert lr["state"] == "established" and lr["mode"] == "fastdp" and lr["info"] == "unencrypted"
+    assert lr["overlays"] == ["fastdp"] and lr["encryption"] is None and lr["protocol_version"] == 2
+    assert tr["state"] == "failed" and tr["retry_at"] == 1010.0 and tr["attempts"] == 3 and tr["direct"]
+    assert fr["outbound"] is False and fr["info"].startswith("2 failed attempts since ")
+    assert fr["info"].endswith("last: bad handshake") and fr["at"] == 12.3

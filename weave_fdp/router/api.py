@@ -3,12 +3,10 @@
 Request ``{"op": str, "args": {...}}`` -> reply ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"type": cls name, "message": str, "exit_code": int}}``.
 
-Handlers are registered by name, so other parts (overlays, IPAM, DNS, dashboard)
-add ops without editing this file::
+Handlers are registered by name on the running server, so other parts (overlays,
+IPAM, DNS) add ops without editing this file::
 
-    from weave_fdp.router import api
-    api.register("attach", my_async_handler)        # module level: every server sees it
-    ctx.api.register("flows", other_handler)        # or on the running server
+    ctx.api.register("flows", my_async_handler)
 
 The socket is abstract, so it belongs to the network namespace: the CLI run in a
 host's namespace finds that host's router with no flags. Only uid 0 is served
@@ -32,23 +30,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
-#: ops registered at module level (before or after a server starts); servers consult it.
-_GLOBAL_HANDLERS: dict[str, Handler] = {}
-
 MAX_REQUEST = 1 << 20  # bytes; a request line longer than this is refused
-
-
-def register(op: str, handler: Handler) -> None:
-    """Register ``handler`` (async, takes the args dict, returns JSON-able data) for ``op``.
-
-    A later registration of the same op replaces the earlier one (so a part can
-    override a placeholder such as ``rmpeer``).
-    """
-    _GLOBAL_HANDLERS[op] = handler
-
-
-def unregister(op: str) -> None:
-    _GLOBAL_HANDLERS.pop(op, None)
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
@@ -73,17 +55,21 @@ class ApiServer:
         self.register("ops", self._ops)
 
     def register(self, op: str, handler: Handler) -> None:
-        """Register ``handler`` for ``op`` on this server only (wins over module-level ones)."""
+        """Register ``handler`` (async, takes the args dict, returns JSON-able data) for ``op``.
+
+        A later registration of the same op replaces the earlier one (so a part can
+        override a placeholder such as ``rmpeer``).
+        """
         self._handlers[op] = handler
 
     def handler(self, op: str) -> Handler | None:
-        return self._handlers.get(op) or _GLOBAL_HANDLERS.get(op)
+        return self._handlers.get(op)
 
     async def _ping(self, args: dict[str, Any]) -> str:
         return "pong"
 
     async def _ops(self, args: dict[str, Any]) -> list[str]:
-        return sorted(set(self._handlers) | set(_GLOBAL_HANDLERS))
+        return sorted(self._handlers)
 
     async def start(self) -> None:
         """Bind the socket; AlreadyExists when another router of this netns holds it."""

@@ -14,11 +14,11 @@ import random
 import signal
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from weave_fdp import __version__, paths
 from weave_fdp.errors import FdpError, NotFound, RouterNotRunning, UsageError
+from weave_fdp.router import connection_rows as rows
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
 from weave_fdp.router.mesh.admission import source_of
@@ -357,85 +357,20 @@ class Router:
         sw = self.ctx.switch if self.ctx is not None else None
         decision = _safe(lambda: sw.status(peer), None) if sw is not None else None
         statuses = [(ov.name, _safe(lambda: ov.connection_status(peer), {}) or {}) for ov in self.overlays]
-        return connection_mode(decision, statuses)
+        return rows.connection_mode(decision, statuses)
 
     def _connections(self) -> list[dict[str, Any]]:
         node, maker, tr = self.node, self.maker, self.transport
         assert node is not None and maker is not None and tr is not None
-        out = []
         mono, wall = time.monotonic(), time.time()
-        linked_hosts = set()
-        for peer, l in sorted(node.links.items()):
-            linked_hosts.add(source_of(l.remote_host))
-            st = self._conn_mode(peer)
-            out.append({"address": format_address(l.remote_host, l.remote_port), "peer": peer,
-                        "nickname": l.features.nickname, "outbound": l.outbound,
-                        "state": "established" if l.established else "pending",
-                        "info": "encrypted" if l.cipher else "unencrypted",
-                        "mode": st.get("mode"), "mode_reason": st.get("reason"), "mtu": st.get("mtu"),
-                        "encryption": _encryption(st.get("encrypted")),
-                        "rtt_ms": st.get("rtt_ms"), "tx_bytes": l.tx_bytes, "rx_bytes": l.rx_bytes,
-                        "retry_at": None, "overlays": list(l.features.overlays),
-                        "protocol_version": l.protocol_version})
-        for t in sorted(maker.targets.values(), key=lambda t: t.address):
-            if t.state == "connected" or t.is_self:
-                continue
-            retry = None if t.state == "connecting" else round(wall + max(0.0, t.retry_at - mono), 1)
-            out.append({"address": t.address, "peer": t.peer, "nickname": None, "outbound": True,
-                        "state": {"connecting": "pending", "failed": "failed"}.get(t.state, "retrying"),
-                        "info": t.last_error or ("connecting" if t.state == "connecting" else "waiting to retry"),
-                        "mode": None, "mode_reason": None, "mtu": None, "rtt_ms": None,
-                        "tx_bytes": 0, "rx_bytes": 0, "retry_at": retry, "attempts": t.attempts,
-                        "direct": t.direct})
-        for f in tr.failures.rows(wall):   # one row per source, however many attempts failed
-            if f.source not in linked_hosts:
-                tries = f"{f.attempts} failed attempts since {_clock(f.first)}, last: " if f.attempts > 1 else ""
-                out.append({"address": f.source, "peer": None, "nickname": None, "outbound": False,
-                            "state": "failed", "info": tries + f.reason, "mode": None, "mode_reason": None,
-                            "mtu": None, "rtt_ms": None, "tx_bytes": 0, "rx_bytes": 0, "retry_at": None,
-                            "at": round(f.last, 1), "attempts": f.attempts})
+        out = [rows.link_row(link, format_address(link.remote_host, link.remote_port), self._conn_mode(peer))
+               for peer, link in sorted(node.links.items())]
+        out += [rows.target_row(t, mono, wall) for t in sorted(maker.targets.values(), key=lambda t: t.address)
+                if t.state != "connected" and not t.is_self]
+        linked_hosts = {source_of(link.remote_host) for link in node.links.values()}
+        out += [rows.failure_row(f) for f in tr.failures.rows(wall)   # one row per source, however many failed
+                if f.source not in linked_hosts]
         return out
-
-
-def _encryption(encrypted: bool | None) -> str | None:
-    """The data path's encryption as ``status connections`` shows it (Weave's words):
-    "encrypted", "unencrypted" (``--password`` but trusted), None without ``--password``."""
-    return None if encrypted is None else ("encrypted" if encrypted else "unencrypted")
-
-
-def connection_mode(decision: dict[str, Any] | None,
-                    statuses: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Which overlay carries a connection: the switch's ``decision`` (its ``status(peer)``)
-    and each overlay's ``connection_status``, in preference order. The rule:
-
-    1. The switch is the authority: it alone steers a peer's traffic (it tells fastdp
-       to redirect or to pass frames to the bridge), so once it decided, its mode is the
-       answer even if fastdp is healthy again and the switch still waits out its resume
-       delay. The chosen overlay adds MTU and RTT; with sleeve the reason is the
-       switch's (why not fastdp). If the chosen overlay cannot carry the peer (not
-       running here, sleeve datagrams not arriving), there is no mode and the reason
-       says both why not fastdp and why not that overlay.
-    2. Before a decision, the first overlay, in preference order, that reports a mode.
-    3. Otherwise no mode, and the reason names every overlay's reason.
-    """
-    chosen = (decision or {}).get("mode")
-    if chosen:
-        st = dict(statuses).get(chosen)
-        why_not_fastdp = (decision or {}).get("reason")
-        if st is not None and st.get("mode") == chosen:
-            return {**st, "reason": why_not_fastdp if chosen != "fastdp" else None}
-        why = st.get("reason") if st is not None else "not running on this host"
-        reasons = [r for r in (why_not_fastdp, f"{chosen}: {why}") if r]
-        return {"mode": None, "reason": "; ".join(reasons), "mtu": (st or {}).get("mtu"), "rtt_ms": None}
-    for _name, st in statuses:
-        if st.get("mode"):
-            return st
-    reasons = [f"{name}: {st['reason']}" for name, st in statuses if st.get("reason")]
-    return {"mode": None, "reason": "; ".join(reasons) or "no overlay running", "mtu": None, "rtt_ms": None}
-
-
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def _safe(fn: Any, default: Any) -> Any:
