@@ -78,9 +78,7 @@ class Plugin:
             addrs = spec.requested_addresses(req, self._default_prefix())
         attached = False
         try:
-            if any(ipaddress.ip_interface(a).version != 4 for a in addrs):
-                raise CniError(spec.E_INVALID_CONFIG, "weave-fdp carries IPv4 only; the IPAM returned IPv6",
-                               "configure the IPAM plugin for an IPv4 range")
+            addrs = spec.delegated_addresses(addrs) if ipam_result else addrs
             res = self.call("attach", target=req.netns, addrs=addrs, ifname=req.ifname, ident=req.container_id,
                             label=req.container_id[:12], multicast_route=True, **self._dns_name())
             attached = True

@@ -19,6 +19,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from weave_fdp.addresses import host_cidr
+from weave_fdp.errors import UsageError
+
 SPEC_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
@@ -190,19 +193,20 @@ def requested_addresses(req: Request, default_prefix: int) -> list[str]:
         ips += rc["ips"]
     if req.args.get("IP"):
         ips += req.args["IP"].split(",")
-    out = []
-    for ip in ips:
-        text = str(ip).strip()
-        if "/" not in text:
-            text = f"{text}/{default_prefix}"
-        try:
-            iface = ipaddress.ip_interface(text)
-        except ValueError:
-            raise CniError(E_INVALID_CONFIG, f"requested address {str(ip)[:60]!r} is not an IP address") from None
-        if iface.version != 4:
-            raise CniError(E_INVALID_CONFIG, f"requested address {ip} is not IPv4", "weave-fdp carries IPv4")
-        out.append(str(iface))
-    return out
+    try:
+        return [host_cidr(str(ip).strip(), what="requested address", default_prefix=default_prefix) for ip in ips]
+    except UsageError as exc:
+        raise CniError(E_INVALID_CONFIG, exc.message, exc.fix or "") from None
+
+
+def delegated_addresses(addrs: list[str]) -> list[str]:
+    """The addresses a delegated IPAM plugin returned, checked by the rules of every attach
+    (an IPv6 range, a network address: CniError 7 naming the IPAM plugin's configuration)."""
+    try:
+        return [host_cidr(a, what="address from the IPAM plugin") for a in addrs]
+    except UsageError as exc:
+        raise CniError(E_INVALID_CONFIG, f"{exc.message} (weave-fdp carries IPv4 host addresses)",
+                       "configure the IPAM plugin for an IPv4 range") from None
 
 
 @dataclass

@@ -24,7 +24,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from weave_fdp.errors import AlreadyExists, DatapathError, NotFound, UsageError
+from weave_fdp.addresses import host_cidrs
+from weave_fdp.errors import AlreadyExists, DatapathError, NotFound
 from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, check_ifname, delete_link
 from weave_fdp.plumbing.weave_bridge import BRIDGE
 
@@ -106,21 +107,9 @@ def _open_target(netns_path: str) -> IPRoute:
 
 
 def check_cidrs(cidrs: list[str]) -> list[str]:
-    """Validate ADDRESS/PREFIXLEN strings (IPv4); normalized copies."""
-    out = []
-    for cidr in cidrs:
-        if "/" not in cidr:
-            raise UsageError(f"address {cidr!r} lacks a prefix length", fix="e.g. 10.32.1.1/12")
-        try:
-            iface = ipaddress.ip_interface(cidr)
-        except ValueError as exc:
-            raise UsageError(f"bad address {cidr!r}", fix="use ADDRESS/PREFIXLEN, e.g. 10.32.1.1/12") from exc
-        if iface.version != 4:
-            raise UsageError(f"address {cidr} is not IPv4", fix="weave-fdp carries IPv4 addresses")
-        if iface.ip == iface.network.network_address and iface.network.prefixlen < 31:
-            raise UsageError(f"address {cidr} is the network address of its subnet", fix="pick a host address")
-        out.append(str(iface))
-    return out
+    """Validate ADDRESS/PREFIXLEN strings by the rules of every attach (weave_fdp/addresses.py);
+    normalized copies."""
+    return host_cidrs(cidrs)
 
 
 def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ Targets: ``netns:NAME``, ``pid:PID``, a namespace path (``/run/netns/NAME``,
 ``/proc/PID/ns/net``: what CNI passes), or a Docker/Podman container id or name, looked
 up through the engine's API socket (weave_fdp.engine.docker_api); ``ps`` shows a
 container by its 12-digit id, as Weave does. Addresses: ``[ip:]CIDR``, ``net:CIDR``,
-``net:default`` (IPAM). Attachments are kept in the state dir so ``ps`` survives a
+``net:default`` (IPAM), checked by weave_fdp/addresses.py. Attachments are kept in the state dir so ``ps`` survives a
 router restart.
 """
 
@@ -16,10 +16,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weave_fdp.addresses import AddrSpec, explicit_cidrs, parse_specs
 from weave_fdp.errors import AlreadyExists, FdpError, NotFound, UsageError
 from weave_fdp.router import records
 from weave_fdp.router.state import atomic_write_json
@@ -82,61 +82,6 @@ def _resolve_ns(target: str) -> str:
             raise NotFound(f"process {pid} does not exist", fix="check the PID")
         return str(path)
     raise UsageError(f"bad target {target!r}", fix="use netns:NAME, pid:PID or a container name")
-
-
-@dataclass(frozen=True)
-class AddrSpec:
-    """One ADDR of attach/detach/expose/hide: an explicit address, or a subnet to allocate from."""
-
-    kind: str                # "ip" | "net"
-    cidr: str | None         # "10.32.1.1/12" (ip), "10.32.5.0/24" (net) or None (net:default)
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.cidr or 'default'}"
-
-
-def parse_specs(addrs: list[str]) -> list[AddrSpec]:
-    """Weave's grammar: ``CIDR | ip:CIDR | net:CIDR | net:default``; UsageError naming the bad item."""
-    out = []
-    for a in addrs:
-        if not isinstance(a, str):
-            raise UsageError(f"address {a!r} is not a string")
-        if a.startswith("net:"):
-            sub = a[4:]
-            if sub == "default":
-                out.append(AddrSpec("net", None))
-                continue
-            try:
-                net = ipaddress.IPv4Network(sub, strict=False)
-            except ValueError as exc:
-                raise UsageError(f"bad subnet {a!r}", fix="use net:SUBNET/PREFIXLEN, e.g. net:10.32.5.0/24, "
-                                 "or net:default") from exc
-            if "/" not in sub:
-                raise UsageError(f"subnet {a!r} lacks a prefix length", fix="e.g. net:10.32.5.0/24")
-            if net.num_addresses < 4:
-                raise UsageError(f"subnet {net} in {a!r} has no address for a host",
-                                 fix="ask for a subnet of /30 or larger")
-            out.append(AddrSpec("net", str(net)))
-            continue
-        cidr = a[3:] if a.startswith("ip:") else a
-        if "/" not in cidr:
-            raise UsageError(f"address {a!r} lacks a prefix length", fix="e.g. 10.32.1.1/12")
-        try:
-            iface = ipaddress.IPv4Interface(cidr)
-        except ValueError as exc:
-            raise UsageError(f"bad address {a!r}", fix="use [ip:]ADDRESS/PREFIXLEN, e.g. 10.32.1.1/12") from exc
-        out.append(AddrSpec("ip", str(iface)))
-    return out
-
-
-def parse_addresses(addrs: list[str]) -> list[str]:
-    """CIDRs from explicit ``[ip:]CIDR`` items only (``net:`` forms need IPAM: UsageError)."""
-    specs = parse_specs(addrs)
-    nets = [s for s in specs if s.kind == "net"]
-    if nets:
-        raise UsageError(f"{nets[0]}: allocation from a subnet needs IPAM, which is off in this router",
-                         fix="give an explicit CIDR, e.g. 10.32.1.1/12, or launch with an --ipalloc-range")
-    return [str(s.cidr) for s in specs]
 
 
 def _check_ident(ident: Any) -> str | None:
@@ -279,7 +224,7 @@ class Containers:
                                  fix="give an explicit CIDR, e.g. weave-fdp attach 10.32.1.1/12 netns:web1")
             specs = [AddrSpec("net", None)]
         if self.ipam is None:
-            return parse_addresses([str(s.cidr) if s.kind == "ip" else str(s) for s in specs]), []
+            return explicit_cidrs([str(s.cidr) if s.kind == "ip" else str(s) for s in specs]), []
         before = set(self.ipam.alloc.owned_by(ident))
         cidrs: list[str] = []
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp.errors import NotFound, UsageError
-from weave_fdp.router.containers import AddrSpec, parse_specs
+from weave_fdp.addresses import AddrSpec, parse_specs
 
 log = logging.getLogger(__name__)
 

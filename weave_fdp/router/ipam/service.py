@@ -171,11 +171,13 @@ class IpamService:
                 pass
 
     def subnet(self, cidr: str | None) -> Range:
+        """The subnet an allocation asks for (the rules of every attach: weave_fdp/addresses.py)."""
+        from weave_fdp.addresses import subnet
         from weave_fdp.router.ipam.addr import net_range, parse_cidr
 
         if cidr in (None, "", "default"):
             return self.default_subnet
-        return net_range(parse_cidr(str(cidr), "subnet"))
+        return net_range(parse_cidr(subnet(cidr), "subnet"))
 
     async def allocate(self, ident: str, subnet: Range, timeout: float = DEFAULT_WAIT_S) -> str:
         """``ident``'s address in ``subnet`` as a CIDR with the subnet's prefix length."""
@@ -289,13 +291,11 @@ def register_ops(api: Any, svc: IpamService, wrap: Callable[[Any], Any] = lambda
         return {"container_id": ident, "cidr": cidr}
 
     async def ipam_claim(args: dict[str, Any]) -> dict[str, Any]:
-        from weave_fdp.router.ipam.addr import parse_cidr
+        from weave_fdp.addresses import host_cidr
 
         ident = _ident(args)
         text = args.get("cidr")
-        if not isinstance(text, str) or "/" not in text:
-            raise UsageError(f"cidr {text!r} is not ADDRESS/PREFIXLEN", fix="e.g. 10.32.1.1/12")
-        parse_cidr(text, "cidr")
+        host_cidr(text, what="cidr")   # the rules of every attach
         managed = await svc.claim(ident, ip_int(text.split("/")[0]), _timeout(args))
         return {"container_id": ident, "cidr": text, "managed": managed}
 
