@@ -174,6 +174,36 @@ def test_flow_counters_are_exact(path: str) -> None:
         assert sum(f["packets"] for f in got) == PINGS, got
         assert sum(f["bytes"] for f in got) == PINGS * FRAME, got
         assert {f["path"] for f in got} == {path}, got
+        check_top_op(lab, src, dst)
     finally:
         lab.down()
         assert not lab_namespaces(lab.prefix)
+
+
+def top_op(lab: Lab, i: int, **args: object) -> dict:
+    """The router API's ``top`` op, called from host ``i`` (what the dashboard asks each second)."""
+    code = ("import json, sys; from weave_fdp.router.client import RouterClient; "
+            "print(json.dumps(RouterClient().call('top', **json.loads(sys.argv[1]))))")
+    return json.loads(lab.exec(i, [sys.executable, "-c", code, json.dumps(args)]).stdout)
+
+
+def check_top_op(lab: Lab, src: str, dst: str) -> None:
+    """``top`` sends every row first, then only the rows changed since its last answer."""
+    def ours(ans: dict) -> list[dict]:
+        return [f for f in ans["datapath"]["flows"] if f["src_ip"] == src and f["dst_ip"] == dst]
+
+    full = top_op(lab, 1, since=None)
+    assert ours(full) and full["datapath"]["flows_total"] == len(full["datapath"]["flows"]), full["datapath"]
+    packets = sum(f["packets"] for f in ours(full))
+    time.sleep(1.5)                               # the ping flow is idle now
+    idle = top_op(lab, 1, since=full["as_of"] + 1.0, limit=0)
+    assert ours(idle) == [], idle["datapath"]["flows"]
+    assert idle["datapath"]["flows_total"] >= len(ours(full))
+    lab.exec_container(1, 1, ["ping", "-c", "1", "-W", "2", "-s", str(PAYLOAD), dst])
+    deadline = time.monotonic() + 5
+    while True:
+        changed = top_op(lab, 1, since=idle["as_of"], limit=0)
+        if sum(f["packets"] for f in ours(changed)) > packets or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert sum(f["packets"] for f in ours(changed)) == packets + 1, changed["datapath"]["flows"]

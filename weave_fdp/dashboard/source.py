@@ -1,6 +1,7 @@
 """Where reports come from: the local router's API, or a recorded file (replay).
 
-Both return the ``report`` dict exactly as ``weave-fdp report --json`` prints it.
+Both return the ``report`` dict exactly as ``weave-fdp report --json`` prints it
+(the router source asks for changed flows only and keeps the table itself).
 A replay file holds one report, a JSON array of reports, or JSON lines (one
 report per line, as ``top --json`` does not write but ``report --json`` loops
 can); it is replayed in a loop, one report per fetch.
@@ -9,9 +10,11 @@ can); it is replayed in a loop, one report per fetch.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from weave_fdp.dashboard.flow_cache import FlowCache
 from weave_fdp.errors import NotFound, RouterNotRunning, UsageError
 
 START_HINT = "start it with `weave-fdp launch` (or `weave-fdp lab up` for a lab)"
@@ -25,20 +28,34 @@ class ReportSource(Protocol):
 
 
 class RouterSource:
-    """The router of this host's network namespace, through its local API."""
+    """The router of this host's network namespace, through its local API.
+
+    It asks with the ``top`` op (only the changed flow rows, folded into a copy of
+    the table: dashboard/flow_cache.py); a router older than that op gets ``report``
+    (the whole table each time), as before.
+    """
 
     label = "router"
 
-    def __init__(self) -> None:
-        try:
-            from weave_fdp.router.client import RouterClient
-        except ImportError as exc:  # the router package is not built yet in this tree
-            raise RouterNotRunning("no router API client in this install", fix=START_HINT) from exc
+    def __init__(self, client: Any = None, clock: Any = time.monotonic) -> None:
+        from weave_fdp.router.client import RouterClient
+
         # A short timeout: a wedged router shows as an error in the header, not a frozen screen.
-        self._client = RouterClient(timeout=5.0)
+        self._client = client or RouterClient(timeout=5.0)
+        self._clock = clock
+        self._cache = FlowCache()
+        self.deltas = True    # False once the router said it has no "top" op
 
     def fetch(self) -> Any:
         try:
+            if self.deltas:
+                try:
+                    asked = self._cache.request(self._clock())
+                    return self._cache.merge(self._client.call("top", **asked), asked, self._clock())
+                except UsageError as exc:
+                    if not exc.message.startswith("unknown API op"):
+                        raise
+                    self.deltas = False   # an older router: the full report from now on
             return self._client.call("report")
         except RouterNotRunning as exc:
             if exc.fix:

@@ -19,6 +19,7 @@ from typing import Any
 from weave_fdp import __version__, paths
 from weave_fdp.errors import FdpError, NotFound, RouterNotRunning, UsageError
 from weave_fdp.router import connection_rows as rows
+from weave_fdp.router import flow_delta
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.config import RouterConfig, format_address, parse_peer_address
 from weave_fdp.router.mesh.admission import source_of
@@ -257,8 +258,8 @@ class Router:
     # ------------------------------------------------------------ API ops
 
     def _register_ops(self) -> None:
-        ops = {"report": self._op_report, "connect": self._op_connect, "forget": self._op_forget,
-               "stop": self._op_stop}
+        ops = {"report": self._op_report, "top": self._op_top, "connect": self._op_connect,
+               "forget": self._op_forget, "stop": self._op_stop}
         if self.ipam is None:
             ops["rmpeer"] = ops["prime"] = self._op_no_ipam
         for op, fn in ops.items():
@@ -315,6 +316,12 @@ class Router:
 
     async def _op_report(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.report()
+
+    async def _op_top(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The report with the changed and top-N flows only (router/flow_delta.py)."""
+        since, limit = flow_delta.check_args(args)
+        as_of = time.time()
+        return flow_delta.top_report(self.report(), as_of, since, limit)
 
     # ------------------------------------------------------------ report
 
