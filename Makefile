@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench fuzz chaos soak lint clean vm-box vm-up vm-check vm-test vm-down
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -11,9 +11,10 @@ install:
 demo: install
 	@$(VENV)/bin/weave-fdp lab demo
 
-# every tier but the VM lab and Podman; of the chaos tier only its short scenarios (chaos_short)
+# every pytest tier but Podman and IPAM's extra labs; of the chaos tier only its short scenarios
+# (chaos_short). The multi-VM lab is no pytest tier: make vm-test (vagrant/check.sh).
 test: install
-	@$(PYTEST) tests -m "not lab and not podman and not ipam_modes and (not chaos or chaos_short)" $(PYTEST_ARGS)
+	@$(PYTEST) tests -m "not podman and not ipam_modes and (not chaos or chaos_short)" $(PYTEST_ARGS)
 
 test-unit: install
 	@$(PYTEST) tests -m unit $(PYTEST_ARGS)
@@ -23,6 +24,10 @@ test-bpf: install
 
 test-netns: install
 	@$(PYTEST) tests -m netns $(PYTEST_ARGS)
+
+# all of IPAM's netns tests: also the observer, seed and cloned-name labs make test leaves out
+test-ipam: install
+	@$(PYTEST) tests/netns/test_ipam.py $(PYTEST_ARGS)
 
 # coverage-guided fuzzing of every decoder of network and disk input: FUZZ_SECONDS per target
 # (default 30), crashes saved under tests/fuzz_regressions/ (make test replays them)

@@ -3,8 +3,9 @@
 unit  - pure logic, no privileges
 bpf   - BPF programs run on crafted packets (root + bcc)
 netns - real hosts in network namespaces (root + iproute2)
-lab   - multi-VM lab (Vagrant); not part of `make test`
 chaos - fault injection over labs of routers (root); `make chaos`, only `chaos_short` ones in `make test`
+
+The multi-VM lab (Vagrant) is no pytest tier: `make vm-test` runs vagrant/check.sh.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _has_bcc() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.fspath)
-        for tier in ("unit", "bpf", "netns", "lab", "chaos"):
+        for tier in ("unit", "bpf", "netns", "chaos"):
             # (not `tier in item.keywords`: the folder name alone puts it there, without the marker)
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path and item.get_closest_marker(tier) is None:
                 item.add_marker(getattr(pytest.mark, tier))

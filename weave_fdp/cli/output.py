@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -57,3 +58,20 @@ def host_matrix(n: int, title: str, label: Callable[[int], str], cell: Callable[
     for i in range(1, n + 1):
         t.add_row(label(i), *(diagonal if i == j else cell(i, j) for j in range(1, n + 1)))
     return t
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_interruptible(fn: Callable[[], Any], torn_down: str) -> Any:
+    """``fn()`` for a long run that builds labs (benchmarks): a kill (SIGTERM) tears down
+    like Ctrl-C; either prints ``interrupted: <torn_down>`` and exits 130."""
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        err_console().print(f"interrupted: {torn_down}", markup=False)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)

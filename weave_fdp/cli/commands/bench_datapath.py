@@ -6,22 +6,17 @@ A subcommand of the ``bench`` group (bench.py adds it; no top-level command of i
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 import click
 from rich.table import Table
 
-from weave_fdp.cli.output import console, err_console, json_option, print_json
+from weave_fdp.cli.output import console, err_console, json_option, print_json, run_interruptible
 from weave_fdp.errors import UsageError
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 @click.command("datapath")
@@ -60,14 +55,7 @@ def datapath_cmd(rounds: int, seconds: float, paths: str, tests: str, markdown: 
     else:
         opts = datapath.Options(rounds=rounds, seconds=seconds, paths=_csv(paths), tests=_csv(tests))
         echo = None if as_json else (lambda s: err_console().print(s, markup=False))
-        old = signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill tears down like Ctrl-C
-        try:
-            res = datapath.run(opts, echo=echo)
-        except KeyboardInterrupt:
-            err_console().print("interrupted: every lab of this run was torn down", markup=False)
-            raise SystemExit(130) from None
-        finally:
-            signal.signal(signal.SIGTERM, old)
+        res = run_interruptible(lambda: datapath.run(opts, echo=echo), "every lab of this run was torn down")
     if save:
         with open(save, "w") as f:
             json.dump(res, f, indent=2, sort_keys=True)

@@ -5,16 +5,9 @@ A subcommand of the ``bench`` group (bench.py adds it; no top-level command of i
 
 from __future__ import annotations
 
-import signal
-from typing import Any
-
 import click
 
-from weave_fdp.cli.output import err_console, json_option, print_json
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+from weave_fdp.cli.output import err_console, json_option, print_json, run_interruptible
 
 
 @click.command("dns")
@@ -40,14 +33,8 @@ def dns_cmd(names: int, rounds: int, seconds: float, attaches: int, as_json: boo
     from weave_fdp.bench import dns
 
     echo = None if as_json else (lambda s: err_console().print(s, markup=False))
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        res = dns.run(dns.Options(names=names, rounds=rounds, seconds=seconds, attaches=attaches), echo=echo)
-    except KeyboardInterrupt:
-        err_console().print("interrupted: the lab of this run was torn down", markup=False)
-        raise SystemExit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    opts = dns.Options(names=names, rounds=rounds, seconds=seconds, attaches=attaches)
+    res = run_interruptible(lambda: dns.run(opts, echo=echo), "the lab of this run was torn down")
     if as_json:
         print_json(res)
         return
