@@ -8,6 +8,7 @@ import asyncio
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -182,17 +183,20 @@ def test_stop_ends_the_threads_and_closes_every_socket(tmp_path: Path) -> None:
         recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
         port = free_port()
         before_fds, before_threads = open_fds(), set(threading.enumerate())
+        switch = sys.getswitchinterval()
         for _ in range(2):                                   # start, stop, start again on the same port
             srv = DnsServer(Responder(recs), Upstream(path=str(tmp_path / "none")), "127.0.0.1", port,
                             limiter=SourceLimiter(rate=0), udp_threads=2)
             await srv.start()
             threads = srv.threads()
             assert len(threads) == 2 and all(t.daemon for t in threads)
+            assert sys.getswitchinterval() <= 0.0005
             ok = DNSRecord.parse(await udp_ask(port, DNSRecord.question("web.weave.local").pack()))
             assert str(ok.rr[0].rdata) == "10.32.0.1"
             await srv.stop()
             assert srv.threads() == [] and not any(t.is_alive() for t in threads)
             await srv.stop()                                  # idempotent
+        assert sys.getswitchinterval() == switch                   # put back
         assert set(threading.enumerate()) - before_threads <= {t for t in threading.enumerate()
                                                               if t.name.startswith("asyncio")}
         assert open_fds() - before_fds == set()

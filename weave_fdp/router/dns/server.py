@@ -47,6 +47,28 @@ UDP_THREADS = 1            # UDP server threads (each with its own SO_REUSEPORT 
 SWITCH_INTERVAL_S = 0.0005
 
 
+class _SwitchInterval:
+    """The process-wide GIL switch interval, lowered while any server runs (counted: a
+    process may run several, as tests do) and put back when the last one stops."""
+
+    users = 0
+    saved: float | None = None
+
+    @classmethod
+    def acquire(cls) -> None:
+        cls.users += 1
+        if cls.users == 1 and sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            cls.saved = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+    @classmethod
+    def release(cls) -> None:
+        cls.users = max(0, cls.users - 1)
+        if cls.users == 0 and cls.saved is not None:
+            sys.setswitchinterval(cls.saved)
+            cls.saved = None
+
+
 def _socket(kind: int, host: str, port: int, device: str | None, reuseport: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, kind)
@@ -84,7 +106,7 @@ class DnsServer:
         self._retired: list[UdpThread] = []  # stopped threads: their counts still add up in stats()
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._switch: float | None = None
+        self._switch = False            # holds _SwitchInterval
         self.tcp_clients = 0
         self.forwards = 0
         self.counts = {"udp": 0, "tcp": 0, "servfail": 0, "send_dropped": 0}
@@ -108,9 +130,8 @@ class DnsServer:
             for s in socks:
                 s.close()
             raise
-        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            self._switch = sys.getswitchinterval()
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        _SwitchInterval.acquire()
+        self._switch = True
         for i, s in enumerate(socks):
             t = UdpThread(s, self.responder.fork(), self.limiter.copy(), answer=self._answer,
                           forward=self._hand_over, log=self._log, clock=self.clock, name=f"dns-udp-{i}")
@@ -123,9 +144,9 @@ class DnsServer:
         if threads:
             await asyncio.to_thread(lambda: [t.stop() for t in threads])
             self._retired += threads
-        if self._switch is not None:
-            sys.setswitchinterval(self._switch)
-            self._switch = None
+        if self._switch:
+            _SwitchInterval.release()
+            self._switch = False
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
