@@ -9,7 +9,9 @@
  *                                      source-not-fastdp, sealed-peer)
  *
  *   dst_peer == this peer   -> learn src MAC, deliver: redirect_peer into the
- *                              container's ethwe, or one clone per local port
+ *                              container's ethwe (the host's own port, the weave
+ *                              bridge: redirect to its ingress), or one clone per
+ *                              local port
  *   dst_peer == src_peer    -> flood: on along src_peer's broadcast tree and
  *                              one clone per local port
  *   any other dst_peer      -> relay: new tunnel key toward the next hop,
@@ -123,10 +125,10 @@ int fdp_from_tunnel(struct __sk_buff *skb)
 	if (!dst || !(dst->flags & FDP_MAC_LOCAL) || dst->ifindex == 0)
 		goto flood_local;  /* unknown here: every local container gets a copy */
 	fdp_flow_account(&key, len, FDP_PATH_RX, src_peer);
-	return fdp_redirect_peer(dst->ifindex);
+	return fdp_deliver_local(cfg, dst);
 
 flood_local:
-	fdp_flood_local(skb);
+	fdp_flood_local(skb, cfg);
 	fdp_flow_account(&key, len, FDP_PATH_FLOOD, src_peer);
 	/* every copy has gone out as a clone; the original ends here */
 	return TC_ACT_SHOT;

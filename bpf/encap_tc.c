@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
 /*
  * encap_tc.c - tc ingress of every host-side container veth (vethwepl*):
- * frames a local container sends.
+ * frames a local container sends; and tc egress of the weave bridge: frames the
+ * host itself sends on the weave network (the host's own port, whose MAC and
+ * addresses are in fdp_macs/fdp_port_addrs like a container's; skb->ifindex is
+ * the bridge's there). TC_ACT_OK at the bridge hands the frame to the bridge,
+ * which switches it to local containers and the sleeve's port.
  *
  *   source MAC, IPv4 or ARP sender not the container's own
  *                                     -> drop (spoofed-mac/-ip/-arp, lib/guard.h)

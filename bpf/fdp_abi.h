@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 4
+#define FDP_ABI_VERSION 5
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
@@ -171,6 +171,9 @@ struct fdp_config {
 	__u16 flags;          /* FDP_CONFIG_READY once everything below is valid */
 	__u32 vxlan_ifindex;  /* the collect_md VXLAN device */
 	__u32 mtu;            /* overlay MTU, bytes (informational) */
+	__u32 host_ifindex;   /* the weave bridge: the host's own port (0: none). fdp_from_container
+	                       * runs at its tc egress (frames the host sends); frames for it are
+	                       * delivered with bpf_redirect(BPF_F_INGRESS), never redirect_peer */
 };
 #define FDP_CONFIG_READY 1
 #define FDP_CONFIG_DIRECT 2   /* direct path on: encapsulate/strip in tc, bypass the VXLAN device */
@@ -184,7 +187,7 @@ struct fdp_mac_entry {
 	__u16 peer;           /* short ID of the peer that has the MAC */
 	__u8 flags;           /* enum fdp_mac_flags */
 	__u8 pad;
-	__u32 ifindex;        /* host-side veth when FDP_MAC_LOCAL */
+	__u32 ifindex;        /* host-side veth when FDP_MAC_LOCAL (the bridge: the host's own port) */
 	__u64 updated_ns;     /* last seen as a source (learned entries): CLOCK_MONOTONIC ns, tick
 	                       * resolution (bpf_ktime_get_coarse_ns), refreshed every FDP_MAC_REFRESH_NS */
 };
@@ -211,7 +214,8 @@ struct fdp_bcast {
 	struct fdp_hop hops[FDP_MAX_BCAST_HOPS];
 };
 
-/* fdp_ports[0]: host-side veths of local containers (flood targets). */
+/* fdp_ports[0]: host-side veths of local containers (flood targets; the host's own
+ * port, fdp_config.host_ifindex, gets its copy apart). */
 struct fdp_ports {
 	__u32 count;
 	__u32 ifindex[FDP_MAX_LOCAL_PORTS];
@@ -235,6 +239,8 @@ struct fdp_underlay {
  * from (Cilium's lxc source checks): its ethwe MAC as the Ethernet source of
  * every frame and the ARP sender MAC; for IPv4 one of ips[] as the source, and
  * for ARP one of them (or 0.0.0.0: RFC 5227 probes) as the sender address.
+ * The host's own port (the weave bridge) has an entry too: the bridge's MAC and
+ * IPv4 addresses (those of expose, weaveDNS's).
  */
 struct fdp_port_addrs {
 	__u8 mac[6];
@@ -293,6 +299,8 @@ enum fdp_test_kind {
 	FDP_EV_REDIRECT_PEER = 3, /* bpf_redirect_peer(ifindex, 0) */
 	FDP_EV_CLONE = 4,         /* bpf_clone_redirect(ifindex, 0) */
 	FDP_EV_REDIRECT_NEIGH = 5,/* bpf_redirect_neigh(ifindex, {AF_INET, ip}) */
+	FDP_EV_REDIRECT_INGRESS = 6, /* bpf_redirect(ifindex, BPF_F_INGRESS): up the host's stack */
+	FDP_EV_CLONE_INGRESS = 7, /* bpf_clone_redirect(ifindex, BPF_F_INGRESS) */
 };
 struct fdp_test_event {
 	__u32 kind;           /* enum fdp_test_kind; in slot 0: the event count */

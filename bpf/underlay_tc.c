@@ -7,7 +7,8 @@
  *
  *   UDP 6784, VXLAN, VNI src=a known peer, dst=this peer, inner unicast IPv4
  *   to a local container              -> strip, learn, count, bpf_redirect_peer
- *                                        into the container's ethwe
+ *                                        into the container's ethwe (to the
+ *                                        host's own port: up its stack)
  *   UDP 6784 that is no VXLAN        -> drop (bad-vxlan)
  *   UDP 6784 from a stranger          -> drop (unknown-source): no neighbour has
  *                                        that outer address
@@ -109,5 +110,5 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	fdp_peer_rx(src_peer, len);
 	fdp_learn(key.src_mac, src_peer);
 	fdp_flow_account(&key, len, FDP_PATH_RX, src_peer);
-	return fdp_redirect_peer(dst->ifindex);
+	return fdp_deliver_local(cfg, dst);
 }

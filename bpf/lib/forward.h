@@ -119,8 +119,9 @@ static __always_inline void fdp_flood_tunnel(struct __sk_buff *skb, struct fdp_c
 	}
 }
 
-/* One copy to every local container (host-side veth egress = into ethwe). */
-static __always_inline void fdp_flood_local(struct __sk_buff *skb)
+/* One copy to every local container (host-side veth egress = into ethwe), and
+ * one up the host's stack when the host has its port (fdp_config.host_ifindex). */
+static __always_inline void fdp_flood_local(struct __sk_buff *skb, const struct fdp_config *cfg)
 {
 	u32 zero = 0;
 	struct fdp_ports *ports = fdp_ports.lookup(&zero);
@@ -141,6 +142,20 @@ static __always_inline void fdp_flood_local(struct __sk_buff *skb)
 		if (fdp_clone(skb, ifindex) < 0)
 			fdp_count_event(FDP_DROP_CLONE);
 	}
+	if (cfg->host_ifindex && fdp_clone_ingress(skb, cfg->host_ifindex) < 0)
+		fdp_count_event(FDP_DROP_CLONE);
+}
+
+/*
+ * Hand a unicast frame to the local port behind @dst (an fdp_macs entry): straight
+ * into a container's ethwe (redirect_peer), or up the host's stack when it is the
+ * host's own port (the weave bridge).
+ */
+static __always_inline int fdp_deliver_local(const struct fdp_config *cfg, const struct fdp_mac_entry *dst)
+{
+	if (dst->ifindex == cfg->host_ifindex)
+		return fdp_redirect_ingress(dst->ifindex);
+	return fdp_redirect_peer(dst->ifindex);
 }
 
 /*

@@ -88,6 +88,18 @@ static __always_inline int fdp_redirect_neigh(__u32 ifindex, __u32 gw_be)
 	return TC_ACT_REDIRECT;
 }
 
+static __always_inline int fdp_redirect_ingress(__u32 ifindex)
+{
+	fdp_test_record(FDP_EV_REDIRECT_INGRESS, 0, 0, ifindex);
+	return TC_ACT_REDIRECT;
+}
+
+static __always_inline int fdp_clone_ingress(struct __sk_buff *skb, __u32 ifindex)
+{
+	fdp_test_record(FDP_EV_CLONE_INGRESS, 0, 0, ifindex);
+	return 0;
+}
+
 #else /* production */
 
 static __always_inline int fdp_get_tunnel(struct __sk_buff *skb, __u32 *vni, __u32 *remote_be)
@@ -128,6 +140,21 @@ static __always_inline int fdp_redirect_peer(__u32 ifindex)
 static __always_inline int fdp_clone(struct __sk_buff *skb, __u32 ifindex)
 {
 	return bpf_clone_redirect(skb, ifindex, 0);
+}
+
+/*
+ * Up the host's stack as if received on @ifindex (the weave bridge, the host's
+ * own port): a bridge has no peer to redirect into, and a plain redirect would
+ * transmit on it, i.e. flood the frame to every port of the bridge.
+ */
+static __always_inline int fdp_redirect_ingress(__u32 ifindex)
+{
+	return bpf_redirect(ifindex, BPF_F_INGRESS);
+}
+
+static __always_inline int fdp_clone_ingress(struct __sk_buff *skb, __u32 ifindex)
+{
+	return bpf_clone_redirect(skb, ifindex, BPF_F_INGRESS);
 }
 
 /*

@@ -15,7 +15,7 @@ from weave_fdp.router.overlay.fastdp import FastdpOverlay
 def overlay(monkeypatch) -> FastdpOverlay:
     ov = FastdpOverlay(RouterConfig())
     ov.host = SimpleNamespace(dp=object(), ports={}, underlay_devs=set(), mesh=None, netns=None, mtu=1450,
-                              mac_ageing_s=300.0,
+                              mac_ageing_s=300.0, sync_host_port=lambda: False,
                               pin_dir="/tmp/none")
     monkeypatch.setattr(ov, "_apply_now", lambda: None)
     monkeypatch.setattr(watchdog, "prune_ports", lambda host: [])

@@ -84,3 +84,36 @@ def test_neighbours_are_keyed_by_address_with_mode_and_sealing() -> None:
     with pytest.raises(DatapathError):
         build_plan(local="a", short_ids={"a": 1, "b": 2}, unicast={}, broadcast={},
                    hop_ips={"b": "192.0.2.2"}, modes={"b": "warp"})
+
+
+def test_host_port_is_the_bridge_mac_and_its_ipv4_addresses() -> None:
+    from weave_fdp.datapath.plan import MAX_PORT_IPS, host_port
+
+    h = host_port("weave", "02:AA:00:00:00:BE", ["169.254.53.53/32", "10.32.0.100/12", "fe80::1/64",
+                                                  "10.32.0.9/12"])
+    assert (h.ifname, h.mac, h.ips) == ("weave", "02:aa:00:00:00:be", ("10.32.0.9", "10.32.0.100", "169.254.53.53"))
+    many = host_port("weave", "02:aa:00:00:00:be", [f"10.32.0.{i}/12" for i in range(20, 10, -1)])
+    assert many.ips == tuple(f"10.32.0.{i}" for i in range(11, 11 + MAX_PORT_IPS))   # the lowest kept
+
+
+def test_host_port_is_planned_and_its_mac_kept_local() -> None:
+    from weave_fdp.datapath.plan import host_port
+
+    h = host_port("weave", "02:aa:00:00:00:be", ["10.32.0.100/12"])
+    p = build_plan(**LINE, host=h)
+    assert p.host == h and [x.ifname for x in p.ports] == ["vethwepl1"]
+    d = diff_macs({"02:aa:00:00:00:be": (2, True), "02:aa:00:00:00:01": (2, True)}, p)
+    assert d.delete == [] and d.upsert == {"02:aa:00:00:00:01": "vethwepl1", "02:aa:00:00:00:be": "weave"}
+    gone = diff_macs({"02:aa:00:00:00:be": (2, True)}, build_plan(**LINE))   # the router stopped: it leaves
+    assert gone.delete == ["02:aa:00:00:00:be"]
+
+
+def test_one_port_is_the_hosts_so_containers_are_one_fewer() -> None:
+    from weave_fdp.datapath.plan import MAX_CONTAINERS, MAX_LOCAL_PORTS, local_ports
+    from weave_fdp.errors import CapacityFull
+
+    assert MAX_CONTAINERS == MAX_LOCAL_PORTS - 1
+    ports = {f"vethwepl{i}": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(MAX_CONTAINERS + 1)}
+    assert len(local_ports(dict(list(ports.items())[:MAX_CONTAINERS]), {})) == MAX_CONTAINERS
+    with pytest.raises(CapacityFull, match=f"at most {MAX_CONTAINERS}"):
+        local_ports(ports, {})

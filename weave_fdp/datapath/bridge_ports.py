@@ -9,7 +9,7 @@ port, so attaching is just the veth pair and the addresses.
 from __future__ import annotations
 
 from weave_fdp.datapath.plan import overlay_mtu
-from weave_fdp.plumbing import container_link, weave_bridge
+from weave_fdp.plumbing import container_link, tc, weave_bridge
 from weave_fdp.plumbing.links import NetnsRef
 
 
@@ -24,6 +24,10 @@ class BridgePorts:
         if self.mtu is None:
             self.mtu = overlay_mtu(weave_bridge.underlay_mtu(netns=self.netns))
         weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
+        # a fastdp router ran here before: its program on the bridge (the host's port) would
+        # steer the host's frames by maps nobody updates now
+        tc.detach_filter(weave_bridge.BRIDGE, prio=weave_bridge.HOST_TC_PRIO, handle=weave_bridge.HOST_TC_HANDLE,
+                         direction="egress", netns=self.netns)
 
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
                ifname: str = container_link.CONTAINER_IFNAME) -> container_link.ContainerLink:

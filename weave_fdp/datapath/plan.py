@@ -21,6 +21,7 @@ MAX_SHORT_ID = abi.SHORT_ID_MASK
 MAX_BCAST_HOPS = abi.MAX_BCAST_HOPS
 MAX_LOCAL_PORTS = abi.MAX_LOCAL_PORTS
 MAX_PORT_IPS = abi.MAX_PORT_IPS
+MAX_CONTAINERS = MAX_LOCAL_PORTS - 1   # fdp_port_addrs holds the host's own port too
 
 
 def overlay_mtu(underlay_mtu: int) -> int:
@@ -98,6 +99,7 @@ class DatapathPlan:
     ports: tuple[LocalPort, ...] = ()
     names: Mapping[int, str] = field(default_factory=dict)   # short ID -> peer name (reports)
     neighbours: Mapping[str, Neighbour] = field(default_factory=dict)   # underlay IPv4 -> neighbour
+    host: LocalPort | None = None   # the host's own port: the weave bridge (its MAC, its IPv4s)
 
 
 def _check_short(name: str, sid: int) -> int:
@@ -125,7 +127,8 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
                modes: Mapping[str, str], ports: Mapping[str, str] | None = None,
                mtu: int = 1450, sealed: Collection[str] = (), xfrm: Collection[str] = (),
                receive: Mapping[str, str] | None = None,
-               port_ips: Mapping[str, Collection[str]] | None = None) -> DatapathPlan:
+               port_ips: Mapping[str, Collection[str]] | None = None,
+               host: LocalPort | None = None) -> DatapathPlan:
     """The plan for peer ``local``.
 
     ``short_ids``: peer name -> short ID (local included); ``unicast``: destination
@@ -140,6 +143,7 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
     it there: the two ends of a connection do not switch at the same instant).
     Every neighbour in ``hop_ips`` is an address frames may come from (``neighbours``);
     two neighbours claiming one address leave it to the lower short ID.
+    ``host``: the host's own port on the weave bridge (see :func:`host_port`).
     Peers without a route, or whose next hop has no address, are left out (their
     frames are dropped as unknown until a route exists).
     """
@@ -182,7 +186,7 @@ def build_plan(*, local: str, short_ids: Mapping[str, int], unicast: Mapping[str
         if mode not in MODES:
             raise DatapathError(f"unknown mode {mode!r} for the connection to {hop}")
         neighbours.setdefault(ip, Neighbour(short_ids[hop], ip, mode, hop in sealed, hop in xfrm))
-    return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names, neighbours)
+    return DatapathPlan(local_sid, mtu, peers, bcast, port_list, names, neighbours, host)
 
 
 def local_ports(ports: Mapping[str, str], port_ips: Mapping[str, Collection[str]]) -> tuple[LocalPort, ...]:
@@ -201,10 +205,24 @@ def local_ports(ports: Mapping[str, str], port_ips: Mapping[str, Collection[str]
             raise CapacityFull(f"the container on {ifname} has {len(ips)} IPv4 addresses; fastdp allows "
                                 f"at most {MAX_PORT_IPS} per container", fix="detach some of them")
         out.append(LocalPort(ifname, _mac(mac), tuple(ips)))
-    if len(out) > MAX_LOCAL_PORTS:
-        raise CapacityFull(f"{len(out)} containers on this host; fastdp carries at most {MAX_LOCAL_PORTS}",
+    if len(out) > MAX_CONTAINERS:
+        raise CapacityFull(f"{len(out)} containers on this host; fastdp carries at most {MAX_CONTAINERS}",
                            fix="detach a container first")
     return tuple(out)
+
+
+def host_port(ifname: str, mac: str, ips: Collection[str]) -> LocalPort:
+    """The host's own port: the weave bridge ``ifname`` with its MAC and IPv4 addresses (the
+    exposed ones, weaveDNS's), the only ones the host may send from on the weave network
+    with fastdp. More than MAX_PORT_IPS: the lowest are kept (``expose`` refuses more)."""
+    v4 = set()
+    for a in ips:
+        try:
+            v4.add(ipaddress.IPv4Interface(a).ip)
+        except ValueError:
+            continue   # IPv6 (the bridge's link-local): the guard checks the MAC alone there
+    kept = [str(a) for a in sorted(v4)]
+    return LocalPort(ifname, _mac(mac), tuple(kept[:MAX_PORT_IPS]))
 
 
 @dataclass(frozen=True)
@@ -240,6 +258,8 @@ def diff_macs(current: Mapping[str, tuple[int, bool]], plan: DatapathPlan) -> Ma
     peer is in the plan (a peer that left takes its MACs with it).
     """
     want = {p.mac: p.ifname for p in plan.ports}
+    if plan.host is not None:
+        want.setdefault(plan.host.mac, plan.host.ifname)
     delete = []
     for mac, (peer, is_local) in current.items():
         if is_local and mac not in want:

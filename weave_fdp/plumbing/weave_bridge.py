@@ -12,6 +12,9 @@ from weave_fdp.errors import NotFound
 from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, create_bridge, delete_link, set_mtu
 
 BRIDGE = "weave"
+# fastdp's filter at the bridge's tc egress (the host's own port): its priority and handle
+HOST_TC_PRIO = 1
+HOST_TC_HANDLE = 1
 
 
 def underlay_mtu(ifname: str | None = None, *, netns: NetnsRef = None) -> int:

@@ -111,8 +111,9 @@ class Router:
         if self.api.handler("attach") is None:
             await self._register_bridge_ports()
         from weave_fdp.router import expose
+        from weave_fdp.router.overlay.switch import fastdp_of
 
-        exposer = expose.register(self.api, self.ipam, self.state.dir)
+        exposer = expose.register(self.api, self.ipam, self.state.dir, datapath=fastdp_of(self.ctx))
         self.ctx.add_report_section("expose", exposer.report)
         self._overlays_started = True   # peers may have connected while overlays started:
         self._on_mesh()                 # give them the view they missed

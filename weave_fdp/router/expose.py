@@ -10,6 +10,11 @@ What was exposed is kept in ``expose.json`` in the state dir, so ``hide`` after 
 restart still knows what is ours (an address put on the bridge by hand is never touched).
 The FQDN of ``-h`` goes to weaveDNS through its ``dns-add`` op (as ``dns-add IP -h FQDN``;
 ``dns-remove`` on hide) when DNS runs, and is kept here either way.
+
+With fastdp the host is a port of the datapath (the weave bridge's egress runs the
+containers' program): it may send from the bridge's addresses only, so expose/hide tell
+fastdp (``datapath.host_addresses_changed``), and expose refuses more addresses than a
+port may hold.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from weave_fdp.errors import NotFound, UsageError
 from weave_fdp.addresses import AddrSpec, parse_specs
+from weave_fdp.errors import CapacityFull, NotFound, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,10 @@ STATE_FILE = "expose.json"
 
 
 class Expose:
-    def __init__(self, api: Any, ipam: Any, state_dir: Path) -> None:
+    def __init__(self, api: Any, ipam: Any, state_dir: Path, datapath: Any = None) -> None:
         self.api = api
         self.ipam = ipam
+        self.datapath = datapath   # fastdp's control (host_addresses_changed), None without fastdp
         self.file = Path(state_dir) / STATE_FILE
         self.state = self._load()
 
@@ -91,6 +97,7 @@ class Expose:
         if not await asyncio.to_thread(links.link_exists, "weave"):
             raise NotFound("the weave bridge does not exist on this host", fix="launch the router first")
         cidrs = await self._resolve(specs, float(args.get("timeout", 30.0)))
+        await self._check_room(cidrs)
         for c in cidrs:
             await asyncio.to_thread(links.add_address, "weave", c)
             if c not in self.state["cidrs"]:
@@ -99,6 +106,7 @@ class Expose:
             self.state["fqdn"] = fqdn.rstrip(".") + "."
         self._save()
         await self._apply()
+        await self._tell_datapath()
         dns = await self._dns("dns-add", cidrs) if fqdn else None
         return {"added": cidrs, "cidrs": list(self.state["cidrs"]), "fqdn": self.state["fqdn"], "dns": dns}
 
@@ -133,7 +141,38 @@ class Expose:
             self.state["fqdn"] = None
         self._save()
         await self._apply()
+        await self._tell_datapath()
         return {"removed": gone, "cidrs": list(self.state["cidrs"]), "dns": dns}
+
+    async def _check_room(self, cidrs: list[str]) -> None:
+        """With fastdp, the bridge's IPv4 addresses are what the host's port may send from:
+        at most MAX_PORT_IPS. Over that, nothing is added and what _resolve took is freed."""
+        from weave_fdp.datapath.plan import MAX_PORT_IPS
+        from weave_fdp.plumbing import links
+        from weave_fdp.router.ipam.addr import ip_int
+
+        if self.datapath is None:
+            return
+        have = {ipaddress.ip_interface(a).ip for a in await asyncio.to_thread(links.addresses, "weave")}
+        have = {a for a in have if a.version == 4}
+        total = have | {ipaddress.IPv4Interface(c).ip for c in cidrs}
+        if len(total) <= MAX_PORT_IPS:
+            return
+        if self.ipam is not None:
+            for c in cidrs:
+                if c not in self.state["cidrs"]:
+                    self.ipam.release(IDENT, ip_int(c.split("/")[0]))
+        raise CapacityFull(f"the weave bridge would have {len(total)} IPv4 addresses; with fastdp the host "
+                           f"may send from at most {MAX_PORT_IPS}",
+                           fix="hide some first (weave-fdp hide ADDR), or expose a wider subnet's one address")
+
+    async def _tell_datapath(self) -> None:
+        if self.datapath is None:
+            return
+        try:
+            await self.datapath.host_addresses_changed()
+        except Exception as exc:   # the watchdog's next round syncs the port again
+            log.warning("expose: fastdp did not take the bridge's addresses: %s", exc)
 
     async def _dns(self, op: str, cidrs: list[str]) -> str:
         """Tell weaveDNS the host's name (its ``dns-add``/``dns-remove`` ops, as `dns-add IP -h FQDN`)."""
@@ -151,8 +190,9 @@ class Expose:
         return {"cidrs": list(self.state["cidrs"]), "fqdn": self.state["fqdn"]}
 
 
-def register(api: Any, ipam: Any, state_dir: Path) -> Expose:
-    e = Expose(api, ipam, state_dir)
+def register(api: Any, ipam: Any, state_dir: Path, datapath: Any = None) -> Expose:
+    """``datapath``: fastdp's control when fastdp runs (the host is one of its ports)."""
+    e = Expose(api, ipam, state_dir, datapath)
     api.register("expose", e.expose)
     api.register("hide", e.hide)
     return e

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
@@ -124,6 +124,8 @@ class TestKind(IntEnum):
     REDIRECT_PEER = 3
     CLONE = 4
     REDIRECT_NEIGH = 5
+    REDIRECT_INGRESS = 6
+    CLONE_INGRESS = 7
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -131,7 +133,7 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 
 class Config(ctypes.Structure):
     _fields_ = [("abi_version", u32), ("local_peer", u16), ("flags", u16),
-                ("vxlan_ifindex", u32), ("mtu", u32)]
+                ("vxlan_ifindex", u32), ("mtu", u32), ("host_ifindex", u32)]
 
 
 class MacKey(ctypes.Structure):

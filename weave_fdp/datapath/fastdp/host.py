@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp.datapath.fastdp import abi, ageing
-from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, MAP_TYPES, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
-                                              UNDERLAY_TC_PRIO, VXLAN_IFNAME, FastDatapath)
+from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, HOST_TC_HANDLE, HOST_TC_PRIO, MAP_TYPES,
+                                              PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE, UNDERLAY_TC_PRIO, VXLAN_IFNAME,
+                                              FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
-from weave_fdp.datapath.plan import (DatapathPlan, MeshInputs, UnderlayRoute, build_plan, direct_hops, local_ports,
-                                     overlay_mtu)
-from weave_fdp.plumbing import container_link, tc, underlay_route, vxlan, weave_bridge
+from weave_fdp.datapath.plan import (DatapathPlan, LocalPort, MeshInputs, UnderlayRoute, build_plan, direct_hops,
+                                     host_port, local_ports, overlay_mtu)
+from weave_fdp.errors import NotFound
+from weave_fdp.plumbing import container_link, dns_link, links, tc, underlay_route, vxlan, weave_bridge
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,15 @@ class HostDatapath:
         self.port_ips: dict[str, tuple[str, ...]] = {}   # host veth -> the container's IPv4 addresses
         self.mesh: MeshInputs | None = None
         self.plan: DatapathPlan | None = None
+        self.bridge_port: LocalPort | None = None   # the host's own port (the weave bridge) as last applied
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self.mtu is None:
             self.mtu = overlay_mtu(weave_bridge.underlay_mtu(self.underlay_ifname, netns=self.netns))
         weave_bridge.ensure_bridge(self.mtu, netns=self.netns)
+        # the host's port names the bridge's MAC: fixed, or it would follow the smallest port MAC
+        dns_link.pin_bridge_mac(netns=self.netns)
         self.vxlan_ifindex = vxlan.ensure_vxlan(ifname=VXLAN_IFNAME, port=abi.VXLAN_PORT, netns=self.netns,
                                                 mtu=self.mtu)
         if self.pin_dir is not None and not (self.pin_dir / "fdp_config").exists():
@@ -83,6 +88,7 @@ class HostDatapath:
                                                            for i in range(min(a.count, abi.MAX_PORT_IPS)))
         for name in links:
             self.dp.attach_port(name, netns=self.netns)
+        self.dp.attach_host(weave_bridge.BRIDGE, netns=self.netns)
         if not self.direct:
             # a previous run had it on: its receive hooks go (the config flag follows in _apply)
             for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
@@ -94,6 +100,15 @@ class HostDatapath:
         if self.dp is not None:
             self.dp.close()
             self.dp = None
+
+    def release_host_port(self) -> None:
+        """Take the host off fastdp (the router stops): the bridge's program is detached and
+        its port leaves the maps; the containers' ports stay and keep forwarding."""
+        tc.detach_filter(weave_bridge.BRIDGE, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
+                         netns=self.netns)
+        self.bridge_port = None
+        if self.dp is not None:
+            self._apply(host=False)
 
     # ------------------------------------------------------------------ containers
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
@@ -155,19 +170,43 @@ class HostDatapath:
         self.mesh = mesh
         self._apply()
 
-    def _apply(self) -> None:
+    def _host_side(self) -> tuple[LocalPort, int] | None:
+        """The host's own port as the kernel has it now: the weave bridge's MAC and IPv4
+        addresses (expose's, weaveDNS's), and its index; None when the bridge is gone."""
+        try:
+            info = links.get_link(weave_bridge.BRIDGE, self.netns)
+        except NotFound:
+            return None
+        return host_port(weave_bridge.BRIDGE, str(info.mac), info.addresses), info.index
+
+    def sync_host_port(self) -> bool:
+        """Re-read the bridge's MAC and addresses (after expose/hide, weaveDNS pinning the MAC,
+        or a change by hand) and apply them when they changed; True when they had."""
+        if self.dp is None or self.bridge_port is None:
+            return False
+        side = self._host_side()
+        if side is not None and side[0] == self.bridge_port:
+            return False
+        self._apply()
+        return True
+
+    def _apply(self, host: bool = True) -> None:
         if self.dp is None:
             return
+        ifindex = container_link.host_links(host_netns=self.netns)
+        side = self._host_side() if host else None
+        if side is not None:
+            ifindex[weave_bridge.BRIDGE] = side[1]
+        self.bridge_port = side[0] if side is not None else None
         if self.mesh is None:
             # no mesh yet: the containers still get their ports (and their guard)
-            self.dp.apply_ports(local_ports(self.ports, self.port_ips),
-                                container_link.host_links(host_netns=self.netns), 0)
+            self.dp.apply_ports(local_ports(self.ports, self.port_ips), ifindex, 0, host=self.bridge_port)
             return
         self.plan = build_plan(local=self.mesh.local, short_ids=self.mesh.short_ids, unicast=self.mesh.unicast,
                                broadcast=self.mesh.broadcast, hop_ips=self.mesh.hop_ips, modes=self.mesh.modes,
                                ports=self.ports, mtu=self.mtu or 1450, sealed=self.mesh.sealed,
-                               xfrm=self.mesh.xfrm, receive=self.mesh.receive, port_ips=self.port_ips)
-        ifindex = container_link.host_links(host_netns=self.netns)
+                               xfrm=self.mesh.xfrm, receive=self.mesh.receive, port_ips=self.port_ips,
+                               host=self.bridge_port)
         routes = self._underlay_routes(self.plan) if self.direct else {}
         self.dp.apply(self.plan, vxlan_ifindex=self.vxlan_ifindex, ifindex=ifindex, direct=self.direct,
                       underlay=routes)
@@ -245,6 +284,7 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
         if delete_link(name, netns=netns):
             removed["links"].append(name)
     tc.detach_all(VXLAN_IFNAME, netns=netns)
+    tc.detach_filter(weave_bridge.BRIDGE, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress", netns=netns)
     for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
         tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
     if vxlan.delete_vxlan(ifname=VXLAN_IFNAME, netns=netns):

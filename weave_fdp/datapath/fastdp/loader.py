@@ -23,7 +23,7 @@ from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
 from weave_fdp.datapath.plan import DatapathPlan, LocalPort, UnderlayRoute, diff_macs
 from weave_fdp.errors import DatapathError
-from weave_fdp.plumbing import tc
+from weave_fdp.plumbing import tc, weave_bridge
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ DIRECT_DEFAULT = True
 # filters (other software's) stay; deleted alone by reset
 UNDERLAY_TC_PRIO = 0xFD0
 UNDERLAY_TC_HANDLE = 0xFD0
+# tc filter of the host's own port (fdp_from_container at the weave bridge's egress)
+HOST_TC_PRIO, HOST_TC_HANDLE = weave_bridge.HOST_TC_PRIO, weave_bridge.HOST_TC_HANDLE
 _MODE = {"fastdp": abi.Mode.FASTDP, "sleeve": abi.Mode.SLEEVE, "none": abi.Mode.NONE}
 _PATH_NAMES = {p.value: p.name.lower() for p in abi.Path}
 # frames the programs passed to the bridge were carried by the sleeve or stayed on this host
@@ -142,6 +144,12 @@ class FastDatapath:
         tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns,
                   tag=self.tag(PROG_FROM_CONTAINER))
 
+    def attach_host(self, bridge: str, netns: Any = None) -> None:
+        """The host's own port: the container-side program at the bridge's tc egress, where
+        the frames the host sends on the weave network pass (skb->ifindex is the bridge's)."""
+        tc.attach(bridge, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, direction="egress", netns=netns,
+                  tag=self.tag(PROG_FROM_CONTAINER), prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE)
+
     def attach_tunnel(self, ifname: str, netns: Any = None) -> None:
         tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns,
                   tag=self.tag(PROG_FROM_TUNNEL))
@@ -155,18 +163,22 @@ class FastDatapath:
         return tc.detach_filter(ifname, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
 
     # ------------------------------------------------------------------ plan
-    def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False) -> None:
-        """``direct``: the direct path (VXLAN headers pushed/stripped in tc, bpf/lib/direct.h)."""
+    def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False,
+                  host_ifindex: int = 0) -> None:
+        """``direct``: the direct path (VXLAN headers pushed/stripped in tc, bpf/lib/direct.h);
+        ``host_ifindex``: the weave bridge when the host has its own port (0: none)."""
         flags = (abi.CONFIG_READY | (abi.CONFIG_DIRECT if direct else 0)) if vxlan_ifindex else 0
         cfg = abi.Config(abi_version=abi.ABI_VERSION, local_peer=local_short_id, flags=flags,
-                         vxlan_ifindex=vxlan_ifindex, mtu=mtu)
+                         vxlan_ifindex=vxlan_ifindex, mtu=mtu, host_ifindex=host_ifindex)
         self.maps["fdp_config"].set(ctypes.c_uint32(0), cfg)
 
     def apply(self, plan: DatapathPlan, *, vxlan_ifindex: int, ifindex: Mapping[str, int],
               direct: bool = False, underlay: Mapping[int, UnderlayRoute] | None = None) -> None:
         """Make the maps match ``plan``. ``ifindex``: host veth name -> index; ``underlay``:
-        next-hop short ID -> route of the direct path (entries not listed are cleared)."""
-        self.configure(plan.local_short_id, vxlan_ifindex, plan.mtu, direct=direct)
+        next-hop short ID -> route of the direct path (entries not listed are cleared).
+        The host's own port (``plan.host``) needs its device in ``ifindex`` too."""
+        host_idx = ifindex.get(plan.host.ifname, 0) if plan.host is not None else 0
+        self.configure(plan.local_short_id, vxlan_ifindex, plan.mtu, direct=direct, host_ifindex=host_idx)
         self._apply_underlay(underlay or {})
         peers = self.maps["fdp_peers"]
         for sid in range(abi.MAX_PEERS):
@@ -192,21 +204,24 @@ class FastDatapath:
             for i, hop in enumerate(hops):
                 val.hops[i] = abi.Hop(ip=abi.ip_to_be32(hop.ip), peer=hop.short_id, mode=_MODE[hop.mode])
             bcast.set(ctypes.c_uint32(sid), val)
-        self.apply_ports(plan.ports, ifindex, plan.local_short_id)
+        self.apply_ports(plan.ports, ifindex, plan.local_short_id, host=plan.host)
         learned = self.maps["fdp_learned"]
         for key in list(learned.keys()):
             e = learned.get(key)
             if e is not None and (e.peer not in plan.peers or e.peer == plan.local_short_id):
                 learned.delete(key)   # a peer that left takes its MACs with it
 
-    def apply_ports(self, ports: tuple[LocalPort, ...], ifindex: Mapping[str, int], local_short_id: int) -> None:
+    def apply_ports(self, ports: tuple[LocalPort, ...], ifindex: Mapping[str, int], local_short_id: int,
+                    host: LocalPort | None = None) -> None:
         """The local containers: flood targets (fdp_ports), local MACs (fdp_macs) and what
-        each may send from (fdp_port_addrs). Needs no mesh: a container attached before
-        the mesh is up can talk to its neighbours on this host. Stale entries go first,
-        so a full table never blocks a change that frees room."""
+        each may send from (fdp_port_addrs); ``host``, the host's own port (the weave
+        bridge), gets its MAC and addresses but is no flood target (fdp_flood_local gives
+        it its copy through fdp_config.host_ifindex). Needs no mesh: a container attached
+        before the mesh is up can talk to its neighbours on this host. Stale entries go
+        first, so a full table never blocks a change that frees room."""
         pa = self.maps["fdp_port_addrs"]
         want: dict[int, abi.PortAddrs] = {}
-        for p in ports:
+        for p in (*ports, *((host,) if host is not None else ())):
             if p.ifname not in ifindex:
                 continue
             val = abi.PortAddrs(count=len(p.ips))
@@ -219,7 +234,7 @@ class FastDatapath:
                 pa.delete(key)
         macs = self.maps["fdp_macs"]
         current = {abi.mac_str(k.mac): (local_short_id, True) for k in list(macs.keys())}
-        diff = diff_macs(current, DatapathPlan(local_short_id, 0, ports=ports))
+        diff = diff_macs(current, DatapathPlan(local_short_id, 0, ports=ports, host=host))
         for mac in diff.delete:
             macs.delete(abi.mac_key(mac))
         for idx, val in want.items():

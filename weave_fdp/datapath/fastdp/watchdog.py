@@ -42,6 +42,9 @@ def find_damage(host: Any) -> list[str]:
     damage: list[str] = []
     if link_index(weave_bridge.BRIDGE, ns) is None:
         damage.append(f"bridge {weave_bridge.BRIDGE} is gone")
+    elif host.bridge_port is not None and PROG_FROM_CONTAINER not in tc.programs(
+            weave_bridge.BRIDGE, direction="egress", netns=ns):
+        damage.append(f"{PROG_FROM_CONTAINER} is not attached to {weave_bridge.BRIDGE} egress (the host's port)")
     if link_index(VXLAN_IFNAME, ns) is None:
         damage.append(f"device {VXLAN_IFNAME} is gone")
     elif PROG_FROM_TUNNEL not in tc.programs(VXLAN_IFNAME, netns=ns):

@@ -132,6 +132,12 @@ class FastdpOverlay:
             await self.run(self._apply_now)
         await self.run(self.esp.flush)
         if self.host is not None:
+            # the host's own port is the router's: without a router to keep its addresses
+            # in step (expose/hide), the host leaves fastdp; the containers' ports stay
+            try:
+                await self.run(self.host.release_host_port)
+            except Exception as exc:
+                log.warning("fastdp: cannot take the host's port off the bridge: %s", exc)
             await self.run(self.host.stop)
         self._worker.shutdown(wait=False)
 
@@ -312,6 +318,11 @@ class FastdpOverlay:
         kernel kept forwarding meanwhile, so fastdp gets ``HOLD_AFTER`` to prove it)."""
         return self.startup.last_heartbeat(peer, self.heartbeats.last_pong(peer), self._was_fastdp(peer))
 
+    async def host_addresses_changed(self) -> None:
+        """expose/hide changed the bridge's addresses: the host's port sends from exactly those."""
+        if self.host is not None:
+            await self.run(self.host.sync_host_port)
+
     def set_mode(self, peer: str, mode: str) -> None:
         """The switch's decision for ``peer``: applied to the BPF map at once."""
         if self.modes.get(peer) != mode:
@@ -350,6 +361,10 @@ class FastdpOverlay:
             log.warning("fastdp: cannot check the datapath: %s", exc)
             return
         if not damage and self.host.dp is not None:
+            try:
+                self.host.sync_host_port()   # the bridge's MAC or addresses changed (weaveDNS, by hand)
+            except Exception as exc:
+                log.warning("fastdp: cannot sync the host's port: %s", exc)
             return
         now = time.monotonic()
         if now < self._next_repair:
