@@ -95,14 +95,15 @@ class FastdpLab:
 
 
 def vxlan_fields(lab: Lab, i: int, fields: list[str], during: Callable[[], object],
-                 start_timeout: float = 30) -> list[list[str]]:
-    """tshark on host ``i``'s eth0 decoding UDP 6784 as VXLAN: the ``fields`` of every ICMP
-    packet seen while ``during()`` runs. Waits until tshark really captures (it starts
-    slowly on a loaded machine), so nothing ``during`` sends is missed."""
+                 start_timeout: float = 30, display: str = "icmp") -> list[list[str]]:
+    """tshark on host ``i``'s eth0 decoding UDP 6784 as VXLAN: the ``fields`` of every
+    packet matching the ``display`` filter (default ICMP) seen while ``during()`` runs.
+    Waits until tshark really captures (it starts slowly on a loaded machine), so
+    nothing ``during`` sends is missed."""
     import signal
     import tempfile
 
-    argv = ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-Y", "icmp",
+    argv = ["tshark", "-i", "eth0", "-n", "-l", "-d", "udp.port==6784,vxlan", "-Y", display,
             "-f", "udp port 6784", "-T", "fields", "-E", "separator=|"]
     for f in fields:
         argv += ["-e", f]
