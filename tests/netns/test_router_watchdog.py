@@ -1,4 +1,4 @@
-"""The router puts back what was removed under its fastdp: device, programs, bridge."""
+"""The router puts back what was removed under its fastdp: device, programs, bridge, the host's port."""
 
 from __future__ import annotations
 
@@ -61,5 +61,13 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
     assert port in links and "vethwe-bridge" in links
     wait_fastdp(lab, 1)
     assert ping_ok(lab, (1, 1), (2, 1))
+
+    # 4. the host's port (the program at the bridge's egress) detached
+    assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
+    lab.exec(1, ["tc", "qdisc", "del", "dev", "weave", "clsact"])
+    wd = wait_repaired(lab, 1, 4)
+    assert "fdp_from_container is not attached to weave egress (the host's port)" in wd["last_damage"]
+    assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
+    assert ping_ok(lab, (1, 1), (2, 1))
     logs = "".join(p.read_text() for p in Path("/run/weave-fdp").glob(f"{lab.prefix}-h1/*.log"))
-    assert logs.count("datapath repaired") == 3
+    assert logs.count("datapath repaired") == 4
