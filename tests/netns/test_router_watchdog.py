@@ -15,7 +15,8 @@ from weave_fdp.plumbing import tc
 pytestmark = pytest.mark.timeout(150)
 
 
-def wait_repaired(lab, i: int, repairs: int, timeout: float = 12.0) -> dict:
+def wait_repaired(lab, i: int, repairs: int, timeout: float = 60.0) -> dict:
+    """A repair reloads the programs (a compile): 11-17 s seen at load average 12."""
     deadline = time.monotonic() + timeout
     wd: dict = {}
     while time.monotonic() < deadline:
