@@ -12,7 +12,7 @@ import pytest
 from tests.netns.test_fastdp_router import attached_pair, cli, wait_fastdp
 from weave_fdp.plumbing import tc
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(300)
 
 
 def wait_repaired(lab, i: int, repairs: int, timeout: float = 60.0) -> dict:
