@@ -256,9 +256,17 @@ def test_garbage_to_port_53_never_stops_the_server(dns: DnsLab) -> None:
     wait_until(lambda: len(dns.short(1, 1, "svc.weave.local")) == 5, 20, "answers after the garbage")
     rep = json.loads(dns.w(1, "report").stdout)["dns"]
     assert rep["serving"] and rep["stats"]["formerr"] + rep["stats"]["ignored"] > 100
-    assert rep["stats"]["errors"] == 0
+    assert rep["stats"]["errors"] == 0 and rep["stats"]["udp_threads"] == 1    # the server thread lives
     log = Path(f"/run/weave-fdp/{dns.lab.host_ns(1)}/router.log").read_text()
     assert log.count("DNS: bad query") < 50        # each cause once per interval, not per packet
+
+
+def test_the_dns_address_taken_off_the_bridge_is_put_back(dns: DnsLab) -> None:
+    h1 = dns.lab.host_ns(1)
+    run_in_netns(h1, ["ip", "addr", "del", f"{DNS}/32", "dev", "weave"])
+    wait_until(lambda: f"{DNS}/32" in run_in_netns(h1, ["ip", "-o", "addr", "show", "dev", "weave"]).stdout,
+               30, "the DNS address back on h1's bridge")
+    wait_until(lambda: len(dns.short(1, 1, "svc.weave.local")) == 5, 20, "answers on h1 again")
 
 
 def test_no_dns_and_a_custom_domain(make_lab: Callable[..., Lab]) -> None:

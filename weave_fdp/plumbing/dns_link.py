@@ -12,6 +12,9 @@ network on the host.
 from __future__ import annotations
 
 import errno
+import fcntl
+import socket
+import struct
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -21,6 +24,7 @@ from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, add_addr
 from weave_fdp.plumbing.weave_bridge import BRIDGE
 
 NUD_PERMANENT = 0x80
+SIOCGIFHWADDR = 0x8927      # <linux/sockios.h>: an interface's hardware address
 
 
 def ensure_bridge_side(ip: str, mac: str | None = None, *, first: bool = True, netns: NetnsRef = None) -> str:
@@ -31,6 +35,22 @@ def ensure_bridge_side(ip: str, mac: str | None = None, *, first: bool = True, n
     mac = pin_bridge_mac(mac, force=first, netns=netns)
     ensure_listen_address(ip, netns=netns)
     return mac
+
+
+def bridge_side_intact(ip: str, mac: str | None, device: str = BRIDGE) -> bool:
+    """Does ``device`` still have ``mac``, and is ``ip`` still ours? Two syscalls, no netlink:
+    the router checks this every few seconds and repairs (:func:`ensure_bridge_side`) only
+    when it says no, because a netlink session is tens of ms of Python on another of the
+    router's threads, and the DNS server's thread waits for the GIL meanwhile."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            raw = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("256s", device.encode()))
+            if mac is not None and raw[18:24].hex(":") != mac.lower():
+                return False
+            s.bind((ip, 0))             # EADDRNOTAVAIL once the address is gone
+    except OSError:
+        return False
+    return True
 
 
 def pin_bridge_mac(mac: str | None = None, *, force: bool = True, netns: NetnsRef = None) -> str:

@@ -268,6 +268,8 @@ class DnsService:
         """Put back our address and MAC on the bridge if the bridge was made again."""
         from weave_fdp.plumbing import dns_link
 
+        if dns_link.bridge_side_intact(self.listen_ip, self.bridge_mac):
+            return                         # the usual case, without a netlink session
         try:
             await asyncio.to_thread(dns_link.ensure_bridge_side, self.listen_ip, self.bridge_mac, first=False)
         except FdpError as exc:
