@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from weave_fdp.cli import status_format as fmt
@@ -13,6 +16,15 @@ from weave_fdp.router.client import RouterClient
 def want_json(ctx: click.Context, as_json: bool) -> bool:
     """``--json`` given to the subcommand or to ``status`` itself (``status --json peers``)."""
     return as_json or bool((ctx.obj or {}).get("status_json"))
+
+
+def show(ctx: click.Context, as_json: bool, data: Any, lines: Callable[[Any], list[str]]) -> None:
+    """``data`` as JSON (``--json``), else as the lines ``lines(data)`` makes of it."""
+    if want_json(ctx, as_json):
+        print_json(data)
+        return
+    for line in lines(data):
+        click.echo(line)
 
 
 @click.group(invoke_without_command=True)
@@ -49,11 +61,7 @@ def status_peers(ctx: click.Context, as_json: bool) -> None:
       weave-fdp status peers
     """
     rep = RouterClient().call("report")
-    if want_json(ctx, as_json):
-        print_json(rep["peers"])
-        return
-    for line in fmt.peer_lines(rep):
-        click.echo(line)
+    show(ctx, as_json, rep["peers"], lambda _peers: fmt.peer_lines(rep))
 
 
 @status.command("connections")
@@ -66,12 +74,8 @@ def status_connections(ctx: click.Context, as_json: bool) -> None:
     Example:
       weave-fdp status connections
     """
-    rep = RouterClient().call("report")
-    if want_json(ctx, as_json):
-        print_json(rep["connections"])
-        return
-    for c in rep["connections"]:
-        click.echo(fmt.connection_line(c))
+    show(ctx, as_json, RouterClient().call("report")["connections"],
+         lambda conns: [fmt.connection_line(c) for c in conns])
 
 
 @status.command("ipam")
@@ -84,16 +88,7 @@ def status_ipam(ctx: click.Context, as_json: bool) -> None:
     Example:
       weave-fdp status ipam
     """
-    rep = RouterClient().call("report")
-    ipam = rep.get("ipam")
-    if want_json(ctx, as_json):
-        print_json(ipam)
-        return
-    if not ipam:
-        raise FdpError("IPAM is off in this router (launched with --ipalloc-range \"\")",
-                       fix="launch with an --ipalloc-range to use IPAM")
-    for line in fmt.ipam_lines(ipam):
-        click.echo(line)
+    show(ctx, as_json, RouterClient().call("report").get("ipam"), _ipam_lines)
 
 
 @status.command("targets")
@@ -106,12 +101,14 @@ def status_targets(ctx: click.Context, as_json: bool) -> None:
     Example:
       weave-fdp status targets
     """
-    rep = RouterClient().call("report")
-    if want_json(ctx, as_json):
-        print_json(rep["targets"])
-        return
-    for t in rep["targets"]:
-        click.echo(t)
+    show(ctx, as_json, RouterClient().call("report")["targets"], list)
+
+
+def _ipam_lines(ipam: Any) -> list[str]:
+    if not ipam:
+        raise FdpError("IPAM is off in this router (launched with --ipalloc-range \"\")",
+                       fix="launch with an --ipalloc-range to use IPAM")
+    return fmt.ipam_lines(ipam)
 
 
 COMMANDS = [status]

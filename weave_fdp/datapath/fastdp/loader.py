@@ -159,9 +159,6 @@ class FastDatapath:
         tc.attach(ifname, self._fds[PROG_FROM_UNDERLAY], PROG_FROM_UNDERLAY, netns=netns,
                   tag=self.tag(PROG_FROM_UNDERLAY), prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE)
 
-    def detach_underlay(self, ifname: str, netns: Any = None) -> bool:
-        return tc.detach_filter(ifname, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
-
     # ------------------------------------------------------------------ plan
     def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False,
                   host_ifindex: int = 0) -> None:

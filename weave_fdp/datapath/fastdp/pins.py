@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 BPF_FS_MAGIC = 0xCAFE4A11
 BPF_OBJ_NAME_LEN = 16
 SYS_BPF = Path("/sys/fs/bpf")
-INIT_ROOT = Path("/proc/1/root")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -39,10 +38,6 @@ def is_bpffs(path: Path) -> bool:
     if _libc.statfs(str(path).encode(), ctypes.byref(buf)) != 0:
         return False
     return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
-
-
-def _reroot(p: Path) -> Path:
-    return INIT_ROOT / p.relative_to("/")
 
 
 def bpffs_root() -> Path:

@@ -22,6 +22,7 @@ from weave_fdp.router.ipam import persist
 from weave_fdp.router.ipam.addr import Range, fmt_range, ip, to_net
 from weave_fdp.router.ipam.allocator import Allocator, Mode, Pending
 from weave_fdp.router.state import atomic_write_bytes
+from weave_fdp.router.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from weave_fdp.router.mesh.node import MeshNode
@@ -76,12 +77,7 @@ class IpamService:
         self.on_mesh()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         self._flush()
 
     async def _ticker(self) -> None:

@@ -127,27 +127,3 @@ class Overlay(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Goes into report["overlays"][name]."""
-
-
-class NullOverlay:
-    """An overlay that carries nothing; useful in tests of the control plane."""
-
-    name = "null"
-
-    async def start(self, ctx: RouterContext) -> None:
-        self.ctx = ctx
-
-    async def stop(self) -> None:
-        pass
-
-    def on_mesh(self, view: MeshView) -> None:
-        self.view = view
-
-    def on_overlay_control(self, peer: str, payload: bytes) -> None:
-        pass
-
-    def connection_status(self, peer: str) -> dict[str, Any]:
-        return {"mode": None, "reason": "no overlay", "mtu": None, "rtt_ms": None}
-
-    def status(self) -> dict[str, Any]:
-        return {}

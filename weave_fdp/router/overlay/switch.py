@@ -46,6 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from weave_fdp.router.tasks import cancel_and_wait
+
 log = logging.getLogger("weave_fdp.overlay.switch")
 
 #: s without a fastdp heartbeat before the hold; with heartbeats every 0.25 s that is
@@ -262,13 +264,8 @@ class SwitchDriver:
         self.ctx.add_report_section("switch", self.report)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def on_mesh(self, view: Any) -> None:
         """A new mesh view: connections that went away are forgotten (restart from scratch)."""
