@@ -1,7 +1,8 @@
 """Benchmark of the dashboard at scale (not a test): ``python -m weave_fdp.bench.dashboard``.
 
 Builds a replay file of reports with N flows whose counters move, then measures
-(1) per-frame cost in this process: JSON decode, parse, rates, sort, render at
+(1) per-frame cost in this process: JSON decode (of the whole report, and of the
+``top`` op's changed rows folded into the dashboard's copy), parse, rates, sort, render at
 200x50 and 80x24; (2) the CPU share of a real ``weave-fdp top`` at 1 Hz on that
 replay, run in a private tmux server for a while, from /proc/<pid>/stat.
 """
@@ -91,6 +92,33 @@ def in_process(path: Path, frames: int = 10) -> dict[str, float]:
     return {k: 1000 * v / len(texts) for k, v in acc.items()}
 
 
+def delta_decode(n_flows: int, changed: float, frames: int = 8) -> tuple[float, float]:
+    """Median ms per frame to decode the whole report, and to decode the ``top`` op's answer
+    (only the ``changed`` share of the flows) and fold it into the dashboard's copy
+    (dashboard/flow_cache.py), measured interleaved on the same frames."""
+    from weave_fdp.dashboard.flow_cache import FlowCache
+    from weave_fdp.router import flow_delta
+
+    cache = FlowCache()
+    first = synth_report(n_flows, 0)
+    cache.merge(json.loads(json.dumps(flow_delta.top_report(first, 1.0, None, None))), {"since": None}, 0.0)
+    full_ms, delta_ms = [], []
+    for t in range(1, frames + 1):
+        rep = synth_report(n_flows, t)
+        for k, f in enumerate(rep["datapath"]["flows"]):
+            f["last_seen"] = 100.0 + t if k < n_flows * changed else 1.0
+        whole = json.dumps(rep)
+        answer = json.dumps(flow_delta.top_report(json.loads(whole), 100.0 + t, 99.5 + t, 0))
+        t0 = time.perf_counter()
+        json.loads(whole)
+        t1 = time.perf_counter()
+        cache.merge(json.loads(answer), {"since": 99.5 + t}, float(t))
+        t2 = time.perf_counter()
+        full_ms.append(1000 * (t1 - t0))
+        delta_ms.append(1000 * (t2 - t1))
+    return sorted(full_ms)[frames // 2], sorted(delta_ms)[frames // 2]
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -131,6 +159,10 @@ def main() -> None:
         print(f"report with {args.flows} flows: {len(size) / 1e6:.1f} MB of JSON")
         for k, v in in_process(path).items():
             print(f"  {k:<14} {v:7.1f} ms/frame")
+        for share in (0.01, 0.1, 0.5):
+            whole, delta = delta_decode(args.flows, share)
+            print(f"  top op, {share:.0%} of the flows changed: decode+merge {delta:.1f} ms/frame "
+                  f"(the whole report {whole:.1f} ms, interleaved)")
         if not args.no_live:
             cpu = live_cpu(path, args.seconds)
             print(f"  weave-fdp top at 1 Hz, 200x50 in tmux: {cpu:.1f}% of one core over {args.seconds:g} s")
