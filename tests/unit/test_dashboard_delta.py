@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import os
-import secrets
-import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +15,8 @@ from weave_fdp.errors import UsageError
 from weave_fdp.router import flow_delta
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.client import RouterClient
+
+from tests.unit.api_server import serving
 
 
 def row(k: int, nbytes: int, last_seen: float | None) -> dict[str, Any]:
@@ -116,17 +115,10 @@ def test_deltas_carry_only_changed_rows_and_resync_drops_evicted_ones() -> None:
 
 
 @pytest.fixture
-def api() -> Any:
+def api() -> Iterator[tuple[str, ApiServer]]:
     """A real API server on an abstract socket; the test registers the ops it serves."""
-    name = "\0weave-fdp-test/" + secrets.token_hex(4)
-    srv = ApiServer(name, allow_uid=os.getuid())
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(srv.start())
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    yield name, srv
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(2)
+    with serving({}) as s:
+        yield s
 
 
 def test_an_older_router_without_top_gets_report(api: Any) -> None:

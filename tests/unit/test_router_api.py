@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,13 +12,11 @@ from weave_fdp.errors import NotFound, RouterNotRunning, UsageError
 from weave_fdp.router.api import ApiServer
 from weave_fdp.router.client import RouterClient
 
+from tests.unit.api_server import serving
+
 
 @pytest.fixture
-def server() -> tuple[str, ApiServer]:
-    name = "\0weave-fdp-test/" + secrets.token_hex(4)
-    srv = ApiServer(name, allow_uid=os.getuid())
-    loop = asyncio.new_event_loop()
-
+def server() -> Iterator[tuple[str, ApiServer]]:
     async def boom(args: dict) -> None:
         raise NotFound(f"peer {args.get('peer')!r} not found", fix="check weave-fdp status peers")
 
@@ -29,15 +26,8 @@ def server() -> tuple[str, ApiServer]:
     async def echo(args: dict) -> dict:
         return args
 
-    srv.register("boom", boom)
-    srv.register("bug", bug)
-    srv.register("echo", echo)
-    loop.run_until_complete(srv.start())
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    yield name, srv
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(2)
+    with serving({"boom": boom, "bug": bug, "echo": echo}) as s:
+        yield s
 
 
 def test_roundtrip_and_typed_errors(server: tuple[str, ApiServer]) -> None:
