@@ -108,7 +108,8 @@ def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
     assert cli(lab, 1, "detach", f"netns:{lab.container_ns(1, 1)}").stdout.split() == [lab.container_ip(1, 1)]
     assert "vethwepl" not in lab.exec(1, ["ip", "-o", "link"]).stdout
     ents = json.loads(cli(lab, 1, "report").stdout)["datapath"]["entries"]
-    assert ents["local_macs"] == 0 and ents["fdp_ports"] == 0
+    assert ents["local_macs"] == 0 and ents["fdp_ports"] == 0 and ents["port_addrs"] == 0
+    assert ents["host_port"] == 1   # the host's own port (the bridge) stays
     assert json.loads(cli(lab, 1, "ps", "--json").stdout) == []
 
 

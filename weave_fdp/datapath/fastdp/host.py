@@ -263,13 +263,18 @@ class HostDatapath:
                 "drops": self.dp.drops(), "entries": self.map_entries()}
 
     def map_entries(self) -> dict[str, int]:
-        """Entries per map that hold something (the reset/detach tests check these)."""
+        """Entries per map that hold something (the reset/detach tests check these):
+        ``local_macs`` and ``port_addrs`` count the containers' ports, ``host_port`` the
+        host's own (1 while the bridge's MAC is in the maps)."""
         if self.dp is None:
             return {}
-        local = len(list(self.dp.maps["fdp_macs"].keys()))
+        host_mac = self.bridge_port.mac if self.bridge_port is not None else None
+        macs = [abi.mac_str(k.mac) for k in self.dp.maps["fdp_macs"].keys()]
+        local = sum(1 for m in macs if m != host_mac)
+        host = len(macs) - local
         learned = len(list(self.dp.maps["fdp_learned"].keys()))
-        out = {"fdp_macs": local + learned, "local_macs": local, "learned_macs": learned,
-               "port_addrs": len(list(self.dp.maps["fdp_port_addrs"].keys()))}
+        out = {"fdp_macs": local + host + learned, "local_macs": local, "learned_macs": learned,
+               "port_addrs": len(list(self.dp.maps["fdp_port_addrs"].keys())) - host, "host_port": host}
         ports = self.dp.maps["fdp_ports"].get(ctypes.c_uint32(0))
         out["fdp_ports"] = ports.count if ports else 0
         return out
