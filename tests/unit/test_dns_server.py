@@ -288,3 +288,65 @@ def test_a_bug_costs_one_answer_not_the_thread(tmp_path: Path, monkeypatch: pyte
         finally:
             await srv.stop()
     asyncio.run(run())
+
+
+async def wait_for(cond: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def test_the_server_process_answers_follows_the_records_forwards_and_ends(tmp_path: Path) -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        up_port = free_port()
+        up_tr, _ = await loop.create_datagram_endpoint(TinyUpstream, local_addr=("127.0.0.1", up_port))
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.1\n")
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        port = free_port()
+        before_fds = open_fds()
+        srv = DnsServer(Responder(recs), Upstream(path=str(conf), port=up_port, timeout=1.0), "127.0.0.1", port,
+                        limiter=SourceLimiter(rate=0), isolate=True)
+        await srv.start()
+        try:
+            proc = srv.process()
+            assert proc is not None and srv.threads() == []          # nothing of it in this process
+            q = DNSRecord.question("web.weave.local").pack()
+            ok = DNSRecord.parse(await udp_ask(port, q))             # served from the first snapshot
+            assert [str(rr.rdata) for rr in ok.rr] == ["10.32.0.1"]
+            recs.add("web.weave.local.", "netns:w2", "10.32.0.2", now=1)      # shipped to the process
+
+            async def addrs() -> list[str]:
+                return sorted(str(rr.rdata) for rr in DNSRecord.parse(await udp_ask(port, q)).rr)
+            deadline = time.monotonic() + 10
+            while await addrs() != ["10.32.0.1", "10.32.0.2"]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            fq = DNSRecord.question("www.example.org")
+            fwd = DNSRecord.parse(await udp_ask(port, fq.pack()))    # forwarded by the router
+            assert fwd.header.id == fq.header.id and str(fwd.rr[0].rdata) == "192.0.2.80"
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for _ in range(200):
+                s.sendto(os.urandom(30), ("127.0.0.1", port))
+            s.close()
+            await wait_for(lambda: srv.stats()["formerr"] + srv.stats()["ignored"] >= 150, "garbage counted")
+            assert srv.stats()["udp_threads"] == 1 and srv.stats()["errors"] == 0
+            # the process killed: another one serves, the counters are kept
+            queries = srv.stats()["queries"]
+            proc.kill()
+            await wait_for(lambda: srv.process() is not None and srv.process() is not proc, "a new process")
+            assert (await addrs()) == ["10.32.0.1", "10.32.0.2"]
+            await wait_for(lambda: srv.stats()["queries"] > queries, "counters kept")
+            assert srv.stats()["udp_process_restarts"] == 1
+            last = srv.process()
+        finally:
+            await srv.stop()
+            up_tr.close()
+        assert last is not None and last.poll() is not None and srv.process() is None   # waited for
+        assert open_fds() - before_fds == set()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:             # nothing holds the port
+            s2.bind(("127.0.0.1", port))
+    asyncio.run(run())

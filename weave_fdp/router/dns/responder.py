@@ -52,8 +52,9 @@ class Forward:
 
 
 class Responder:
-    def __init__(self, records: Records | SnapshotRef, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL,
+    def __init__(self, records: Records | SnapshotRef | None, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL,
                  rng: random.Random | None = None) -> None:
+        # None: a responder fed snapshots from elsewhere (the DNS server process)
         self.ref = records if isinstance(records, SnapshotRef) else SnapshotRef(records)
         self.records = self.ref.records     # the owner's side (the router loop); answers read self.ref
         self.domain = fqdn(domain).lower()

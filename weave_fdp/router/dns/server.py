@@ -1,4 +1,4 @@
-"""weaveDNS on real sockets: UDP in server threads of its own, TCP on the router's loop.
+"""weaveDNS on real sockets: UDP in a process (or threads) of its own, TCP on the router's loop.
 
 The responder decides every answer; this module only frames messages (TCP's 2-byte
 length prefix), bounds what one source may cost (per-source rate limit, limits on TCP
@@ -6,21 +6,22 @@ clients and on forwards in flight), forwards upstream, and logs each cause of tr
 once per interval (never per packet). Nothing a client sends can stop the server: every
 failure is counted, logged that way and survived.
 
-UDP, the hot path, runs in :class:`~weave_fdp.router.dns.udp_thread.UdpThread` s (one
-per socket; several share the port with SO_REUSEPORT), answering from the records'
-snapshot without touching the loop. The loop keeps what may wait: forwarding to the
-upstream resolvers (a question is handed over with ``call_soon_threadsafe`` and its
-answer sent back through the thread's socket) and TCP, the fallback for truncated
-answers, whose connection set-up costs more than the loop's latency.
+UDP, the hot path, is answered by :class:`~weave_fdp.router.dns.udp_thread.UdpThread` s
+(one per socket; several share the port with SO_REUSEPORT) from the records' snapshot,
+never on the loop: in the DNS server process (``isolate``, what the router runs:
+:mod:`~weave_fdp.router.dns.udp_process`) or in this process. The loop keeps what may
+wait: forwarding to the upstream resolvers (the answer is sent through our copy of the
+UDP socket) and TCP, the fallback for truncated answers, whose connection set-up costs
+more than the loop's latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -30,9 +31,10 @@ from typing import Any
 from dnslib import DNSRecord
 
 from weave_fdp.ratelog import RateLimitedLog
+from weave_fdp.router.dns.process_link import ProcessLink
 from weave_fdp.router.dns.ratelimit import SourceLimiter
 from weave_fdp.router.dns.responder import Forward, Responder
-from weave_fdp.router.dns.udp_thread import UdpThread, send_udp
+from weave_fdp.router.dns.udp_thread import UdpThread, guarded_answer, send_udp, threads_stats
 from weave_fdp.router.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -92,13 +94,17 @@ def _socket(kind: int, host: str, port: int, device: str | None, reuseport: bool
 class DnsServer:
     def __init__(self, responder: Responder, upstream: Upstream, host: str, port: int = 53, *,
                  device: str | None = None, limiter: SourceLimiter | None = None,
-                 clock: Callable[[], float] = time.monotonic, udp_threads: int = UDP_THREADS) -> None:
+                 clock: Callable[[], float] = time.monotonic, udp_threads: int = UDP_THREADS,
+                 isolate: bool = False) -> None:
         self.responder = responder      # used on the loop (TCP, forwarded answers); threads fork their own
         self.upstream = upstream
         self.host, self.port, self.device = host, port, device
         self.limiter = limiter or SourceLimiter()   # TCP's; each UDP thread gets one alike
         self.clock = clock
         self.udp_threads = max(1, udp_threads)
+        self.isolate = isolate          # UDP threads in a process of their own (the router's choice)
+        self._link: ProcessLink | None = None
+        self._running = False
         self.rl = RateLimitedLog(log)
         self._log_lock = threading.Lock()   # the threads share one log (only bad input takes it)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,6 +136,15 @@ class DnsServer:
             for s in socks:
                 s.close()
             raise
+        self._running = True
+        if self.isolate:
+            self._link = ProcessLink(socks, self.responder, self.limiter, self._start_forward)
+            try:
+                await self._link.start()
+            except OSError:
+                await self.stop()          # closes the sockets and TCP
+                raise
+            return
         _SwitchInterval.acquire()
         self._switch = True
         for i, s in enumerate(socks):
@@ -139,7 +154,15 @@ class DnsServer:
             t.start()
 
     async def stop(self) -> None:
-        """Stop the threads (joined, sockets closed), TCP and forwards in flight; idempotent."""
+        """Stop the threads (joined, sockets closed) or the process (waited for), TCP and
+        forwards in flight; idempotent."""
+        self._running = False
+        link = self._link                # kept after stop: its counters stay in stats()
+        if link is not None and link.socks:
+            await link.stop()
+            for s in link.socks:
+                s.close()
+            link.socks = []
         threads, self._udp = self._udp, []
         if threads:
             await asyncio.to_thread(lambda: [t.stop() for t in threads])
@@ -156,21 +179,27 @@ class DnsServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def threads(self) -> list[threading.Thread]:
-        """The UDP server threads running now (tests check none is left after stop)."""
+        """The UDP server threads running in this process now (tests check none is left after stop)."""
         return [t.thread for t in self._udp if t.alive]
 
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The DNS server process, when it runs (``isolate``)."""
+        return self._link.proc if self._link is not None and self._link.alive else None
+
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.responder.stats())
-        counts = dict(self.counts)
-        dropped = self.limiter.dropped
-        for t in self._udp + self._retired:
-            for k, v in t.responder.stats().items():
-                out[k] += v
-            for k, v in t.counts.items():
-                counts[k] += v
-            dropped += t.limiter.dropped
-        return {**out, **counts, "rate_limited": dropped, "tcp_clients": self.tcp_clients,
-                "forwards_in_flight": self.forwards, "udp_threads": len(self.threads())}
+        if self._link is not None:
+            udp = self._link.stats()
+        else:
+            udp = threads_stats(self._udp + self._retired)
+            udp["udp_threads"] = len(self.threads())
+        out: dict[str, Any] = dict(self.responder.stats())      # the loop's (TCP) answers
+        for part in (udp, self.counts, {"rate_limited": self.limiter.dropped}):
+            for k, v in part.items():
+                if k != "udp_threads":
+                    out[k] = out.get(k, 0) + v
+        return {**out, "tcp_clients": self.tcp_clients, "forwards_in_flight": self.forwards,
+                "udp_threads": udp.get("udp_threads", 0), "udp_process": self._link is not None,
+                "udp_process_restarts": self._link.restarts if self._link is not None else 0}
 
     def _log(self, level: int, cause: str, msg: str, *args: Any) -> None:
         """The rate-limited log, from any thread (only trouble comes here, never an answer)."""
@@ -180,19 +209,7 @@ class DnsServer:
     # ------------------------------------------------------------ one message
 
     def _answer(self, responder: Responder, data: bytes, src: str, tcp: bool) -> bytes | Forward | None:
-        try:
-            out = responder.handle(data, tcp=tcp)
-        except Exception as exc:       # a bug must cost one answer, not the server
-            responder.counts["errors"] += 1
-            self._log(logging.ERROR, f"error {type(exc).__name__}", "DNS: error answering a query from %s: %r", src, exc)
-            return None
-        why = responder.last_bad
-        if why is not None:
-            responder.last_bad = None
-            # the cause without its numbers: "class 7" and "class 9" are one cause
-            self._log(logging.INFO, "bad query: " + re.sub(r"\d+", "N", why),
-                      "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
-        return out
+        return guarded_answer(responder, data, src, tcp, self._log)
 
     async def _forwarded(self, fwd: Forward, tcp: bool) -> bytes:
         if self.forwards >= MAX_FORWARDS:
@@ -238,7 +255,7 @@ class DnsServer:
             pass
 
     def _start_forward(self, fwd: Forward, sock: socket.socket, addr: Any) -> None:
-        if self._udp:                    # not after stop
+        if self._running:                # not after stop
             self._spawn(self._udp_forward(fwd, sock, addr))
 
     async def _udp_forward(self, fwd: Forward, sock: socket.socket, addr: Any) -> None:

@@ -77,8 +77,9 @@ class DnsService:
         self.responder = Responder(self.records, self.domain, self.ttl)
         self.upstream = Upstream(exclude={self.listen_ip})
         rate = float(cfg.dns_rate_limit)
+        # isolate: UDP answered by a process of its own, apart from the router's GIL (docs/DNS.md)
         self.server = DnsServer(self.responder, self.upstream, self.listen_ip, self.listen_port, device="weave",
-                                limiter=SourceLimiter(rate, max(DEFAULT_BURST, 2 * rate)))
+                                limiter=SourceLimiter(rate, max(DEFAULT_BURST, 2 * rate)), isolate=True)
         self.file = Path(state_dir) / STATE_FILE
         self.targets: dict[str, dict[str, Any]] = {}   # container -> {"path", "ns": [dev, ino], "resolv"}
         self.rl = RateLimitedLog(log)

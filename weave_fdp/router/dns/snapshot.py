@@ -12,7 +12,7 @@ cached answer can never outlive the records it came from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,16 +70,25 @@ class Snapshot:
 
 
 class SnapshotRef:
-    """The current snapshot of one :class:`Records`, rebuilt on the records' owner thread
-    whenever they change, read by any thread through :attr:`current` without a lock."""
+    """The current snapshot, read by any thread through :attr:`current` without a lock.
 
-    def __init__(self, records: Records) -> None:
+    Bound to :class:`Records` it is rebuilt on the records' owner thread whenever they
+    change (``on_swap`` callbacks then run there, e.g. to ship it to the DNS server
+    process); without records (in that process) whoever receives snapshots sets it."""
+
+    def __init__(self, records: Records | None = None) -> None:
         self.records = records
+        self.on_swap: list[Callable[[Snapshot], None]] = []
+        if records is None:
+            self.current = Snapshot.empty()
+            return
         self.current = Snapshot.build(records.entries(), records.generation)
         records.listeners.append(self.refresh)
 
     def refresh(self) -> None:
-        gen = self.records.generation
-        if gen == self.current.generation:
+        if self.records is None or self.records.generation == self.current.generation:
             return
-        self.current = Snapshot.build(self.records.entries(), gen)   # the swap: one assignment
+        snap = Snapshot.build(self.records.entries(), self.records.generation)
+        self.current = snap                        # the swap: one assignment
+        for fn in self.on_swap:
+            fn(snap)

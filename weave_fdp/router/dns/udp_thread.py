@@ -20,6 +20,7 @@ wakes the blocked ``recvfrom`` (``shutdown`` of the socket) and joins the thread
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,35 @@ JOIN_TIMEOUT_S = 5.0
 
 # (level, cause, message, *args): the server's rate-limited log (it serialises threads itself)
 LogFn = Callable[..., None]
+
+
+def guarded_answer(responder: Responder, data: bytes, src: str, tcp: bool, log: LogFn) -> bytes | Forward | None:
+    """``responder.handle`` that never raises (a bug costs one answer, counted as ``errors``)
+    and logs the cause of a bad query once per interval (through ``log``)."""
+    try:
+        out = responder.handle(data, tcp=tcp)
+    except Exception as exc:
+        responder.counts["errors"] += 1
+        log(logging.ERROR, f"error {type(exc).__name__}", "DNS: error answering a query from %s: %r", src, exc)
+        return None
+    why = responder.last_bad
+    if why is not None:
+        responder.last_bad = None
+        # the cause without its numbers: "class 7" and "class 9" are one cause
+        log(logging.INFO, "bad query: " + re.sub(r"\d+", "N", why),
+            "DNS: bad query from %s: %s (answered FORMERR or ignored)", src, why)
+    return out
+
+
+def threads_stats(threads: list[UdpThread]) -> dict[str, int]:
+    """The counters of ``threads`` added up (responders', sockets', rate limiters')."""
+    out: dict[str, int] = {}
+    for t in threads:
+        for d in (t.responder.stats(), t.counts, {"rate_limited": t.limiter.dropped}):
+            for k, v in d.items():
+                out[k] = out.get(k, 0) + v
+    out["udp_threads"] = sum(t.alive for t in threads)
+    return out
 
 
 class UdpThread:

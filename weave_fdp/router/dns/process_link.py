@@ -1,0 +1,145 @@
+"""The router's side of the DNS server process (:mod:`weave_fdp.router.dns.udp_process`).
+
+Starts the process with the UDP sockets the router bound, ships it a snapshot of the
+records after every change, takes its questions for the upstream resolvers (``on_forward``,
+answered through the router's copy of the same socket) and its counters. A process that
+dies is started again (after RESTART_S; its counters are kept), and said so in the log.
+:meth:`stop` closes the control channel (the process exits on its own), waits for it,
+kills it if it does not go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dnslib import DNSRecord
+
+from weave_fdp.router.dns import ctl
+from weave_fdp.router.dns.ratelimit import SourceLimiter
+from weave_fdp.router.dns.responder import Forward, Responder
+from weave_fdp.router.dns.snapshot import Snapshot
+
+log = logging.getLogger("weave_fdp.router.dns.server")
+
+RESTART_S = 1.0
+STOP_WAIT_S = 5.0
+
+OnForward = Callable[[Forward, socket.socket, Any], None]
+
+
+class ProcessLink:
+    def __init__(self, socks: list[socket.socket], responder: Responder, limiter: SourceLimiter,
+                 on_forward: OnForward) -> None:
+        self.socks = socks                 # ours too: forwarded answers leave through them
+        self.responder = responder
+        self.limiter = limiter
+        self.on_forward = on_forward
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stats: dict[str, int] = {}     # the running process's counters
+        self._past: dict[str, int] = {}      # those of processes that died
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [sys.executable, "-m", "weave_fdp.router.dns.udp_process", "--ctl-fd", str(child.fileno()),
+                "--domain", self.responder.domain, "--ttl", str(self.responder.ttl),
+                "--rate", repr(self.limiter.rate), "--burst", repr(self.limiter.burst),
+                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+        for s in self.socks:
+            argv += ["--udp-fd", str(s.fileno())]
+        try:
+            self.proc = subprocess.Popen(argv, pass_fds=[child.fileno(), *(s.fileno() for s in self.socks)],
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()                  # the process holds the only other end: its death is our EOF
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        self._stats = {}
+        if self._ship not in self.responder.ref.on_swap:
+            self.responder.ref.on_swap.append(self._ship)
+        self._ship(self.responder.ref.current)
+        self._task = asyncio.get_running_loop().create_task(self._read(reader))
+
+    def _ship(self, snap: Snapshot) -> None:
+        w = self._writer
+        if w is not None and not w.is_closing():
+            w.write(ctl.frame(ctl.snap_msg(snap)))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        frames = ctl.Reader()
+        try:
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                for msg in frames.feed(data):
+                    if msg["t"] == "stats" and isinstance(msg.get("s"), dict):
+                        self._stats = {str(k): int(v) for k, v in msg["s"].items()}
+                    elif msg["t"] == "fwd":
+                        req = DNSRecord.parse(msg["q"])
+                        self.on_forward(Forward(req, int(msg["m"])), self.socks[int(msg["i"])],
+                                        (str(msg["a"][0]), int(msg["a"][1])))
+        except (OSError, ctl.CtlError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.error("DNS server process: bad control frame: %r", exc)
+        if self._stopping:
+            return
+        # the process died (or spoke nonsense): keep its counters, start another
+        code = self.proc.poll() if self.proc is not None else None
+        log.error("DNS server process %s ended (exit %s); starting another in %g s",
+                  self.proc.pid if self.proc else "?", code, RESTART_S)
+        await self._end_process()
+        for k, v in self._stats.items():
+            if k != "udp_threads":
+                self._past[k] = self._past.get(k, 0) + v
+        self._stats = {}
+        await asyncio.sleep(RESTART_S)
+        if not self._stopping:
+            self.restarts += 1
+            await self.start()
+
+    async def _end_process(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("DNS server process %d did not exit in %g s; killing it", proc.pid, STOP_WAIT_S)
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    async def stop(self) -> None:
+        """End the process (control channel closed, waited for, killed if it lingers)."""
+        self._stopping = True
+        if self._ship in self.responder.ref.on_swap:
+            self.responder.ref.on_swap.remove(self._ship)
+        await self._end_process()
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self._past)
+        for k, v in self._stats.items():
+            out[k] = out.get(k, 0) + v
+        out["udp_threads"] = self._stats.get("udp_threads", 0) if self.alive else 0
+        return out
