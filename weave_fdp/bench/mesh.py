@@ -71,7 +71,7 @@ class MeshSim:
         self.active = list(self.nodes)   # nodes whose gossip settle() waits for
 
     def _node(self, i: int) -> MeshNode:
-        return sim.make_node(i, gossip_interval=0, rng=random.Random(i))
+        return sim.make_node(i, gossip_interval=0, rng=random.Random(i), intern_entry=self.net.intern)
 
     def _join(self, node: MeshNode, among: list[MeshNode]) -> None:
         for other in self.rng.sample(among, min(self.degree, len(among))):
@@ -292,6 +292,14 @@ def _sim_line(res: dict[str, Any]) -> str:
             f"{res['heartbeat_bytes_per_s_per_peer']} B/s/peer)")
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def plot(sims: list[dict[str, Any]], path: Path) -> None:
     """Per-peer cost against N: CPU and bytes to converge, join/leave messages and bytes,
     simulated times."""
@@ -332,13 +340,19 @@ def plot(sims: list[dict[str, Any]], path: Path) -> None:
 
 def run_all(sim_sizes: list[int], real_count: int, echo: Echo = print, protocol: int = 2,
             gc_paused: bool = True, overlays: bool = True, plot_path: Path | None = None,
-            latency: float = LATENCY_S) -> dict[str, Any]:
+            latency: float = LATENCY_S, save_path: Path | None = None) -> dict[str, Any]:
+    """``save_path``: the simulated results so far are written there after each size (a
+    long run keeps what it measured; ``--replot`` draws from such a file)."""
     out: dict[str, Any] = {"simulated": [], "real": None}
     for n in sim_sizes:
         res = simulate(n, protocol=protocol, gc_paused=gc_paused, latency=latency)
+        res["cpu_model"] = _cpu_model()
+        res["loadavg"] = os.getloadavg()[0]
         out["simulated"].append(res)
+        if save_path is not None:
+            save_path.write_text(json.dumps(out["simulated"], indent=1))
         if echo:
-            echo(_sim_line(res))
+            echo(_sim_line(res) + f" (load average {res['loadavg']:.1f})")
     if plot_path is not None and out["simulated"]:
         plot(out["simulated"], plot_path)
         if echo:
@@ -366,11 +380,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gc", action="store_true", help="keep Python's cyclic GC on in simulated runs")
     ap.add_argument("--no-overlays", action="store_true", help="real routers without data planes")
     ap.add_argument("--plot", type=Path, help="write a PNG of the simulated figures against N")
+    ap.add_argument("--save", type=Path, help="write the simulated results (JSON) after each size")
+    ap.add_argument("--replot", type=Path, help="only draw --plot from a file written by --save")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.replot:
+        if not a.plot:
+            ap.error("--replot needs --plot")
+        plot(sorted(json.loads(a.replot.read_text()), key=lambda r: r["peers"]), a.plot)
+        return
     res = run_all([int(s) for s in a.sim.split(",") if s], a.real, echo=None if a.json else print,
                   protocol=a.protocol, gc_paused=not a.gc, overlays=not a.no_overlays, plot_path=a.plot,
-                  latency=a.latency_ms / 1000)
+                  latency=a.latency_ms / 1000, save_path=a.save)
     if a.json:
         json.dump(res, sys.stdout, indent=2)
 

@@ -300,13 +300,14 @@ class PeerEntry:
 
     @classmethod
     def decoded(cls, name: str, nickname: str, uid: int, incarnation: int, version: int, short_id: int,
-                connections: tuple[ConnEntry, ...]) -> "PeerEntry":
-        """Construct without the frozen-dataclass setattr calls (the decoder's hot path)."""
+                connections: tuple[ConnEntry, ...], key: tuple[int, int, int], established: set[str]
+                ) -> "PeerEntry":
+        """Construct without the frozen-dataclass setattr calls (the decoder's hot path, which
+        has gathered ``key`` and the ``established`` peers on its way)."""
         e = object.__new__(cls)
-        d = e.__dict__
-        d.update(name=name, nickname=nickname, uid=uid, incarnation=incarnation, version=version,
-                 short_id=short_id, connections=connections)
-        _derive(d, incarnation, version, uid, connections)
+        e.__dict__.update(name=name, nickname=nickname, uid=uid, incarnation=incarnation, version=version,
+                          short_id=short_id, connections=connections, _key=key,
+                          established_set=frozenset(established), established_peers=tuple(sorted(established)))
         return e
 
 
@@ -339,19 +340,17 @@ def encode_topology(entries: list[PeerEntry]) -> bytes:
 
 
 class TopologyEncoder:
-    """encode_topology with a per-entry cache (the same entries go to every neighbour)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+    """encode_topology with each entry's encoding kept on the (immutable) entry: the same
+    entries go to several neighbours."""
 
     def encode(self, entries: list[PeerEntry]) -> bytes:
         parts = []
         for e in entries:
-            hit = self._cache.get(e.name)
-            if hit is None or hit[0] != e.key():
-                hit = (e.key(), _encode_entry(e))
-                self._cache[e.name] = hit
-            parts.append(hit[1])
+            d = e.__dict__
+            wire = d.get("_wire")
+            if wire is None:
+                wire = d["_wire"] = _encode_entry(e)
+            parts.append(wire)
         return _array_header(len(parts)) + b"".join(parts)
 
 
@@ -365,18 +364,25 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
         raise ProtocolError("topology: not a list")
     out = []
     tnew = tuple.__new__   # ConnEntry from the validated 4-element list, without _make's wrapper
+    good = _GOOD_NAMES
+    u64 = 1 << 64
     for item in body:
-        if not isinstance(item, list) or len(item) != 5:
+        if type(item) is not list or len(item) != 5:
             raise ProtocolError("topology: peer entry is not a 5-element array")
         name, inc, ver, uid, rest = item
-        name = check_peer_name(name, w)
-        key = (_u64(inc, "inc", w), _u64(ver, "ver", w), _u64(uid, "uid", w))
+        if type(name) is not str or name not in good:
+            name = check_peer_name(name, w)
+        # (type checks, not isinstance: bool is an int)
+        if type(inc) is not int or type(ver) is not int or type(uid) is not int \
+                or not (0 <= inc < u64 and 0 <= ver < u64 and 0 <= uid < u64):
+            raise ProtocolError("topology: incarnation, version or uid is not a u64")
+        key = (inc, ver, uid)
         if wanted is not None and not wanted(name, key):
             continue
         if type(rest) is not bytes:
             raise ProtocolError("topology: entry body is not bin")
         inner = unpack(rest, w)
-        if not isinstance(inner, list) or len(inner) != 3:
+        if type(inner) is not list or len(inner) != 3:
             raise ProtocolError("topology: entry body is not a 3-element array")
         nick, sid, conns = inner
         if type(nick) is not str or len(nick) > MAX_STR:
@@ -386,16 +392,20 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
         if type(conns) is not list:
             raise ProtocolError("topology: connections is not an array")
         centries = []
+        est = set()
         for c in conns:
             if type(c) is not list or len(c) != 4:
                 raise ProtocolError("topology: malformed connection entry")
-            peer, addr, outbound, est = c
-            if type(addr) is not str or len(addr) > MAX_STR or type(outbound) is not bool or type(est) is not bool:
+            peer, addr, outbound, established = c
+            if type(addr) is not str or len(addr) > MAX_STR or type(outbound) is not bool \
+                    or type(established) is not bool:
                 raise ProtocolError("topology: malformed connection entry")
-            if type(peer) is not str or peer not in _GOOD_NAMES:
+            if type(peer) is not str or peer not in good:
                 check_peer_name(peer, w)
             centries.append(tnew(ConnEntry, c))
-        out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries)))
+            if established:
+                est.add(peer)
+        out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries), key, est))
     return out
 
 
@@ -419,6 +429,10 @@ Key = tuple[int, int, int]
 
 _NAME_TO_BYTES: dict[str, bytes] = {}
 _BYTES_TO_NAME: dict[bytes, str] = {}
+
+
+# one tuple per distinct key: a router keeps what each neighbour holds, the same keys per link
+_KEYS: dict[Key, Key] = {}
 
 
 def name_to_bytes(name: str) -> bytes:
@@ -473,7 +487,10 @@ def decode_digest(data: bytes) -> tuple[int, list[tuple[str, Key]] | tuple[int, 
     if len(body) // DIGEST_RECORD.size > MAX_LIST:
         raise ProtocolError("topology digest: too many records")
     get = _BYTES_TO_NAME.get
-    return kind, [(get(n) or bytes_to_name(n), (inc, ver, uid))
+    if len(_KEYS) > 100_000:
+        _KEYS.clear()
+    key = _KEYS.setdefault
+    return kind, [(get(n) or bytes_to_name(n), key((inc, ver, uid), (inc, ver, uid)))
                   for n, inc, ver, uid in DIGEST_RECORD.iter_unpack(body)]
 
 

@@ -48,7 +48,9 @@ class MeshNode:
     def __init__(self, ident: Identity, *, port: int = 6783, conn_limit: int = 200,
                  gossip_interval: float = 30.0, recompute_delay: float = 0.005,
                  gossip_delay: float = 0.02, gc_grace: float = 3.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 intern_entry: Callable[[PeerEntry], PeerEntry] | None = None) -> None:
+        """``intern_entry``: see TopologyGossip (simulations only)."""
         self.ident = ident
         self.port = port
         self.conn_limit = conn_limit
@@ -70,7 +72,7 @@ class MeshNode:
         self.gossip_tx_bytes = 0
         self.terminations = 0            # established links that went down (weave_connection_terminations_total)
         self.topology_changed_at = 0.0   # loop time of the last received change (benchmarks)
-        self.topo_gossip = TopologyGossip(self, gossip_delay)
+        self.topo_gossip = TopologyGossip(self, gossip_delay, intern=intern_entry)
         self._recompute_handle: asyncio.Handle | None = None
         self._recompute_cost = 0.0   # s the last recompute took
         self._periodic: asyncio.Task[None] | None = None

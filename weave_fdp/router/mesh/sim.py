@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from weave_fdp.router.mesh import codec
+from weave_fdp.router.mesh.codec import PeerEntry
 from weave_fdp.router.mesh.node import Identity, MeshNode
 
 
@@ -64,6 +65,16 @@ class SimNet:
         self.in_flight = 0            # messages sent and not yet delivered
         self.tx_msgs: dict[str, int] = {}    # peer name -> gossip messages sent
         self.tx_bytes: dict[str, int] = {}   # peer name -> gossip bytes sent (framed)
+        self._entries: dict[tuple[str, tuple[int, int, int]], PeerEntry] = {}
+
+    def intern(self, entry: PeerEntry) -> PeerEntry:
+        """One object per equal entry for all simulated peers (each decodes its own copy
+        first, so the CPU is counted; only the memory is shared)."""
+        key = (entry.name, entry.key())
+        kept = self._entries.get(key)
+        if kept is None or kept != entry:
+            self._entries[key] = kept = entry
+        return kept
 
     def count(self, sender: str, nbytes: int) -> None:
         self.tx_msgs[sender] = self.tx_msgs.get(sender, 0) + 1

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from weave_fdp.router.mesh import codec
-from weave_fdp.router.mesh.codec import Key
+from weave_fdp.router.mesh.codec import Key, PeerEntry
 from weave_fdp.router.mesh.link import Link, TopologyHost
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ def uses_digests(link: Link) -> bool:
 class TopologyGossip:
     """Per-neighbour knowledge and the messages of the topology channels."""
 
-    def __init__(self, node: TopologyHost, delay: float, request_timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, node: TopologyHost, delay: float, request_timeout: float = REQUEST_TIMEOUT,
+                 intern: Callable[[PeerEntry], PeerEntry] | None = None) -> None:
+        """``intern``: maps a decoded entry to an equal one to keep instead (a simulation of
+        thousands of peers in one process shares equal entries among them; None: keep it)."""
         self.node = node
+        self.intern = intern
         self.delay = delay
         self.request_timeout = request_timeout
         self.encoder = codec.TopologyEncoder()
@@ -169,6 +174,8 @@ class TopologyGossip:
             return old is None or name == me or key > old.key()
 
         entries = codec.decode_topology(payload, wanted)
+        if self.intern is not None:
+            entries = [self.intern(e) for e in entries]
         self.node.merge(link, entries)
         if self.requested:
             for e in entries:
@@ -193,7 +200,10 @@ class TopologyGossip:
             return
         # a full view: it holds exactly these; push what it lacks (it pushes what we lack,
         # having our full digest from the link's start, or from the reply below)
-        theirs = dict(items)
+        theirs = {}
+        for n, k in items:
+            e = peers.get(n)
+            theirs[n] = e.key() if e is not None and e.key() == k else k   # (one key object where equal)
         self.known[link.peer] = theirs
         lacking = [n for n, e in peers.items() if theirs.get(n, NONE_KEY) < e.key()]
         if kind == codec.DIGEST_FULL_REPLY:
@@ -208,10 +218,10 @@ class TopologyGossip:
         ask: list[str] = []
         stale_of_us = False
         for name, key in items:
-            if known.get(name, NONE_KEY) < key:
-                known[name] = key
             old = peers.get(name)
             ours = old.key() if old is not None else NONE_KEY
+            if known.get(name, NONE_KEY) < key:
+                known[name] = ours if key == ours else key   # (ours: one key object, not one per link)
             if key == ours:
                 continue
             if name == me and key < ours:

@@ -34,7 +34,6 @@ class Topology:
         # each name's established peers as of then, and the graph's rows
         self._dirty: set[str] = {local.name}
         self._claims: dict[str, frozenset[str]] = {}
-        self._adj: dict[str, set[str]] = {}
         self._graph: dict[str, list[str]] = {}
         self._sid_dirty: set[str] | None = None   # None: check every peer's short ID
 
@@ -57,7 +56,7 @@ class Topology:
         announced before or announces now, so a recompute costs what changed, not the
         size of the mesh. Returns a (shallow) copy: rows are replaced, never mutated.
         """
-        peers, graph, claims, adj = self.peers, self._graph, self._claims, self._adj
+        peers, graph, claims = self.peers, self._graph, self._claims
         if self._dirty:
             touched: set[str] = set()
             empty: frozenset[str] = frozenset()
@@ -67,31 +66,21 @@ class Topology:
                 old = claims.pop(n, empty)
                 if e is not None:
                     claims[n] = new
+                    if old == new and n in graph:
+                        continue   # a new version with the same established peers: no edge moves
                 touched.add(n)
-                an = adj.get(n)
-                if an is None:
-                    an = adj[n] = set()
-                for p in (old | new) if old else new:
-                    other = peers.get(p)
-                    ap = adj.get(p)
-                    if p in new and other is not None and n in other.established_set:
-                        an.add(p)
-                        if ap is None:
-                            adj[p] = {n}
-                        else:
-                            ap.add(n)
-                    else:
-                        an.discard(p)
-                        if ap is not None:
-                            ap.discard(n)
-                    touched.add(p)
+                touched.update(old)
+                touched.update(new)
             self._dirty.clear()
+            # a row is recomputed from the claims (each peer's own announcement) of the
+            # peers it names: O(its degree), and nothing but the claims is kept per peer
+            get = claims.get
             for t in touched:
-                if t in peers:
-                    graph[t] = sorted(adj.get(t, ()))
-                else:
+                mine = get(t)
+                if mine is None:
                     graph.pop(t, None)
-                    adj.pop(t, None)
+                else:
+                    graph[t] = sorted(q for q in mine if t in get(q, empty))
         return dict(graph)
 
     @property
