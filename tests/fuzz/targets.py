@@ -320,7 +320,7 @@ class _FakeSock:
         self.sent += n
         return n
 
-    def send(self, b: bytes) -> int:
+    def send(self, b: bytes, *_a: Any) -> int:
         self.sent += len(b)
         return len(b)
 

@@ -154,7 +154,8 @@ class Reassembler(_Bounded):
             self._make_room(now)
             p = self._partial[key] = _Partial(bytearray(total), set(), 0, now, flags & ~wire.E_FRAG)
         elif len(p.buf) != total:
-            raise wire.WireError(SleeveDrop.BAD_FRAGMENT, f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
+            raise wire.WireError(SleeveDrop.BAD_FRAGMENT,
+                                 f"fragment {fid} from {wire.bytes_to_name(src)} changed its total")
         if offset in p.offsets:
             return None
         p.offsets.add(offset)
@@ -204,6 +205,22 @@ class PieceAssembler(_Bounded):
             return None
         del self._partial[key]
         return p[0]
+
+    def add_run(self, key: bytes, total: int, offset: int, chunks: list, now: float) -> bytearray | None:
+        """Store a run of consecutive chunks starting at ``offset`` (the caller checked that
+        they end within ``total``), with as few copies as it can: a run that is the whole
+        datagram is joined and returned at once (nothing stored); the first run of a new
+        datagram is joined into the buffer of its partial (no second copy); any other run
+        is joined and stored as one chunk."""
+        got = sum(map(len, chunks))
+        if offset == 0 and got == total:
+            return bytearray().join(chunks)
+        if offset == 0 and len(chunks) > 1 and key not in self._partial:
+            self._make_room(now)
+            chunks.append(bytes(total - got))
+            self._partial[key] = [bytearray().join(chunks), {0}, got, now]
+            return None
+        return self.add(key, total, offset, chunks[0] if len(chunks) == 1 else bytearray().join(chunks), now)
 
     @staticmethod
     def _started(p: Any) -> float:

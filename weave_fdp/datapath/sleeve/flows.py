@@ -155,7 +155,8 @@ def merge_datapath(base: dict[str, Any] | None, sleeve: dict[str, Any]) -> dict[
     Flows: concatenated; a fastdp row with path "sleeve" (its tc program counts
     frames it leaves to the sleeve) is dropped when the sleeve has the same flow,
     so a frame is counted once. Peers: rows appended (they carry ``path``). Drops:
-    the sleeve's reasons are prefixed "sleeve-" (``drops.SleeveDrop``: "sleeve-replay"). Other keys of ``base`` are kept.
+    the sleeve's reasons are prefixed "sleeve-" (``drops.SleeveDrop``: "sleeve-replay").
+    Other keys of ``base`` are kept.
     """
     out = dict(base or {})
     sflows = sleeve.get("flows", [])

@@ -73,4 +73,4 @@ def check_source(link: PeerLink, addr: tuple[str, int]) -> None:
     otherwise inject frames in its name (without a password nothing else proves it)."""
     if addr[0] != link.addr[0]:
         raise wire.WireError(SleeveDrop.WRONG_SOURCE, f"datagram from {addr[0]} claims peer "
-                                                     f"{wire.bytes_to_name(link.name)} at {link.addr[0]}")
+                                                      f"{wire.bytes_to_name(link.name)} at {link.addr[0]}")

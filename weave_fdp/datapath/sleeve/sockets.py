@@ -15,6 +15,10 @@ Why these options:
   fragments pass on that path (see ``pmtu.py``).
 - IP_PMTUDISC_PROBE on a second, probe-only socket: DF set, and the kernel's PMTU
   cache does not get in the way of our own probing.
+- Blocking reads with SO_RCVTIMEO (``WAIT_S``) on the capture and data sockets: a
+  forwarder thread sleeps in its first read of a burst and reads the rest with
+  MSG_DONTWAIT, so a burst costs no poll() and no failed read; every send passes
+  MSG_DONTWAIT (a full queue is a counted drop, never a stall).
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_PROBE = 3
 BUF_BYTES = 8 << 20
 SO_NO_CHECK = 11
+WAIT_S = 0.2              # longest a forwarder thread sleeps in a read (then it looks at its state)
+
+
+def _wait_reads(s: socket.socket) -> None:
+    """Blocking reads that give up after WAIT_S (EAGAIN): see the module docstring."""
+    s.setblocking(True)
+    us = int(WAIT_S * 1e6)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", us // 1000000, us % 1000000))
 
 
 def _force_buffers(s: socket.socket) -> None:
@@ -49,7 +61,7 @@ def _force_buffers(s: socket.socket) -> None:
 
 
 def packet_socket(ifname: str, *, vnet: bool = True) -> socket.socket:
-    """AF_PACKET socket bound to ``ifname``; non-blocking."""
+    """AF_PACKET socket bound to ``ifname``; reads wait at most WAIT_S, sends never wait."""
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     except PermissionError as exc:
@@ -71,7 +83,7 @@ def packet_socket(ifname: str, *, vnet: bool = True) -> socket.socket:
         if exc.errno == errno.ENOPROTOOPT:
             raise KernelFeatureMissing(f"packet socket option missing on this kernel: {exc}") from exc
         raise FdpError(f"cannot set up packet socket on {ifname}: {exc}") from exc
-    s.setblocking(False)
+    _wait_reads(s)
     return s
 
 
@@ -108,7 +120,7 @@ def udp_socket(bind_ip: str, port: int, *, gro: bool = True, df: bool = False) -
             got_gro = True
         except OSError:
             pass
-    s.setblocking(False)
+    _wait_reads(s)
     return s, got_gro
 
 

@@ -129,7 +129,8 @@ class SleeveState:
         when the kernel refused UDP GSO, which is then off for good (the caller sends
         the datagrams another way)."""
         try:
-            sent = (sock or self.usock).sendmsg(iov, so.gso_cmsg(seg) if segments > 1 else [], 0, link.addr)
+            sent = (sock or self.usock).sendmsg(iov, so.gso_cmsg(seg) if segments > 1 else [], socket.MSG_DONTWAIT,
+                                                link.addr)
         except BlockingIOError:
             self.drops.drop(SleeveDrop.SEND_QUEUE_FULL)
             return None
@@ -162,9 +163,9 @@ class SleeveState:
         """Write a frame to the bridge port; ``vnet`` 0 prepends an empty vnet header."""
         try:
             if self.vnet and vnet == 0:
-                self.psock.sendmsg([fr.VNET_ZERO, payload])
+                self.psock.sendmsg([fr.VNET_ZERO, payload], [], socket.MSG_DONTWAIT)
             else:
-                self.psock.send(payload)
+                self.psock.send(payload, socket.MSG_DONTWAIT)
         except BlockingIOError:
             self.drops.drop(SleeveDrop.INJECT_QUEUE_FULL)
             return False

@@ -16,7 +16,6 @@ Every datagram leaves through ``SleeveState._sendmsg``.
 
 from __future__ import annotations
 
-import select
 import socket
 import time
 from collections.abc import Callable
@@ -51,21 +50,21 @@ class Transmit(SleeveState):
 
     # ---- capture: bridge -> peers ----
 
-    def _serve(self, sock: socket.socket, wake: Callable[[], bool], read: Callable[[], T | None],
+    def _serve(self, wake: Callable[[], bool], read: Callable[[int], T | None],
                handle: Callable[[T, Batcher], None], bug: SleeveDrop) -> None:
-        """The loop of the capture and receive threads. Each wake-up: ``wake()`` (False:
-        leave), then up to DRAIN ``read()``s (None: nothing more now), each handled
+        """The loop of the capture and receive threads. Each burst: ``wake()`` (False:
+        leave), then up to DRAIN ``read(flags)``s (None: nothing more now), each handled
         (a bug on one never stops the loop: counted as ``bug``), then what the burst
-        batched leaves, and the thread sleeps until ``sock`` is readable."""
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
+        batched leaves. The first read of a burst waits (at most ``sockets.WAIT_S``),
+        the others do not (MSG_DONTWAIT): no poll() and no failed read per burst."""
         batcher = Batcher()
+        dontwait = socket.MSG_DONTWAIT
         while self._running:
             if not wake():
                 return
             n_read = 0
             while n_read < DRAIN:
-                item = read()
+                item = read(dontwait if n_read else 0)
                 if item is None:
                     break
                 n_read += 1
@@ -75,8 +74,6 @@ class Transmit(SleeveState):
                     self.drops.drop(bug, repr(exc))
                     log.debug("%s", bug.value, exc_info=True)
             self._flush(batcher)
-            if n_read < DRAIN:
-                poller.poll(200)
 
     def _capture_loop(self) -> None:
         s = self.psock
@@ -95,9 +92,9 @@ class Transmit(SleeveState):
             self.tx_flows.maybe_age(now)
             return True
 
-        def read() -> int | None:
+        def read(flags: int) -> int | None:
             try:
-                return s.recv_into(rmv)
+                return s.recv_into(rmv, 0, flags)
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -109,7 +106,7 @@ class Transmit(SleeveState):
                 self.stats["captured"] += 1
                 self._outbound(mv, n, vlen, batcher, now)
 
-        self._serve(s, wake, read, handle, SleeveDrop.CAPTURE_BUG)
+        self._serve(wake, read, handle, SleeveDrop.CAPTURE_BUG)
 
     def _flush(self, batcher: Batcher) -> None:
         """Send what one read burst batched, one datagram per next hop and batch."""
@@ -160,9 +157,12 @@ class Transmit(SleeveState):
     def _too_big(self, link: PeerLink, flags: int, payload: bytes | memoryview) -> bool:
         """A frame (or GSO segment) over the connection's MTU: answer ICMP, True = refused."""
         frame_off = wire.VNET_LEN if flags & wire.E_VNET else 0
+        capacity = link.frame_capacity()
+        if len(payload) - frame_off <= capacity:
+            return False              # small frames (ACKs): no segment to work out
         frame = memoryview(payload)[frame_off:]
         seg = fr.wire_segment_len(payload[:wire.VNET_LEN], frame) if frame_off else len(frame)
-        if seg <= link.frame_capacity():
+        if seg <= capacity:
             return False
         reply = fr.too_big_reply(frame, link.mtu())
         if reply is None:
@@ -225,11 +225,11 @@ class Transmit(SleeveState):
         pack = wire.PIECE_OFFSET.pack
         sent_any = False
         for first in range(0, total, step):
-            iov: list = []
-            for o in range(first, min(total, first + step), chunk):
-                iov.append(head + pack(o))
-                iov.append(data[o:o + chunk])
-            sent = self._sendmsg(link, iov, segments=len(iov) // 2, seg=seg)
+            offs = range(first, min(total, first + step), chunk)
+            iov: list = [None] * (2 * len(offs))      # [piece header, chunk]...: built by comprehensions
+            iov[0::2] = [head + pack(o) for o in offs]
+            iov[1::2] = [data[o:o + chunk] for o in offs]
+            sent = self._sendmsg(link, iov, segments=len(offs), seg=seg)
             sent_any = sent_any or (sent is not None and sent is not GSO_REFUSED)
         if sent_any:
             self.stats["fragmented"] += 1
