@@ -128,8 +128,22 @@ def test_sleeve_floor_is_a_share_of_the_underlay() -> None:
     s = r.Samples()
     s.add("tcp1_gbps", "underlay", 10.0)
     s.add("tcp1_gbps", "sleeve", 0.9)
-    (c,) = r.checks(r.summarize(s, ["underlay", "sleeve"]))
+    c, aim = r.checks(r.summarize(s, ["underlay", "sleeve"]))
     assert c.ok is False and c.detail == "9.0%"
+    assert aim.what == "aim: sleeve TCP 1 stream (pinned) ≥ 30% of underlay" and aim.ok is False
+
+
+def test_sleeve_aims_are_judged_on_paired_ratios_per_placement() -> None:
+    s = r.Samples()
+    for metric in ("tcp1_gbps", "tcp1u_gbps"):
+        for ul, pl, enc in ((10.0, 3.2, 2.1), (20.0, 6.2, 4.1), (10.0, 2.0, 1.0)):   # 0.32/0.31/0.20, 0.21/0.205/0.1
+            s.add(metric, "underlay", ul)
+            s.add(metric, "sleeve", pl)
+            s.add(metric, "sleeve_enc", enc)
+    by = {c.what: c for c in r.checks(r.summarize(s, ["underlay", "sleeve", "sleeve_enc"]))}
+    assert by["aim: sleeve TCP 1 stream (unpinned) ≥ 30% of underlay"].ok is True
+    assert by["aim: encrypted sleeve TCP 1 stream (pinned) ≥ 20% of underlay"].ok is True
+    assert by["aim: encrypted sleeve TCP 1 stream (pinned) ≥ 20% of underlay"].detail.startswith("0.20× paired")
 
 
 def test_table_rows_and_markdown() -> None:

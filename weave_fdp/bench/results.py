@@ -235,12 +235,22 @@ def checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[Check]:
     paths = set(summary.get("tcp1_gbps", {})) | set(summary.get("rr_p50_us", {}))
     if {"fastdp", BASE_PEER} <= paths:
         out.extend(_fastdp_checks(summary))
-    for path, title in (("sleeve", "sleeve"), ("sleeve_enc", "encrypted sleeve")):
+    for path, title, aim in (("sleeve", "sleeve", SLEEVE_AIM), ("sleeve_enc", "encrypted sleeve", SLEEVE_ENC_AIM)):
         if {path, BASE_LIMIT} <= paths:
             v = r("tcp1_gbps", path, "vs_underlay")
             out.append(Check(f"floor: {title} TCP 1 stream ≥ 10% of underlay", None if v is None else v >= 0.10,
                              "n/a" if v is None else f"{100 * v:.1f}%"))
+            for metric, placed in PLACEMENTS:
+                if summary.get(metric, {}).get(path, {}).get("runs"):
+                    u, detail = judged_ratio(summary[metric][path], BASE_LIMIT)
+                    out.append(Check(f"aim: {title} TCP 1 stream ({placed}) ≥ {100 * aim:.0f}% of underlay",
+                                     None if u is None else u >= aim, detail))
     return out
+
+
+# The sleeve's aims (issue 17), each a share of the underlay on one TCP stream.
+SLEEVE_AIM = 0.30
+SLEEVE_ENC_AIM = 0.20
 
 
 # Verdict groups of the fastdp checks: iperf3 pinned (tcp1) and unpinned (tcp1u).
