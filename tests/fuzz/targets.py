@@ -351,7 +351,7 @@ def _receive(f: Forwarder, dg: bytes) -> None:
         return
     if buf[0] == wire.PIECE_VERSION:
         f._rx_pieces(buf, mv, 0, len(buf), len(buf), addr, batcher)
-    elif not f._fast_fragment(buf, mv, 0, len(buf), addr):
+    elif not f._fast_single(buf, mv, 0, len(buf), addr):
         f._datagram(mv, addr, batcher)
     f._flush(batcher)
 

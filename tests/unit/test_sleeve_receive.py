@@ -98,3 +98,49 @@ def test_any_cut_of_a_train_into_reads_delivers_it_once(size: int, cut: int, rnd
     if rest:
         _read(fw, rest)
     assert port.frames == [frame] and fw.drops.snapshot() == {}
+
+
+def _whole(frame: bytes, flags: int = 0, dst: bytes = LOCAL) -> bytearray:
+    entry = wire.encode_entry(PEER, dst, frame, flags=flags)
+    return bytearray(wire.encode_header(PEER) + bytes([wire.T_FRAMES]) + entry + frame)
+
+
+def _receive(fw: Forwarder, dg: bytearray) -> None:
+    """A datagram of one read, as the receive loop hands it on."""
+    mv = memoryview(dg)
+    if not fw._fast_single(dg, mv, 0, len(dg), ADDR):
+        fw._datagram(mv, ADDR, Batcher())
+
+
+def test_one_small_frame_for_us_is_delivered_counted_and_its_mac_learned() -> None:
+    fw, port = _forwarder()
+    fw.links[PEER].last_rx = 1e12          # up: the fast path leaves "peer is up" to the full path
+    ack = _frame(66, 7)
+    dg = _whole(ack)
+    assert fw._fast_single(dg, memoryview(dg), 0, len(dg), ADDR)
+    assert port.frames == [ack] and fw.links[PEER].stats["rx_pkts"] == 1
+    assert fw.macs[ack[6:12]][0] == PEER
+
+
+def test_what_the_fast_path_does_not_take_the_full_path_names() -> None:
+    fw, port = _forwarder()
+    fw.links[PEER].last_rx = 1e12
+    _receive(fw, _whole(_frame(66, 7)[:13]))                               # runt
+    _receive(fw, _whole(_frame(66, 7), dst=bytes.fromhex("7e00000000ee")))  # not for us, no route
+    assert port.frames == [] and fw.drops.snapshot() == {"runt": 1, "unknown-peer": 1}
+
+
+def test_a_sealed_small_frame_is_opened_and_delivered() -> None:
+    from weave_fdp.datapath.sleeve.crypto import Sealer
+    secret = b"k" * 32
+    fw = Forwarder(LOCAL, "unused0", secret_for=lambda peer: secret)
+    fw.set_peers({PEER: ADDR})
+    port = _Port()
+    fw.psock = fw.usock = port       # type: ignore[assignment]
+    ack = _frame(66, 8)
+    sealed = bytearray(Sealer(secret, PEER, LOCAL).seal(bytes([wire.T_FRAMES]) + wire.encode_entry(PEER, LOCAL, ack)
+                                                        + ack))
+    _receive(fw, sealed)
+    assert port.frames == [ack] and fw.drops.snapshot() == {}
+    _receive(fw, sealed)                                                    # the same again: a replay
+    assert port.frames == [ack] and fw.drops.snapshot() == {"replay": 1}

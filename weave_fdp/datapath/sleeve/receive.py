@@ -26,6 +26,7 @@ from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 _TOTAL_OFFSET = struct.Struct("!II")   # total, offset of a piece (at byte 16)
 FAST_MIN = wire.HEADER.size + 1 + wire.ENTRY.size + wire.FRAG.size + 1
+SINGLE_MIN = wire.ENTRY.size + 14        # a FRAMES body (after its type byte) of one whole frame
 RECV_MAX = 65536 + 4096
 
 
@@ -88,15 +89,16 @@ class Receive(Transmit):
                     end = min(n, off + seg)
                     if buf[off] == wire.PIECE_VERSION:
                         self._rx_pieces(buf, mv, off, end, seg, addr, batcher)
-                    elif not self._fast_fragment(buf, mv, off, end, addr):
+                    elif not self._fast_single(buf, mv, off, end, addr):
                         self._datagram(mv[off:end], addr, batcher)
-            elif not self._fast_fragment(buf, mv, 0, n, addr):
+            elif not self._fast_single(buf, mv, 0, n, addr):
                 self._datagram(mv[:n], addr, batcher)
 
         self._serve(wake, read, handle, SleeveDrop.RECEIVE_BUG)
 
-    def _fast_fragment(self, buf: bytearray, mv: memoryview, off: int, end: int, addr: tuple[str, int]) -> bool:
-        """The hot path: a plain datagram holding one fragment for us. False: take the full path.
+    def _fast_single(self, buf: bytearray, mv: memoryview, off: int, end: int, addr: tuple[str, int]) -> bool:
+        """The hot path: a plain datagram holding one entry for us, a whole frame (a TCP ACK)
+        or one fragment. False: take the full path.
 
         Checks exactly what the full path would (version, flags, known unsealed
         sender at its own address, one well-formed entry) with fewer objects per datagram.
@@ -107,15 +109,23 @@ class Receive(Transmit):
         if link is None or link.opener is not None or link.addr[0] != addr[0]:
             return False
         src, dst, eflags, _ttl, elen = wire.ENTRY.unpack_from(buf, off + 9)
-        if dst != self.local or eflags & ~wire.E_VNET != wire.E_FRAG or elen != end - off - 25:
-            return False
-        fid, foff, total = wire.FRAG.unpack_from(buf, off + 25)
-        chunk = mv[off + 37:end]
-        if total > wire.MAX_FRAME or foff + len(chunk) > total:
+        if dst != self.local or eflags & ~(wire.E_VNET | wire.E_FRAG) or elen != end - off - 25:
             return False
         now = time.monotonic()
         if not link.is_up(now):
             return False      # let the full path log the peer coming up
+        if not eflags & wire.E_FRAG:
+            if elen < 14 + (wire.VNET_LEN if eflags & wire.E_VNET else 0):
+                return False  # a runt: the full path names it
+            link.last_rx = now
+            link.stats["rx_pkts"] += 1
+            link.stats["rx_bytes"] += end - off
+            self._deliver(src, eflags, mv[off + 25:end])
+            return True
+        fid, foff, total = wire.FRAG.unpack_from(buf, off + 25)
+        chunk = mv[off + 37:end]
+        if total > wire.MAX_FRAME or foff + len(chunk) > total:
+            return False
         link.last_rx = now
         link.stats["rx_pkts"] += 1
         link.stats["rx_bytes"] += end - off
@@ -151,7 +161,7 @@ class Receive(Transmit):
             end = p + seg if p + seg < n else n
             try:
                 if buf[p] != wire.PIECE_VERSION:      # a version-1 datagram in the same batch
-                    if not self._fast_fragment(buf, mv, p, end, addr):
+                    if not self._fast_single(buf, mv, p, end, addr):
                         self._datagram(mv[p:end], addr, batcher)
                     p = end
                     continue
@@ -282,6 +292,13 @@ class Receive(Transmit):
                  "" if v == version else f" (we use {v}: the highest this sleeve speaks is {ours})")
 
     def _frames(self, link: PeerLink, body: memoryview, batcher: Batcher) -> None:
+        n = len(body)
+        if n >= SINGLE_MIN:     # the common case, one whole frame for us (a sealed ACK): no entry objects
+            src, dst, eflags, _ttl, elen = wire.ENTRY.unpack_from(body, 0)
+            if dst == self.local and elen == n - wire.ENTRY.size and not eflags & ~wire.E_VNET \
+                    and elen >= 14 + (wire.VNET_LEN if eflags else 0):
+                self._deliver(src, eflags, body[wire.ENTRY.size:])
+                return
         # Decode all entries first: a datagram with a bad tail delivers nothing.
         links = self.links      # one table for the decision and the sends (set_peers replaces it)
         for e in list(wire.iter_entries(body)):
