@@ -16,7 +16,7 @@ import pytest
 
 from weave_fdp.engine import docker_api
 from weave_fdp.errors import NotFound, UsageError
-from weave_fdp.router.containers import resolve
+from weave_fdp.router.targets import resolve
 
 FULL_ID = "3f4e5d6c7b8a" + "0" * 52
 INSPECT = {"Id": FULL_ID, "Name": "/web1", "State": {"Pid": 4242, "Running": True}}
