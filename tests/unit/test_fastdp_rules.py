@@ -11,7 +11,7 @@ from weave_fdp.datapath.plan import MeshInputs
 from weave_fdp.router.overlay import fastdp_floods as floods
 from weave_fdp.router.overlay.fastdp_grace import (GRACE, STARTUP_GRACE, LostConnections, StartupGrace,
                                                    accepts_fastdp, mode_for)
-from weave_fdp.router.overlay.fastdp_health import HEALTHY_WITHIN, HeartbeatHealth
+from weave_fdp.router.overlay.fastdp_health import HEALTHY_WITHIN, REPAIR_BACKOFF_MAX, HeartbeatHealth, RepairBackoff
 from weave_fdp.router.overlay.switch import R_MTU
 
 # ---------------------------------------------------------------- heartbeat health
@@ -53,6 +53,24 @@ def test_retarget_forgets_peers() -> None:
     hb.retarget({"b"})
     assert set(hb.peers) == {"b"}
     assert set(hb.status(0.0, {"b": "fastdp"})) == {"b"} and hb.status(0.0, {"b": "fastdp"})["b"]["mode"] == "fastdp"
+
+
+def test_repairs_back_off_and_start_again_after_one_works() -> None:
+    b = RepairBackoff()
+    assert b.due(0.0)
+    waits = []
+    now = 100.0
+    for _ in range(8):
+        b.failed(now)
+        assert not b.due(now + 0.5)
+        waits.append(b.next_at - now)
+        now = b.next_at
+        assert b.due(now)
+    assert waits[:4] == [2.0, 4.0, 8.0, 16.0] and max(waits) == REPAIR_BACKOFF_MAX
+    b.succeeded()
+    assert b.due(now)
+    b.failed(now)
+    assert b.next_at - now == 2.0                            # the series starts again
 
 
 # ---------------------------------------------------------------- startup grace and modes

@@ -44,7 +44,7 @@ def test_failed_repair_makes_fastdp_unusable_then_recovers(overlay, monkeypatch)
     assert overlay.connection_status("p")["reason"] == overlay.fatal
     overlay._watch()
     assert len(calls) == 1                                              # backing off: no reload storm
-    overlay._next_repair = 0.0
+    overlay.repair_backoff.next_at = 0.0                               # the backoff has passed
     monkeypatch.setattr(watchdog, "repair", lambda host: None)
     overlay._watch()
     assert overlay.fatal is None and overlay.repairs == 1

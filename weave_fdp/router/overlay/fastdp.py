@@ -26,14 +26,13 @@ from weave_fdp.router.overlay import fastdp_floods as floods
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.esp_fastdp import EspPeers
 from weave_fdp.router.overlay.fastdp_grace import LostConnections, StartupGrace, accepts_fastdp, mode_for
-from weave_fdp.router.overlay.fastdp_health import HeartbeatHealth, PeerHealth
+from weave_fdp.router.overlay.fastdp_health import HeartbeatHealth, PeerHealth, RepairBackoff
 from weave_fdp.router.overlay.switch import flood_overlay, in_subnets
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.25  # s between pings to each peer (the switch holds after switch.HOLD_AFTER without one)
 WATCH_EVERY = 8            # heartbeat rounds (2 s) between checks that the datapath is whole
-REPAIR_BACKOFF_MAX = 30.0  # s between repair attempts that keep failing (each reloads programs)
 
 
 class FastdpOverlay:
@@ -69,8 +68,7 @@ class FastdpOverlay:
         self.aged_macs = 0                     # learned MACs removed by ageing since start
         self.repairs = 0
         self.last_damage: list[str] = []
-        self._next_repair = 0.0
-        self._repair_wait = 2.0
+        self.repair_backoff = RepairBackoff()
         self.esp = EspPeers(port=hbm.abi.VXLAN_PORT)   # encrypted fastdp (IPsec ESP)
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -367,21 +365,21 @@ class FastdpOverlay:
                 log.warning("fastdp: cannot sync the host's port: %s", exc)
             return
         now = time.monotonic()
-        if now < self._next_repair:
+        if not self.repair_backoff.due(now):
             return
         self.last_damage = damage or ["programs not loaded"]
         log.warning("fastdp: datapath damaged (%s); repairing", "; ".join(self.last_damage))
         try:
             watchdog.repair(self.host)
         except Exception as exc:
-            self._next_repair = now + self._repair_wait
-            self._repair_wait = min(self._repair_wait * 2, REPAIR_BACKOFF_MAX)
+            self.repair_backoff.failed(now)
             if self.fatal is None:
                 log.error("fastdp: repair failed, connections move to sleeve: %s", exc)
             self.fatal = f"fastdp failed: {exc}"
             return
         self.repairs += 1
-        self.fatal, self._repair_wait, self._next_repair = None, 2.0, 0.0
+        self.fatal = None
+        self.repair_backoff.succeeded()
         self._apply_now()
         if self.ctx is not None:
             self.ctx.loop.call_soon_threadsafe(self._open_heartbeats)

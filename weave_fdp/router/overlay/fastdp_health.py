@@ -10,6 +10,9 @@ module answers the questions the overlay switch and ``status`` ask:
   fastdp MTU cannot leave (EMSGSIZE), or a send error while no pong ever came;
 - *why not fastdp*: the line ``status connections`` shows for a peer the switch
   has not put on fastdp.
+
+The watchdog's repairs back off here too (:class:`RepairBackoff`): each failed
+repair reloads the programs, so a repair that keeps failing is retried ever less often.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 from weave_fdp.router.overlay.switch import R_MTU
 
 HEALTHY_WITHIN = 1.5   # s: a peer whose last pong is older is unhealthy (status only; the switch decides)
+REPAIR_FIRST_WAIT = 2.0    # s before the attempt after a failed repair
+REPAIR_BACKOFF_MAX = 30.0  # s between repair attempts that keep failing (each reloads programs)
 
 
 @dataclass
@@ -104,3 +109,22 @@ class HeartbeatHealth:
     def status(self, now: float, modes: dict[str, str]) -> dict[str, dict[str, Any]]:
         return {p: {"healthy": self.healthy(p, now), "mode": modes.get(p), "rtt_ms": h.rtt_ms,
                     "sent": h.sent, "received": h.received} for p, h in self.peers.items()}
+
+
+class RepairBackoff:
+    """When the watchdog may try its next repair: at once, and after a failure 2 s, 4 s, ... up to
+    ``REPAIR_BACKOFF_MAX``; a repair that works starts the series again."""
+
+    def __init__(self) -> None:
+        self.next_at = 0.0            # monotonic time before which no repair is tried
+        self.wait = REPAIR_FIRST_WAIT
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def failed(self, now: float) -> None:
+        self.next_at = now + self.wait
+        self.wait = min(self.wait * 2, REPAIR_BACKOFF_MAX)
+
+    def succeeded(self) -> None:
+        self.next_at, self.wait = 0.0, REPAIR_FIRST_WAIT
