@@ -12,6 +12,8 @@ when fastdp is blocked, and with ``--no-fastdp``; ``hide`` takes the reach away.
 - UDP 6784 blocked between h1 and h2: the connection falls back to the sleeve and the
   exposed host still reaches h2's container.
 - ``hide``: the host reaches no container any more; ``stop`` detaches the bridge's program.
+- every exposed address may send (the port's guard follows expose); a ninth IPv4 address
+  on the bridge is refused (a port holds 8) and nothing is added.
 - all of it again with every router ``--no-fastdp`` (the bridge and the sleeve alone).
 """
 
@@ -199,6 +201,23 @@ def test_dns_queries_from_containers_stay_on_the_host(fastdp_lab: Lab) -> None:
     assert all(lab.container_ip(2, 1) in a for a in answers), answers
     assert [r for r in rows if inner(r[1]) == lab.container_ip(2, 1)], f"the control query was not seen: {rows}"
     assert not [r for r in rows if inner(r[1]) == DNS], f"weaveDNS queries left the host: {rows}"
+
+
+def test_every_exposed_address_may_send_and_no_more_than_a_port_holds(fastdp_lab: Lab) -> None:
+    lab = fastdp_lab
+    # weaveDNS's 169.254.53.53 is one of the bridge's addresses: 7 more make the port's 8
+    mine = [f"10.32.200.{k}/12" for k in range(1, 8)]
+    assert cli(lab, 1, "expose", *mine).stdout.split() == [c.split("/")[0] for c in mine]
+    try:
+        for cidr in (mine[0], mine[-1]):   # the guard took each of them
+            r = lab.exec(1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", cidr.split("/")[0],
+                             lab.container_ip(2, 1)], check=False)
+            assert r.returncode == 0, r.stdout
+        r = cli(lab, 1, "expose", "10.32.200.8/12", check=False)
+        assert r.returncode == 1 and "at most 8" in r.stderr, r.stderr
+        assert "10.32.200.8" not in lab.exec(1, ["ip", "-o", "addr", "show", "weave"]).stdout
+    finally:
+        assert sorted(cli(lab, 1, "hide").stdout.split()) == sorted(c.split("/")[0] for c in mine)
 
 
 def test_sleeve_fallback_keeps_the_exposed_host_reaching(fastdp_lab: Lab) -> None:
