@@ -3,7 +3,8 @@
 Starts the process with the UDP sockets the router bound, ships it a snapshot of the
 records after every change, takes its questions for the upstream resolvers (``on_forward``,
 answered through the router's copy of the same socket) and its counters. A process that
-dies is started again (after RESTART_S; its counters are kept), and said so in the log.
+dies is started again (after RESTART_S, doubled while it keeps dying young, up to
+RESTART_MAX_S; its counters are kept), and said so in the log.
 :meth:`stop` closes the control channel (the process exits on its own), waits for it,
 kills it if it does not go.
 """
@@ -15,6 +16,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,8 @@ from weave_fdp.router.dns.snapshot import Snapshot
 log = logging.getLogger("weave_fdp.router.dns.server")
 
 RESTART_S = 1.0
+RESTART_MAX_S = 30.0
+STEADY_S = 60.0            # a process that lived this long resets the back-off
 STOP_WAIT_S = 5.0
 
 OnForward = Callable[[Forward, socket.socket, Any], None]
@@ -42,6 +46,8 @@ class ProcessLink:
         self.on_forward = on_forward
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self._delay = RESTART_S
+        self._started_at = 0.0
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -64,6 +70,7 @@ class ProcessLink:
             raise
         finally:
             child.close()                  # the process holds the only other end: its death is our EOF
+        self._started_at = time.monotonic()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         self._stats = {}
         if self._ship not in self.responder.ref.on_swap:
@@ -87,26 +94,42 @@ class ProcessLink:
                     if msg["t"] == "stats" and isinstance(msg.get("s"), dict):
                         self._stats = {str(k): int(v) for k, v in msg["s"].items()}
                     elif msg["t"] == "fwd":
-                        req = DNSRecord.parse(msg["q"])
-                        self.on_forward(Forward(req, int(msg["m"])), self.socks[int(msg["i"])],
-                                        (str(msg["a"][0]), int(msg["a"][1])))
+                        self._forward(msg)
         except (OSError, ctl.CtlError, ValueError, KeyError, IndexError, TypeError) as exc:
             log.error("DNS server process: bad control frame: %r", exc)
         if self._stopping:
             return
         # the process died (or spoke nonsense): keep its counters, start another
+        if time.monotonic() - self._started_at >= STEADY_S:
+            self._delay = RESTART_S
+        await self._end_process()
         code = self.proc.poll() if self.proc is not None else None
         log.error("DNS server process %s ended (exit %s); starting another in %g s",
-                  self.proc.pid if self.proc else "?", code, RESTART_S)
-        await self._end_process()
+                  self.proc.pid if self.proc else "?", code, self._delay)
         for k, v in self._stats.items():
             if k != "udp_threads":
                 self._past[k] = self._past.get(k, 0) + v
         self._stats = {}
-        await asyncio.sleep(RESTART_S)
-        if not self._stopping:
+        while not self._stopping:
+            await asyncio.sleep(self._delay)
+            self._delay = min(RESTART_MAX_S, self._delay * 2)
+            if self._stopping:
+                return
             self.restarts += 1
-            await self.start()
+            try:
+                await self.start()
+                return
+            except OSError as exc:
+                log.error("DNS server process cannot start: %s; trying again in %g s", exc, self._delay)
+
+    def _forward(self, msg: dict[str, Any]) -> None:
+        try:
+            fwd = Forward(DNSRecord.parse(msg["q"]), int(msg["m"]))
+            sock, addr = self.socks[int(msg["i"])], (str(msg["a"][0]), int(msg["a"][1]))
+        except Exception as exc:     # dnslib raises several types; a bug costs this question
+            log.error("DNS server process sent a question that does not parse: %r", exc)
+            return
+        self.on_forward(fwd, sock, addr)
 
     async def _end_process(self) -> None:
         if self._writer is not None:
