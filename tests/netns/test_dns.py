@@ -67,6 +67,13 @@ class DnsLab:
         return self.lab.container_ip(i, j)
 
 
+def process_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"   # a zombie is gone
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def status(out: str) -> str:
     m = re.search(r"status: (\w+)", out)
     return m.group(1) if m else f"no answer: {out[-300:]}"
@@ -191,7 +198,10 @@ def test_names_survive_a_router_restart(dns: DnsLab) -> None:
     name = dns.name(3, 2)
     dns.w(3, "dns-add", "10.32.3.77", "-h", "extra.weave.local")
     wait_until(lambda: dns.short(1, 1, "extra.weave.local") == ["10.32.3.77"], 20, "extra on h1")
+    server = json.loads(dns.w(3, "report").stdout)["dns"]["stats"]["udp_process_pid"]
+    assert server and Path(f"/proc/{server}").exists()          # the DNS server process
     dns.w(3, "stop")
+    assert process_gone(server), "the DNS server process outlived its router"
     # the peer left: its names go from the others once the mesh forgets it
     wait_until(lambda: status(dns.dig(1, 1, "extra.weave.local")) == "NXDOMAIN", 30, "h3's names purged on h1")
     dns.w(3, "launch", "--nickname", "h3", dns.lab.host_ip(1), dns.lab.host_ip(2))

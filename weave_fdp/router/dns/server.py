@@ -199,6 +199,7 @@ class DnsServer:
                     out[k] = out.get(k, 0) + v
         return {**out, "tcp_clients": self.tcp_clients, "forwards_in_flight": self.forwards,
                 "udp_threads": udp.get("udp_threads", 0), "udp_process": self._link is not None,
+                "udp_process_pid": proc.pid if (proc := self.process()) is not None else None,
                 "udp_process_restarts": self._link.restarts if self._link is not None else 0}
 
     def _log(self, level: int, cause: str, msg: str, *args: Any) -> None:
