@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import struct
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
+from weave_fdp.router.dns import ctl
 from weave_fdp.router.dns.ratelimit import SourceLimiter
 from weave_fdp.router.dns.records import Records
 from weave_fdp.router.dns.responder import Responder
@@ -350,3 +352,56 @@ def test_the_server_process_answers_follows_the_records_forwards_and_ends(tmp_pa
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:             # nothing holds the port
             s2.bind(("127.0.0.1", port))
     asyncio.run(run())
+
+
+def test_a_stalled_process_costs_a_bounded_backlog_and_gets_the_newest_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that stops reading (SIGSTOP) must not make the router queue every snapshot:
+    past the backlog only the newest is kept, and it is what the process serves once resumed."""
+    from weave_fdp.router.dns import process_link
+    monkeypatch.setattr(process_link, "SHIP_BACKLOG_BYTES", 4096)
+
+    async def run() -> None:
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.1\n")
+        recs = Records("02:00:00:00:00:01")
+        for i in range(100):                       # snapshots of some kilobytes each
+            recs.add(f"filler{i}.weave.local.", f"netns:f{i}", f"10.40.0.{i + 1}", now=1)
+        port = free_port()
+        srv = DnsServer(Responder(recs), Upstream(path=str(conf), port=free_port(), timeout=1.0),
+                        "127.0.0.1", port, limiter=SourceLimiter(rate=0), isolate=True)
+        await srv.start()
+        try:
+            proc = srv.process()
+            assert proc is not None
+            q = DNSRecord.question("web.weave.local").pack()
+            assert DNSRecord.parse(await udp_ask(port, q)).header.rcode == RCODE.NXDOMAIN
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                link = srv._link                    # the router's side of the process
+                assert link is not None
+                sizes = []
+                for i in range(400):                # far more than the socket and the backlog hold
+                    recs.add("web.weave.local.", f"netns:w{i}", f"10.32.{i // 250}.{i % 250 + 1}", now=1)
+                    await asyncio.sleep(0)
+                    assert link._writer is not None
+                    sizes.append(link._writer.transport.get_write_buffer_size())
+                recs.add("last.weave.local.", "netns:last", "10.33.0.1", now=1)     # the newest change
+                snap_len = len(ctl.frame(ctl.snap_msg(recs_snapshot(srv))))
+                assert max(sizes) <= 4096 + snap_len, (max(sizes), snap_len)
+                assert srv.stats()["snapshots_coalesced"] > 0
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            last = DNSRecord.question("last.weave.local").pack()
+            while [str(rr.rdata) for rr in DNSRecord.parse(await udp_ask(port, last)).rr] != ["10.33.0.1"]:
+                assert time.monotonic() < deadline, "the resumed process serves the newest records"
+                await asyncio.sleep(0.1)
+            assert srv.process() is proc                # stalled, not replaced
+        finally:
+            await srv.stop()
+    asyncio.run(run())
+
+
+def recs_snapshot(srv: DnsServer) -> Any:
+    return srv.responder.ref.current

@@ -33,6 +33,10 @@ RESTART_S = 1.0
 RESTART_MAX_S = 30.0
 STEADY_S = 60.0            # a process that lived this long resets the back-off
 STOP_WAIT_S = 5.0
+# Snapshots a process has not yet read, in bytes, beyond which only the newest is kept: each
+# snapshot is whole, so a process that stalls (stopped, swapped out) costs the router at most
+# this much plus one snapshot, and gets the current records when it reads again.
+SHIP_BACKLOG_BYTES = 1 << 20
 
 OnForward = Callable[[Forward, socket.socket, Any], None]
 
@@ -50,6 +54,9 @@ class ProcessLink:
         self._started_at = 0.0
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending: Snapshot | None = None          # newest snapshot held back by the backlog
+        self._drainer: asyncio.Task[None] | None = None
+        self.coalesced = 0                              # snapshots replaced by a newer one unsent
         self._stopping = False
         self._stats: dict[str, int] = {}     # the running process's counters
         self._past: dict[str, int] = {}      # those of processes that died
@@ -80,8 +87,28 @@ class ProcessLink:
 
     def _ship(self, snap: Snapshot) -> None:
         w = self._writer
-        if w is not None and not w.is_closing():
-            w.write(ctl.frame(ctl.snap_msg(snap)))
+        if w is None or w.is_closing():
+            return
+        if self._drainer is not None or w.transport.get_write_buffer_size() > SHIP_BACKLOG_BYTES:
+            if self._pending is not None:
+                self.coalesced += 1
+            self._pending = snap
+            if self._drainer is None:
+                self._drainer = asyncio.get_running_loop().create_task(self._ship_when_drained(w))
+            return
+        w.write(ctl.frame(ctl.snap_msg(snap)))
+
+    async def _ship_when_drained(self, w: asyncio.StreamWriter) -> None:
+        """Wait for the process to read its backlog, then send the newest snapshot only."""
+        try:
+            await w.drain()
+        except (OSError, ConnectionError):
+            return                                      # the process ended: _read restarts it
+        finally:
+            self._drainer = None
+        snap, self._pending = self._pending, None
+        if snap is not None and w is self._writer:
+            self._ship(snap)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         frames = ctl.Reader()
@@ -132,6 +159,10 @@ class ProcessLink:
         self.on_forward(fwd, sock, addr)
 
     async def _end_process(self) -> None:
+        drainer, self._drainer, self._pending = self._drainer, None, None
+        if drainer is not None and drainer is not asyncio.current_task():
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -165,4 +196,5 @@ class ProcessLink:
         for k, v in self._stats.items():
             out[k] = out.get(k, 0) + v
         out["udp_threads"] = self._stats.get("udp_threads", 0) if self.alive else 0
+        out["snapshots_coalesced"] = self.coalesced
         return out
