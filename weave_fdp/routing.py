@@ -50,11 +50,23 @@ def unicast_routes(graph: Graph[P], local: P) -> dict[P, P]:
 
 
 def broadcast_next_hops(graph: Graph[P], local: P, source: P) -> list[P]:
-    """Our children on ``source``'s broadcast tree (where we forward its broadcasts)."""
-    parent = bfs_tree(graph, source)
-    if local not in parent:
-        return []
-    return sorted(n for n, p in parent.items() if p == local)   # type: ignore[type-var]
+    """Our children on ``source``'s broadcast tree (where we forward its broadcasts).
+
+    The BFS from ``source`` of :func:`bfs_tree`, stopped when it comes to us: our children
+    are the neighbours it first finds from us, and none is found later (on average this
+    walks half the graph, which counts when every source's tree is wanted)."""
+    seen = {source}
+    queue = deque([source])
+    while queue:
+        node = queue.popleft()
+        nbs = graph.get(node, ())
+        if node == local:
+            return sorted({nb for nb in nbs if nb not in seen})   # type: ignore[type-var]
+        for nb in nbs:
+            if nb not in seen:
+                seen.add(nb)
+                queue.append(nb)
+    return []
 
 
 def broadcast_routes(graph: Graph[P], local: P) -> dict[P, list[P]]:

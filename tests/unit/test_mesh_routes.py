@@ -98,3 +98,18 @@ def test_equal_cost_tie_broken_by_name() -> None:
     # 0 -> {1, 2} -> 3: next hop to 3 is the smaller name (1), on every run
     peers = build(4, {(0, 1), (0, 2), (1, 3), (2, 3)})
     assert Routes(peers, name(0)).unicast[name(3)] == name(1)
+
+
+@given(st.dictionaries(st.integers(0, 12), st.lists(st.integers(0, 12), max_size=6), max_size=13),
+       st.integers(0, 12), st.integers(0, 12))
+@settings(max_examples=300, deadline=None)
+def test_broadcast_next_hops_stop_early_with_the_full_trees_answer(
+        rows: dict[int, list[int]], local: int, source: int) -> None:
+    """The BFS that stops at us finds the children the whole tree has (any graph, even
+    asymmetric or with repeated neighbours)."""
+    from weave_fdp import routing
+
+    graph = {k: sorted(v) for k, v in rows.items()}
+    parent = routing.bfs_tree(graph, source)
+    want = sorted(n for n, p in parent.items() if p == local) if local in parent else []
+    assert routing.broadcast_next_hops(graph, local, source) == want
