@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench bench-mesh fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -57,6 +57,12 @@ bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
 	@$(VENV)/bin/weave-fdp bench dns
 	@$(VENV)/bin/weave-fdp bench ipam
+
+# the simulated mesh from 100 to 4,096 peers (about half an hour on a quiet 2-CPU machine,
+# 8 GB of memory at 4,096): docs/mesh-scale.json and docs/mesh-scale.png (docs/SCALING.md)
+MESH_SIZES ?= 100,500,1000,2000,4096
+bench-mesh: install
+	@$(VENV)/bin/weave-fdp bench mesh --sim $(MESH_SIZES) --real 0 --save docs/mesh-scale.json --plot docs/mesh-scale.png
 
 # The multi-VM lab (Vagrant + libvirt; software emulation where KVM does not work):
 # not part of `make test` (it takes far longer; see README "Multi-VM lab").

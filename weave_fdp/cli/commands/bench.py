@@ -32,11 +32,13 @@ def bench() -> None:
               help="Topology gossip of simulated links: 1 pushes entries, 2 gossips digests.")
 @click.option("--gc", "keep_gc", is_flag=True, help="Keep Python's cyclic GC on during simulated runs.")
 @click.option("--no-overlays", is_flag=True, help="Real routers without data planes (control plane only).")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the simulated results (JSON) after each size, so a long run keeps what it measured.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write a PNG of the simulated per-peer figures against N.")
 @json_option
 def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no_overlays: bool,
-               plot_path: str | None, as_json: bool) -> None:
+               save_path: str | None, plot_path: str | None, as_json: bool) -> None:
     """Mesh convergence, idle cost and gossip bytes (simulated and real routers).
 
     \b
@@ -52,7 +54,8 @@ def bench_mesh(sim_sizes: str, real_count: int, protocol: str, keep_gc: bool, no
     sizes = [int(s) for s in sim_sizes.split(",") if s.strip()]
     res = mesh_bench.run_all(sizes, real_count, echo=None if as_json else click.echo, protocol=int(protocol),
                              gc_paused=not keep_gc, overlays=not no_overlays,
-                             plot_path=Path(plot_path) if plot_path else None)
+                             plot_path=Path(plot_path) if plot_path else None,
+                             save_path=Path(save_path) if save_path else None)
     if as_json:
         print_json(res)
 

@@ -72,7 +72,9 @@ class SimNet:
         first, so the CPU is counted; only the memory is shared)."""
         key = (entry.name, entry.key())
         kept = self._entries.get(key)
-        if kept is None or kept != entry:
+        # (the fields a key does not pin down, compared without the dataclass's slower __eq__)
+        if kept is None or kept.connections != entry.connections or kept.nickname != entry.nickname \
+                or kept.short_id != entry.short_id:
             self._entries[key] = kept = entry
         return kept
 
