@@ -144,3 +144,16 @@ def test_a_sealed_small_frame_is_opened_and_delivered() -> None:
     assert port.frames == [ack] and fw.drops.snapshot() == {}
     _receive(fw, sealed)                                                    # the same again: a replay
     assert port.frames == [ack] and fw.drops.snapshot() == {"replay": 1}
+
+
+def test_a_piece_seen_twice_across_reads_is_ignored() -> None:
+    """The network duplicated a piece of the first run: the datagram still completes only
+    when every byte is there, and is delivered once, intact."""
+    fw, port = _forwarder()
+    frame = _frame(30000, 4)
+    pieces = _train(frame, 5)
+    _read(fw, pieces[:10])
+    _read(fw, pieces[3:4])                       # a duplicate of a piece of the run
+    assert port.frames == [] and fw._pieces.duplicates == 1
+    _read(fw, pieces[10:])
+    assert port.frames == [frame]

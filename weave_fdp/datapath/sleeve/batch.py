@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,19 +209,38 @@ class PieceAssembler(_Bounded):
 
     def add_run(self, key: bytes, total: int, offset: int, chunks: list, now: float) -> bytearray | None:
         """Store a run of consecutive chunks starting at ``offset`` (the caller checked that
-        they end within ``total``), with as few copies as it can: a run that is the whole
-        datagram is joined and returned at once (nothing stored); the first run of a new
-        datagram is joined into the buffer of its partial (no second copy); any other run
-        is joined and stored as one chunk."""
-        got = sum(map(len, chunks))
+        they end within ``total``), as ``add`` would one by one (each chunk's offset is
+        remembered, so a duplicate piece is ignored), with as few copies as it can: a run
+        that is the whole datagram is joined and returned at once (nothing stored); the
+        first run of a datagram is joined into the buffer of its partial (one copy)."""
+        lens = list(map(len, chunks))
+        got = sum(lens)
         if offset == 0 and got == total:
             return bytearray().join(chunks)
-        if offset == 0 and len(chunks) > 1 and key not in self._partial:
+        offsets = list(accumulate(lens[:-1], initial=offset))
+        p = self._partial.get(key)
+        if p is None:
             self._make_room(now)
-            chunks.append(bytes(total - got))
-            self._partial[key] = [bytearray().join(chunks), {0}, got, now]
+            if offset == 0:
+                buf = bytearray().join(chunks + [bytes(total - got)])
+            else:
+                buf = bytearray(total)
+                buf[offset:offset + got] = bytearray().join(chunks)
+            self._partial[key] = [buf, set(offsets), got, now]
             return None
-        return self.add(key, total, offset, chunks[0] if len(chunks) == 1 else bytearray().join(chunks), now)
+        if len(p[0]) != total:
+            raise wire.WireError(SleeveDrop.BAD_FRAGMENT, "pieces of one datagram disagree on its length")
+        for o, c in zip(offsets, chunks):
+            if o in p[1]:
+                self.duplicates += 1
+                continue
+            p[1].add(o)
+            p[0][o:o + len(c)] = c
+            p[2] += len(c)
+        if p[2] < total:
+            return None
+        del self._partial[key]
+        return p[0]
 
     @staticmethod
     def _started(p: Any) -> float:
