@@ -8,7 +8,11 @@
  *   UDP 6784, VXLAN, VNI src=a known peer, dst=this peer, inner unicast IPv4
  *   to a local container              -> strip, learn, count, bpf_redirect_peer
  *                                        into the container's ethwe (to the
- *                                        host's own port: up its stack)
+ *                                        host's own port: up its stack); a GSO
+ *                                        aggregate only if a container owns its
+ *                                        inner destination, on kernels before
+ *                                        BPF_F_ADJ_ROOM_DECAP_L4_UDP
+ *                                        (lib/direct.h, fdp_strip)
  *   UDP 6784 that is no VXLAN        -> drop (bad-vxlan)
  *   UDP 6784 from a stranger          -> drop (unknown-source): no neighbour has
  *                                        that outer address
@@ -29,6 +33,7 @@
 #include "lib/tunnel.h"
 #include "lib/forward.h"
 #include "lib/direct.h"
+#include "lib/guard.h"
 
 #define FDP_PASS TC_ACT_UNSPEC
 
@@ -40,11 +45,12 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	struct fdp_flow_key key = {};
 	struct fdp_mac_key mk = {};
 	struct fdp_mac_entry *dst;
+	struct fdp_port_addrs *own;
 	struct fdp_config *cfg;
 	struct fdp_neigh *nb;
 	struct ethhdr inner;
-	__u32 vni, src_peer, dst_peer, len;
-	int err;
+	__u32 vni, src_peer, dst_peer, len, ifindex;
+	int err, terminates;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != FDP_PACKET_HOST)
 		return FDP_PASS;
@@ -97,11 +103,18 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	if (!dst || !(dst->flags & FDP_MAC_LOCAL) || dst->ifindex == 0)
 		return FDP_PASS;
 
+	/* Does the container consume it (its own address) or route it on? The
+	 * host's own port never counts: hosts DNAT their addresses onward (published
+	 * ports, node ports), so its aggregates keep the device path. */
+	ifindex = dst->ifindex;
+	own = ifindex != cfg->host_ifindex ? fdp_port_addrs.lookup(&ifindex) : 0;
+	terminates = own && fdp_port_has_ip(own, key.dst_ip);
+
 	__builtin_memcpy(inner.h_dest, key.dst_mac, ETH_ALEN);
 	__builtin_memcpy(inner.h_source, key.src_mac, ETH_ALEN);
 	inner.h_proto = key.ethertype;
 	len = skb->len - FDP_ENCAP_LEN;  /* the inner frame, as fdp_from_tunnel counts it */
-	err = fdp_strip(skb, &inner);
+	err = fdp_strip(skb, &inner, terminates);
 	if (err < 0)
 		return FDP_PASS;  /* the kernel refused: unchanged, the device path takes it */
 	if (err > 0)

@@ -16,10 +16,11 @@
  *
  * Receive (underlay device ingress): only the common case is taken: unicast
  * IPv4 inside VXLAN on UDP 6784, for this peer, from a known peer, to a local
- * container. Anything else, and GSO aggregates on kernels whose adjust_room
- * cannot clear the tunnel GSO state (no BPF_F_ADJ_ROOM_DECAP_L4_UDP, before
- * 7.x), goes on to the kernel and the VXLAN device unchanged, where
- * fdp_from_tunnel handles (and counts) it as before.
+ * container. GSO aggregates too: on kernels whose adjust_room cannot clear the
+ * tunnel GSO state (no BPF_F_ADJ_ROOM_DECAP_L4_UDP, before 7.x) only those the
+ * container itself terminates (inner destination one of its own addresses, see
+ * fdp_strip). Anything else goes on to the kernel and the VXLAN device
+ * unchanged, where fdp_from_tunnel handles (and counts) it as before.
  */
 #ifndef FDP_LIB_DIRECT_H
 #define FDP_LIB_DIRECT_H
@@ -157,10 +158,13 @@ static __always_inline int fdp_encap_direct(struct __sk_buff *skb, const struct 
 
 /*
  * Strip the outer headers (@inner: the inner Ethernet header to put back in
- * front). Returns 0, or -1 when the kernel refused (skb unchanged: pass it on),
- * or a drop verdict once the skb is half-rebuilt.
+ * front). @terminates: the inner IPv4 destination is an address of the
+ * receiving container itself (fdp_port_addrs), so the container's own stack
+ * consumes the packet rather than forwarding it. Returns 0, or -1 when the
+ * kernel refused or the aggregate must keep the device path (skb unchanged:
+ * pass it on), or a drop verdict once the skb is half-rebuilt.
  */
-static __always_inline int fdp_strip(struct __sk_buff *skb, const struct ethhdr *inner)
+static __always_inline int fdp_strip(struct __sk_buff *skb, const struct ethhdr *inner, int terminates)
 {
 	const __u64 base = FDP_ADJ_FIXED_GSO | FDP_ADJ_DECAP_L3_IPV4;
 	long err;
@@ -168,9 +172,16 @@ static __always_inline int fdp_strip(struct __sk_buff *skb, const struct ethhdr 
 	/* Newest kernels clear the tunnel GSO state themselves. */
 	err = bpf_skb_adjust_room(skb, -FDP_ENCAP_LEN, FDP_ADJ_ROOM_MAC, base | FDP_ADJ_DECAP_L4_UDP);
 	if (err < 0) {
-		/* Without DECAP_L4_UDP a GSO aggregate would keep skb->encapsulation
-		 * and SKB_GSO_UDP_TUNNEL: left to the VXLAN device, which resets them. */
-		if (skb->gso_size)
+		/* Without DECAP_L4_UDP a GSO aggregate keeps skb->encapsulation and
+		 * SKB_GSO_UDP_TUNNEL (its inner header offsets then equal the outer
+		 * ones). Harmless where it ends: local delivery never segments, and TCP
+		 * reads only gso_size (tcp_measure_rcv_mss); its checksum state
+		 * (CHECKSUM_PARTIAL from a veth, or the levels a NIC verified) does not
+		 * depend on the flag. Fatal if forwarded on (a TSO/GSO of the stale
+		 * tunnel type would cut wrong segments): an aggregate for any other
+		 * address, which the container would route, is left to the VXLAN
+		 * device, which resets them. */
+		if (skb->gso_size && !terminates)
 			return -1;
 		err = bpf_skb_adjust_room(skb, -FDP_ENCAP_LEN, FDP_ADJ_ROOM_MAC, base);
 		if (err < 0)  /* kernels before 6.3 know no DECAP flags */
