@@ -69,3 +69,12 @@ def test_tcp1_runs_twice_per_round_in_a_b_b_a_order() -> None:
     assert datapath.run_order(["u", "v"], 1) == ["u", "v"]
     with pytest.raises(UsageError, match="repeats tcp1=0 out of range"):
         datapath.Options(repeats={"tcp1": 0}).check()
+
+
+def test_the_command_runs_every_test_by_default() -> None:
+    """`make bench` runs the command with its defaults: they must include the unpinned rounds."""
+    from weave_fdp.cli.commands.bench_datapath import datapath_cmd
+
+    tests = next(p for p in datapath_cmd.params if p.name == "tests")
+    assert tests.default.split(",") == list(datapath.TESTS)
+    assert "tcp1u" in datapath.TESTS

@@ -24,7 +24,7 @@ def _csv(value: str) -> list[str]:
 @click.option("--seconds", default=3.0, show_default=True, help="Seconds per measurement.")
 @click.option("--paths", "paths", default="underlay,vxlan,fastdp,sleeve,sleeve_enc", show_default=True,
               help="Paths to compare, comma separated.")
-@click.option("--tests", "tests", default="tcp1,tcp4,rr,udp64", show_default=True,
+@click.option("--tests", "tests", default="tcp1,tcp1u,tcp4,rr,udp64", show_default=True,
               help="Tests to run, comma separated.")
 @click.option("--markdown", is_flag=True, help="Also print the table as Markdown.")
 @click.option("--save", "save", type=click.Path(dir_okay=False, writable=True),
