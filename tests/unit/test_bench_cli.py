@@ -37,7 +37,7 @@ def test_load_renders_the_table_checks_and_markdown(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "kernel VXLAN + bridge" in out.output and "1.20× vx" in out.output
     assert "ok  floor: fastdp TCP 1 stream (pinned) ≥ 1.00× kernel VXLAN: 1.20×" in out.output
-    assert "verdict, TCP 1 stream pinned: floor met, aims 1 of 2 not met" in out.output
+    assert "verdict, fastdp TCP 1 stream pinned: floor met, aims 1 of 2 not met" in out.output
     assert "| TCP 1 stream (Gbit/s) | 12.00<br>1.50× vx<br>1.00× ul | 8.00<br>1.00× vx" in out.output
 
 

@@ -292,15 +292,16 @@ def _fastdp_checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[Check]
 
 
 def verdicts(found: list[Check]) -> list[str]:
-    """One line per placement (pinned, unpinned): its floors and aims met or not, in words."""
+    """One line per placement (pinned, unpinned): fastdp's TCP 1 stream floors and aims met or not,
+    in words (the sleeve's aims have lines of their own)."""
     lines = []
     for _, placed in PLACEMENTS:
-        mine = [c for c in found if f"({placed})" in c.what]
+        mine = [c for c in found if f"fastdp TCP 1 stream ({placed})" in c.what]
         if not mine or all(c.ok is None for c in mine):
             continue
         floors = [c for c in mine if c.what.startswith("floor")]
         aims = [c for c in mine if c.what.startswith("aim")]
-        lines.append(f"verdict, TCP 1 stream {placed}: floor {_met(floors)}, aims {_met(aims)}")
+        lines.append(f"verdict, fastdp TCP 1 stream {placed}: floor {_met(floors)}, aims {_met(aims)}")
     return lines
 
 
