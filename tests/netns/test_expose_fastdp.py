@@ -172,6 +172,10 @@ def test_exposed_host_reaches_remote_containers_over_fastdp(fastdp_lab: Lab) -> 
         assert mode(lab, 1, j)[0] == "fastdp"
     flows = json.loads(cli(lab, 1, "report").stdout)["datapath"]["flows"]
     assert [f for f in flows if f["src_ip"] == exposed and f["dst_ip"] == c2 and f["path"] == "fastdp"], flows
+    # h2 learned the bridge's MAC behind h1: its container's replies go unicast, not flooded
+    flows = json.loads(cli(lab, 2, "report").stdout)["datapath"]["flows"]
+    back = [f for f in flows if f["src_ip"] == c2 and f["dst_ip"] == exposed]
+    assert back and all(f["dir"] == "tx" for f in back), back
 
     # the other way: a remote container reaches the exposed host (its ARP comes up the host's stack)
     r = lab.exec_container(3, 1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", exposed], check=False)
