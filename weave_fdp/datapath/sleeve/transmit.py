@@ -53,8 +53,9 @@ class Transmit(SleeveState):
     def _serve(self, wake: Callable[[], bool], read: Callable[[int], T | None],
                handle: Callable[[T, Batcher], None], bug: SleeveDrop) -> None:
         """The loop of the capture and receive threads. Each burst: ``wake()`` (False:
-        leave), then up to DRAIN ``read(flags)``s (None: nothing more now), each handled
-        (a bug on one never stops the loop: counted as ``bug``), then what the burst
+        leave; called again once the first read returns, which may have waited: the
+        burst's time is then), then up to DRAIN ``read(flags)``s (None: nothing more
+        now), each handled (a bug on one never stops the loop: counted as ``bug``), then what the burst
         batched leaves. The first read of a burst waits (at most ``sockets.WAIT_S``),
         the others do not (MSG_DONTWAIT): no poll() and no failed read per burst."""
         batcher = Batcher()
@@ -67,6 +68,8 @@ class Transmit(SleeveState):
                 item = read(dontwait if n_read else 0)
                 if item is None:
                     break
+                if n_read == 0 and not wake():   # the wait may have been long: the burst's time
+                    return                       # is taken now (flows' last_seen, ageing)
                 n_read += 1
                 try:
                     handle(item, batcher)
