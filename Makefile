@@ -58,8 +58,8 @@ bench: install
 	@$(VENV)/bin/weave-fdp bench dns
 	@$(VENV)/bin/weave-fdp bench ipam
 
-# the simulated mesh from 100 to 4,096 peers (about half an hour on a quiet 2-CPU machine,
-# 8 GB of memory at 4,096): docs/mesh-scale.json and docs/mesh-scale.png (docs/SCALING.md)
+# the simulated mesh from 100 to 4,096 peers (about 40 min of CPU, one core;
+# 9.3 GB of memory at 4,096): docs/mesh-scale.json and docs/mesh-scale.png (docs/SCALING.md)
 MESH_SIZES ?= 100,500,1000,2000,4096
 bench-mesh: install
 	@$(VENV)/bin/weave-fdp bench mesh --sim $(MESH_SIZES) --real 0 --save docs/mesh-scale.json --plot docs/mesh-scale.png
