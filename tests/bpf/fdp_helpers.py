@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import struct
 
+from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
 
 
@@ -60,6 +61,15 @@ def events(dp) -> list[tuple[str, int, str, int]]:
 
 
 TEST_RUN_IFINDEX = 1   # BPF_PROG_TEST_RUN runs tc programs on the namespace's loopback
+
+
+def run(dp, prog: str, frame: bytes, ctx: bytes | None = None):
+    """Run ``prog`` once on ``frame``: (result, events it recorded, drop counters it moved)."""
+    events(dp)
+    before = dp.drops()
+    res = bpf_syscall.prog_test_run(dp.prog_fd(prog), frame, ctx_in=ctx)
+    after = dp.drops()
+    return res, events(dp), {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
 
 def allow_port(dp, mac: str, ips: list[str], ifindex: int = TEST_RUN_IFINDEX) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf.fdp_helpers import TEST_RUN_IFINDEX, allow_port, arp, eth, events, ipv4, learn, tunnel_ctx, udp
+from tests.bpf.fdp_helpers import TEST_RUN_IFINDEX, allow_port, arp, eth, events, ipv4, learn, run, tunnel_ctx, udp
 from tests.bpf.test_fdp_direct import outer
 from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
@@ -56,14 +56,6 @@ def dp() -> Iterator[object]:
         learn(d, mac, peer)
     yield d
     d.close()
-
-
-def run(dp, prog: str, frame: bytes, ctx: bytes | None = None):
-    events(dp)
-    before = dp.drops()
-    res = bpf_syscall.prog_test_run(dp.prog_fd(prog), frame, ctx_in=ctx)
-    after = dp.drops()
-    return res, events(dp), {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
 
 def from_host(dst_mac: str, src_ip: str = EXPOSED, dst_ip: str = "10.32.3.1") -> bytes:

@@ -14,9 +14,8 @@ import struct
 
 import pytest
 
-from tests.bpf.fdp_helpers import eth, events, ipv4, tunnel_ctx, udp
+from tests.bpf.fdp_helpers import eth, events, ipv4, run, tunnel_ctx, udp
 from tests.bpf.test_fdp_direct import csum, outer
-from weave_fdp.datapath import bpf_syscall
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.fastdp import heartbeat as hbm
 from weave_fdp.datapath.plan import UnderlayRoute, build_plan
@@ -53,14 +52,6 @@ def dp():
             underlay={p: UnderlayRoute(UL_IF, "eth0", ME, IP[p]) for p in (2, 3, 7, 8)})
     yield d
     d.close()
-
-
-def run(dp, prog: str, frame: bytes, ctx: bytes | None = None):
-    events(dp)
-    before = dp.drops()
-    res = bpf_syscall.prog_test_run(dp.prog_fd(prog), frame, ctx_in=ctx)
-    after = dp.drops()
-    return res, events(dp), {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
 
 def to_a(src_peer: int) -> bytes:
