@@ -218,30 +218,6 @@ def add_routes(netns_path: str, ifname: str, routes: list[tuple[str, str | None]
         cns.close()
 
 
-def delete_in_netns(netns_path: str, ifname: str) -> bool:
-    """Delete ``ifname`` inside the container (a veth takes its host end along); False when
-    the namespace or the interface is not there. For clean-up without the router."""
-    if not Path(netns_path).exists():
-        return False
-    try:
-        cns = _open_target(netns_path)
-    except NotFound:
-        return False
-    try:
-        idx = cns.link_lookup(ifname=ifname)
-        if not idx:
-            return False
-        try:
-            cns.link("del", index=idx[0])
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-        return True
-    finally:
-        cns.close()
-
-
 def detach(netns_path: str, *, host_netns: NetnsRef = None) -> bool:
     """Remove the container's veth pair; False when it was not attached."""
     return delete_link(host_ifname_for(netns_path), host_netns)

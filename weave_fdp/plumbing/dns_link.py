@@ -11,7 +11,6 @@ network on the host.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import socket
 import struct
@@ -92,26 +91,5 @@ def point_container(netns_path: str, ip: str, mac: str, ifname: str = CONTAINER_
             cns.neigh("replace", dst=ip, lladdr=mac, ifindex=idx[0], state=NUD_PERMANENT)
         except NetlinkError as exc:
             raise FdpError(f"cannot point {netns_path} at weaveDNS {ip}: {exc}") from exc
-    finally:
-        cns.close()
-
-
-def unpoint_container(netns_path: str, ip: str) -> None:
-    """Undo :func:`point_container` (what is already gone is fine)."""
-    try:
-        cns = _open_target(netns_path)
-    except NotFound:
-        return
-    try:
-        idx = cns.link_lookup(ifname=CONTAINER_IFNAME)
-        if not idx:
-            return
-        for op in (lambda: cns.route("del", dst=f"{ip}/32", oif=idx[0]),
-                   lambda: cns.neigh("del", dst=ip, ifindex=idx[0])):
-            try:
-                op()
-            except NetlinkError as exc:
-                if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL):
-                    raise
     finally:
         cns.close()

@@ -247,11 +247,6 @@ def set_mtu(name: str, mtu: int, netns: NetnsRef = None) -> None:
     _set(name, netns, f"set mtu {mtu}", mtu=mtu)
 
 
-def set_mac(name: str, mac: str, netns: NetnsRef = None) -> None:
-    """Set the hardware address of ``name``."""
-    _set(name, netns, f"set address {mac}", address=mac)
-
-
 def disable_ipv6_autoconf(name: str, netns: NetnsRef = None) -> None:
     """No IPv6 link-local address on ``name`` (addr_gen_mode none): an IPv4-only link
     then stays silent (no router solicitations, no DAD). Set it before the link goes up."""
@@ -266,11 +261,6 @@ def set_master(name: str, master: str, netns: NetnsRef = None) -> None:
         idx = _require(ipr, name, netns)
         with _netlink_errors(f"enslave {name} to {master} in {_where(netns)}"):
             ipr.link("set", index=idx, master=midx)
-
-
-def set_nomaster(name: str, netns: NetnsRef = None) -> None:
-    """Remove ``name`` from its bridge."""
-    _set(name, netns, "release from bridge", master=0)
 
 
 def rename_link(name: str, new_name: str, netns: NetnsRef = None) -> None:
@@ -362,20 +352,6 @@ def add_route(dst: str, *, dev: str | None = None, gateway: str | None = None,
                 return
             with _netlink_errors(f"add route {dst} in {_where(netns)}"):
                 raise
-
-
-@contextmanager
-def veth_pair(name: str, peer: str, **kw: Any) -> Iterator[int]:
-    """Context-managed :func:`create_veth`: the pair is deleted on exit (if still there)."""
-    idx = create_veth(name, peer, **kw)
-    try:
-        yield idx
-    finally:
-        netns = kw.get("netns")
-        try:
-            delete_link(name, netns)
-        except NotFound:
-            pass  # the namespace itself is gone: so is the pair
 
 
 def routes_overlapping(cidr: str, *, skip_devs: tuple[str, ...] = ("weave",),
