@@ -226,11 +226,11 @@ class _Channel:
         pass
 
 
-def _mesh_node() -> tuple[MeshNode, FuzzLink, FuzzLink]:
+def _mesh_node(version: int = codec.PROTOCOL_MAX) -> tuple[MeshNode, FuzzLink, FuzzLink]:
     node = MeshNode(Identity(LOCAL, "local", 1, 1000, 1), gossip_interval=0, gossip_delay=0)
     for ch in ("ipam", "dns"):
         node.register_channel(ch, _Channel())
-    return node, FuzzLink(node, PEER_A, codec.PROTOCOL_MAX), FuzzLink(node, PEER_B, 1)
+    return node, FuzzLink(node, PEER_A, version), FuzzLink(node, PEER_B, 1)
 
 
 async def _settle(node: MeshNode) -> None:
@@ -276,11 +276,11 @@ def fuzz_mesh_messages(data: bytes) -> None:
 
 
 def _payload_seeds() -> list[bytes]:
-    topo = codec.encode_topology([_entry(PEER_A, 5, (ConnEntry(LOCAL, "192.0.2.1:6783", True, True),
-                                                     ConnEntry(PEER_B, "192.0.2.3:6783", True, True))),
-                                  _entry(PEER_B, 3, (ConnEntry(PEER_A, "192.0.2.2:6783", False, True),)),
-                                  _entry(LOCAL, 9)])
-    return [b"\x00" + topo,
+    entries = [_entry(PEER_A, 5, (ConnEntry(LOCAL, "192.0.2.1:6783", True, True),
+                                  ConnEntry(PEER_B, "192.0.2.3:6783", True, True))),
+               _entry(PEER_B, 3, (ConnEntry(PEER_A, "192.0.2.2:6783", False, True),)),
+               _entry(LOCAL, 9)]
+    return [b"\x00" + codec.encode_topology_v3(entries), b"\x04" + codec.encode_topology(entries),
             b"\x01" + codec.encode_digest(codec.DIGEST_DELTA, [(PEER_B, (1000, 7, 11))]),
             b"\x01" + codec.encode_digest(codec.DIGEST_FULL_REPLY, [(LOCAL, (5000, 1, 1))]),
             b"\x01" + codec.encode_summary([(PEER_A, (1, 2, 3))]),
@@ -291,13 +291,14 @@ def _payload_seeds() -> list[bytes]:
         _payload_seeds)
 def fuzz_gossip_topology(data: bytes) -> None:
     """One payload of a topology channel (``data[0]`` % 3: entries, digest, request),
-    straight into TopologyGossip and the merge (no msgpack envelope to get past)."""
+    straight into TopologyGossip and the merge (no msgpack envelope to get past), on a
+    link of protocol 3 (binary entries), or 2 when ``data[0]`` bit 2 is set."""
     if not data:
         return
     channel = ("topology", codec.TOPOLOGY_DIGEST, codec.TOPOLOGY_REQUEST)[data[0] % 3]
 
     async def go() -> None:
-        node, a, _b = _mesh_node()
+        node, a, _b = _mesh_node(2 if data[0] & 4 else codec.PROTOCOL_MAX)
         node.link_up(a)
         try:
             node.topo_gossip.on_message(a, channel, data[1:])

@@ -73,20 +73,23 @@ def _entry(i: int, version: int, conns: set[tuple[int, bool]]) -> PeerEntry:
 
 
 @given(st.lists(st.tuples(st.integers(0, 7), st.sets(st.tuples(st.integers(0, 7), st.booleans()), max_size=5),
-                          st.booleans()), max_size=40))
-@settings(max_examples=150, deadline=None)
-def test_incremental_graph_matches_the_reference(steps: list[tuple[int, set[tuple[int, bool]], bool]]) -> None:
+                          st.sampled_from(["", "check", "gc"])), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_incremental_graph_matches_the_reference(steps: list[tuple[int, set[tuple[int, bool]], str]]) -> None:
     topo = Topology(_entry(0, 1, set()))
     version = {0: 1}
-    for i, conns, check in steps:
+    for i, conns, then in steps:
         version[i] = version.get(i, 0) + 1
         e = _entry(i, version[i], {(j, est) for j, est in conns if j != i})
         if i == 0:
             topo.set_local_connections(list(e.connections))
         else:
             topo.apply([e])
-        if check:
+        if then == "gc":   # removals between changes, so later rows gain and lose removed peers
+            topo.garbage_collect(0.0, 0.0)
+        if then:
             assert topo.graph() == symmetric_graph(topo.peers)
+            assert topo.records == {e.nb: e.record for e in topo.peers.values()}
     topo.garbage_collect(0.0, 0.0)  # removals too
     assert topo.graph() == symmetric_graph(topo.peers)
 
@@ -200,6 +203,44 @@ def test_periodic_summary_costs_little_and_heals_a_missed_change() -> None:
     asyncio.run(main())
 
 
+def test_protocol_2_nodes_and_protocol_3_nodes_converge() -> None:
+    """Nodes that speak at most version 2 (every fourth) in a mesh of version 3 nodes: each
+    link carries entries in its own version's format, and every node ends with every entry."""
+    async def main() -> None:
+        formats: dict[int, set[str]] = {2: set(), 3: set()}
+        orig = sim.SimLink.send
+
+        def send(self: sim.SimLink, tag: int, body: dict) -> None:
+            if tag == codec.GOSSIP and body["c"] == "topology":
+                p = body["p"]
+                try:
+                    codec.decode_topology(p)
+                    formats[self.protocol_version].add("msgpack")
+                except ProtocolError:
+                    codec.decode_topology_v3(p)
+                    formats[self.protocol_version].add("binary")
+            orig(self, tag, body)
+
+        sim.SimLink.send = send  # type: ignore[method-assign]
+        try:
+            nodes = _random_mesh(30, 5, protocol=lambda i, j: 2 if i % 4 == 0 or j % 4 == 0 else 3)
+            await _settle(nodes)
+            # a change made at a version 2 node reaches every version 3 node, and back
+            nodes[8].topology.bump_local(nickname="v2 node")
+            nodes[8]._queue_topology([nodes[8].name], exclude=None)
+            nodes[9].topology.bump_local(nickname="v3 node")
+            nodes[9]._queue_topology([nodes[9].name], exclude=None)
+            await _settle(nodes)
+        finally:
+            sim.SimLink.send = orig  # type: ignore[method-assign]
+        assert formats == {2: {"msgpack"}, 3: {"binary"}}
+        assert all(nd.topology.peers[nodes[8].name].nickname == "v2 node" and
+                   nd.topology.peers[nodes[9].name].nickname == "v3 node" for nd in nodes)
+        for nd in nodes:
+            assert nd.routes.graph == symmetric_graph(nd.topology.peers)
+    asyncio.run(main())
+
+
 async def _diamond() -> list[MeshNode]:
     """Four settled nodes a, b, c, d linked a - b, a - c, b - d, c - d: two routes from a to d."""
     a, b, c, d = (sim.make_node(i, rng=random.Random(i)) for i in range(4))
@@ -241,13 +282,12 @@ def test_link_down_moves_the_request_to_another_announcer() -> None:
         a, b, c, d = nodes
         # d is told that b and c hold a newer a; it asks one, whose link then dies
         newer = replace(a.topology.local, version=a.topology.local.version + 1, nickname="moved")
-        a.topology.peers[a.name] = newer
-        a.topology._dirty.add(a.name)
+        a.topology._put(newer)
         b.topology.apply([newer])
         c.topology.apply([newer])
         for via in (b, c):
-            d.topo_gossip._on_delta(d.links[via.name], [(a.name, newer.key())])
-        asked = d.topo_gossip.requested[a.name][2]
+            d.topo_gossip._on_delta(d.links[via.name], newer.record)
+        asked = d.topo_gossip.requested[newer.nb][2]
         d.links[asked].close("test: cut")
         await asyncio.sleep(0.1)
         assert d.topology.peers[a.name].nickname == "moved"
@@ -260,8 +300,30 @@ def test_a_stale_copy_of_ourselves_is_corrected() -> None:
         assert sim.connect(a, b)
         await _settle([a, b])
         current = a.topology.local
-        a.topo_gossip._on_delta(a.links[b.name], [(a.name, (current.incarnation, current.version - 1, current.uid))])
+        stale = codec.encode_digest(codec.DIGEST_DELTA, [(a.name, (current.incarnation, current.version - 1,
+                                                                   current.uid))])[1:]
+        a.topo_gossip._on_delta(a.links[b.name], stale)
         await asyncio.sleep(0.05)
         assert b.topology.peers[a.name].key() == current.key()
-        assert a.topo_gossip.known[b.name][a.name] == current.key()
+        assert a.topo_gossip.holds_current(b.name, a.name)
     asyncio.run(main())
+
+
+@given(st.integers(2, 12), st.integers(0, 10_000), st.integers(0, 2), st.data())
+@settings(max_examples=25, deadline=None)
+def test_any_mix_of_protocol_versions_converges(n: int, seed: int, shift: int, data: st.DataObject) -> None:
+    """Random meshes whose links speak versions 1, 2 and 3 converge, and so does a later change
+    (on a virtual clock: timers fire at once)."""
+    async def main() -> None:
+        nodes = _random_mesh(n, seed, protocol=lambda i, j: 1 + (i * 7 + j + shift) % 3)
+        await _settle(nodes, timeout=60)
+        nd = nodes[data.draw(st.integers(0, n - 1))]
+        nd.topology.bump_local(nickname="changed")
+        nd._queue_topology([nd.name], exclude=None)
+        await _settle(nodes, timeout=60)
+        assert all(o.topology.peers[nd.name].nickname == "changed" for o in nodes)
+        assert all(not o.topo_gossip.requested for o in nodes)
+        for o in nodes:
+            o.stop()
+    with asyncio.Runner(loop_factory=sim.VirtualClockLoop) as runner:
+        runner.run(main())

@@ -61,7 +61,7 @@ def _agree(live: list[MeshNode]) -> bool:
 class MeshSim:
     """N simulated peers on one virtual clock, and the phases measured on them."""
 
-    def __init__(self, n: int, degree: int = 3, protocol: int = 2, latency: float = LATENCY_S,
+    def __init__(self, n: int, degree: int = 3, protocol: int = codec.PROTOCOL_MAX, latency: float = LATENCY_S,
                  seed: int | None = None) -> None:
         self.degree = degree
         self.protocol = protocol
@@ -158,7 +158,7 @@ class MeshSim:
                 "gossip_interval_s": gossip_interval, "topology_gossip": stats}
 
 
-def simulate(n: int, gc_paused: bool = True, protocol: int = 2, latency: float = LATENCY_S,
+def simulate(n: int, gc_paused: bool = True, protocol: int = codec.PROTOCOL_MAX, latency: float = LATENCY_S,
              **kw: Any) -> dict[str, Any]:
     """One simulated run. ``gc_paused``: no cyclic GC while it runs. One process holds the
     state of every simulated router, so each full collection walks N routers' objects
@@ -338,7 +338,7 @@ def plot(sims: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_all(sim_sizes: list[int], real_count: int, echo: Echo = print, protocol: int = 2,
+def run_all(sim_sizes: list[int], real_count: int, echo: Echo = print, protocol: int = codec.PROTOCOL_MAX,
             gc_paused: bool = True, overlays: bool = True, plot_path: Path | None = None,
             latency: float = LATENCY_S, save_path: Path | None = None) -> dict[str, Any]:
     """``save_path``: the simulated results so far are written there after each size (a
@@ -374,8 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m weave_fdp.bench.mesh")
     ap.add_argument("--sim", default="10,100,500")
     ap.add_argument("--real", type=int, default=10)
-    ap.add_argument("--protocol", type=int, default=2, choices=[1, 2],
-                    help="topology gossip of the simulated links (1: push entries, 2: digests)")
+    ap.add_argument("--protocol", type=int, default=codec.PROTOCOL_MAX, choices=[1, 2, 3],
+                    help="topology gossip of the simulated links (1: push entries, 2: digests, "
+                         "3: digests and binary entries)")
     ap.add_argument("--latency-ms", type=float, default=LATENCY_S * 1000, help="one-way latency of simulated links")
     ap.add_argument("--gc", action="store_true", help="keep Python's cyclic GC on in simulated runs")
     ap.add_argument("--no-overlays", action="store_true", help="real routers without data planes")

@@ -28,8 +28,9 @@ def bench() -> None:
               help="Simulated peer counts (in-memory transport), comma separated.")
 @click.option("--real", "real_count", default=10, show_default=True,
               help="Real routers in namespaces (0 to skip).")
-@click.option("--protocol", type=click.Choice(["1", "2"]), default="2", show_default=True,
-              help="Topology gossip of simulated links: 1 pushes entries, 2 gossips digests.")
+@click.option("--protocol", type=click.Choice(["1", "2", "3"]), default="3", show_default=True,
+              help="Topology gossip of simulated links: 1 pushes entries, 2 gossips digests, "
+                   "3 gossips digests and carries entries in a binary layout.")
 @click.option("--gc", "keep_gc", is_flag=True, help="Keep Python's cyclic GC on during simulated runs.")
 @click.option("--no-overlays", is_flag=True, help="Real routers without data planes (control plane only).")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False, writable=True), default=None,

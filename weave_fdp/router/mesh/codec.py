@@ -20,8 +20,9 @@ from weave_fdp.errors import ProtocolError
 
 MAGIC = b"WFDP"
 PROTOCOL_MIN = 1
-PROTOCOL_MAX = 2      # 2: topology digests and requests (section 7 of docs/PROTOCOL.md)
+PROTOCOL_MAX = 3      # 2: topology digests and requests; 3: fixed-layout binary entries (section 7 of docs/PROTOCOL.md)
 DIGEST_VERSION = 2    # links at this version or above gossip topology by digest
+BINARY_ENTRIES_VERSION = 3   # links at this version or above carry topology entries in the binary layout
 PREAMBLE = struct.Struct("!4sBB")       # magic, min version, max version
 FRAME_HEADER = struct.Struct("!I")      # payload length, big endian
 MAX_FRAME = 8 << 20                     # bytes; larger frames are refused
@@ -40,6 +41,10 @@ OVERLAY_CONTROL = 0x05
 CLOSE = 0x06
 TAG_NAMES = {HEARTBEAT: "heartbeat", GOSSIP: "gossip", GOSSIP_UNICAST: "gossip-unicast",
              GOSSIP_BROADCAST: "gossip-broadcast", OVERLAY_CONTROL: "overlay-control", CLOSE: "close"}
+
+NAME_BYTES = 6                          # a peer name on the wire: its 6 octets
+KEY = struct.Struct("!QQQ")             # an entry's (incarnation, version, uid), 24 bytes: as bytes,
+                                        # keys compare as the tuples do (big-endian, unsigned)
 
 PEER_NAME_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -288,34 +293,54 @@ class PeerEntry:
 
     # derived once per entry (they are read on every route recompute and gossip round)
     _key: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    nb: bytes = field(init=False, repr=False, compare=False)       # the name's 6 bytes
+    record: bytes = field(init=False, repr=False, compare=False)   # its 30-byte digest record
     established_peers: tuple[str, ...] = field(init=False, repr=False, compare=False)
     established_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _derive(self.__dict__, self.incarnation, self.version, self.uid, self.connections)
+        _derive(self.__dict__, self.name, self.incarnation, self.version, self.uid, self.connections)
 
     def key(self) -> tuple[int, int, int]:
         """Ordering of updates: later incarnation first, then higher version."""
         return self._key
 
+    def __getattr__(self, attr: str) -> Any:
+        # an entry decoded from the binary layout (protocol 3) decodes its connection list on
+        # first use: routes need only the established peers, which the decoder gathered
+        if attr == "connections":
+            src = self.__dict__.get("_conn_src")
+            if src is not None:
+                conns = self.__dict__["connections"] = _connections_v3(*src)
+                return conns
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
     @classmethod
     def decoded(cls, name: str, nickname: str, uid: int, incarnation: int, version: int, short_id: int,
-                connections: tuple[ConnEntry, ...], key: tuple[int, int, int], established: set[str]
-                ) -> "PeerEntry":
+                connections: tuple[ConnEntry, ...], key: tuple[int, int, int], established: set[str],
+                record: bytes) -> "PeerEntry":
         """Construct without the frozen-dataclass setattr calls (the decoder's hot path, which
-        has gathered ``key`` and the ``established`` peers on its way)."""
+        has gathered ``key``, the digest ``record`` and the ``established`` peers on its way)."""
         e = object.__new__(cls)
         e.__dict__.update(name=name, nickname=nickname, uid=uid, incarnation=incarnation, version=version,
-                          short_id=short_id, connections=connections, _key=key,
+                          short_id=short_id, connections=connections, _key=key, nb=record[:NAME_BYTES],
+                          record=record,
                           established_set=frozenset(established), established_peers=tuple(sorted(established)))
         return e
 
 
-def _derive(d: dict[str, Any], inc: int, ver: int, uid: int, conns: tuple[ConnEntry, ...]) -> None:
+def _derive(d: dict[str, Any], name: str, inc: int, ver: int, uid: int, conns: tuple[ConnEntry, ...]) -> None:
     d["_key"] = (inc, ver, uid)
+    d["nb"] = nb = name_to_bytes(name)
+    d["record"] = nb + KEY.pack(inc, ver, uid)
     est = {c[0] for c in conns if c[3]}
     d["established_set"] = frozenset(est)
     d["established_peers"] = tuple(sorted(est))
+
+
+def _check_address(addr: str, what: str) -> None:
+    if not addr.isascii():
+        raise ProtocolError(f"{what}: connection address is not ASCII")
 
 
 def _encode_entry(e: PeerEntry) -> bytes:
@@ -340,11 +365,20 @@ def encode_topology(entries: list[PeerEntry]) -> bytes:
 
 
 class TopologyEncoder:
-    """encode_topology with each entry's encoding kept on the (immutable) entry: the same
-    entries go to several neighbours."""
+    """encode_topology (or encode_topology_v3) with each entry's encoding kept on the
+    (immutable) entry: the same entries go to several neighbours; an entry decoded from
+    the binary layout keeps the bytes it came in."""
 
-    def encode(self, entries: list[PeerEntry]) -> bytes:
+    def encode(self, entries: list[PeerEntry], version: int = 2) -> bytes:
         parts = []
+        if version >= BINARY_ENTRIES_VERSION:
+            for e in entries:
+                d = e.__dict__
+                wire = d.get("_wire3")
+                if wire is None:
+                    wire = d["_wire3"] = _encode_entry_v3(e)
+                parts.append(wire)
+            return b"".join(parts)
         for e in entries:
             d = e.__dict__
             wire = d.get("_wire")
@@ -389,8 +423,8 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
             raise ProtocolError("topology: nickname is not a short string")
         if type(sid) is not int or not 0 <= sid < 4096:
             raise ProtocolError("topology: short ID is not a u12")
-        if type(conns) is not list:
-            raise ProtocolError("topology: connections is not an array")
+        if type(conns) is not list or len(conns) > 65535:   # (65535: what protocol 3 can carry)
+            raise ProtocolError("topology: connections is not an array of at most 65535")
         centries = []
         est = set()
         for c in conns:
@@ -398,14 +432,116 @@ def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], 
                 raise ProtocolError("topology: malformed connection entry")
             peer, addr, outbound, established = c
             if type(addr) is not str or len(addr) > MAX_STR or type(outbound) is not bool \
-                    or type(established) is not bool:
+                    or type(established) is not bool or not addr.isascii():
                 raise ProtocolError("topology: malformed connection entry")
             if type(peer) is not str or peer not in good:
                 check_peer_name(peer, w)
             centries.append(tnew(ConnEntry, c))
             if established:
                 est.add(peer)
-        out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries), key, est))
+        nb = _NAME_TO_BYTES.get(name) or name_to_bytes(name)
+        out.append(PeerEntry.decoded(name, nick, uid, inc, ver, sid, tuple(centries), key, est,
+                                     nb + KEY.pack(inc, ver, uid)))
+    return out
+
+
+# ---------------------------------------------------------------- topology entries, protocol 3
+
+#: name, incarnation, version, uid (the 30-byte digest record), then the length of the rest
+ENTRY_HEAD = struct.Struct("!6sQQQI")
+#: the rest: short ID, nickname length, connection count; then the nickname (UTF-8), the
+#: connection table and the addresses (ASCII) one after the other, in table order
+ENTRY_REST = struct.Struct("!HHH")
+CONN_V3 = struct.Struct("!6sBB")     # peer name, flags, address length
+CONN_OUTBOUND = 1
+CONN_ESTABLISHED = 2
+_RECORD = 30                         # bytes of ENTRY_HEAD that are the digest record
+
+
+def _encode_entry_v3(e: PeerEntry) -> bytes:
+    nick = e.nickname.encode("utf-8")
+    table, addrs = [], []
+    for c in e.connections:
+        a = c.address.encode("ascii")
+        table.append(CONN_V3.pack(name_to_bytes(c.peer), (c.outbound and CONN_OUTBOUND)
+                                  | (c.established and CONN_ESTABLISHED), len(a)))
+        addrs.append(a)
+    rest = ENTRY_REST.pack(e.short_id, len(nick), len(table)) + nick + b"".join(table) + b"".join(addrs)
+    return ENTRY_HEAD.pack(name_to_bytes(e.name), e.incarnation, e.version, e.uid, len(rest)) + rest
+
+
+def encode_topology_v3(entries: list[PeerEntry]) -> bytes:
+    """Entries in the binary layout of protocol 3, one after the other (no count: the
+    payload's length ends the list)."""
+    return b"".join(_encode_entry_v3(e) for e in entries)
+
+
+def _connections_v3(table: bytes, addrs: bytes) -> tuple[ConnEntry, ...]:
+    """The connection list of a protocol 3 entry (the decoder checked the layout)."""
+    out, pos, tnew = [], 0, tuple.__new__
+    get = _BYTES_TO_NAME.get
+    for peer, flags, alen in CONN_V3.iter_unpack(table):
+        out.append(tnew(ConnEntry, (get(peer) or bytes_to_name(peer), addrs[pos:pos + alen].decode("ascii"),
+                                    bool(flags & CONN_OUTBOUND), bool(flags & CONN_ESTABLISHED))))
+        pos += alen
+    return tuple(out)
+
+
+def decode_topology_v3(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], bool] | None" = None
+                       ) -> list[PeerEntry]:
+    """decode_topology for protocol 3 links. Every entry's layout is checked, wanted or
+    not; a wanted one keeps its bytes (to forward them) and decodes its connection list
+    only when it is first used (PeerEntry.connections)."""
+    w = "topology"
+    out: list[PeerEntry] = []
+    pos, end, n = 0, len(data), 0
+    head, rest_head, hsize, rsize = ENTRY_HEAD.unpack_from, ENTRY_REST.unpack_from, ENTRY_HEAD.size, ENTRY_REST.size
+    get = _BYTES_TO_NAME.get
+    while pos < end:
+        n += 1
+        if n > MAX_LIST:
+            raise ProtocolError("topology: too many entries")
+        if end - pos < hsize + rsize:
+            raise ProtocolError("topology: truncated entry")
+        nb, inc, ver, uid, length = head(data, pos)
+        start, stop = pos + hsize, pos + hsize + length
+        if stop > end or length < rsize:
+            raise ProtocolError("topology: entry length exceeds the payload")
+        sid, nlen, count = rest_head(data, start)
+        tbl = start + rsize + nlen
+        ab = tbl + count * CONN_V3.size
+        if ab > stop:
+            raise ProtocolError("topology: entry length does not fit its connection table")
+        table = data[tbl:ab]
+        if count and (max(table[6::8]) > 3 or sum(table[7::8]) != stop - ab):
+            raise ProtocolError("topology: malformed connection entry")
+        if not count and ab != stop:
+            raise ProtocolError("topology: entry length does not fit its connection table")
+        if sid >= 4096:
+            raise ProtocolError("topology: short ID is not a u12")
+        name = get(nb) or bytes_to_name(nb)
+        key = (inc, ver, uid)
+        record_end, entry_pos = pos + _RECORD, pos
+        pos = stop
+        if wanted is not None and not wanted(name, key):
+            continue
+        try:
+            nick = data[start + rsize:tbl].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("topology: nickname is not UTF-8") from None
+        if len(nick) > MAX_STR:
+            raise ProtocolError("topology: nickname is not a short string")
+        addrs = data[ab:stop]
+        if not addrs.isascii():
+            raise ProtocolError("topology: connection address is not ASCII")
+        est = {get(p) or bytes_to_name(p) for p in [table[i:i + 6] for i in range(0, len(table), 8)
+                                                    if table[i + 6] & CONN_ESTABLISHED]}
+        e = object.__new__(PeerEntry)
+        e.__dict__.update(name=name, nickname=nick, uid=uid, incarnation=inc, version=ver, short_id=sid,
+                          _key=key, nb=nb, record=data[entry_pos:record_end], established_set=frozenset(est),
+                          established_peers=tuple(sorted(est)), _conn_src=(table, addrs),
+                          _wire3=data[entry_pos:stop])
+        out.append(e)
     return out
 
 
@@ -423,7 +559,6 @@ DIGEST_KINDS = (DIGEST_DELTA, DIGEST_FULL, DIGEST_FULL_REPLY, DIGEST_SUMMARY)
 
 DIGEST_RECORD = struct.Struct("!6sQQQ")   # name, incarnation, version, uid: 30 bytes
 SUMMARY = struct.Struct("!I16s")          # entry count, fingerprint
-NAME_BYTES = 6
 
 Key = tuple[int, int, int]
 
@@ -464,15 +599,27 @@ def encode_digest(kind: int, items: Iterable[tuple[str, Key]]) -> bytes:
 def fingerprint(items: Iterable[tuple[str, Key]]) -> bytes:
     """16 bytes naming a whole topology view: SHA-256 of its records in name order."""
     rec = DIGEST_RECORD.pack
-    return hashlib.sha256(b"".join(rec(name_to_bytes(n), *k) for n, k in sorted(items))).digest()[:16]
+    return fingerprint_records([rec(name_to_bytes(n), *k) for n, k in items])
+
+
+def fingerprint_records(records: Iterable[bytes]) -> bytes:
+    """fingerprint() of packed 30-byte records (one per name: sorted as bytes, they are in
+    name order, the name's octets coming first)."""
+    return hashlib.sha256(b"".join(sorted(records))).digest()[:16]
 
 
 def encode_summary(items: list[tuple[str, Key]]) -> bytes:
     return bytes([DIGEST_SUMMARY]) + SUMMARY.pack(len(items), fingerprint(items))
 
 
-def decode_digest(data: bytes) -> tuple[int, list[tuple[str, Key]] | tuple[int, bytes]]:
-    """-> (kind, [(name, key)]) or (DIGEST_SUMMARY, (count, fingerprint)); ProtocolError on bad input."""
+def encode_summary_records(records: list[bytes]) -> bytes:
+    return bytes([DIGEST_SUMMARY]) + SUMMARY.pack(len(records), fingerprint_records(records))
+
+
+def split_digest(data: bytes) -> tuple[int, bytes]:
+    """-> (kind, body) after the checks of decode_digest: a summary's body is SUMMARY.size
+    bytes, any other's a whole number (at most MAX_LIST) of 30-byte records, left packed
+    (the receiver compares records as bytes: name first, then the key, big-endian)."""
     if not data:
         raise ProtocolError("topology digest: empty")
     kind, body = data[0], data[1:]
@@ -481,11 +628,19 @@ def decode_digest(data: bytes) -> tuple[int, list[tuple[str, Key]] | tuple[int, 
     if kind == DIGEST_SUMMARY:
         if len(body) != SUMMARY.size:
             raise ProtocolError(f"topology digest: summary of {len(body)} bytes, expected {SUMMARY.size}")
-        return kind, SUMMARY.unpack(body)
+        return kind, body
     if len(body) % DIGEST_RECORD.size:
         raise ProtocolError(f"topology digest: {len(body)} bytes is not a whole number of records")
     if len(body) // DIGEST_RECORD.size > MAX_LIST:
         raise ProtocolError("topology digest: too many records")
+    return kind, body
+
+
+def decode_digest(data: bytes) -> tuple[int, list[tuple[str, Key]] | tuple[int, bytes]]:
+    """-> (kind, [(name, key)]) or (DIGEST_SUMMARY, (count, fingerprint)); ProtocolError on bad input."""
+    kind, body = split_digest(data)
+    if kind == DIGEST_SUMMARY:
+        return kind, SUMMARY.unpack(body)
     get = _BYTES_TO_NAME.get
     if len(_KEYS) > 100_000:
         _KEYS.clear()

@@ -72,15 +72,22 @@ class SimNet:
         first, so the CPU is counted; only the memory is shared)."""
         key = (entry.name, entry.key())
         kept = self._entries.get(key)
-        # (the fields a key does not pin down, compared without the dataclass's slower __eq__)
-        if kept is None or kept.connections != entry.connections or kept.nickname != entry.nickname \
-                or kept.short_id != entry.short_id:
+        if kept is None or not _same_content(kept, entry):
             self._entries[key] = kept = entry
         return kept
 
     def count(self, sender: str, nbytes: int) -> None:
         self.tx_msgs[sender] = self.tx_msgs.get(sender, 0) + 1
         self.tx_bytes[sender] = self.tx_bytes.get(sender, 0) + nbytes
+
+
+def _same_content(a: PeerEntry, b: PeerEntry) -> bool:
+    """The fields a key does not pin down are equal (as the bytes both came in, when both
+    came in protocol 3's layout; else without the dataclass's slower __eq__)."""
+    wa, wb = a.__dict__.get("_wire3"), b.__dict__.get("_wire3")
+    if wa is not None and wb is not None:
+        return wa == wb
+    return a.connections == b.connections and a.nickname == b.nickname and a.short_id == b.short_id
 
 
 class SimLink:
@@ -154,7 +161,8 @@ def make_node(i: int, **kw: Any) -> MeshNode:
 def connect(a: MeshNode, b: MeshNode, protocol_version: int = codec.PROTOCOL_MAX,
             net: SimNet | None = None) -> bool:
     """Join a (dialer) and b with an in-memory link pair, as a completed handshake would
-    (at ``protocol_version``: 1 pushes topology entries, 2 gossips digests)."""
+    (at ``protocol_version``: 1 pushes topology entries, 2 gossips digests, 3 also
+    carries entries in the binary layout)."""
     la, lb = SimLink(a, b, True, protocol_version, net), SimLink(b, a, False, protocol_version, net)
     la.other, lb.other = lb, la
     if not a.link_up(la):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_left
 from collections import deque
 from dataclasses import replace
 
@@ -29,6 +30,9 @@ class Topology:
     def __init__(self, local: PeerEntry) -> None:
         self.local_name = local.name
         self.peers: dict[str, PeerEntry] = {local.name: local}
+        # the same entries as 30-byte digest records, by the name's 6 bytes (gossip compares
+        # what neighbours announce with these without decoding them)
+        self.records: dict[bytes, bytes] = {local.nb: local.record}
         self._unreachable_since: dict[str, float] = {}
         # incremental symmetric graph (see graph()): names changed since the last call,
         # each name's established peers as of then, and the graph's rows
@@ -40,12 +44,13 @@ class Topology:
     def _put(self, entry: PeerEntry) -> None:
         """Every change of ``peers`` goes through here or _drop (the graph is kept incrementally)."""
         self.peers[entry.name] = entry
+        self.records[entry.nb] = entry.record
         self._dirty.add(entry.name)
         if self._sid_dirty is not None:
             self._sid_dirty.add(entry.name)
 
     def _drop(self, name: str) -> None:
-        del self.peers[name]
+        del self.records[self.peers.pop(name).nb]
         self._dirty.add(name)
 
     def graph(self) -> dict[str, list[str]]:
@@ -58,7 +63,8 @@ class Topology:
         """
         peers, graph, claims = self.peers, self._graph, self._claims
         if self._dirty:
-            touched: set[str] = set()
+            full: set[str] = set()                 # rows rebuilt (the changed peers')
+            adjust: list[tuple[str, str]] = []     # (row, peer): only that peer may enter or leave it
             empty: frozenset[str] = frozenset()
             for n in self._dirty:
                 e = peers.get(n)
@@ -68,19 +74,34 @@ class Topology:
                     claims[n] = new
                     if old == new and n in graph:
                         continue   # a new version with the same established peers: no edge moves
-                touched.add(n)
-                touched.update(old)
-                touched.update(new)
+                full.add(n)
+                for q in (old ^ new if old else new):
+                    adjust.append((q, n))
             self._dirty.clear()
-            # a row is recomputed from the claims (each peer's own announcement) of the
-            # peers it names: O(its degree), and nothing but the claims is kept per peer
+            # a row is rebuilt from the claims (each peer's own announcement) of the peers it
+            # names, O(its degree); the rows of the peers a changed claim added or dropped
+            # gain or lose that one peer (copied: rows handed out are never mutated)
             get = claims.get
-            for t in touched:
+            for t in full:
                 mine = get(t)
                 if mine is None:
                     graph.pop(t, None)
                 else:
-                    graph[t] = sorted(q for q in mine if t in get(q, empty))
+                    row = [q for q in mine if t in get(q, empty)]
+                    row.sort()
+                    graph[t] = row
+            for q, n in adjust:
+                if q in full or (row := graph.get(q)) is None:
+                    continue
+                want = n in get(q, empty) and q in get(n, empty)
+                i = bisect_left(row, n)
+                if want != (i < len(row) and row[i] == n):
+                    row = row.copy()
+                    if want:
+                        row.insert(i, n)
+                    else:
+                        del row[i]
+                    graph[q] = row
         return dict(graph)
 
     @property
@@ -141,10 +162,10 @@ class Topology:
             entry = self.peers.get(queue.popleft())
             if entry is None:
                 continue
-            for c in entry.connections:
-                if c.established and c.peer not in seen and c.peer in self.peers:
-                    seen.add(c.peer)
-                    queue.append(c.peer)
+            for p in entry.established_peers:
+                if p not in seen and p in self.peers:
+                    seen.add(p)
+                    queue.append(p)
         return seen
 
     @property
