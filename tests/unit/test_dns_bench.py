@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from weave_fdp.bench.dns import name_ip, parse_dnsperf, percentile, verbose_latencies
+from weave_fdp.bench.dns import (Bisection, name_ip, parse_dnsperf, percentile, rate_holds, search_verdict,
+                                verbose_latencies)
 from weave_fdp.errors import FdpError
 
 pytestmark = pytest.mark.unit
@@ -66,3 +69,56 @@ def test_floor_verdict_judges_the_median_p99_and_names_the_limit() -> None:
     assert not short["ok"] and "carried 3000 of 5000 qps" in short["why_not"]
     lossy = floor_verdict(10000, runs(1.0, lost=500), runs(1.0), 5)
     assert not lossy["ok"] and "500 lost" in lossy["why_not"]
+
+
+@given(threshold=st.floats(min_value=0, max_value=100_000), hi=st.integers(min_value=1_000, max_value=100_000),
+       steps=st.integers(min_value=1, max_value=10))
+def test_bisection_finds_the_highest_rate_that_holds_within_its_resolution(threshold: float, hi: int,
+                                                                          steps: int) -> None:
+    b = Bisection(hi, steps)
+    probes = 0
+    while not b.done:
+        rate = b.rate()
+        b.record(rate, rate <= threshold)
+        probes += 1
+    assert probes == steps
+    assert b.best <= min(threshold, hi)                      # never a rate that did not hold
+    assert min(threshold, hi) - b.best <= hi / 2 ** steps + 1   # within the resolution of the steps
+    assert [r for r, ok in b.probes if ok] == sorted(r for r, ok in b.probes if ok)
+
+
+def test_bisection_of_a_noisy_server_keeps_the_best_rate_that_held() -> None:
+    b = Bisection(40_000, 3)
+    b.record(b.rate(), True)      # 20000 holds
+    b.record(b.rate(), False)     # 30000 does not
+    b.record(b.rate(), False)     # 25000 does not
+    assert b.done and b.best == 20_000 and b.probes == [(20_000, True), (30_000, False), (25_000, False)]
+
+
+def test_rate_holds_needs_p99_rate_and_few_losses() -> None:
+    assert rate_holds({"qps": 9990, "p99_ms": 4.9, "lost": 0}, 10_000, 3)
+    assert not rate_holds({"qps": 9990, "p99_ms": 5.0, "lost": 0}, 10_000, 3)
+    assert not rate_holds({"qps": 9000, "p99_ms": 1.0, "lost": 0}, 10_000, 3)
+    assert not rate_holds({"qps": 9990, "p99_ms": 1.0, "lost": 31}, 10_000, 3)
+
+
+def test_search_verdict_reads_the_floor_as_the_highest_rate_under_5_ms() -> None:
+    ok = search_verdict(60_000, 31_000, 20_000)
+    assert ok["ok"] and ok["target_qps"] == 30_000 and ok["best_ratio_weave_to_dnsmasq"] == 1.55
+    assert ok["weave_best_share_of_dnsmasq_max"] == 0.517
+    no = search_verdict(60_000, 29_000, 40_000)
+    assert not no["ok"] and no["best_ratio_weave_to_dnsmasq"] == 0.72
+    assert not search_verdict(0, 0, 0)["ok"]
+
+
+def test_snmp_counter_reads_the_udp_receive_buffer_drops() -> None:
+    from weave_fdp.bench.dns import snmp_counter
+
+    text = ("Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+            "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+            "Udp: 5729801 21111 7647 5765899 7640 0\n"
+            "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdpLite: 0 0 0 0 0 0\n")
+    assert snmp_counter(text, "Udp", "RcvbufErrors") == 7640
+    assert snmp_counter(text, "UdpLite", "RcvbufErrors") == 0
+    with pytest.raises(FdpError, match="lacks Udp Nope"):
+        snmp_counter(text, "Udp", "Nope")

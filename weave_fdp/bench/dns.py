@@ -13,6 +13,16 @@ dnsperf runs. Measured, interleaved (weave, dnsmasq, weave, dnsmasq, ...):
   interleaved too; the verdict (:func:`floor_verdict`) takes the median p99 of weaveDNS's
   runs and sets it beside dnsmasq's at the same rate (when dnsmasq misses 5 ms too, the
   machine is the limit, not the server);
+- the highest rate each server holds with p99 under 5 ms: a bisection
+  (:class:`Bisection`, ``search_steps`` short runs of ``search_seconds`` per server, the
+  two servers' steps interleaved) between 0 and the server's best max-qps run; the
+  second reading of the floor (:func:`search_verdict`): weaveDNS's highest such rate is
+  at least 0.5x dnsmasq's max qps;
+- each of those twice, by placement (``placements``): ``pinned`` (dnsperf on CPU 0, the
+  server answering, weaveDNS's server process or dnsmasq, on CPU 1: neither waits for
+  the other) and ``unpinned`` (the scheduler places them, as users run them);
+- fixed-rate and search runs allow 1000 queries outstanding (``-q``), so a slow
+  moment never throttles dnsperf's sending: the rate asked is the rate offered;
 - attach to resolve: a poller in h2-c1 asks for a new name every 2 ms; the time from
   starting ``weave-fdp attach -h NAME`` on host 1 until h2-c1 gets the address (what a
   user waits: CLI start, link, duplicate address probe, name, gossip, answer), and from
@@ -47,6 +57,11 @@ FLOOR_P99_MS = 5.0         # ... carried with a p99 under this
 LOST_SHARE = 0.001         # of the queries sent at that rate, at most
 DNSMASQ = "169.254.53.54"
 NAME_NET = "10.32.60"     # names bench-K -> 10.32.60.K (and 10.32.61.K beyond 250)
+MAX_OUTSTANDING = 100     # dnsperf -q of the max-qps runs (closed loop)
+RATE_OUTSTANDING = 1000   # dnsperf -q of the fixed-rate runs (open loop: the rate asked is the rate offered)
+CLIENT_BUFFER_KB = 4096   # dnsperf -b: its socket buffers (the kernel caps them at net.core.[rw]mem_max)
+PLACEMENTS = ("pinned", "unpinned")
+CLIENT_CPU, SERVER_CPU = 0, 1
 
 
 @dataclass
@@ -55,10 +70,14 @@ class Options:
     rounds: int = 3
     seconds: float = 5.0
     attaches: int = 20
+    search_steps: int = 6
+    search_seconds: float = 3.0
+    placements: tuple[str, ...] = PLACEMENTS
 
 
 def check_tools() -> None:
-    for tool, pkg in (("dnsperf", "dnsperf"), ("dnsmasq", "dnsmasq-base"), ("dig", "bind9-dnsutils")):
+    for tool, pkg in (("dnsperf", "dnsperf"), ("dnsmasq", "dnsmasq-base"), ("dig", "bind9-dnsutils"),
+                      ("taskset", "util-linux")):
         if shutil.which(tool) is None:
             raise DependencyMissing(f"{tool} is not installed", fix=f"apt-get install {pkg} (or make install)")
 
@@ -120,7 +139,69 @@ def floor_verdict(dnsmasq_max_qps: float, weave_runs: list[dict[str, float]],
             "p99_ratio_weave_to_dnsmasq": round(w_p99 / d_p99, 2) if d_p99 else None, "why_not": why}
 
 
+def rate_holds(run: dict[str, float], rate: float, seconds: float) -> bool:
+    """Did a fixed-rate run at ``rate`` hold the floor's latency: p99 under FLOOR_P99_MS, 95 %
+    of the rate carried, at most LOST_SHARE of the queries lost? ``run``: ``{"qps", "p99_ms",
+    "lost"}``."""
+    return (run["p99_ms"] < FLOOR_P99_MS and run["qps"] >= 0.95 * rate
+            and run["lost"] <= LOST_SHARE * max(1.0, rate * seconds))
+
+
+class Bisection:
+    """The highest rate in ``(0, hi]`` a server holds (a predicate that holds below some
+    rate and not above), in ``steps`` probes: each probe halves the interval that holds the
+    answer. :attr:`best` is the highest rate that held (0 when none did); the answer lies
+    in ``[best, best + hi / 2**steps)`` when the predicate is monotonic."""
+
+    def __init__(self, hi: float, steps: int) -> None:
+        self.lo, self.hi, self.left = 0.0, float(hi), int(steps)
+        self.best = 0.0
+        self.probes: list[tuple[int, bool]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.left <= 0 or self.hi <= 1
+
+    def rate(self) -> int:
+        """The next rate to probe."""
+        return max(1, round((self.lo + self.hi) / 2))
+
+    def record(self, rate: float, held: bool) -> None:
+        self.left -= 1
+        self.probes.append((round(rate), held))
+        if held:
+            self.lo = max(self.lo, float(rate))
+            self.best = max(self.best, float(rate))
+        else:
+            self.hi = min(self.hi, float(rate))
+
+
+def search_verdict(dnsmasq_max_qps: float, weave_best: float, dnsmasq_best: float) -> dict[str, Any]:
+    """The floor's second reading: weaveDNS's highest rate with p99 < FLOOR_P99_MS is at
+    least FLOOR_SHARE of dnsmasq's max qps (dnsmasq's own highest such rate beside it)."""
+    target = FLOOR_SHARE * dnsmasq_max_qps
+    ok = weave_best >= target > 0
+    return {"ok": ok, "rule": f"weaveDNS's highest rate with p99 < {FLOOR_P99_MS:g} ms >= "
+                              f"{FLOOR_SHARE:g}x dnsmasq's max qps",
+            "target_qps": round(target), "weave_best_qps": round(weave_best), "dnsmasq_best_qps": round(dnsmasq_best),
+            "weave_best_share_of_dnsmasq_max": round(weave_best / dnsmasq_max_qps, 3) if dnsmasq_max_qps else None,
+            "best_ratio_weave_to_dnsmasq": round(weave_best / dnsmasq_best, 2) if dnsmasq_best else None}
+
+
 # ---------------------------------------------------------------- the lab
+
+def snmp_counter(text: str, proto: str, field: str) -> int:
+    """A counter of /proc/net/snmp (a header line and a value line per protocol)."""
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith(proto + ":")]
+    if len(lines) < 2 or field not in lines[0]:
+        raise FdpError(f"/proc/net/snmp lacks {proto} {field}")
+    return int(lines[1][lines[0].index(field)])
+
+
+def udp_rcvbuf_errors(ns: str) -> int:
+    """UDP datagrams dropped in namespace ``ns`` because a socket's receive buffer was full."""
+    return snmp_counter(run_in_netns(ns, ["cat", "/proc/net/snmp"]).stdout, "Udp", "RcvbufErrors")
+
 
 def name_ip(k: int) -> str:
     return f"10.32.{60 + (k - 1) // 250}.{(k - 1) % 250 + 1}"
@@ -133,6 +214,11 @@ c = RouterClient()
 for k in range(1, int(sys.argv[1]) + 1):
     ip = f"10.32.{60 + (k - 1) // 250}.{(k - 1) % 250 + 1}"
     c.call("dns-add", addrs=[ip], hostname=f"bench-{k}")
+"""
+
+UDP_PID = r"""
+from weave_fdp.router.client import RouterClient
+print(RouterClient().call("report")["dns"]["stats"]["udp_process_pid"])
 """
 
 POLL = r"""
@@ -166,6 +252,7 @@ class DnsBench:
         self.tmp = Path(tempfile.mkdtemp(prefix="weave-fdp-bench-dns-"))
         self.dnsmasq: subprocess.Popen[Any] | None = None
         self.w = weave_command()
+        self.pinned = False
 
     def setup(self) -> None:
         lab, n = self.lab, self.opts.names
@@ -209,16 +296,50 @@ class DnsBench:
                             check=False).stdout.strip()
 
     def dnsperf(self, server: str, seconds: float, qps: float | None = None, verbose: bool = False) -> str:
-        argv = ["dnsperf", "-s", server, "-d", str(self.tmp / "queries"), "-l", f"{seconds:g}", "-q", "100",
-                "-t", "2"]
+        argv = ["dnsperf", "-s", server, "-d", str(self.tmp / "queries"), "-l", f"{seconds:g}",
+                "-q", str(RATE_OUTSTANDING if qps else MAX_OUTSTANDING), "-t", "2", "-b", str(CLIENT_BUFFER_KB)]
         if qps:
             argv += ["-Q", str(int(qps))]
         if verbose:
             argv.append("-v")
+        if self.pinned:
+            argv = ["taskset", "-c", str(CLIENT_CPU), *argv]
         res = run_in_netns(self.lab.container_ns(1, 1), argv, check=False, timeout=seconds + 60)
         if res.returncode != 0:
             raise FdpError(f"dnsperf against {server} failed: {res.stderr.strip()[-300:]}")
         return res.stdout
+
+    def fixed_rate(self, server: str, seconds: float, qps: float) -> dict[str, float]:
+        """One run at ``qps``: achieved qps, lost, answers, p50 and p99 (ms), and where the lost
+        ones were dropped: UDP receive buffers full at the client (dnsperf's container) or at the
+        servers (host 1)."""
+        namespaces = {"client_drops": self.lab.container_ns(1, 1), "server_drops": self.lab.host_ns(1)}
+        before = {k: udp_rcvbuf_errors(ns) for k, ns in namespaces.items()}
+        text = self.dnsperf(server, seconds, qps=qps, verbose=True)
+        drops = {k: udp_rcvbuf_errors(ns) - before[k] for k, ns in namespaces.items()}
+        lat = verbose_latencies(text)
+        summ = parse_dnsperf(text)
+        return {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": len(lat),
+                "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3), **drops}
+
+    def server_pids(self) -> dict[str, int]:
+        """The processes that answer: weaveDNS's server process (from the router's report) and dnsmasq."""
+        out = self.lab.exec(1, [sys.executable, "-c", UDP_PID])
+        pid = int(out.stdout.strip())
+        assert self.dnsmasq is not None
+        return {"weave": pid, "dnsmasq": self.dnsmasq.pid}
+
+    def place(self, placement: str) -> None:
+        """``pinned``: both servers (every thread) on SERVER_CPU, dnsperf on CLIENT_CPU;
+        ``unpinned``: all of them free on every CPU."""
+        self.pinned = placement == "pinned"
+        cpus = {SERVER_CPU} if self.pinned else set(range(os.cpu_count() or 1))
+        for pid in self.server_pids().values():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), cpus)
+                except ProcessLookupError:
+                    pass                     # a thread that just ended
 
     def attach_to_resolve(self) -> dict[str, Any]:
         lab = self.lab
@@ -259,58 +380,89 @@ class DnsBench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _interleaved(rounds: int) -> list[list[str]]:
+    """Server order per round: weave first in even rounds, dnsmasq first in odd ones."""
+    return [["weave", "dnsmasq"] if r % 2 == 0 else ["dnsmasq", "weave"] for r in range(rounds)]
+
+
+def measure_placement(bench: DnsBench, placement: str, opts: Options, echo: Echo) -> dict[str, Any]:
+    """Max qps, fixed load at half of dnsmasq's and the p99 < 5 ms search, both servers
+    interleaved, with the servers and dnsperf placed as ``placement`` says."""
+    bench.place(placement)
+    load_before = os.getloadavg()
+    servers = {"weave": WEAVE_DNS, "dnsmasq": DNSMASQ}
+    maxq: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+    for r, order in enumerate(_interleaved(opts.rounds)):
+        for key in order:
+            res = parse_dnsperf(bench.dnsperf(servers[key], opts.seconds))
+            maxq[key].append(res)
+            echo(f"{placement} round {r + 1}: {key:<8} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
+                 f"mean {res['mean_ms']:.2f} ms")
+    med = {k: statistics.median(x["qps"] for x in v) for k, v in maxq.items()}
+    target = FLOOR_SHARE * med["dnsmasq"]
+    fixed_runs: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+    for r, order in enumerate(_interleaved(opts.rounds)):
+        for key in order:
+            run_ = bench.fixed_rate(servers[key], opts.seconds, target)
+            fixed_runs[key].append(run_)
+            echo(f"{placement} round {r + 1} at {target:.0f} qps: {key:<8} p50 {run_['p50_ms']} ms, "
+                 f"p99 {run_['p99_ms']} ms, lost {run_['lost']:.0f} (full buffers: client "
+                 f"{run_['client_drops']}, server {run_['server_drops']})")
+    search = {k: Bisection(max(x["qps"] for x in maxq[k]), opts.search_steps) for k in servers}
+    for r, order in enumerate(_interleaved(opts.search_steps)):
+        for key in order:
+            b = search[key]
+            if b.done:
+                continue
+            rate = b.rate()
+            run_ = bench.fixed_rate(servers[key], opts.search_seconds, rate)
+            held = rate_holds(run_, rate, opts.search_seconds)
+            b.record(rate, held)
+            echo(f"{placement} search {r + 1}: {key:<8} {rate} qps: p99 {run_['p99_ms']} ms, "
+                 f"carried {run_['qps']}, lost {run_['lost']:.0f}: {'holds' if held else 'fails'}")
+    fixed = {k: {"qps": round(statistics.median(x["qps"] for x in v)), "lost": max(x["lost"] for x in v),
+                 "answers": sum(int(x["answers"]) for x in v),
+                 "p50_ms": round(statistics.median(x["p50_ms"] for x in v), 3),
+                 "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
+                 "p99_runs_ms": [x["p99_ms"] for x in v],
+                 "client_drops": sum(int(x["client_drops"]) for x in v),
+                 "server_drops": sum(int(x["server_drops"]) for x in v)} for k, v in fixed_runs.items()}
+    return {
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "max_qps": {k: {"median": round(med[k]), "runs": [round(x["qps"]) for x in v],
+                        "mean_ms": [round(x["mean_ms"], 3) for x in v]} for k, v in maxq.items()},
+        "ratio_weave_to_dnsmasq": round(med["weave"] / med["dnsmasq"], 2) if med["dnsmasq"] else None,
+        "fixed_load": {"qps": round(target), **fixed},
+        "floor": floor_verdict(med["dnsmasq"], fixed_runs["weave"], fixed_runs["dnsmasq"], opts.seconds),
+        "search": {k: {"best_qps": round(b.best), "probes": b.probes} for k, b in search.items()},
+        "floor_by_search": search_verdict(med["dnsmasq"], search["weave"].best, search["dnsmasq"].best),
+    }
+
+
 def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     echo = echo or (lambda s: None)
     check_tools()
+    for p in opts.placements:
+        if p not in PLACEMENTS:
+            raise FdpError(f"unknown placement {p!r}; use {' or '.join(PLACEMENTS)}")
     bench = DnsBench(opts, echo)
     started = time.monotonic()
     load_before = os.getloadavg()
     try:
         bench.setup()
-        servers = {"weave": WEAVE_DNS, "dnsmasq": DNSMASQ}
-        maxq: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
-        for r in range(opts.rounds):
-            order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
-            for key in order:
-                res = parse_dnsperf(bench.dnsperf(servers[key], opts.seconds))
-                maxq[key].append(res)
-                echo(f"round {r + 1}: {key:<8} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
-                     f"mean {res['mean_ms']:.2f} ms")
-        dnsmasq_max = statistics.median(x["qps"] for x in maxq["dnsmasq"])
-        target = FLOOR_SHARE * dnsmasq_max
-        fixed_runs: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
-        for r in range(opts.rounds):
-            order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
-            for key in order:
-                text = bench.dnsperf(servers[key], opts.seconds, qps=target, verbose=True)
-                lat = verbose_latencies(text)
-                summ = parse_dnsperf(text)
-                run_ = {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": len(lat),
-                        "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3)}
-                fixed_runs[key].append(run_)
-                echo(f"round {r + 1} at {target:.0f} qps: {key:<8} p50 {run_['p50_ms']} ms, "
-                     f"p99 {run_['p99_ms']} ms, lost {summ['lost']:.0f}")
+        placements = {p: measure_placement(bench, p, opts, echo) for p in opts.placements}
         load_mid = os.getloadavg()
         echo(f"attach on h1 -> resolves on h2, {opts.attaches} containers")
         attach = bench.attach_to_resolve()
     finally:
         bench.teardown()
-    med = {k: statistics.median(x["qps"] for x in v) for k, v in maxq.items()}
-    ratio = med["weave"] / med["dnsmasq"] if med["dnsmasq"] else float("nan")
-    fixed = {k: {"qps": round(statistics.median(x["qps"] for x in v)), "lost": max(x["lost"] for x in v),
-                 "answers": sum(int(x["answers"]) for x in v),
-                 "p50_ms": round(statistics.median(x["p50_ms"] for x in v), 3),
-                 "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
-                 "p99_runs_ms": [x["p99_ms"] for x in v]} for k, v in fixed_runs.items()}
     return {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "names": opts.names,
-                 "rounds": opts.rounds, "seconds": opts.seconds, "elapsed_s": round(time.monotonic() - started),
+                 "rounds": opts.rounds, "seconds": opts.seconds, "search_steps": opts.search_steps,
+                 "search_seconds": opts.search_seconds, "elapsed_s": round(time.monotonic() - started),
                  "load_before": [round(x, 2) for x in load_before],
                  "load_after_dnsperf": [round(x, 2) for x in load_mid]},
-        "max_qps": {k: {"median": round(med[k]), "runs": [round(x["qps"]) for x in v],
-                        "mean_ms": [round(x["mean_ms"], 3) for x in v]} for k, v in maxq.items()},
-        "ratio_weave_to_dnsmasq": round(ratio, 2),
-        "fixed_load": {"qps": round(target), **fixed},
-        "floor": floor_verdict(dnsmasq_max, fixed_runs["weave"], fixed_runs["dnsmasq"], opts.seconds),
+        "placements": placements,
         "attach_to_resolve": attach,
     }
