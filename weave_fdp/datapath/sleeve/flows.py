@@ -69,7 +69,11 @@ class FlowTable:
         self._next_age = 0.0
 
     def add(self, data: bytes | memoryview, off: int, nbytes: int, now: float, via: bytes) -> None:
-        k = flow_key(data, off)
+        self.add_key(flow_key(data, off), nbytes, now, via)
+
+    def add_key(self, k: bytes, nbytes: int, now: float, via: bytes) -> None:
+        """``add`` with the key taken before: the transmit side seals frames in place,
+        so their key must be sliced while they are still plaintext."""
         e = self.t.get(k)
         if e is None:
             if len(self.t) >= 2 * self.max_flows:   # a burst of new flows between aging passes

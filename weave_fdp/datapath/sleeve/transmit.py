@@ -25,6 +25,7 @@ from weave_fdp.datapath.sleeve import frames as fr
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Batcher, fragment
 from weave_fdp.datapath.sleeve.decide import route_captured
+from weave_fdp.datapath.sleeve.flows import flow_key
 from weave_fdp.datapath.sleeve.link import PeerLink
 from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
@@ -131,6 +132,7 @@ class Transmit(SleeveState):
         for reason, peer in v.drops:
             self.drops.drop(reason, wire.bytes_to_name(peer))
         dst, hops = v.dst, v.hops
+        fkey = flow_key(data, vlen)     # now: the sealed paths below encrypt the frame where it lies
         flags = wire.E_VNET if vlen and data[:vlen] != fr.VNET_ZERO else 0
         off = 0 if flags else vlen                       # an all-zero vnet header is dropped
         plen = n - off
@@ -155,7 +157,7 @@ class Transmit(SleeveState):
                 sent_via = hop if sent_via is None else sent_via
                 self.tx_peers.add(dst if dst != wire.BROADCAST else hop, n - vlen)
         if sent_via is not None:
-            self.tx_flows.add(data, vlen, n - vlen, now, sent_via)
+            self.tx_flows.add_key(fkey, n - vlen, now, sent_via)
 
     def _too_big(self, link: PeerLink, flags: int, payload: bytes | memoryview) -> bool:
         """A frame (or GSO segment) over the connection's MTU: answer ICMP, True = refused."""
