@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sleeve_helpers import Capture, SleeveLab, lab_factory, udp_payloads, wait_for  # noqa: E402
 
 from weave_fdp.datapath.sleeve import wire  # noqa: E402
+from weave_fdp.datapath.sleeve.sizing import container_gso_max_size  # noqa: E402
+from weave_fdp.plumbing import links  # noqa: E402
 
 MARKER = b"c0ffee15900d-pieces-"
 SERVER = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
@@ -110,3 +112,27 @@ def test_version1_peer_gets_no_pieces_and_traffic_still_flows(pieces_lab, passwo
         st = sl.status(i)
         assert st["stats"]["pieced_tx"] == 0 and st["stats"]["pieced_rx"] == 0, st["stats"]
         assert not st["drops"], st["drops"]
+
+
+def test_containers_capped_for_the_sleeve_send_each_super_frame_in_one_train(pieces_lab) -> None:
+    """ethwe at the kernel's default GSO limit: 64 KiB super-frames need two UDP GSO trains;
+    at ``container_gso_max_size`` (what the router's attach sets) every one fits one."""
+    sl = pieces_lab(hosts=2)
+    assert wait_for(lambda: peer(sl, 1)["wire_version"] == 2 and peer(sl, 2)["wire_version"] == 2)
+
+    def trains_and_frames() -> tuple[int, int]:
+        before = sl.status(1)["stats"]
+        assert bulk(sl, 4) > 0
+        done = time.time()
+        assert wait_for(lambda: sl.status(1)["written"] > done, timeout=10)
+        st = sl.status(1)["stats"]
+        return st["piece_trains"] - before["piece_trains"], st["pieced_tx"] - before["pieced_tx"]
+
+    cns = sl.lab.container_ns(1, 1)
+    assert links.get_gso_max_size("ethwe", cns) == 65536
+    trains, frames = trains_and_frames()
+    assert frames > 10 and trains > frames, (trains, frames)
+    links.set_gso_max_size("ethwe", container_gso_max_size(sl.lab.mtu), cns)
+    assert links.get_gso_max_size("ethwe", cns) == 63669
+    trains, frames = trains_and_frames()
+    assert frames > 10 and trains == frames, (trains, frames)

@@ -217,6 +217,7 @@ class SleevePath(BenchPath):
         return f"7e:00:00:00:be:{i:02x}"
 
     def _build(self) -> None:
+        from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
         from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
 
         for i in HOSTS:
@@ -241,6 +242,8 @@ class SleevePath(BenchPath):
             # What PMTU discovery settles on: no ICMP round trips during the measurements.
             links.set_mtu("ethwe", mtu, self.lab.container_ns(i, 1))
             links.set_mtu("vethwepl1", mtu, self.lab.host_ns(i))
+            # What the router's attach sets: super-frames that fit one UDP GSO train.
+            links.set_gso_max_size("ethwe", container_gso_max_size(self.lab.mtu), self.lab.container_ns(i, 1))
         self.info["mtu"] = mtu
         self.info["encrypted"] = bool(self.password)
 

@@ -8,7 +8,9 @@ port, so attaching is just the veth pair and the addresses.
 
 from __future__ import annotations
 
+from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.plan import overlay_mtu
+from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
 from weave_fdp.plumbing import container_link, tc, weave_bridge
 from weave_fdp.plumbing.links import NetnsRef
 
@@ -35,7 +37,8 @@ class BridgePorts:
             self.start()
         assert self.mtu is not None
         return container_link.attach(netns_path, cidrs, mtu=self.mtu, host_netns=self.netns,
-                                     multicast_route=multicast_route, ifname=ifname)
+                                     multicast_route=multicast_route, ifname=ifname,
+                                     gso_max_size=container_gso_max_size(self.mtu + abi.ENCAP_LEN))
 
     def detach(self, netns_path: str) -> bool:
         return container_link.detach(netns_path, host_netns=self.netns)

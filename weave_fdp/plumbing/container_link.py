@@ -117,8 +117,13 @@ def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:
 
 
 def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef = None,
-           multicast_route: bool = True, ifname: str = CONTAINER_IFNAME) -> ContainerLink:
+           multicast_route: bool = True, ifname: str = CONTAINER_IFNAME,
+           gso_max_size: int | None = None) -> ContainerLink:
     """Give the container at ``netns_path`` an ``ethwe`` (or ``ifname``) on bridge ``weave`` with ``cidrs``.
+
+    ``gso_max_size``: the largest GSO super-frame the container's stack builds on it
+    (the sleeve carries one that fits a UDP GSO train with one send; see
+    ``datapath.sleeve.sizing``); None leaves the kernel's default.
 
     Idempotent: an existing link is kept and missing addresses added. On failure
     everything this call created is removed again (nothing half-attached).
@@ -150,7 +155,10 @@ def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef 
                 assert hidx is not None
             ipr.link("set", index=hidx, master=_index(ipr, BRIDGE), mtu=mtu, state="up")
             cidx = cns.link_lookup(ifname=ifname)[0]
-            cns.link("set", index=cidx, mtu=mtu, state="up")
+            if gso_max_size is not None:
+                cns.link("set", index=cidx, mtu=mtu, state="up", gso_max_size=gso_max_size)
+            else:
+                cns.link("set", index=cidx, mtu=mtu, state="up")
             for cidr in cidrs:
                 iface = ipaddress.ip_interface(cidr)
                 try:

@@ -247,6 +247,19 @@ def set_mtu(name: str, mtu: int, netns: NetnsRef = None) -> None:
     _set(name, netns, f"set mtu {mtu}", mtu=mtu)
 
 
+def set_gso_max_size(name: str, size: int, netns: NetnsRef = None) -> None:
+    """Cap the GSO super-frames this host's stack builds for ``name`` at ``size`` bytes."""
+    if not 1 <= size <= 65536:
+        raise UsageError(f"gso_max_size {size} of {name} out of range", fix="use 1..65536")
+    _set(name, netns, f"set gso_max_size {size}", gso_max_size=size)
+
+
+def get_gso_max_size(name: str, netns: NetnsRef = None) -> int:
+    """The GSO super-frame limit of ``name`` (bytes)."""
+    with _handle(netns) as ipr:
+        return int(ipr.get_links(_require(ipr, name, netns))[0].get_attr("IFLA_GSO_MAX_SIZE") or 0)
+
+
 def disable_ipv6_autoconf(name: str, netns: NetnsRef = None) -> None:
     """No IPv6 link-local address on ``name`` (addr_gen_mode none): an IPv4-only link
     then stays silent (no router solicitations, no DAD). Set it before the link goes up."""

@@ -5,7 +5,8 @@
 CONFIG: {"local": NAME, "ifname": "vethwe-pcap", "bridge": "weave" (created with the port),
 "peers": {NAME: "192.0.2.1", ...} (every peer, local included), "links": [[A, B], ...]
 (underlay adjacency; default: full mesh), "password": null, "port": 6783,
-"status_file": PATH (status JSON rewritten every 0.5 s, with "datapath": flows/peers/drops),
+"status_file": PATH (status JSON rewritten every 0.5 s, with "datapath": flows/peers/drops and
+"written": its wall-clock time),
 "vnet": true, "udp_gso": true, "big": true (big datagrams fragmented by the kernel when probes pass),
 "pieces": true (speak wire version 2: big frames as UDP GSO trains of pieces to peers that speak it)}
 """
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if status_file:
             tmp = status_file + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({**fw.status(), "datapath": fw.datapath_report()}, f)
+                json.dump({**fw.status(), "datapath": fw.datapath_report(), "written": time.time()}, f)
             os.replace(tmp, status_file)
         stop.wait(0.5)
     fw.stop()

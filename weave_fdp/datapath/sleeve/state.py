@@ -55,7 +55,7 @@ class SleeveState:
         self.macs: dict[bytes, tuple[bytes, float]] = {}
         self.drops = Drops()
         self.stats = dict(captured=0, injected=0, relayed=0, icmp_too_big=0, fragmented=0, reassembled=0,
-                          gro_batches=0, pieced_tx=0, pieced_rx=0)
+                          gro_batches=0, pieced_tx=0, pieced_rx=0, piece_trains=0)
         self.on_peer_change: Callable[[bytes, bool], None] | None = None
         self.tx_flows = FlowTable()     # written by the capture thread only
         self.rx_flows = FlowTable()     # written by the receive thread only

@@ -27,23 +27,17 @@ from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Bat
 from weave_fdp.datapath.sleeve.decide import route_captured
 from weave_fdp.datapath.sleeve.flows import flow_key
 from weave_fdp.datapath.sleeve.link import PeerLink
+from weave_fdp.datapath.sleeve.sizing import segments_per_train
 from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 DRAIN = 64                   # frames read per wake-up before flushing batches
-GSO_MAX_BYTES = 65000        # UDP payload per UDP_SEGMENT sendmsg
-GSO_MAX_SEGS = 64
 HEADROOM = 64                # bytes before a captured frame: room to build its datagram in place
 TAILROOM = 16                # bytes after it: the AES-256-GCM tag of a frame sealed in place
 CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-frame)
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 
 T = TypeVar("T")
-
-
-def segments_per_train(seg: int) -> int:
-    """Datagrams of ``seg`` bytes one UDP_SEGMENT sendmsg may carry."""
-    return max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))
 
 
 class Transmit(SleeveState):
@@ -236,6 +230,7 @@ class Transmit(SleeveState):
             iov[1::2] = [data[o:o + chunk] for o in offs]
             sent = self._sendmsg(link, iov, segments=len(offs), seg=seg)
             sent_any = sent_any or (sent is not None and sent is not GSO_REFUSED)
+            self.stats["piece_trains"] += 1
         if sent_any:
             self.stats["fragmented"] += 1
             self.stats["pieced_tx"] += 1
