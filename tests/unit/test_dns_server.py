@@ -22,7 +22,7 @@ from weave_fdp.router.dns import ctl
 from weave_fdp.router.dns.ratelimit import SourceLimiter
 from weave_fdp.router.dns.records import Records
 from weave_fdp.router.dns.responder import Responder
-from weave_fdp.router.dns.server import DnsServer
+from weave_fdp.router.dns.server import UDP_RCVBUF, DnsServer
 from weave_fdp.router.dns.upstream import Upstream, parse_resolv_conf
 
 pytestmark = pytest.mark.unit
@@ -192,6 +192,9 @@ def test_stop_ends_the_threads_and_closes_every_socket(tmp_path: Path) -> None:
             await srv.start()
             threads = srv.threads()
             assert len(threads) == 2 and all(t.daemon for t in threads)
+            rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+            for t in srv._udp:           # room for a burst while the thread waits for the CPU
+                assert t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(UDP_RCVBUF, rmem_max)
             assert sys.getswitchinterval() <= 0.0005
             ok = DNSRecord.parse(await udp_ask(port, DNSRecord.question("web.weave.local").pack()))
             assert str(ok.rr[0].rdata) == "10.32.0.1"
@@ -405,3 +408,36 @@ def test_a_stalled_process_costs_a_bounded_backlog_and_gets_the_newest_records(
 
 def recs_snapshot(srv: DnsServer) -> Any:
     return srv.responder.ref.current
+
+
+def test_the_server_process_freezes_each_snapshot_out_of_the_collectors_way() -> None:
+    """After a swap the snapshot (and everything older) is in the permanent generation: a
+    full collection never walks it while a query waits."""
+    import gc
+
+    from weave_fdp.router.dns.snapshot import Snapshot, SnapshotRef
+    from weave_fdp.router.dns.udp_process import ServerProcess
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    ours, theirs = socket.socketpair()
+    proc = ServerProcess([udp], theirs, Responder(SnapshotRef(None)), SourceLimiter(rate=0))
+    runner = threading.Thread(target=proc.run, daemon=True)
+    gc.unfreeze()
+    try:
+        runner.start()
+        recs = Records("02:00:00:00:00:01")
+        recs.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+        ours.sendall(ctl.frame(ctl.snap_msg(Snapshot.build(recs.entries(), 7))))
+        deadline = time.monotonic() + 10
+        while proc.ref.current.generation != 7 or gc.get_freeze_count() == 0:
+            assert time.monotonic() < deadline, "the snapshot was not swapped in and frozen"
+            time.sleep(0.01)
+        ok = DNSRecord.parse(asyncio.run(udp_ask(udp.getsockname()[1], DNSRecord.question("web.weave.local").pack())))
+        assert str(ok.rr[0].rdata) == "10.32.0.1"
+    finally:
+        ours.close()                                   # the process's cue to stop
+        runner.join(10)
+        gc.unfreeze()
+        theirs.close()
+    assert not runner.is_alive()

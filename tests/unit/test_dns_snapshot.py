@@ -3,6 +3,8 @@ and is swapped after every change made through any of the records' mutators."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,3 +61,84 @@ def test_every_mutator_swaps_the_snapshot() -> None:
     same = ref.current
     r.merge([], now=1)                                 # no change: no new snapshot
     assert ref.current is same
+
+
+class FakeLoop:
+    """``call_later`` and a clock under the test's control; a rebuild costs ``cost`` s."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.calls: list[tuple[float, Callable[[], None]]] = []
+        self.cost = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        self.calls.append((self.now + delay, fn))
+
+    def run_due(self) -> int:
+        due = [c for c in self.calls if c[0] <= self.now]
+        self.calls = [c for c in self.calls if c[0] > self.now]
+        for _, fn in due:
+            fn()
+        return len(due)
+
+
+def coalescing_ref(loop: FakeLoop) -> tuple[Records, SnapshotRef, list[Snapshot]]:
+    r = Records(LOCAL)
+    ref = SnapshotRef(r, clock=loop.clock)
+    ref.schedule = loop.call_later
+    shipped: list[Snapshot] = []
+
+    def ship(s: Snapshot) -> None:              # shipping takes the rebuild's time, as building does
+        loop.now += loop.cost
+        shipped.append(s)
+    ref.on_swap.append(ship)
+    return r, ref, shipped
+
+
+def test_a_burst_of_changes_is_one_rebuild_on_the_next_turn() -> None:
+    loop = FakeLoop()
+    r, ref, shipped = coalescing_ref(loop)
+    for i in range(50):                         # 50 changes in one turn of the loop
+        r.add(f"c{i}.weave.local.", f"netns:c{i}", f"10.32.0.{i + 1}", now=1)
+    assert ref.current.lookup("c0.weave.local.") == ()        # not yet: scheduled
+    assert [t for t, _ in loop.calls] == [100.0]               # once, at once (nothing built before)
+    assert loop.run_due() == 1
+    assert len(shipped) == 1 and ref.current.generation == r.generation
+    assert ref.current.lookup("c49.weave.local.") == ("10.32.0.50",)
+    assert ref.built == 1 and ref.coalesced == 49
+    r.merge([], now=1)                          # no change: nothing scheduled
+    assert loop.calls == []
+
+
+def test_rebuilds_take_at_most_about_half_of_the_time_however_fast_records_change() -> None:
+    loop = FakeLoop()
+    loop.cost = 0.03                            # a large set of records: 30 ms to build and ship
+    r, ref, shipped = coalescing_ref(loop)
+    busy = 0.0
+    for i in range(1, 201):                     # a change every 5 ms for a second
+        r.add(f"c{i}.weave.local.", f"netns:c{i}", f"10.32.{i // 250}.{i % 250 + 1}", now=1)
+        before = loop.now
+        loop.run_due()
+        busy += loop.now - before
+        loop.now += 0.005
+    loop.now += 1.0
+    loop.run_due()
+    assert ref.current.generation == r.generation                  # the last change is served
+    assert ref.current.lookup("c200.weave.local.") != ()
+    assert len(shipped) < 200 / 4 and ref.built == len(shipped)    # far fewer than the changes
+    assert busy <= 0.6 * (loop.now - 100.0)                          # the owner keeps about half its time
+
+
+def test_flush_builds_what_is_scheduled_and_without_schedule_changes_rebuild_at_once() -> None:
+    loop = FakeLoop()
+    r, ref, shipped = coalescing_ref(loop)
+    r.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+    ref.flush()
+    assert ref.current.lookup("web.weave.local.") == ("10.32.0.1",) and len(shipped) == 1
+    assert loop.run_due() == 1 and len(shipped) == 1               # the scheduled call finds nothing to do
+    ref.schedule = None
+    r.add("db.weave.local.", "netns:d", "10.32.0.2", now=1)
+    assert ref.current.lookup("db.weave.local.") == ("10.32.0.2",) and loop.calls == []

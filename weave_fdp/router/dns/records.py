@@ -97,6 +97,10 @@ class Records:
     def entries(self) -> list[Entry]:
         return sorted(self._entries.values(), key=lambda e: (e.hostname.lower(), e.key))
 
+    def unordered(self) -> list[Entry]:
+        """Every entry, in no particular order (cheaper than :meth:`entries`: no sort)."""
+        return list(self._entries.values())
+
     def local_entries(self) -> list[Entry]:
         """Our own entries, tombstones included (persisted: versions survive a restart)."""
         return [e for e in self.entries() if e.origin == self.local]

@@ -108,6 +108,8 @@ class DnsService:
         from weave_fdp.plumbing import dns_link
 
         self.ctx = ctx
+        # snapshot rebuilds on the loop, coalesced (a burst of changes: one rebuild; docs/DNS.md)
+        self.responder.ref.schedule = asyncio.get_running_loop().call_later
         self.join(ctx.mesh)
         self._on_mesh()                       # links made before we joined get our state now
         ctx.add_report_section("dns", self.report)
@@ -130,6 +132,8 @@ class DnsService:
                      self.domain, self.ttl)
 
     async def stop(self) -> None:
+        self.responder.ref.schedule = None        # the loop is going: rebuild at once from now on
+        self.responder.ref.flush()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

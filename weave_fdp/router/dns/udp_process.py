@@ -20,6 +20,7 @@ own: the scheduler weighs it apart from the router (autogroup), as it would a dn
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import sys
@@ -84,9 +85,19 @@ class ServerProcess:
                 data = self.ctl.recv(1 << 20)
                 if not data:
                     break                  # the router closed its end (stop) or died
+                swapped = False
                 for msg in reader.feed(data):
                     if msg["t"] == "snap":
                         self.ref.current = ctl.snapshot_of(msg)    # the swap: one assignment
+                        swapped = True
+                if swapped:
+                    # the snapshot lives until the next one: moved out of the cyclic
+                    # collector's way (with everything older), so a full collection never
+                    # walks it while a query waits. It is acyclic: reference counting frees
+                    # it when the next one replaces it. The young generations are collected
+                    # first (cheap), so no young cyclic garbage is frozen.
+                    gc.collect(1)
+                    gc.freeze()
                 if not started and self.ref.current.generation >= 0:
                     # serve only once the records are here (queries wait in the sockets
                     # meanwhile): an empty snapshot would say NXDOMAIN for every name
