@@ -71,7 +71,8 @@ class MeshSim:
         self.active = list(self.nodes)   # nodes whose gossip settle() waits for
 
     def _node(self, i: int) -> MeshNode:
-        return sim.make_node(i, gossip_interval=0, rng=random.Random(i), intern_entry=self.net.intern)
+        return sim.make_node(i, gossip_interval=0, rng=random.Random(i), intern_entry=self.net.intern,
+                             intern_row=self.net.intern_row)
 
     def _join(self, node: MeshNode, among: list[MeshNode]) -> None:
         for other in self.rng.sample(among, min(self.degree, len(among))):

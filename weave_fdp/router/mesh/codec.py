@@ -313,6 +313,9 @@ class PeerEntry:
             if src is not None:
                 conns = self.__dict__["connections"] = _connections_v3(*src)
                 return conns
+        elif attr == "established_peers":   # (sorted: only the reference graph and tests want it)
+            peers = self.__dict__["established_peers"] = tuple(sorted(self.__dict__["established_set"]))
+            return peers
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     @classmethod
@@ -539,7 +542,7 @@ def decode_topology_v3(data: bytes, wanted: "Callable[[str, tuple[int, int, int]
         e = object.__new__(PeerEntry)
         e.__dict__.update(name=name, nickname=nick, uid=uid, incarnation=inc, version=ver, short_id=sid,
                           _key=key, nb=nb, record=data[entry_pos:record_end], established_set=frozenset(est),
-                          established_peers=tuple(sorted(est)), _conn_src=(table, addrs),
+                          _conn_src=(table, addrs),
                           _wire3=data[entry_pos:stop])
         out.append(e)
     return out

@@ -49,8 +49,9 @@ class MeshNode:
                  gossip_interval: float = 30.0, recompute_delay: float = 0.005,
                  gossip_delay: float = 0.02, gc_grace: float = 3.0,
                  rng: random.Random | None = None,
-                 intern_entry: Callable[[PeerEntry], PeerEntry] | None = None) -> None:
-        """``intern_entry``: see TopologyGossip (simulations only)."""
+                 intern_entry: Callable[[PeerEntry], PeerEntry] | None = None,
+                 intern_row: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None) -> None:
+        """``intern_entry``, ``intern_row``: see TopologyGossip and Topology (simulations only)."""
         self.ident = ident
         self.port = port
         self.conn_limit = conn_limit
@@ -61,7 +62,7 @@ class MeshNode:
         self._gc_handle: asyncio.TimerHandle | None = None
         self.rng = rng or random.Random()
         self.topology = Topology(PeerEntry(ident.name, ident.nickname, ident.uid, ident.incarnation,
-                                           1, ident.short_id, ()))
+                                           1, ident.short_id, ()), intern_row)
         self.links: dict[str, Link] = {}
         self.routes = Routes(self.topology.peers, ident.name, self.topology.graph())
         self.channels: dict[str, GossipChannel] = {}

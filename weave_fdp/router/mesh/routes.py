@@ -17,15 +17,15 @@ from weave_fdp.routing import bfs_tree, broadcast_next_hops, broadcast_routes, u
 __all__ = ["Graph", "Routes", "bfs_tree", "broadcast_next_hops", "broadcast_routes", "symmetric_graph",
            "unicast_routes"]
 
-Graph = dict[str, list[str]]
+Graph = dict[str, tuple[str, ...]]
 
 
 def symmetric_graph(peers: Mapping[str, PeerEntry]) -> Graph:
     """name -> sorted neighbours joined by an established connection both ends announce."""
     # each entry's sorted established peers are computed once per entry version (cached)
     empty: frozenset[str] = frozenset()
-    return {name: [p for p in e.established_peers
-                   if name in (peers[p].established_set if p in peers else empty)]
+    return {name: tuple(p for p in e.established_peers
+                        if name in (peers[p].established_set if p in peers else empty))
             for name, e in peers.items()}
 
 

@@ -65,16 +65,20 @@ class SimNet:
         self.in_flight = 0            # messages sent and not yet delivered
         self.tx_msgs: dict[str, int] = {}    # peer name -> gossip messages sent
         self.tx_bytes: dict[str, int] = {}   # peer name -> gossip bytes sent (framed)
-        self._entries: dict[tuple[str, tuple[int, int, int]], PeerEntry] = {}
+        self._entries: dict[bytes, PeerEntry] = {}   # by digest record: name and key
+        self._rows: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def intern(self, entry: PeerEntry) -> PeerEntry:
         """One object per equal entry for all simulated peers (each decodes its own copy
         first, so the CPU is counted; only the memory is shared)."""
-        key = (entry.name, entry.key())
-        kept = self._entries.get(key)
+        kept = self._entries.get(entry.record)
         if kept is None or not _same_content(kept, entry):
-            self._entries[key] = kept = entry
+            self._entries[entry.record] = kept = entry
         return kept
+
+    def intern_row(self, row: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple per equal graph row for all simulated peers (each computes its own first)."""
+        return self._rows.setdefault(row, row)
 
     def count(self, sender: str, nbytes: int) -> None:
         self.tx_msgs[sender] = self.tx_msgs.get(sender, 0) + 1

@@ -152,12 +152,16 @@ class TopologyGossip:
     def changed(self, names: list[str], exclude: str | None) -> None:
         """Entries that changed here (``exclude``: the neighbour they came from, which holds
         them): announce (or push) them to every other neighbour, coalesced."""
-        peers = self.node.topology.peers
+        peers, holds, ahead = self.node.topology.peers, self.holds, self.ahead
         bit = self.slots.get(exclude, 0) if exclude is not None else 0
         for n in names:
             e = peers.get(n)
-            if e is not None:
+            if e is None:
+                continue
+            if ahead and e.nb in ahead:
                 self._adopted(e, bit)
+            else:
+                holds[e.nb] = bit
         self.pending.update(names)
         self.pending_links.update(p for p in self.node.links if p != exclude)
         if not self._flush_scheduled and self.pending_links:
@@ -201,15 +205,16 @@ class TopologyGossip:
 
     def push(self, link: Link, names: set[str] | list[str] | None) -> None:
         """Send entries (all when ``names`` is None), skipping those the neighbour holds."""
-        peer = link.peer
+        peer, holds, ahead = link.peer, self.holds, self.ahead
+        bit = self.slots.get(peer, 0)
         entries = self.node.topology.entries(names)
         if names is not None:
-            entries = [e for e in entries if not self._holding(peer, e.nb)]
+            entries = [e for e in entries if not holds.get(e.nb, 0) & bit
+                       and not (ahead and peer in ahead.get(e.nb, ()))]
         if not entries:
             return
-        holds, bit = self.holds, self.slots.get(peer, 0)
         for e in entries:
-            if (a := self.ahead.get(e.nb)) is not None:
+            if ahead and (a := ahead.get(e.nb)) is not None:
                 a.pop(peer, None)
             holds[e.nb] = holds.get(e.nb, 0) | bit
         self.stats["entries_sent"] += len(entries)

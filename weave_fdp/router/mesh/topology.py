@@ -14,6 +14,7 @@ import logging
 import random
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from weave_fdp.router.mesh.codec import ConnEntry, PeerEntry
@@ -22,87 +23,95 @@ log = logging.getLogger(__name__)
 
 SHORT_ID_BITS = 12
 SHORT_ID_SPACE = 1 << SHORT_ID_BITS
+_NONE: frozenset[str] = frozenset()
 
 
 class Topology:
     """Peer entries by name, with the local one always present."""
 
-    def __init__(self, local: PeerEntry) -> None:
+    def __init__(self, local: PeerEntry, intern_row: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None
+                 ) -> None:
+        """``intern_row``: maps a graph row to an equal one to keep instead (a simulation of
+        thousands of peers in one process shares equal rows among them; None: keep it)."""
         self.local_name = local.name
+        self._intern_row = intern_row
         self.peers: dict[str, PeerEntry] = {local.name: local}
         # the same entries as 30-byte digest records, by the name's 6 bytes (gossip compares
         # what neighbours announce with these without decoding them)
         self.records: dict[bytes, bytes] = {local.nb: local.record}
         self._unreachable_since: dict[str, float] = {}
-        # incremental symmetric graph (see graph()): names changed since the last call,
-        # each name's established peers as of then, and the graph's rows
-        self._dirty: set[str] = {local.name}
-        self._claims: dict[str, frozenset[str]] = {}
-        self._graph: dict[str, list[str]] = {}
+        # incremental symmetric graph (see graph()): names changed since the last call, with
+        # the established peers each announced as of then; the graph's rows, and whether the
+        # last call handed them out (the next change then copies the dict, not each row)
+        self._dirty: dict[str, frozenset[str]] = {local.name: _NONE}
+        self._graph: dict[str, tuple[str, ...]] = {}
+        self._graph_shared = False
         self._sid_dirty: set[str] | None = None   # None: check every peer's short ID
 
     def _put(self, entry: PeerEntry) -> None:
         """Every change of ``peers`` goes through here or _drop (the graph is kept incrementally)."""
+        old = self.peers.get(entry.name)
+        if entry.name not in self._dirty:
+            self._dirty[entry.name] = old.established_set if old is not None else _NONE
         self.peers[entry.name] = entry
         self.records[entry.nb] = entry.record
-        self._dirty.add(entry.name)
         if self._sid_dirty is not None:
             self._sid_dirty.add(entry.name)
 
     def _drop(self, name: str) -> None:
-        del self.records[self.peers.pop(name).nb]
-        self._dirty.add(name)
+        old = self.peers.pop(name)
+        del self.records[old.nb]
+        self._dirty.setdefault(name, old.established_set)
 
-    def graph(self) -> dict[str, list[str]]:
+    def graph(self) -> dict[str, tuple[str, ...]]:
         """``routes.symmetric_graph(self.peers)``, updated only where entries changed.
 
         The edge N-P exists when both announce an established connection to the other.
         A change of N's entry can change only the edges between N and the peers it
         announced before or announces now, so a recompute costs what changed, not the
-        size of the mesh. Returns a (shallow) copy: rows are replaced, never mutated.
+        size of the mesh. The caller must not change what it gets: the next change works on
+        a copy of the dict (rows are tuples).
         """
-        peers, graph, claims = self.peers, self._graph, self._claims
+        peers = self.peers
         if self._dirty:
+            if self._graph_shared:
+                self._graph = dict(self._graph)
+                self._graph_shared = False
+            graph = self._graph
             full: set[str] = set()                 # rows rebuilt (the changed peers')
             adjust: list[tuple[str, str]] = []     # (row, peer): only that peer may enter or leave it
-            empty: frozenset[str] = frozenset()
-            for n in self._dirty:
+            for n, old in self._dirty.items():
                 e = peers.get(n)
-                new = e.established_set if e is not None else empty
-                old = claims.pop(n, empty)
-                if e is not None:
-                    claims[n] = new
-                    if old == new and n in graph:
-                        continue   # a new version with the same established peers: no edge moves
+                new = e.established_set if e is not None else _NONE
+                if e is not None and old == new and n in graph:
+                    continue   # a new version with the same established peers: no edge moves
                 full.add(n)
                 for q in (old ^ new if old else new):
                     adjust.append((q, n))
             self._dirty.clear()
             # a row is rebuilt from the claims (each peer's own announcement) of the peers it
             # names, O(its degree); the rows of the peers a changed claim added or dropped
-            # gain or lose that one peer (copied: rows handed out are never mutated)
-            get = claims.get
+            # gain or lose that one peer (rows are tuples: what was handed out stays as it was)
+            get, intern = peers.get, self._intern_row
             for t in full:
-                mine = get(t)
-                if mine is None:
+                e = get(t)
+                if e is None:
                     graph.pop(t, None)
                 else:
-                    row = [q for q in mine if t in get(q, empty)]
+                    row = [q for q in e.established_set if (c := get(q)) is not None and t in c.established_set]
                     row.sort()
-                    graph[t] = row
+                    graph[t] = tuple(row) if intern is None else intern(tuple(row))
             for q, n in adjust:
                 if q in full or (row := graph.get(q)) is None:
                     continue
-                want = n in get(q, empty) and q in get(n, empty)
+                c, e = get(q), get(n)
+                want = c is not None and e is not None and n in c.established_set and q in e.established_set
                 i = bisect_left(row, n)
                 if want != (i < len(row) and row[i] == n):
-                    row = row.copy()
-                    if want:
-                        row.insert(i, n)
-                    else:
-                        del row[i]
-                    graph[q] = row
-        return dict(graph)
+                    row = row[:i] + (n,) + row[i:] if want else row[:i] + row[i + 1:]
+                    graph[q] = row if intern is None else intern(row)
+        self._graph_shared = True
+        return self._graph
 
     @property
     def local(self) -> PeerEntry:
@@ -162,7 +171,7 @@ class Topology:
             entry = self.peers.get(queue.popleft())
             if entry is None:
                 continue
-            for p in entry.established_peers:
+            for p in entry.established_set:
                 if p not in seen and p in self.peers:
                     seen.add(p)
                     queue.append(p)
