@@ -30,19 +30,55 @@ SINGLE_MIN = wire.ENTRY.size + 14        # a FRAMES body (after its type byte) o
 RECV_MAX = 65536 + 4096
 
 
+def _offsets(first: int, chunk: int, k: int) -> bytes:
+    """The offset fields of ``k`` pieces in a row from ``first`` (cached: most reads are
+    a whole train, offsets from 0 in steps of the same chunk)."""
+    key = (first, chunk, k)
+    got = _OFFSETS.get(key)
+    if got is None:
+        if len(_OFFSETS) >= 256:
+            _OFFSETS.clear()
+        pack = wire.PIECE_OFFSET.pack
+        got = _OFFSETS[key] = b"".join([pack(first + i * chunk) for i in range(k)])
+    return got
+
+
+_OFFSETS: dict[tuple[int, int, int], bytes] = {}
+
+
+def _same_heads(mv: memoryview, p: int, seg: int, k: int, head: bytes, offsets: bytes) -> bool:
+    """The ``k`` full ``seg``-byte pieces from ``p`` all carry ``head`` and, in order,
+    ``offsets``: checked column by column (a strided 4-byte column of the headers per C
+    call) instead of piece by piece. Needs ``seg`` % 4 == 0."""
+    words = mv[p:p + k * seg].cast("I")
+    st = seg >> 2
+    return (words[0::st].tobytes() == head[0:4] * k and words[1::st].tobytes() == head[4:8] * k
+            and words[2::st].tobytes() == head[8:12] * k and words[3::st].tobytes() == head[12:16] * k
+            and words[4::st].tobytes() == head[16:20] * k and words[5::st].tobytes() == offsets)
+
+
 def _piece_run(buf: bytearray, mv: memoryview, p: int, n: int, seg: int, off: int) -> tuple[list, int, int]:
     """The run of pieces of one logical datagram that starts at ``p`` (a piece at offset
     ``off``) and follows in order in this read (a GRO batch of ``seg``-byte segments):
     (their chunks as views into ``buf``, the offset after the run, where the run ends in ``buf``).
 
     A piece joins the run only if its header is the first one's but for its offset, which
-    must be where the previous chunk ended: a piece of another train never slips in."""
+    must be where the previous chunk ended: a piece of another train never slips in.
+    The usual read, one whole train, is checked in a few C calls (``_same_heads``: 53 µs
+    → 12 µs for 44 pieces here); anything else piece by piece from where that stopped."""
     hsz = wire.PIECE.size
     head = bytes(mv[p:p + 20])              # version, flags, sender, seq, total
+    parts: list = []
+    q = p
+    k = (n - p) // seg                      # full segments from p (all but a train's last piece)
+    if k >= 2 and not seg & 3 and seg > hsz:
+        chunk = seg - hsz
+        if _same_heads(mv, p, seg, k, head, _offsets(off, chunk, k)):
+            q = p + k * seg
+            parts = [mv[r + hsz:r + seg] for r in range(p, q, seg)]
+            off += k * chunk
     starts = buf.startswith
     pack = wire.PIECE_OFFSET.pack
-    parts = []
-    q = p
     while q < n:
         end = q + seg if q + seg < n else n
         if end - q <= hsz or not (starts(head, q) and starts(pack(off), q + 20)):
