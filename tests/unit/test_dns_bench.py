@@ -122,3 +122,13 @@ def test_snmp_counter_reads_the_udp_receive_buffer_drops() -> None:
     assert snmp_counter(text, "UdpLite", "RcvbufErrors") == 0
     with pytest.raises(FdpError, match="lacks Udp Nope"):
         snmp_counter(text, "Udp", "Nope")
+
+
+def test_lost_queries_count_as_the_timeout_in_the_percentiles() -> None:
+    from weave_fdp.bench.dns import TIMEOUT_S, with_lost
+
+    fast = [1.0] * 990
+    assert percentile(with_lost(fast, 0), 99) == 1.0
+    assert percentile(with_lost(fast, 5), 99) == 1.0                 # 0.5 % lost: p99 still an answer
+    assert percentile(with_lost(fast, 20), 99) == TIMEOUT_S * 1000   # 2 % lost: p99 is the timeout
+    assert with_lost([2.0], -1) == [2.0]
