@@ -116,6 +116,16 @@ def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:
     return tuple(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ns.get_addr(index=idx, family=2))
 
 
+def _set_gso_max_size(cns: IPRoute, idx: int, size: int, where: str) -> None:
+    """Best effort: a kernel that refuses to set it (older ones keep the limit read-only)
+    keeps its default, and the sleeve sends such super-frames in two trains instead of one."""
+    try:
+        cns.link("set", index=idx, gso_max_size=size)
+    except NetlinkError as exc:
+        log.info("gso_max_size %d not set on the container link in %s (%s): the kernel's default stays",
+                 size, where, exc)
+
+
 def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef = None,
            multicast_route: bool = True, ifname: str = CONTAINER_IFNAME,
            gso_max_size: int | None = None) -> ContainerLink:
@@ -155,10 +165,9 @@ def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef 
                 assert hidx is not None
             ipr.link("set", index=hidx, master=_index(ipr, BRIDGE), mtu=mtu, state="up")
             cidx = cns.link_lookup(ifname=ifname)[0]
+            cns.link("set", index=cidx, mtu=mtu, state="up")
             if gso_max_size is not None:
-                cns.link("set", index=cidx, mtu=mtu, state="up", gso_max_size=gso_max_size)
-            else:
-                cns.link("set", index=cidx, mtu=mtu, state="up")
+                _set_gso_max_size(cns, cidx, gso_max_size, netns_path)
             for cidr in cidrs:
                 iface = ipaddress.ip_interface(cidr)
                 try:
