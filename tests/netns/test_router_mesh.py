@@ -159,6 +159,40 @@ def test_discovery_turns_star_into_full_mesh(routers: Callable[..., Routers]) ->
     assert r.report(2)["routes"]["unicast"][r.names()["h3"]] == r.names()["h1"]
 
 
+def test_protocol_2_router_in_a_protocol_3_mesh(routers: Callable[..., Routers]) -> None:
+    """A router that offers at most protocol 2 (as the release before binary entries) among
+    protocol 3 routers: each link speaks the highest version both ends know, entries pass
+    between the two formats, and every router learns the whole mesh."""
+    r = routers(3, "full")
+    env2 = {**ENV, "WEAVE_FDP_PROTOCOL_MAX": "2"}
+    bad = r.lab.exec(2, [*r.launch_argv(2)], env={**ENV, "WEAVE_FDP_PROTOCOL_MAX": "9"}, check=False)
+    assert bad.returncode != 0 and "WEAVE_FDP_PROTOCOL_MAX" in bad.stderr
+    r.launch(1)
+    r.lab.exec(2, [*r.launch_argv(2, state="p"), r.lab.host_ip(1)], env=env2)
+    r.launch(3, r.lab.host_ip(1))
+
+    def meshed(i: int) -> bool:
+        rep = r.report(i)
+        return (sum(c["state"] == "established" for c in rep["connections"]) == 2 and len(rep["peers"]) == 3
+                and all(p["reachable"] for p in rep["peers"]))
+
+    for i in (1, 2, 3):
+        wait_until(lambda: meshed(i), 20, f"h{i} to know 3 reachable peers over 2 established links")
+    names = r.names()
+    for i in (1, 2, 3):
+        versions = {c["peer"]: c["protocol_version"] for c in r.report(i)["connections"]}
+        for j in (1, 2, 3):
+            if j != i:
+                assert versions[names[f"h{j}"]] == (2 if 2 in (i, j) else 3), (i, j, versions)
+    # a change at the protocol 3 routers reaches the protocol 2 one, and back: h3 leaves
+    r.run(3, "stop")
+    wait_until(lambda: names["h3"] not in {p["name"] for p in r.report(2)["peers"] if p["reachable"]}, 20,
+               "h2 to lose h3")
+    r.launch(3, r.lab.host_ip(2), state="q")
+    for i in (1, 2, 3):
+        wait_until(lambda: meshed(i), 20, f"h{i} to know the relaunched h3")
+
+
 def test_password_mismatch_refused_on_both_sides(routers: Callable[..., Routers]) -> None:
     r = routers(2, "full")
     r.launch(1, "--password", "alpha")

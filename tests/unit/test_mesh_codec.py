@@ -234,3 +234,18 @@ def test_crypto_wrong_password_and_tamper() -> None:
         b.open(bytes(ct))
     with pytest.raises(ProtocolError):
         b.open(b"short")
+
+
+def test_protocol_max_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from weave_fdp.errors import UsageError
+    from weave_fdp.router.mesh.transport import PROTOCOL_MAX_ENV, protocol_max_from_env
+
+    monkeypatch.delenv(PROTOCOL_MAX_ENV, raising=False)
+    assert protocol_max_from_env() == codec.PROTOCOL_MAX
+    monkeypatch.setenv(PROTOCOL_MAX_ENV, "2")
+    assert protocol_max_from_env() == 2
+    assert codec.negotiate((1, 3), (codec.PROTOCOL_MIN, 2)) == 2
+    for bad in ("0", "4", "x", ""):
+        monkeypatch.setenv(PROTOCOL_MAX_ENV, bad)
+        with pytest.raises(UsageError, match=PROTOCOL_MAX_ENV):
+            protocol_max_from_env()

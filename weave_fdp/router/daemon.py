@@ -26,7 +26,7 @@ from weave_fdp.router.mesh.admission import source_of
 from weave_fdp.router.mesh.maker import ConnectionMaker
 from weave_fdp.router.mesh.node import Identity, MeshNode
 from weave_fdp.router.mesh.topology import SHORT_ID_SPACE
-from weave_fdp.router.mesh.transport import TcpTransport
+from weave_fdp.router.mesh.transport import TcpTransport, protocol_max_from_env
 from weave_fdp.router.overlay import load_overlays
 from weave_fdp.router.overlay.base import DirectConnection, MeshView, Overlay, PeerInfo, RouterContext
 from weave_fdp.router.overlay.switch import SwitchDriver
@@ -88,7 +88,8 @@ class Router:
         self.overlays = load_overlays(cfg)
         self.transport = TcpTransport(node, host=cfg.listen_host, password=cfg.password,
                                       trusted_subnets=cfg.trusted_subnets,
-                                      overlays=tuple(o.name for o in self.overlays))
+                                      overlays=tuple(o.name for o in self.overlays),
+                                      protocol_max=protocol_max_from_env())
         await self.transport.start()
         self.maker = ConnectionMaker(node, self.transport.dial, discovery=cfg.discovery)
         node.listeners.append(self._on_mesh)

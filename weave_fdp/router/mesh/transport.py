@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import logging
 import random
 import re
@@ -22,7 +23,7 @@ import time
 from typing import Any
 
 from weave_fdp import __version__
-from weave_fdp.errors import FdpError, ProtocolError
+from weave_fdp.errors import FdpError, ProtocolError, UsageError
 from weave_fdp.ratelog import RateLimitedLog
 from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.admission import (SMALL_FRAME, HandshakeAdmission, InboundFailures, RxBudget,
@@ -203,12 +204,31 @@ def _cause(reason: str) -> str:
     return _DIGITS.sub("N", reason.split("(")[0].split(" b'")[0])[:80]
 
 
+PROTOCOL_MAX_ENV = "WEAVE_FDP_PROTOCOL_MAX"
+
+
+def protocol_max_from_env() -> int:
+    """The highest protocol version to offer: codec.PROTOCOL_MAX, or less when
+    WEAVE_FDP_PROTOCOL_MAX says so (a router that behaves as an older release would on the
+    wire: tests of mixed meshes, or holding a new release back during a rolling upgrade)."""
+    raw = os.environ.get(PROTOCOL_MAX_ENV)
+    if raw is None:
+        return codec.PROTOCOL_MAX
+    if not raw.strip().isdigit() or not codec.PROTOCOL_MIN <= int(raw) <= codec.PROTOCOL_MAX:
+        raise UsageError(f"{PROTOCOL_MAX_ENV}={raw!r} is not a protocol version",
+                         fix=f"set it to {codec.PROTOCOL_MIN}..{codec.PROTOCOL_MAX}, or unset it")
+    return int(raw)
+
+
 class TcpTransport:
     """Listens on the mesh port and dials peers for a MeshNode."""
 
     def __init__(self, node: MeshNode, *, host: str = "0.0.0.0", password: str | None = None,
-                 trusted_subnets: list[str] | None = None, overlays: tuple[str, ...] = ()) -> None:
+                 trusted_subnets: list[str] | None = None, overlays: tuple[str, ...] = (),
+                 protocol_max: int = codec.PROTOCOL_MAX) -> None:
+        """``protocol_max``: the highest protocol version offered (docs/PROTOCOL.md, section 1)."""
         self.node = node
+        self.protocol_max = protocol_max
         self.host = host
         self.password = password.encode() if password else None
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_subnets or []]
@@ -353,9 +373,9 @@ class TcpTransport:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         remote: tuple[str, int]) -> tuple[Features, SessionCipher | None, int]:
-        writer.write(codec.encode_preamble())
+        writer.write(codec.encode_preamble(codec.PROTOCOL_MIN, self.protocol_max))
         vrange = codec.decode_preamble(await reader.readexactly(codec.PREAMBLE.size))
-        version = codec.negotiate(vrange)
+        version = codec.negotiate(vrange, (codec.PROTOCOL_MIN, self.protocol_max))
         keys = KeyPair() if self.password else None
         writer.write(codec.encode_frame(codec.encode_hello(codec.Hello(keys is not None, keys.public if keys else None))))
         hello = codec.decode_hello(await read_frame(reader, codec.MAX_HELLO))
