@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench bench-mesh fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench bench-mesh profile-sleeve fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -57,6 +57,14 @@ bench: install
 	@$(VENV)/bin/weave-fdp bench datapath
 	@$(VENV)/bin/weave-fdp bench dns
 	@$(VENV)/bin/weave-fdp bench ipam
+
+# where one TCP stream's time goes in the sleeve: per-thread CPU and wake-ups of both forwarders,
+# a perf profile of each forwarder thread (installs linux-perf first; about 20 s per run);
+# PROFILE_ARGS="--password" for the encrypted sleeve (docs/SLEEVE.md)
+PROFILE_ARGS ?=
+profile-sleeve:
+	@WEAVE_FDP_PROFILE=1 bash scripts/install.sh
+	@$(PY) -m weave_fdp.bench.sleeve_profile --perf $(PROFILE_ARGS)
 
 # the simulated mesh from 100 to 4,096 peers (about 40 min of CPU, one core;
 # 9.3 GB of memory at 4,096): docs/mesh-scale.json and docs/mesh-scale.png (docs/SCALING.md)

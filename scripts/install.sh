@@ -24,6 +24,10 @@ packages=(
 if [ -n "${WEAVE_FDP_PODMAN:-}" ]; then
   packages+=(podman runc busybox-static)
 fi
+# `make profile-sleeve` (WEAVE_FDP_PROFILE=1): perf, to profile the sleeve's forwarder threads.
+if [ -n "${WEAVE_FDP_PROFILE:-}" ]; then
+  packages+=(linux-perf)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

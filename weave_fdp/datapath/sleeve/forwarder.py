@@ -15,6 +15,7 @@ static file). This module is the lifecycle: start, stop, the timer, status.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,18 @@ __all__ = ["Forwarder", "PeerLink", "HEARTBEAT_INTERVAL", "MAC_TIMEOUT"]
 
 HEARTBEAT_INTERVAL = 0.5     # s
 MAC_TIMEOUT = 300.0          # s a learned MAC stays
+
+
+def _native_name(name: str) -> None:
+    """Give this thread its name in the kernel too (``PR_SET_NAME``, 15 bytes): ``top -H``,
+    ``/proc/PID/task/*/comm`` and ``perf`` then tell sleeve-capture from sleeve-receive."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_NAME = 15
 
 
 class Forwarder(Receive):
@@ -71,6 +84,7 @@ class Forwarder(Receive):
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            _native_name(threading.current_thread().name)
             while self._running:
                 try:
                     fn()
