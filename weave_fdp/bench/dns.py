@@ -226,9 +226,10 @@ for k in range(1, int(sys.argv[1]) + 1):
     c.call("dns-add", addrs=[ip], hostname=f"bench-{k}")
 """
 
-UDP_PID = r"""
+DNS_STATS = r"""
+import json
 from weave_fdp.router.client import RouterClient
-print(RouterClient().call("report")["dns"]["stats"]["udp_process_pid"])
+print(json.dumps(RouterClient().call("report")["dns"]["stats"]))
 """
 
 POLL = r"""
@@ -334,12 +335,14 @@ class DnsBench:
         return {"qps": round(summ["qps"]), "lost": summ["lost"], "answers": answers,
                 "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3), **drops}
 
+    def dns_stats(self) -> dict[str, Any]:
+        """Host 1's weaveDNS counters (its router's report)."""
+        return dict(json.loads(self.lab.exec(1, [sys.executable, "-c", DNS_STATS]).stdout))
+
     def server_pids(self) -> dict[str, int]:
         """The processes that answer: weaveDNS's server process (from the router's report) and dnsmasq."""
-        out = self.lab.exec(1, [sys.executable, "-c", UDP_PID])
-        pid = int(out.stdout.strip())
         assert self.dnsmasq is not None
-        return {"weave": pid, "dnsmasq": self.dnsmasq.pid}
+        return {"weave": int(self.dns_stats()["udp_process_pid"]), "dnsmasq": self.dnsmasq.pid}
 
     def place(self, placement: str) -> None:
         """``pinned``: both servers (every thread) on SERVER_CPU, dnsperf on CLIENT_CPU;
@@ -471,7 +474,10 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     try:
         bench.setup()
+        built = bench.dns_stats()["snapshots_built"]
         placements = {p: measure_placement(bench, p, opts, echo) for p in opts.placements}
+        # the records do not change while dnsperf runs: no snapshot is built meanwhile
+        built = bench.dns_stats()["snapshots_built"] - built
         load_mid = os.getloadavg()
         echo(f"attach on h1 -> resolves on h2, {opts.attaches} containers")
         attach = bench.attach_to_resolve()
@@ -482,7 +488,8 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
                  "rounds": opts.rounds, "seconds": opts.seconds, "search_steps": opts.search_steps,
                  "search_seconds": opts.search_seconds, "elapsed_s": round(time.monotonic() - started),
                  "load_before": [round(x, 2) for x in load_before],
-                 "load_after_dnsperf": [round(x, 2) for x in load_mid]},
+                 "load_after_dnsperf": [round(x, 2) for x in load_mid],
+                 "snapshots_built_during_dnsperf": built},
         "placements": placements,
         "attach_to_resolve": attach,
     }

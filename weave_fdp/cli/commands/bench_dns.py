@@ -51,7 +51,8 @@ def dns_cmd(names: int, rounds: int, seconds: float, search_steps: int, search_s
         return
     meta, at = res["meta"], res["attach_to_resolve"]
     click.echo(f"load average {' '.join(str(x) for x in meta['load_before'])} before, "
-               f"{' '.join(str(x) for x in meta['load_after_dnsperf'])} after dnsperf ({meta['cpus']} CPUs)")
+               f"{' '.join(str(x) for x in meta['load_after_dnsperf'])} after dnsperf ({meta['cpus']} CPUs); "
+               f"weaveDNS snapshots built while dnsperf ran: {meta['snapshots_built_during_dnsperf']}")
     for name, pl in res["placements"].items():
         mq, fx, fl, fs, se = pl["max_qps"], pl["fixed_load"], pl["floor"], pl["floor_by_search"], pl["search"]
         click.echo(f"[{name}] load {' '.join(str(x) for x in pl['load_before'])} before, "

@@ -352,8 +352,11 @@ class DnsService:
         ips = [names.check_ipv4(c) for c in info.get("cidrs") or []]
         added_at = None
         if fqdn:
+            # wall clock when the name was added (benchmarks time it): stamped before the add,
+            # which saves and gossips it, so a busy machine that runs the other host first
+            # (the gossip's reader) never makes the name resolve "before" it was added
+            added_at = round(self.clock(), 6)
             self.add(fqdn, target, ips)
-            added_at = round(self.clock(), 6)   # wall clock: when the name went out (benchmarks time it)
         resolv = await self._point(target, path, str(info.get("ifname") or "ethwe"))
         self._remember_target(target, path, resolv)
         if bad_name is not None:
