@@ -64,8 +64,9 @@ def _piece_run(buf: bytearray, mv: memoryview, p: int, n: int, seg: int, off: in
 
     A piece joins the run only if its header is the first one's but for its offset, which
     must be where the previous chunk ended: a piece of another train never slips in.
-    The usual read, one whole train, is checked in a few C calls (``_same_heads``: 53 µs
-    → 12 µs for 44 pieces here); anything else piece by piece from where that stopped."""
+    The usual read, one whole train, is checked in a few C calls (``_same_heads``: 17
+    against 53 µs for 44 pieces, measured here); anything else piece by piece from where
+    that stopped."""
     hsz = wire.PIECE.size
     head = bytes(mv[p:p + 20])              # version, flags, sender, seq, total
     parts: list = []

@@ -233,8 +233,8 @@ class Transmit(SleeveState):
         for first in range(0, total, step):
             offs = range(first, min(total, first + step), chunk)
             k = len(offs)
-            # [shared header head, offset field, chunk] per piece: the first two from lists
-            # (no bytes built per piece), the chunks as views into the capture buffer
+            # per piece [the header's 20 shared bytes, its offset field, its chunk]: the first two
+            # from lists (no bytes built per piece), the chunks as views into the capture buffer
             iov: list = [head] * (3 * k)
             iov[1::3] = _offset_fields(first, chunk, k)
             iov[2::3] = [data[o:o + chunk] for o in offs]
