@@ -15,7 +15,7 @@ def _namespaces() -> set[str]:
 
 def test_profile_names_the_capture_and_receive_threads_of_both_hosts() -> None:
     lines: list[str] = []
-    res = profile(password=False, seconds=1, perf=False, echo=lines.append)
+    res = profile(password=False, seconds=2, perf=False, echo=lines.append)
     assert res["gbps"] > 0.01, lines
     busy = {(t["key"].split("/")[0], t["name"]) for t in res["threads"] if t["cpu_pct"] > 0}
     # host 1 captures the stream, host 2 receives it: both threads named and busy
