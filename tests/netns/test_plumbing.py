@@ -106,3 +106,18 @@ def test_netns_lifecycle_and_errors() -> None:
         run_in_netns(name, ["true"])
     with pytest.raises(UsageError):
         create_netns("bad/name")
+
+
+def test_sleeve_only_attach_caps_super_frames_to_one_sleeve_train(two_ns: tuple[str, str]) -> None:
+    """A router without fastdp (``BridgePorts``): every frame crosses the sleeve, so containers'
+    super-frames are capped to what one UDP GSO train of pieces carries (docs/SLEEVE.md)."""
+    from weave_fdp.datapath.bridge_ports import BridgePorts
+    from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
+
+    host, ctr = two_ns
+    ports = BridgePorts(netns=host, mtu=1450)
+    ports.start()
+    link = ports.attach(f"/run/netns/{ctr}", ["10.32.1.1/12"])
+    assert links.get_gso_max_size("ethwe", ctr) == container_gso_max_size(1500) == 63669
+    assert links.get_gso_max_size(link.host_ifname, host) == 65536     # only the container's side
+    assert ports.detach(f"/run/netns/{ctr}")

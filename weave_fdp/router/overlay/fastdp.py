@@ -35,6 +35,13 @@ HEARTBEAT_INTERVAL = 0.25  # s between pings to each peer (the switch holds afte
 WATCH_EVERY = 8            # heartbeat rounds (2 s) between checks that the datapath is whole
 
 
+def sleeve_carries_all(password: bool, esp: bool, trusted: tuple[str, ...]) -> bool:
+    """Every connection of this host will be on the sleeve although fastdp runs: encrypted
+    (``--password``), no ESP in this kernel to seal fastdp, and no ``--trusted-subnets`` that
+    could let some peers use plain fastdp. Then containers get the sleeve's ``gso_max_size``."""
+    return password and not esp and not trusted
+
+
 class FastdpOverlay:
     """Overlay "fastdp" (implements base.Overlay and switch.FastdpControl)."""
 
@@ -89,6 +96,9 @@ class FastdpOverlay:
         self.startup.boot_fastdp = await self.run(self._fastdp_peers_in_maps)
         if getattr(self.config, "password", None):
             self.supports_encryption = await self.run(self.esp.check_kernel)
+        if sleeve_carries_all(bool(getattr(self.config, "password", None)), self.supports_encryption,
+                              tuple(getattr(self.config, "trusted_subnets", None) or ())):
+            self.host.container_gso_max_size = self.host.sleeve_gso_max_size()
         self._tx = hbm.sender_socket()
         self._open_heartbeats()
         self._task = ctx.loop.create_task(self._heartbeat_loop())
