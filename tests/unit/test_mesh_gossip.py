@@ -90,6 +90,7 @@ def test_incremental_graph_matches_the_reference(steps: list[tuple[int, set[tupl
         if then:
             assert topo.graph() == symmetric_graph(topo.peers)
             assert topo.records == {e.nb: e.record for e in topo.peers.values()}
+            assert topo.fingerprint() == codec.fingerprint([(e.name, e.key()) for e in topo.peers.values()])
     topo.garbage_collect(0.0, 0.0)  # removals too
     assert topo.graph() == symmetric_graph(topo.peers)
 

@@ -615,10 +615,6 @@ def encode_summary(items: list[tuple[str, Key]]) -> bytes:
     return bytes([DIGEST_SUMMARY]) + SUMMARY.pack(len(items), fingerprint(items))
 
 
-def encode_summary_records(records: list[bytes]) -> bytes:
-    return bytes([DIGEST_SUMMARY]) + SUMMARY.pack(len(records), fingerprint_records(records))
-
-
 def split_digest(data: bytes) -> tuple[int, bytes]:
     """-> (kind, body) after the checks of decode_digest: a summary's body is SUMMARY.size
     bytes, any other's a whole number (at most MAX_LIST) of 30-byte records, left packed

@@ -224,8 +224,10 @@ class TopologyGossip:
     def periodic(self, link: Link) -> None:
         """The periodic round to one neighbour: a summary (protocol 2) or everything (1)."""
         if uses_digests(link):
+            topo = self.node.topology
             self.node.send(link, codec.GOSSIP, {"c": codec.TOPOLOGY_DIGEST, "s": self.node.name,
-                                                 "p": codec.encode_summary_records(self._all_records())})
+                                                 "p": bytes([codec.DIGEST_SUMMARY]) + codec.SUMMARY.pack(
+                                                     len(topo.records), topo.fingerprint())})
         else:
             self.push(link, None)
 
@@ -278,11 +280,11 @@ class TopologyGossip:
         kind, body = codec.split_digest(payload)
         if kind == codec.DIGEST_SUMMARY:
             count, fp = codec.SUMMARY.unpack(body)
-            ours = self._all_records()
-            if count == len(ours) and fp == codec.fingerprint_records(ours):
+            topo = self.node.topology
+            if count == len(topo.records) and fp == topo.fingerprint():
                 self._holds_all(link.peer)   # same view: it holds exactly what we hold
             else:
-                self._send_digest(link, codec.DIGEST_FULL_REPLY, ours)
+                self._send_digest(link, codec.DIGEST_FULL_REPLY, self._all_records())
             return
         if kind == codec.DIGEST_DELTA:
             self._on_delta(link, body)

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from weave_fdp.router.mesh import codec
 from weave_fdp.router.mesh.codec import ConnEntry, PeerEntry
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Topology:
         # the same entries as 30-byte digest records, by the name's 6 bytes (gossip compares
         # what neighbours announce with these without decoding them)
         self.records: dict[bytes, bytes] = {local.nb: local.record}
+        self._fingerprint: bytes | None = None   # of ``records`` (None: changed since computed)
         self._unreachable_since: dict[str, float] = {}
         # incremental symmetric graph (see graph()): names changed since the last call, with
         # the established peers each announced as of then; the graph's rows, and whether the
@@ -55,13 +57,22 @@ class Topology:
             self._dirty[entry.name] = old.established_set if old is not None else _NONE
         self.peers[entry.name] = entry
         self.records[entry.nb] = entry.record
+        self._fingerprint = None
         if self._sid_dirty is not None:
             self._sid_dirty.add(entry.name)
 
     def _drop(self, name: str) -> None:
         old = self.peers.pop(name)
         del self.records[old.nb]
+        self._fingerprint = None
         self._dirty.setdefault(name, old.established_set)
+
+    def fingerprint(self) -> bytes:
+        """codec.fingerprint_records of every entry held, computed once per change (periodic
+        summaries send and check it; a sort of every record each time at thousands of peers)."""
+        if self._fingerprint is None:
+            self._fingerprint = codec.fingerprint_records(self.records.values())
+        return self._fingerprint
 
     def graph(self) -> dict[str, tuple[str, ...]]:
         """``routes.symmetric_graph(self.peers)``, updated only where entries changed.
