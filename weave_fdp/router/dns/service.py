@@ -86,6 +86,7 @@ class DnsService:
         self.channel: Any = None
         self.bridge_mac: str | None = None
         self.error: str | None = None
+        self.sent_at = 0.0           # wall clock of the last local change's gossip
         self._links: set[str] = set()
         self._peers: set[str] = set()
         self._absent: dict[str, float] = {}
@@ -177,6 +178,7 @@ class DnsService:
         if not entries:
             return
         self._save()
+        self.sent_at = self.clock()
         if self.channel is not None:
             self.channel.gossip_neighbours(wire.encode(entries))
 
@@ -352,11 +354,11 @@ class DnsService:
         ips = [names.check_ipv4(c) for c in info.get("cidrs") or []]
         added_at = None
         if fqdn:
-            # wall clock when the name was added (benchmarks time it): stamped before the add,
-            # which saves and gossips it, so a busy machine that runs the other host first
-            # (the gossip's reader) never makes the name resolve "before" it was added
-            added_at = round(self.clock(), 6)
-            self.add(fqdn, target, ips)
+            changed = self.add(fqdn, target, ips)
+            # wall clock when the name went out (benchmarks time gossip and answer from it):
+            # stamped by _changed before the gossip is sent, so a busy machine that runs
+            # the reader on the other host first never makes the name resolve "before" it
+            added_at = round(self.sent_at if changed else self.clock(), 6)
         resolv = await self._point(target, path, str(info.get("ifname") or "ethwe"))
         self._remember_target(target, path, resolv)
         if bad_name is not None:
