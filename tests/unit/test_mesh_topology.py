@@ -78,3 +78,21 @@ def test_choose_short_id_avoids_used() -> None:
     t.apply([replace(entry(f"7e:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}", sid=i)) for i in range(1, 4000)])
     for seed in range(20):
         assert t.choose_short_id(random.Random(seed)) >= 4000
+
+
+def test_copy_of_ourselves_at_the_u64_limits_never_overflows() -> None:
+    """A (forged) copy of us whose version, or incarnation and version, are 2**64 - 1:
+    we move to a new incarnation, or keep ours; never a key that cannot be encoded."""
+    from dataclasses import replace
+
+    from weave_fdp.router.mesh import codec
+    from weave_fdp.router.mesh.codec import PeerEntry
+
+    top = 2 ** 64 - 1
+    local = PeerEntry("7e:00:00:00:00:01", "me", 5, 10, 3, 1, ())
+    t = Topology(local)
+    changed, bumped = t.apply([replace(local, version=top)])
+    assert bumped and t.local.key() == (11, 1, 5)
+    assert codec.decode_topology_v3(codec.encode_topology_v3([t.local])) == [t.local]
+    changed, bumped = t.apply([replace(local, incarnation=top, version=top, uid=9)])
+    assert not bumped and t.local.key() == (11, 1, 5)

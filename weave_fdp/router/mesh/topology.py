@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SHORT_ID_BITS = 12
 SHORT_ID_SPACE = 1 << SHORT_ID_BITS
 _NONE: frozenset[str] = frozenset()
+U64 = 1 << 64   # incarnations and versions are u64 on the wire
 
 
 class Topology:
@@ -159,12 +160,20 @@ class Topology:
                 if e.key() == ours.key() or (e.uid == ours.uid and e.version < ours.version):
                     continue
                 # an older incarnation of us, or a copy that would beat ours: jump past it
+                changes: dict[str, int]
                 if e.uid != ours.uid and e.key() >= ours.key():
                     log.warning("peer %s: heard a copy of ourselves with another UID (%d) that "
                                 "looks newer; reasserting (duplicate peer name?)", e.name, e.uid)
-                    self.bump_local(incarnation=e.incarnation + 1)
+                    changes = {"incarnation": e.incarnation + 1}
                 else:
-                    self.bump_local(version=max(ours.version, e.version) + 1)
+                    changes = {"version": max(ours.version, e.version) + 1}
+                if changes.get("version", 0) >= U64:   # no version left above it: a new incarnation
+                    changes = {"incarnation": max(ours.incarnation, e.incarnation) + 1, "version": 1}
+                if changes.get("incarnation", 0) >= U64:
+                    log.warning("peer %s: heard a copy of ourselves whose incarnation and version are at "
+                                "their limit; keeping ours (a forged entry?)", e.name)
+                    continue
+                self.bump_local(**changes)
                 self_bumped = True
                 changed.append(self.local_name)
                 continue
