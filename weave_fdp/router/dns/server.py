@@ -51,9 +51,11 @@ SWITCH_INTERVAL_S = 0.0005
 # default (net.core.rmem_default, 208 KiB: about 270 queries, each costing a ~768-byte
 # buffer) a server descheduled for 10 ms at 30,000 queries/s drops queries, which the
 # client asks again only after its timeout (seconds); queued, they are answered late by
-# milliseconds. Set with SO_RCVBUFFORCE (the router runs as root), else SO_RCVBUF (capped
-# at net.core.rmem_max).
-UDP_RCVBUF = 4 << 20
+# milliseconds. Not more: a server slower than the load for a while keeps a standing queue
+# as long as the buffer, and every answer waits behind it (2 MiB with the doubling, about
+# 2,700 queries: 0.1 s at 25,000 queries/s, far under a client's timeout). Set with
+# SO_RCVBUFFORCE (the router runs as root), else SO_RCVBUF (capped at net.core.rmem_max).
+UDP_RCVBUF = 1 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)   # Linux's value; Python names it from 3.12
 
 
