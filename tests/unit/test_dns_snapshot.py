@@ -98,17 +98,23 @@ def coalescing_ref(loop: FakeLoop) -> tuple[Records, SnapshotRef, list[Snapshot]
     return r, ref, shipped
 
 
-def test_a_burst_of_changes_is_one_rebuild_on_the_next_turn() -> None:
+def test_cheap_rebuilds_run_at_once_and_dear_ones_coalesce() -> None:
     loop = FakeLoop()
     r, ref, shipped = coalescing_ref(loop)
-    for i in range(50):                         # 50 changes in one turn of the loop
-        r.add(f"c{i}.weave.local.", f"netns:c{i}", f"10.32.0.{i + 1}", now=1)
-    assert ref.current.lookup("c0.weave.local.") == ()        # not yet: scheduled
-    assert [t for t, _ in loop.calls] == [100.0]               # once, at once (nothing built before)
+    r.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)        # few names: at once
+    assert ref.current.lookup("web.weave.local.") == ("10.32.0.1",) and loop.calls == []
+    loop.cost = 0.03                            # a large set of records: 30 ms to build and ship
+    r.add("a.weave.local.", "netns:a", "10.32.0.2", now=1)          # the last one was cheap: at once
+    assert len(shipped) == 2 and loop.calls == []
+    for i in range(50):                         # 50 changes while that rebuild's cost is not yet paid back
+        r.add(f"c{i}.weave.local.", f"netns:c{i}", f"10.32.1.{i + 1}", now=1)
+    assert ref.current.lookup("c0.weave.local.") == ()              # not yet: scheduled, once
+    assert len(loop.calls) == 1 and loop.calls[0][0] == pytest.approx(loop.now + 0.03)
+    loop.now += 0.03
     assert loop.run_due() == 1
-    assert len(shipped) == 1 and ref.current.generation == r.generation
-    assert ref.current.lookup("c49.weave.local.") == ("10.32.0.50",)
-    assert ref.built == 1 and ref.coalesced == 49
+    assert len(shipped) == 3 and ref.current.generation == r.generation
+    assert ref.current.lookup("c49.weave.local.") == ("10.32.1.50",)
+    assert ref.built == 3 and ref.coalesced == 49
     r.merge([], now=1)                          # no change: nothing scheduled
     assert loop.calls == []
 
@@ -134,11 +140,15 @@ def test_rebuilds_take_at_most_about_half_of_the_time_however_fast_records_chang
 
 def test_flush_builds_what_is_scheduled_and_without_schedule_changes_rebuild_at_once() -> None:
     loop = FakeLoop()
+    loop.cost = 0.03
     r, ref, shipped = coalescing_ref(loop)
-    r.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)
+    r.add("web.weave.local.", "netns:w", "10.32.0.1", now=1)        # at once (nothing built before)
+    r.add("api.weave.local.", "netns:a", "10.32.0.3", now=1)        # scheduled
+    assert ref.current.lookup("api.weave.local.") == () and len(loop.calls) == 1
     ref.flush()
-    assert ref.current.lookup("web.weave.local.") == ("10.32.0.1",) and len(shipped) == 1
-    assert loop.run_due() == 1 and len(shipped) == 1               # the scheduled call finds nothing to do
+    assert ref.current.lookup("api.weave.local.") == ("10.32.0.3",) and len(shipped) == 2
+    loop.now += 1
+    assert loop.run_due() == 1 and len(shipped) == 2               # the scheduled call finds nothing to do
     ref.schedule = None
     r.add("db.weave.local.", "netns:d", "10.32.0.2", now=1)
     assert ref.current.lookup("db.weave.local.") == ("10.32.0.2",) and loop.calls == []

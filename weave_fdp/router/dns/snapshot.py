@@ -78,6 +78,12 @@ class Snapshot:
         return self.owners.get(addr)
 
 
+# A rebuild cheaper than this (a few hundred names) runs at once after a change, as without
+# coalescing (measured: deferring it to the loop's next turn cost the attach-to-resolve time
+# ~1 ms median); a dearer one (thousands of names) is coalesced.
+SYNC_BELOW_S = 0.002
+
+
 class SnapshotRef:
     """The current snapshot, read by any thread through :attr:`current` without a lock.
 
@@ -85,14 +91,14 @@ class SnapshotRef:
     change (``on_swap`` callbacks then run there, e.g. to ship it to the DNS server
     process); without records (in that process) whoever receives snapshots sets it.
 
-    Rebuilds are coalesced once the owner gives a ``schedule`` (``loop.call_later``): a
-    change schedules one rebuild, and the changes made before it runs ride along (a burst
-    of gossip, an attach of several addresses: one rebuild). A rebuild of a large set of
-    records is not cheap (about 30 ms per 10,000 names, plus shipping it), so the next
-    one waits at least as long as the last one took: rebuilds never take more than about
-    half of the owner's time, however fast the records change, and with few names (a
-    rebuild of well under a millisecond) a change is answered on the loop's next turn.
-    Without ``schedule`` (tests, tools) every change rebuilds at once.
+    Rebuilds are coalesced once the owner gives a ``schedule`` (``loop.call_later``) and
+    they are dear: a rebuild of a large set of records is not cheap (about 30 ms per
+    10,000 names, plus shipping it), so after one the next waits at least as long as it
+    took, and the changes made meanwhile ride along in one scheduled rebuild (a burst of
+    gossip: one rebuild). Rebuilds never take more than about half of the owner's time,
+    however fast the records change. A rebuild cheaper than SYNC_BELOW_S (a few hundred
+    names) runs at once after the change, as does every one without ``schedule`` (tests,
+    tools).
     """
 
     def __init__(self, records: Records | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -104,6 +110,7 @@ class SnapshotRef:
         self.coalesced = 0          # changes that rode along with a rebuild already scheduled
         self._pending = False
         self._not_before = 0.0      # clock() before which no rebuild starts (the last one's cost)
+        self._last_cost = 0.0       # s the last rebuild (and its shipping) took
         if records is None:
             self.current = Snapshot.empty()
             return
@@ -114,14 +121,15 @@ class SnapshotRef:
         """The records changed: rebuild now, or once soon when rebuilds are scheduled."""
         if self.records is None or self.records.generation == self.current.generation:
             return
-        if self.schedule is None:
-            self._rebuild()
-            return
         if self._pending:
             self.coalesced += 1
             return
+        now = self.clock()
+        if self.schedule is None or (self._last_cost < SYNC_BELOW_S and now >= self._not_before):
+            self._rebuild()               # cheap (few names) or nothing to wait for: at once
+            return
         self._pending = True
-        self.schedule(max(0.0, self._not_before - self.clock()), self._scheduled)
+        self.schedule(max(0.0, self._not_before - now), self._scheduled)
 
     def flush(self) -> None:
         """Build a scheduled snapshot now (the owner stops scheduling, or must answer from it)."""
@@ -145,4 +153,5 @@ class SnapshotRef:
         for fn in self.on_swap:
             fn(snap)
         end = self.clock()
-        self._not_before = end + (end - t0)
+        self._last_cost = end - t0
+        self._not_before = end + self._last_cost
