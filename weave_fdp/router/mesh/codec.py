@@ -373,22 +373,17 @@ class TopologyEncoder:
     the binary layout keeps the bytes it came in."""
 
     def encode(self, entries: list[PeerEntry], version: int = 2) -> bytes:
+        binary = version >= BINARY_ENTRIES_VERSION
+        attr, encode_entry = ("_wire3", _encode_entry_v3) if binary else ("_wire", _encode_entry)
         parts = []
-        if version >= BINARY_ENTRIES_VERSION:
-            for e in entries:
-                d = e.__dict__
-                wire = d.get("_wire3")
-                if wire is None:
-                    wire = d["_wire3"] = _encode_entry_v3(e)
-                parts.append(wire)
-            return b"".join(parts)
         for e in entries:
             d = e.__dict__
-            wire = d.get("_wire")
+            wire = d.get(attr)
             if wire is None:
-                wire = d["_wire"] = _encode_entry(e)
+                wire = d[attr] = encode_entry(e)
             parts.append(wire)
-        return _array_header(len(parts)) + b"".join(parts)
+        body = b"".join(parts)
+        return body if binary else _array_header(len(parts)) + body
 
 
 def decode_topology(data: bytes, wanted: "Callable[[str, tuple[int, int, int]], bool] | None" = None
