@@ -30,22 +30,6 @@ SINGLE_MIN = wire.ENTRY.size + 14        # a FRAMES body (after its type byte) o
 RECV_MAX = 65536 + 4096
 
 
-def _offsets(first: int, chunk: int, k: int) -> bytes:
-    """The offset fields of ``k`` pieces in a row from ``first`` (cached: most reads are
-    a whole train, offsets from 0 in steps of the same chunk)."""
-    key = (first, chunk, k)
-    got = _OFFSETS.get(key)
-    if got is None:
-        if len(_OFFSETS) >= 256:
-            _OFFSETS.clear()
-        pack = wire.PIECE_OFFSET.pack
-        got = _OFFSETS[key] = b"".join([pack(first + i * chunk) for i in range(k)])
-    return got
-
-
-_OFFSETS: dict[tuple[int, int, int], bytes] = {}
-
-
 def _same_heads(mv: memoryview, p: int, seg: int, k: int, head: bytes, offsets: bytes) -> bool:
     """The ``k`` full ``seg``-byte pieces from ``p`` all carry ``head`` and, in order,
     ``offsets``: checked column by column (a strided 4-byte column of the headers per C
@@ -74,7 +58,7 @@ def _piece_run(buf: bytearray, mv: memoryview, p: int, n: int, seg: int, off: in
     k = (n - p) // seg                      # full segments from p (all but a train's last piece)
     if k >= 2 and not seg & 3 and seg > hsz:
         chunk = seg - hsz
-        if _same_heads(mv, p, seg, k, head, _offsets(off, chunk, k)):
+        if _same_heads(mv, p, seg, k, head, wire.piece_offset_column(off, chunk, k)):
             q = p + k * seg
             parts = [mv[r + hsz:r + seg] for r in range(p, q, seg)]
             off += k * chunk

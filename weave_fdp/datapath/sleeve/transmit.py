@@ -16,7 +16,6 @@ Every datagram leaves through ``SleeveState._sendmsg``.
 
 from __future__ import annotations
 
-import functools
 import socket
 import time
 from collections.abc import Callable
@@ -39,13 +38,6 @@ CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-f
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 
 T = TypeVar("T")
-
-
-@functools.lru_cache(maxsize=256)
-def _offset_fields(first: int, chunk: int, k: int) -> tuple[bytes, ...]:
-    """The offset fields of ``k`` pieces from ``first`` in steps of ``chunk`` (cached: a
-    train's offsets repeat from datagram to datagram)."""
-    return tuple(wire.PIECE_OFFSET.pack(first + i * chunk) for i in range(k))
 
 
 class Transmit(SleeveState):
@@ -236,7 +228,7 @@ class Transmit(SleeveState):
             # per piece [the header's 20 shared bytes, its offset field, its chunk]: the first two
             # from lists (no bytes built per piece), the chunks as views into the capture buffer
             iov: list = [head] * (3 * k)
-            iov[1::3] = _offset_fields(first, chunk, k)
+            iov[1::3] = wire.piece_offsets(first, chunk, k)
             iov[2::3] = [data[o:o + chunk] for o in offs]
             sent = self._sendmsg(link, iov, segments=k, seg=seg)
             sent_any = sent_any or (sent is not None and sent is not GSO_REFUSED)

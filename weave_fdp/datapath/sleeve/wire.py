@@ -45,6 +45,7 @@ slicing and raise ``ProtocolError`` (with a short ``cause`` used for counting).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,6 +93,19 @@ BROADCAST = b"\xff" * 6
 IP_UDP_OVERHEAD = 28                     # IPv4 + UDP headers around our payload
 # Bytes one datagram adds around a single unfragmented frame (without IP/UDP).
 FRAME_OVERHEAD = HEADER.size + 1 + ENTRY.size
+
+
+@functools.lru_cache(maxsize=256)
+def piece_offsets(first: int, chunk: int, k: int) -> tuple[bytes, ...]:
+    """The offset fields of ``k`` pieces in a row from ``first`` in steps of ``chunk``
+    (cached: a train's offsets repeat from datagram to datagram, on both sides)."""
+    return tuple(PIECE_OFFSET.pack(first + i * chunk) for i in range(k))
+
+
+@functools.lru_cache(maxsize=256)
+def piece_offset_column(first: int, chunk: int, k: int) -> bytes:
+    """:func:`piece_offsets` joined: the offset column a whole train's headers carry."""
+    return b"".join(piece_offsets(first, chunk, k))
 
 
 class WireError(ProtocolError):
