@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 5
+#define FDP_ABI_VERSION 6
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
@@ -47,7 +47,7 @@
 #define FDP_MAX_BCAST_HOPS 16     /* next hops per broadcast tree at one peer */
 #endif
 #ifndef FDP_MAX_LOCAL_PORTS
-#define FDP_MAX_LOCAL_PORTS 64    /* container veths per host */
+#define FDP_MAX_LOCAL_PORTS 256   /* host-side veths per host: its containers and the host's own port */
 #endif
 #ifndef FDP_MAC_REFRESH_NS
 #define FDP_MAC_REFRESH_NS 1000000000  /* ns: a learned MAC's last-seen time is rewritten at most this often */

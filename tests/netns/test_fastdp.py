@@ -99,3 +99,24 @@ def test_line_relays_in_the_kernel(make_lab) -> None:
         assert fl.hosts[2].report()["drops"] == drops_before
     finally:
         fl.close()
+
+
+def test_more_containers_than_one_byte_of_ports(make_lab) -> None:
+    """A host with 70 containers (beyond the 63 an earlier layout held): a broadcast from
+    another host reaches the last of them through the kernel's local flood, and unicast
+    follows; the first container still answers."""
+    lab = make_lab(hosts=2, topology="full")
+    fl = FastdpLab(lab, containers=1)
+    try:
+        for _ in range(69):
+            fl.add_container(2)
+        assert lab.containers(2) == 70
+        last = lab.container_ip(2, 70)
+        cp = lab.exec_container(1, 1, ["arping", "-c", "2", "-w", "5", "-I", "ethwe", last], check=False)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        for j in (70, 64, 1):
+            assert fl.ping((1, 1), lab.container_ip(2, j), count=2).returncode == 0, f"h2-c{j} unreachable"
+        rep = fl.hosts[2].report()
+        assert sum(f["packets"] for f in rep["flows"] if f["dst_ip"] == last and f["path"] == "fastdp") > 0
+    finally:
+        fl.close()

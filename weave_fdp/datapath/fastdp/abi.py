@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
@@ -28,7 +28,7 @@ MAX_MACS_PER_PEER = 4096
 MAX_PORT_IPS = 8
 MAX_FLOWS = 16384
 MAX_BCAST_HOPS = 16
-MAX_LOCAL_PORTS = 64
+MAX_LOCAL_PORTS = 256
 MAC_REFRESH_NS = 1_000_000_000
 MAC_AGEING_S = 300
 
