@@ -9,6 +9,9 @@
  *
  *   source MAC, IPv4 or ARP sender not the container's own
  *                                     -> drop (spoofed-mac/-ip/-arp, lib/guard.h)
+ *   UDP to the DNS listen address     -> a query the kernel can answer is answered
+ *     (container ports only)             back out of the veth (lib/dns.h); a source
+ *                                        over its rate is dropped; the rest carry on
  *   dst MAC of a local container      -> TC_ACT_OK, the bridge delivers it
  *   dst MAC of a peer in fastdp mode  -> direct path (FDP_CONFIG_DIRECT, IPv4):
  *                                        VXLAN headers pushed here, out of the
@@ -29,6 +32,7 @@
 #include "lib/forward.h"
 #include "lib/direct.h"
 #include "lib/guard.h"
+#include "lib/dns.h"
 
 int fdp_from_container(struct __sk_buff *skb)
 {
@@ -49,6 +53,12 @@ int fdp_from_container(struct __sk_buff *skb)
 	cfg = fdp_get_config();
 	if (!cfg)
 		return TC_ACT_OK;  /* not configured yet: local traffic still works */
+	/* one compare for every other frame; the host's own port never asks here */
+	if (key.proto == IPPROTO_UDP && skb->ifindex != cfg->host_ifindex) {
+		verdict = fdp_dns_answer(skb, &key);
+		if (verdict != FDP_DNS_PASS)
+			return verdict;
+	}
 
 	if (fdp_mac_is_group(key.dst_mac))
 		goto flood;

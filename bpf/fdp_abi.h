@@ -49,6 +49,18 @@
 #ifndef FDP_MAX_LOCAL_PORTS
 #define FDP_MAX_LOCAL_PORTS 256   /* host-side veths per host: its containers and the host's own port */
 #endif
+#ifndef FDP_DNS_NAME_MAX
+#define FDP_DNS_NAME_MAX 128      /* bytes: a name the kernel answers, in wire format (labels and root) */
+#endif
+#ifndef FDP_DNS_MAX_ADDRS
+#define FDP_DNS_MAX_ADDRS 16      /* IPv4 addresses of a name the kernel answers; more: userspace answers */
+#endif
+#ifndef FDP_DNS_MAX_NAMES
+#define FDP_DNS_MAX_NAMES 8192    /* names in fdp_dns_names; beyond that userspace answers the rest */
+#endif
+#ifndef FDP_DNS_MAX_SOURCES
+#define FDP_DNS_MAX_SOURCES 8192  /* per-source rate-limit entries (fdp_dns_sources, LRU) */
+#endif
 #ifndef FDP_MAC_REFRESH_NS
 #define FDP_MAC_REFRESH_NS 1000000000  /* ns: a learned MAC's last-seen time is rewritten at most this often */
 #endif
@@ -82,6 +94,17 @@
 #define FDP_VXLAN_FLAG_I 0x08             /* first byte of a VXLAN header: "VNI valid" */
 #define FDP_SPORT_MIN 49152               /* outer UDP source port: 49152 + (flow hash & mask), RFC 7348 */
 #define FDP_SPORT_MASK 0x3fff
+
+/*
+ * weaveDNS fast path (lib/dns.h, docs/DNS.md "Answers in the kernel"): a standard
+ * query (one question, A, IN) from a local container to the DNS listen address, for
+ * a name of fdp_dns_names, is answered at the container's veth; anything else goes on
+ * to the userspace server unchanged. The answer is the one that server gives.
+ */
+#define FDP_DNS_CONFIG_ENABLED 1          /* fdp_dns_config.flags: answer from fdp_dns_names */
+#define FDP_DNS_UDP_MIN 512               /* bytes a UDP reply may always use (RFC 1035) */
+#define FDP_DNS_EDNS_SIZE 4096            /* the UDP buffer size our OPT record announces */
+#define FDP_DNS_REPLY_TTL 64              /* IPv4 TTL of an answer, hops (the host stack's default) */
 
 /* Mode of the connection to a next-hop peer, set by the overlay switch. */
 enum fdp_mode {
@@ -162,6 +185,45 @@ enum fdp_drop_reason {
 	FDP_DROP_SPOOFED_ARP = 23,   /* a container's ARP names a sender MAC or IPv4 not its own */
 	FDP_DROP_LEARN_LIMIT = 24,   /* event, not a drop: a MAC not learned, its peer holds FDP_MAX_MACS_PER_PEER */
 	FDP_DROP_MAX = 25,
+};
+
+/* fdp_dns_stats[what]: queries to the DNS listen address seen by the fast path (per CPU). */
+enum fdp_dns_stat {
+	FDP_DNS_ANSWERED = 0,        /* answered in the kernel */
+	FDP_DNS_RATE_LIMITED = 1,    /* dropped: the source is over its --dns-rate-limit */
+	FDP_DNS_PASS_MISS = 2,       /* passed on: name not in fdp_dns_names */
+	FDP_DNS_PASS_HEADER = 3,     /* passed on: not a standard query (QR, opcode, TC, section counts) */
+	FDP_DNS_PASS_QUESTION = 4,   /* passed on: type other than A or class other than IN */
+	FDP_DNS_PASS_NAME = 5,       /* passed on: name longer than FDP_DNS_NAME_MAX, compressed or malformed */
+	FDP_DNS_PASS_EDNS = 6,       /* passed on: additional record that is not one OPT record */
+	FDP_DNS_PASS_SIZE = 7,       /* passed on: the answer does not fit the client's UDP buffer */
+	FDP_DNS_PASS_PACKET = 8,     /* passed on: IPv4 options, fragment, lengths that disagree, trailing bytes */
+	FDP_DNS_ERROR = 9,           /* a helper failed: passed on before the rewrite, dropped after it */
+	FDP_DNS_STAT_MAX = 10,
+};
+
+/* fdp_dns_config[0]: written by the router's DNS service; flags 0 (the default) = off. */
+struct fdp_dns_config {
+	__u32 flags;          /* FDP_DNS_CONFIG_ENABLED */
+	__u32 listen_ip;      /* --dns-listen-address (network order) */
+	__u16 listen_port;    /* its port (network order) */
+	__u16 pad;
+	__u32 pad2;
+	__u64 rate_interval_ns;  /* --dns-rate-limit as ns between queries of one source (0: no limit) */
+	__u64 rate_burst_ns;     /* how far a source's schedule may run ahead of now: (burst - 1) * interval */
+};
+
+/* fdp_dns_names key: the name as asked, lower-cased, in wire format (length-prefixed
+ * labels, then the root's 0), zero-filled to the end. */
+struct fdp_dns_key {
+	__u8 name[FDP_DNS_NAME_MAX];
+};
+
+/* fdp_dns_names value: the live addresses of the name (answered in a random order). */
+struct fdp_dns_entry {
+	__u32 count;          /* valid entries of addrs[], 1..FDP_DNS_MAX_ADDRS */
+	__u32 ttl;            /* seconds (--dns-ttl) */
+	__u32 addrs[FDP_DNS_MAX_ADDRS];  /* network order */
 };
 
 /* fdp_config[0]: written by the loader. */

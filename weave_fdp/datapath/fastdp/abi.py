@@ -30,6 +30,10 @@ MAX_FLOWS = 16384
 MAX_BCAST_HOPS = 16
 MAX_LOCAL_PORTS = 256
 MAC_REFRESH_NS = 1_000_000_000
+DNS_NAME_MAX = 128
+DNS_MAX_ADDRS = 16
+DNS_MAX_NAMES = 8192
+DNS_MAX_SOURCES = 8192
 MAC_AGEING_S = 300
 
 VXLAN_PORT = 6784
@@ -51,6 +55,10 @@ VXLAN_FLAG_I = 0x08
 SPORT_MIN = 49152
 SPORT_MASK = 0x3FFF
 TEST_MAX_EVENTS = 32
+DNS_CONFIG_ENABLED = 1
+DNS_UDP_MIN = 512
+DNS_EDNS_SIZE = 4096
+DNS_REPLY_TTL = 64
 
 
 class Mode(IntEnum):
@@ -112,6 +120,24 @@ class DropReason(IntEnum):
 
 
 DROP_MAX = 25
+
+class DnsStat(IntEnum):
+    ANSWERED = 0
+    RATE_LIMITED = 1
+    PASS_MISS = 2
+    PASS_HEADER = 3
+    PASS_QUESTION = 4
+    PASS_NAME = 5
+    PASS_EDNS = 6
+    PASS_SIZE = 7
+    PASS_PACKET = 8
+    ERROR = 9
+
+
+DNS_STAT_MAX = 10
+
+#: the names the report shows for each DNS fast-path counter
+DNS_STAT_NAMES: dict[int, str] = {s.value: s.name.lower() for s in DnsStat}
 
 #: the names the CLI and the report show for each drop reason
 DROP_NAMES: dict[int, str] = {r.value: r.name.lower().replace("_", "-") for r in DropReason if r}
@@ -186,6 +212,19 @@ class PeerStats(ctypes.Structure):
     _fields_ = [("tx_packets", u64), ("tx_bytes", u64), ("rx_packets", u64), ("rx_bytes", u64)]
 
 
+class DnsConfig(ctypes.Structure):
+    _fields_ = [("flags", u32), ("listen_ip", u32), ("listen_port", u16), ("pad", u16), ("pad2", u32),
+                ("rate_interval_ns", u64), ("rate_burst_ns", u64)]
+
+
+class DnsKey(ctypes.Structure):
+    _fields_ = [("name", u8 * DNS_NAME_MAX)]
+
+
+class DnsEntry(ctypes.Structure):
+    _fields_ = [("count", u32), ("ttl", u32), ("addrs", u32 * DNS_MAX_ADDRS)]
+
+
 class TestEvent(ctypes.Structure):
     __test__ = False
     _fields_ = [("kind", u32), ("vni", u32), ("ip", u32), ("ifindex", u32)]
@@ -197,12 +236,13 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_neigh": Neigh,
     "fdp_port_addrs": PortAddrs, "fdp_flow_key": FlowKey,
     "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
+    "fdp_dns_config": DnsConfig, "fdp_dns_key": DnsKey, "fdp_dns_entry": DnsEntry,
 }
 
 #: every ABI enum by its C name (an enum's ``*_MAX`` member is the module constant of that name)
 ENUMS: dict[str, type[IntEnum]] = {
     "fdp_mode": Mode, "fdp_mac_flags": MacFlags, "fdp_peer_flags": PeerFlags, "fdp_neigh_flags": NeighFlags,
-    "fdp_path": Path, "fdp_drop_reason": DropReason, "fdp_test_kind": TestKind,
+    "fdp_path": Path, "fdp_drop_reason": DropReason, "fdp_test_kind": TestKind, "fdp_dns_stat": DnsStat,
 }
 
 
@@ -235,6 +275,10 @@ MAPS: dict[str, MapSpec] = {
     "fdp_underlay": MapSpec("array", u32, Underlay, MAX_PEERS),
     "fdp_neigh": MapSpec("hash", u32, Neigh, MAX_PEERS),
     "fdp_flows": MapSpec("lru_percpu_hash", FlowKey, FlowStats, MAX_FLOWS),
+    "fdp_dns_config": MapSpec("array", u32, DnsConfig, 1),
+    "fdp_dns_names": MapSpec("hash", DnsKey, DnsEntry, DNS_MAX_NAMES),
+    "fdp_dns_sources": MapSpec("lru_hash", u32, u64, DNS_MAX_SOURCES),
+    "fdp_dns_stats": MapSpec("percpu_array", u32, u64, DNS_STAT_MAX),
 }
 
 

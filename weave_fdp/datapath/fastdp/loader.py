@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp import paths
-from weave_fdp.datapath import bpf_syscall
+from weave_fdp.datapath import bpf_syscall, dns_plan
 from weave_fdp.datapath.fastdp import abi, ageing, pins
 from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
@@ -50,6 +50,20 @@ _FLOW_PATH = {"sleeve": "sleeve", "local": "local"}
 # map name -> (key type, value type, per CPU)
 MAP_TYPES: dict[str, tuple[Any, Any, bool]] = {name: (spec.key, spec.value, spec.percpu)
                                                for name, spec in abi.MAPS.items()}
+
+
+def _dns_key(key: bytes) -> abi.DnsKey:
+    k = abi.DnsKey()
+    ctypes.memmove(k.name, dns_plan.key_bytes(key), abi.DNS_NAME_MAX)
+    return k
+
+
+def _wire_end(raw: bytes) -> int:
+    """Length of the wire-format name at the start of ``raw`` (with its root byte)."""
+    i = 0
+    while i < len(raw) and raw[i]:
+        i += 1 + raw[i]
+    return min(i + 1, len(raw))
 
 
 class FastDatapath:
@@ -327,6 +341,62 @@ class FastDatapath:
             if cur is not None and cur.value != want:
                 m.set(ctypes.c_uint32(sid), ctypes.c_uint32(want))
         return counts
+
+    # ------------------------------------------------------------------ weaveDNS fast path
+    def configure_dns(self, settings: dns_plan.DnsSettings | None) -> None:
+        """Turn the DNS fast path on with ``settings`` (fdp_dns_config), or off (None): off,
+        every query goes on to the userspace server."""
+        cfg = abi.DnsConfig()
+        if settings is not None:
+            cfg.flags = abi.DNS_CONFIG_ENABLED
+            cfg.listen_ip = abi.ip_to_be32(settings.listen_ip)
+            cfg.listen_port = abi.be16_to_int(settings.listen_port)   # a u16 in network order
+            cfg.rate_interval_ns = settings.rate_interval_ns
+            cfg.rate_burst_ns = settings.rate_burst_ns
+        m = self.maps["fdp_dns_config"]
+        cur = m.get(ctypes.c_uint32(0))
+        if cur is None or bytes(cur) != bytes(cfg):
+            m.set(ctypes.c_uint32(0), cfg)
+            # a new limit starts every source afresh (as a restarted server does)
+            self.maps["fdp_dns_sources"].clear()
+
+    def dns_entries(self) -> dict[bytes, dns_plan.DnsEntry]:
+        """What fdp_dns_names holds: wire key (without its zero fill) -> entry."""
+        out = {}
+        m = self.maps["fdp_dns_names"]
+        for key in list(m.keys()):
+            e = m.get(key)
+            if e is None:
+                continue
+            raw = bytes(key.name)
+            end = _wire_end(raw)
+            n = min(e.count, abi.DNS_MAX_ADDRS)
+            out[raw[:end]] = dns_plan.DnsEntry(e.ttl, tuple(abi.be32_to_ip(e.addrs[i]) for i in range(n)))
+        return out
+
+    def apply_dns(self, want: Mapping[bytes, dns_plan.DnsEntry]) -> dns_plan.DnsDiff:
+        """Make fdp_dns_names hold exactly ``want`` (dns_plan.plan_entries): names gone are
+        deleted first (a removed name is never answered again), then new and changed ones
+        written. Returns what changed."""
+        m = self.maps["fdp_dns_names"]
+        diff = dns_plan.diff_entries(self.dns_entries(), want)
+        for key in diff.delete:
+            m.delete(_dns_key(key))
+        for key, e in diff.upsert.items():
+            val = abi.DnsEntry(count=len(e.addrs), ttl=e.ttl)
+            for i, a in enumerate(e.addrs[:abi.DNS_MAX_ADDRS]):
+                val.addrs[i] = abi.ip_to_be32(a)
+            m.set(_dns_key(key), val)
+        return diff
+
+    def dns_stats(self) -> dict[str, int]:
+        """The fast path's counters (fdp_dns_stats, summed over CPUs), every one named."""
+        m = self.maps["fdp_dns_stats"]
+        out = {}
+        for idx, name in abi.DNS_STAT_NAMES.items():
+            vals = m.get_percpu(ctypes.c_uint32(idx)) or []
+            out[name] = sum(v.value for v in vals)
+        return out
 
     # ------------------------------------------------------------------ counters
     def drops(self) -> dict[str, int]:
