@@ -98,13 +98,41 @@ def dns_summary(dns: Any) -> dict[str, Any] | None:
     if not isinstance(dns, dict):
         return None
     return {"domain": dns.get("domain"), "upstream": dns.get("upstream") or [], "ttl": dns.get("ttl"),
-            "entries": len(dns.get("entries") or []), "address": dns.get("address"), "error": dns.get("error")}
+            "entries": len(dns.get("entries") or []), "address": dns.get("address"), "error": dns.get("error"),
+            "answered": answered_counts(dns)}
+
+
+def answered_counts(dns: Any) -> dict[str, int | None] | None:
+    """Who answered weaveDNS's queries: {"kernel": n or None (no fastdp), "server": n}."""
+    if not isinstance(dns, dict):
+        return None
+    stats, kernel = dns.get("stats"), dns.get("kernel")
+    server = stats.get("answered") if isinstance(stats, dict) else None
+    k = kernel.get("answered") if isinstance(kernel, dict) else None
+    if not isinstance(server, int):
+        return None
+    return {"kernel": k if isinstance(k, int) else None, "server": server}
+
+
+def answered_line(dns: Any) -> str | None:
+    """``answered: N in the kernel, M by the server`` (by the server alone without fastdp)."""
+    c = answered_counts(dns)
+    if c is None:
+        return None
+    if c["kernel"] is None:
+        return f"answered: {c['server']} by the server"
+    return f"answered: {c['kernel']} in the kernel, {c['server']} by the server"
 
 
 def dns_rows(dns: dict[str, Any]) -> list[tuple[str, Any]]:
     """The DNS block of `status`, as Weave prints it (plus where it listens)."""
     rows = [("Service", "dns"), ("Domain", dns["domain"]), ("Upstream", ", ".join(dns["upstream"]) or "none"),
             ("TTL", dns["ttl"]), ("Entries", dns["entries"]), ("Address", dns["address"])]
+    answered = dns.get("answered")
+    if answered and answered.get("kernel") is not None:
+        rows.append(("Answered in the kernel", answered["kernel"]))
+    if answered:
+        rows.append(("Answered by the server", answered["server"]))
     if dns.get("error"):
         rows.append(("Error", dns["error"]))
     return rows

@@ -8,6 +8,7 @@ import click
 
 from weave_fdp.cli.commands.status import status, want_json
 from weave_fdp.cli.output import json_option, print_json
+from weave_fdp.cli.status_format import answered_line
 from weave_fdp.errors import UsageError
 from weave_fdp.router.client import RouterClient
 from weave_fdp.router.dns.names import check_ipv4
@@ -132,6 +133,9 @@ def status_dns(ctx: click.Context, as_json: bool) -> None:
         print_json(section["entries"])
         return
     for line in status_dns_lines(section):
+        click.echo(line)
+    line = answered_line(section)
+    if line:
         click.echo(line)
 
 

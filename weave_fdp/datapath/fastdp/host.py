@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from weave_fdp.datapath import dns_plan
 from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, HOST_TC_HANDLE, HOST_TC_PRIO, MAP_TYPES,
                                               PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE, UNDERLAY_TC_PRIO, VXLAN_IFNAME,
@@ -95,6 +96,9 @@ class HostDatapath:
         for name in links:
             self.dp.attach_port(name, netns=self.netns)
         self.dp.attach_host(weave_bridge.BRIDGE, netns=self.netns)
+        # weaveDNS's fast path stays off until the router's DNS service turns it on: a router
+        # launched with --no-dns (or another domain) must never answer the last run's names
+        self.set_dns(None, {})
         if not self.direct:
             # a previous run had it on: its receive hooks go (the config flag follows in _apply)
             for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
@@ -245,6 +249,25 @@ class HostDatapath:
             self.dp.attach_underlay(dev, netns=self.netns)
             self.underlay_devs.add(dev)
         return routes
+
+    # ------------------------------------------------------------------ weaveDNS fast path
+    def set_dns(self, settings: dns_plan.DnsSettings | None,
+                entries: dict[bytes, dns_plan.DnsEntry]) -> dns_plan.DnsDiff | None:
+        """The names the kernel answers (``dns_plan.plan_entries``) and how (``settings``;
+        None: off, every query goes to the userspace server). Names removed are deleted
+        before anything is written."""
+        if self.dp is None:
+            return None
+        if settings is None:
+            self.dp.configure_dns(None)
+            return self.dp.apply_dns({})
+        diff = self.dp.apply_dns(entries)
+        self.dp.configure_dns(settings)
+        return diff
+
+    def dns_stats(self) -> dict[str, int] | None:
+        """The fast path's counters (None before start)."""
+        return self.dp.dns_stats() if self.dp is not None else None
 
     # ------------------------------------------------------------------ MAC ageing
     def age_macs(self, now: float | None = None) -> list[str]:

@@ -27,7 +27,9 @@ from typing import Any
 
 from weave_fdp.errors import FdpError, NotFound, ProtocolError, UsageError
 from weave_fdp.ratelog import RateLimitedLog
+from weave_fdp.datapath.dns_plan import DnsSettings, rate_settings
 from weave_fdp.router.dns import names, resolvconf, wire
+from weave_fdp.router.dns.kernel_answers import KernelAnswers
 from weave_fdp.router.dns.records import EXTERNAL, Entry, Records, shuffled
 from weave_fdp.router.dns.ratelimit import DEFAULT_BURST, SourceLimiter
 from weave_fdp.router.dns.responder import Responder
@@ -77,9 +79,11 @@ class DnsService:
         self.responder = Responder(self.records, self.domain, self.ttl)
         self.upstream = Upstream(exclude={self.listen_ip})
         rate = float(cfg.dns_rate_limit)
+        self.rate, self.burst = rate, max(DEFAULT_BURST, 2 * rate)
         # isolate: UDP answered by a process of its own, apart from the router's GIL (docs/DNS.md)
         self.server = DnsServer(self.responder, self.upstream, self.listen_ip, self.listen_port, device="weave",
-                                limiter=SourceLimiter(rate, max(DEFAULT_BURST, 2 * rate)), isolate=True)
+                                limiter=SourceLimiter(rate, self.burst), isolate=True)
+        self.kernel: KernelAnswers | None = None   # answers at the container veths (fastdp only)
         self.file = Path(state_dir) / STATE_FILE
         self.targets: dict[str, dict[str, Any]] = {}   # container -> {"path", "ns": [dev, ino], "resolv"}
         self.rl = RateLimitedLog(log)
@@ -131,10 +135,28 @@ class DnsService:
         else:
             log.info("weaveDNS on %s:%d (UDP, TCP) for %s, ttl %d s", self.listen_ip, self.listen_port,
                      self.domain, self.ttl)
+            self._start_kernel_answers()
+
+    def _start_kernel_answers(self) -> None:
+        """With fastdp: the names go into the kernel too, which answers most queries at the
+        container's veth (docs/DNS.md); the userspace server answers the rest."""
+        from weave_fdp.router.overlay.switch import fastdp_of
+
+        control = fastdp_of(self.ctx)
+        if control is None or not hasattr(control, "set_dns_fastpath"):
+            return
+        interval, burst = rate_settings(self.rate, self.burst)
+        settings = DnsSettings(self.listen_ip, self.listen_port, interval, burst)
+        self.kernel = KernelAnswers(control, settings, self.domain, self.ttl)
+        self.responder.ref.on_swap.append(self.kernel.on_snapshot)
+        self.kernel.on_snapshot(self.responder.ref.current)
 
     async def stop(self) -> None:
         self.responder.ref.schedule = None        # the loop is going: rebuild at once from now on
         self.responder.ref.flush()
+        if self.kernel is not None:
+            self.responder.ref.on_swap.remove(self.kernel.on_snapshot)
+            await self.kernel.stop()              # no stale names answered while no router runs
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -490,7 +512,9 @@ class DnsService:
                 "serving": self.error is None, "error": self.error, "upstream": self.upstream.servers(),
                 "rate_limit_qps": self.server.limiter.rate,
                 "entries": [e for e in entries if e["live"]],
-                "tombstones": sum(1 for e in entries if not e["live"]), "stats": self.server.stats()}
+                "tombstones": sum(1 for e in entries if not e["live"]), "stats": self.server.stats(),
+                # answers given in the kernel (None: no fastdp, the server answers everything)
+                "kernel": self.kernel.stats() if self.kernel is not None else None}
 
 
 def _same_namespace(info: dict[str, Any]) -> bool:

@@ -326,6 +326,16 @@ class FastdpOverlay:
         kernel kept forwarding meanwhile, so fastdp gets ``HOLD_AFTER`` to prove it)."""
         return self.startup.last_heartbeat(peer, self.heartbeats.last_pong(peer), self._was_fastdp(peer))
 
+    async def set_dns_fastpath(self, settings: Any, entries: dict[bytes, Any]) -> None:
+        """weaveDNS's names the kernel answers at the container veths (``dns_plan``), or
+        off (``settings`` None)."""
+        if self.host is not None:
+            await self.run(self.host.set_dns, settings, entries)
+
+    def dns_fastpath_stats(self) -> dict[str, int] | None:
+        """The kernel's DNS counters (answered, rate_limited, passed by reason)."""
+        return self.host.dns_stats() if self.host is not None else None
+
     async def host_addresses_changed(self) -> None:
         """expose/hide changed the bridge's addresses: the host's port sends from exactly those."""
         if self.host is not None:

@@ -90,6 +90,12 @@ class FastdpControl(Protocol):
         """Frames this host floods (broadcast, multicast, unknown unicast) toward ``peer``
         must go by the sleeve (see :func:`flood_overlay`); the sleeve's capture asks this."""
 
+    async def set_dns_fastpath(self, settings: Any, entries: dict[bytes, Any]) -> None:
+        """weaveDNS's names the kernel answers (datapath.dns_plan), or off (``settings`` None)."""
+
+    def dns_fastpath_stats(self) -> dict[str, int] | None:
+        """The kernel's DNS counters."""
+
 
 def flood_overlay(mode: str, relays_into_sleeve: bool) -> str:
     """The overlay for frames this host floods to a neighbour on its broadcast tree.
