@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 6
+#define FDP_ABI_VERSION 7
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
