@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench bench-mesh profile-sleeve fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
+.PHONY: install install-vm demo test test-unit test-bpf test-netns test-podman test-ipam bench bench-mesh bench-sleeve-bound profile-sleeve fuzz chaos soak clean vm-box vm-up vm-check vm-test vm-down
 
 install:
 	@bash scripts/install.sh
@@ -65,6 +65,13 @@ PROFILE_ARGS ?=
 profile-sleeve:
 	@WEAVE_FDP_PROFILE=1 bash scripts/install.sh
 	@$(PY) -m weave_fdp.bench.sleeve_profile --perf $(PROFILE_ARGS)
+
+# one TCP stream through the sleeve against null forwarders in Python and C (installs gcc first;
+# about 4 minutes): the ceiling of any forwarder of the sleeve's shape here (docs/SLEEVE.md)
+BOUND_ARGS ?=
+bench-sleeve-bound:
+	@WEAVE_FDP_BOUND=1 bash scripts/install.sh
+	@$(VENV)/bin/weave-fdp bench sleeve-bound $(BOUND_ARGS)
 
 # the simulated mesh from 100 to 4,096 peers (about 40 min of CPU, one core;
 # 9.3 GB of memory at 4,096): docs/mesh-scale.json and docs/mesh-scale.png (docs/SCALING.md)

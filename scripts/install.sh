@@ -28,6 +28,10 @@ fi
 if [ -n "${WEAVE_FDP_PROFILE:-}" ]; then
   packages+=(linux-perf)
 fi
+# `make bench-sleeve-bound` (WEAVE_FDP_BOUND=1): gcc, to build the C null forwarder it measures.
+if [ -n "${WEAVE_FDP_BOUND:-}" ]; then
+  packages+=(gcc libc6-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

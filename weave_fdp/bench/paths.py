@@ -217,7 +217,21 @@ class SleevePath(BenchPath):
         return f"7e:00:00:00:be:{i:02x}"
 
     def _build(self) -> None:
-        from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
+        self._plumb()
+        for i in HOSTS:
+            cfg = {"local": self.peer_name(i), "ifname": "vethwe-pcap",
+                   "peers": {self.peer_name(k): self.lab.host_ip(k) for k in HOSTS},
+                   "password": self.password, "status_file": str(self.tmp / f"status-h{i}.json")}
+            path = self.tmp / f"sleeve-h{i}.json"
+            path.write_text(json.dumps(cfg))
+            with open(self.tmp / f"sleeve-h{i}.log", "wb") as out:
+                self.procs[i] = self.lab.popen(i, [sys.executable, "-m", "weave_fdp.datapath.sleeve.run",
+                                                   str(path)], stdout=out, stderr=subprocess.STDOUT)
+        self._finish(self._wait_up())
+        self.info["encrypted"] = bool(self.password)
+
+    def _plumb(self) -> None:
+        """Each host's sleeve port (bridge ``weave``, ``vethwe-bridge``/``vethwe-pcap``) and container."""
         from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
 
         for i in HOSTS:
@@ -228,16 +242,11 @@ class SleevePath(BenchPath):
             links.create_veth("vethwepl1", "ethwe", netns=ns, peer_netns=cns)
             links.set_master("vethwepl1", "weave", ns)
             links.add_address("ethwe", f"{self.lab.container_ip(i, 1)}/12", cns)
-        for i in HOSTS:
-            cfg = {"local": self.peer_name(i), "ifname": "vethwe-pcap",
-                   "peers": {self.peer_name(k): self.lab.host_ip(k) for k in HOSTS},
-                   "password": self.password, "status_file": str(self.tmp / f"status-h{i}.json")}
-            path = self.tmp / f"sleeve-h{i}.json"
-            path.write_text(json.dumps(cfg))
-            with open(self.tmp / f"sleeve-h{i}.log", "wb") as out:
-                self.procs[i] = self.lab.popen(i, [sys.executable, "-m", "weave_fdp.datapath.sleeve.run",
-                                                   str(path)], stdout=out, stderr=subprocess.STDOUT)
-        mtu = self._wait_up()
+
+    def _finish(self, mtu: int) -> None:
+        """Containers' MTU and ``gso_max_size`` as the router's attach sets them for the sleeve."""
+        from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
+
         for i in HOSTS:
             # What PMTU discovery settles on: no ICMP round trips during the measurements.
             links.set_mtu("ethwe", mtu, self.lab.container_ns(i, 1))
@@ -248,7 +257,6 @@ class SleevePath(BenchPath):
             except FdpError as exc:
                 log.warning("sleeve path: %s (super-frames may take two trains)", exc)
         self.info["mtu"] = mtu
-        self.info["encrypted"] = bool(self.password)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.poll() is None]

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from weave_fdp.bench.paths import SLEEVE_PASSWORD, SleevePath
 from weave_fdp.errors import DependencyMissing, FdpError
@@ -93,7 +94,7 @@ def _perf_summary(data: str, echo) -> None:
     for line in report("--sort", "comm,dso").splitlines():
         if "%" in line and not line.startswith("#"):
             echo("  " + line.strip())
-    for comm in ("sleeve-capture", "sleeve-receive"):
+    for comm in ("sleeve-capture", "sleeve-receive", "null-receive"):
         echo(f"perf: top symbols of the {comm} threads (both hosts)")
         lines = [ln.strip() for ln in report("--comm", comm, "--sort", "dso,sym").splitlines()
                  if "%" in ln and not ln.startswith("#")]
@@ -101,14 +102,34 @@ def _perf_summary(data: str, echo) -> None:
             echo("  " + line)
 
 
-def profile(*, password: bool, seconds: float, perf: bool, echo=print) -> dict:
-    """Build the path, run the stream, print and return what was measured."""
+def with_children(pids: list[int]) -> list[int]:
+    """``pids`` and their child processes (a null forwarder in two processes forks one)."""
+    out = list(pids)
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def profile(*, password: bool, seconds: float, perf: bool, echo=print, null: str | None = None) -> dict:
+    """Build the path, run the stream, print and return what was measured. ``null``: a null
+    forwarder of ``bench sleeve-bound`` (``null_py``, ``null_py_procs``, ``null_c``, ...) instead
+    of the sleeve."""
     if shutil.which("iperf3") is None:
         raise DependencyMissing("iperf3 not found on PATH", fix="install iperf3 (`make install`)")
     if perf and shutil.which("perf") is None:
         raise DependencyMissing("perf not found on PATH", fix="`make profile-sleeve` installs linux-perf")
-    path = SleevePath("sp" + secrets.token_hex(2), password=SLEEVE_PASSWORD if password else None)
     tmp = tempfile.mkdtemp(prefix="weave-fdp-sleeve-profile-")
+    if null:
+        from weave_fdp.bench.sleeve_bound import NullPath, compile_c
+
+        path: SleevePath = NullPath("sp" + secrets.token_hex(2), null,
+                                    compile_c(Path(tmp)) if null.startswith("null_c") else None)
+    else:
+        path = SleevePath("sp" + secrets.token_hex(2), password=SLEEVE_PASSWORD if password else None)
     srv = cli = rec = None
     try:
         path.build()
@@ -119,7 +140,7 @@ def profile(*, password: bool, seconds: float, perf: bool, echo=print) -> dict:
         cli = popen_in_netns(path.client_ns, ["taskset", "-c", "0", "iperf3", "-c", path.server_ip, "-t",
                                               f"{seconds + 2:g}", "-J"], stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
-        fw = path.pids()
+        fw = with_children(path.pids())
         pids = {**{f"h{i + 1}": p for i, p in enumerate(fw)}, "iperf3-server": srv.pid, "iperf3-client": cli.pid}
         if perf:
             rec = subprocess.Popen(["perf", "record", "-g", "-o", f"{tmp}/perf.data", "-p", ",".join(map(str, fw)),
@@ -156,12 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--password", action="store_true", help="the encrypted sleeve (AES-256-GCM pieces)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds measured (after 1 s of warm-up)")
     ap.add_argument("--perf", action="store_true", help="also perf record each forwarder thread")
+    ap.add_argument("--null", choices=("null_py", "null_py_procs", "null_c", "null_c_procs"),
+                    help="a null forwarder of `bench sleeve-bound` instead of the sleeve")
     a = ap.parse_args(argv)
     if not 1 <= a.seconds <= 120:
         print("error: --seconds out of range; use 1..120", file=sys.stderr)
         return 2
     try:
-        profile(password=a.password, seconds=a.seconds, perf=a.perf)
+        profile(password=a.password, seconds=a.seconds, perf=a.perf, null=a.null)
     except FdpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

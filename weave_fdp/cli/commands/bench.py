@@ -84,6 +84,43 @@ def bench_ipam(sim_sizes: str, routers: str, attaches: int, allocs: int, as_json
         print_json(res)
 
 
+@bench.command("sleeve-bound")
+@click.option("--rounds", default=3, show_default=True, help="Rounds; each runs every path twice per placement.")
+@click.option("--seconds", default=3.0, show_default=True, help="Seconds per measurement.")
+@click.option("--paths", "paths", default="underlay,sleeve,null_py,null_py_procs,null_c", show_default=True,
+              help="Paths, comma separated (also null_c_procs).")
+@click.option("--placements", default="pinned,unpinned", show_default=True,
+              help="iperf3 pinned as bench datapath pins it, unpinned, or both.")
+@json_option
+def bench_sleeve_bound(rounds: int, seconds: float, paths: str, placements: str, as_json: bool) -> None:
+    """One TCP stream through the sleeve against null forwarders (Python, C): the ceiling here.
+
+    Builds the lab of bench datapath's sleeve path once per path (underlay, the real
+    sleeve, a null forwarder in Python in two threads and in two processes, one in C
+    compiled with gcc at the start), then measures them interleaved: throughput, share
+    of the underlay paired run by run, whole-machine CPU seconds and context switches
+    per GB. Everything is torn down at the end, also on Ctrl-C. See docs/SLEEVE.md.
+
+    \b
+    Example:
+      weave-fdp bench sleeve-bound --rounds 3
+      weave-fdp bench sleeve-bound --paths underlay,null_c,null_c_procs --placements pinned
+    """
+    from weave_fdp.bench import sleeve_bound
+    from weave_fdp.cli.output import err_console, run_interruptible
+
+    def csv(v: str) -> list[str]:
+        return [x.strip() for x in v.split(",") if x.strip()]
+
+    opts = sleeve_bound.Options(rounds=rounds, seconds=seconds, paths=csv(paths), placements=csv(placements))
+    echo = None if as_json else (lambda s: err_console().print(s, markup=False))
+    res = run_interruptible(lambda: sleeve_bound.run(opts, echo=echo), "every lab of this run was torn down")
+    if as_json:
+        print_json(res)
+        return
+    click.echo("\n".join(sleeve_bound.report(res)))
+
+
 bench.add_command(datapath_cmd)
 bench.add_command(dns_cmd)
 

@@ -1,0 +1,217 @@
+/* The null forwarder of null_forwarder.py in C: a measuring stick for `bench sleeve-bound`
+ * (compiled with gcc at bench time into a temporary directory; not product code).
+ *
+ * Same sockets and options as the sleeve (sleeve/sockets.py), same wire as the Python
+ * null forwarder (total(4) offset(4) + chunk per datagram), same syscalls per frame:
+ * capture: recv (packet socket) -> one sendmsg (single datagram or UDP_SEGMENT train, iovecs
+ * into the capture buffer); receive: recvmsg (UDP GRO batch) -> chunks joined (memcpy) -> send
+ * (packet socket). Capture and receive in two threads (as the Python one), or two processes
+ * with "procs".
+ *
+ *     null_forwarder IFNAME PEER_IP SEG [procs]
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <linux/udp.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+#define PORT 6783
+#define HEAD 8
+#define CAPTURE_MAX 70000
+#define RECV_MAX (65536 + 4096)
+#define GSO_MAX_BYTES 65000
+#define GSO_MAX_SEGS 64
+#define BUF_BYTES (8 << 20)
+
+static int psock, usock, seg;
+static struct sockaddr_in peer;
+
+static void die(const char *what) {
+    fprintf(stderr, "error: %s: %s\n", what, strerror(errno));
+    exit(2);
+}
+
+static void buffers(int s) {
+    int v = BUF_BYTES;
+    if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof v) < 0)
+        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+    if (setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v) < 0)
+        setsockopt(s, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+}
+
+static void put32(uint8_t *p, uint32_t v) { v = htonl(v); memcpy(p, &v, 4); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return ntohl(v); }
+
+static void *capture_loop(void *arg) {
+    (void)arg;
+    static uint8_t buf[CAPTURE_MAX];
+    static uint8_t heads[GSO_MAX_SEGS][HEAD];
+    struct iovec iov[2 * GSO_MAX_SEGS];
+    char ctl[CMSG_SPACE(sizeof(uint16_t))];
+    int chunk = seg - HEAD;
+    int per = GSO_MAX_BYTES / seg;
+    if (per > GSO_MAX_SEGS) per = GSO_MAX_SEGS;
+    if (per < 1) per = 1;
+    for (;;) {
+        ssize_t n = recv(psock, buf, sizeof buf, 0);
+        if (n <= 0) continue;
+        for (ssize_t first = 0; first < n; first += (ssize_t)chunk * per) {
+            int k = 0;
+            for (ssize_t o = first; o < n && k < per; o += chunk, k++) {
+                put32(heads[k], (uint32_t)n);
+                put32(heads[k] + 4, (uint32_t)o);
+                iov[2 * k].iov_base = heads[k];
+                iov[2 * k].iov_len = HEAD;
+                iov[2 * k + 1].iov_base = buf + o;
+                iov[2 * k + 1].iov_len = (size_t)(n - o < chunk ? n - o : chunk);
+            }
+            struct msghdr m = {.msg_name = &peer, .msg_namelen = sizeof peer, .msg_iov = iov,
+                               .msg_iovlen = (size_t)(2 * k)};
+            if (k > 1) {
+                m.msg_control = ctl;
+                m.msg_controllen = sizeof ctl;
+                struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t s = (uint16_t)seg;
+                memcpy(CMSG_DATA(c), &s, sizeof s);
+            }
+            sendmsg(usock, &m, MSG_DONTWAIT);     /* a full queue loses the frame, as in any forwarder */
+        }
+    }
+    return NULL;
+}
+
+static void *receive_loop(void *arg) {
+    (void)arg;
+    static uint8_t buf[RECV_MAX], out[RECV_MAX];
+    char ctl[CMSG_SPACE(sizeof(int))];
+    size_t want = 0, total = 0;                /* the frame being joined piece by piece */
+    for (;;) {
+        struct iovec v = {buf, sizeof buf};
+        struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+        ssize_t n = recvmsg(usock, &m, 0);
+        if (n < HEAD) continue;
+        ssize_t g = n;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                int s;
+                memcpy(&s, CMSG_DATA(c), sizeof s);
+                if (s > HEAD) g = s;
+            }
+        size_t t = get32(buf), off = get32(buf + 4);
+        ssize_t chunk = g - HEAD;
+        if (g >= n && off == 0 && (size_t)(n - HEAD) >= t) {           /* one datagram */
+            send(psock, buf + HEAD, t, MSG_DONTWAIT);
+            continue;
+        }
+        if (g < n && off == 0 && (size_t)n == t + HEAD * ((t + chunk - 1) / chunk)) {   /* one whole train */
+            size_t w = 0;
+            for (ssize_t q = 0; q < n; q += g) {
+                size_t len = (size_t)((q + g < n ? g : n - q) - HEAD);
+                memcpy(out + w, buf + q + HEAD, len);
+                w += len;
+            }
+            send(psock, out, w, MSG_DONTWAIT);
+            continue;
+        }
+        for (ssize_t q = 0; q < n; q += g) {                          /* piece by piece */
+            ssize_t end = q + g < n ? q + g : n;
+            if (end - q < HEAD) break;
+            size_t pt = get32(buf + q), po = get32(buf + q + 4), len = (size_t)(end - q - HEAD);
+            if (po == 0 && len >= pt) {
+                send(psock, buf + q + HEAD, pt, MSG_DONTWAIT);
+                want = 0;
+                continue;
+            }
+            if (po == 0) { total = pt; want = 0; }
+            if (po != want || pt != total || want + len > sizeof out) { want = 0; total = 0; continue; }
+            memcpy(out + want, buf + q + HEAD, len);
+            want += len;
+            if (want >= total) {
+                send(psock, out, total, MSG_DONTWAIT);
+                want = 0;
+                total = 0;
+            }
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s IFNAME PEER_IP SEG [procs]\n", argv[0]);
+        return 2;
+    }
+    seg = atoi(argv[3]);
+    if (seg <= HEAD || seg > 65507) { fprintf(stderr, "error: bad SEG %s\n", argv[3]); return 2; }
+    int one = 1;
+
+    psock = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+    if (psock < 0) die("packet socket");
+    if (setsockopt(psock, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) die("PACKET_VNET_HDR");
+    if (setsockopt(psock, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) die("PACKET_IGNORE_OUTGOING");
+    setsockopt(psock, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
+    buffers(psock);
+    struct sockaddr_ll ll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                             .sll_ifindex = (int)if_nametoindex(argv[1])};
+    if (!ll.sll_ifindex) die("interface");
+    if (bind(psock, (struct sockaddr *)&ll, sizeof ll) < 0) die("bind packet socket");
+
+    usock = socket(AF_INET, SOCK_DGRAM, 0);
+    if (usock < 0) die("udp socket");
+    setsockopt(usock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int pmtu = IP_PMTUDISC_DONT;
+    setsockopt(usock, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    buffers(usock);
+    struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons(PORT), .sin_addr.s_addr = INADDR_ANY};
+    if (bind(usock, (struct sockaddr *)&me, sizeof me) < 0) die("bind udp");
+    if (setsockopt(usock, SOL_UDP, UDP_GRO, &one, sizeof one) < 0) die("UDP_GRO");
+
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(PORT);
+    if (inet_pton(AF_INET, argv[2], &peer.sin_addr) != 1) { fprintf(stderr, "error: bad PEER_IP\n"); return 2; }
+
+    if (argc > 4 && strcmp(argv[4], "procs") == 0) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            receive_loop(NULL);
+            return 0;
+        }
+        capture_loop(NULL);
+        return 0;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, receive_loop, NULL) != 0) die("thread");
+    capture_loop(NULL);
+    return 0;
+}

@@ -1,0 +1,222 @@
+"""A null forwarder: what any userspace overlay forwarder must do, and nothing else.
+
+A measuring stick for ``bench sleeve-bound`` (not product code): the same sockets
+and options as the sleeve (``sleeve/sockets.py``: AF_PACKET with PACKET_VNET_HDR on
+``vethwe-pcap``, UDP 6783 with UDP_GRO, 8 MiB buffers, blocking reads, sends with
+MSG_DONTWAIT), and per frame only:
+
+* capture: one ``recv`` of a frame (vnet header + GSO super-frame) → one ``sendmsg``
+  to the one peer: a single datagram when it fits the path, else a UDP_SEGMENT train
+  of pieces, each ``[total, offset]`` + a chunk of the frame (iovecs into the capture
+  buffer, no copy);
+* receive: one ``recvmsg`` (a UDP GRO batch) → the chunks of a whole train joined
+  by one ``sendmsg`` into the packet socket (iovecs into the receive buffer: the kernel
+  joins them); anything else (ACKs coalesced by GRO, a train split across reads) piece
+  by piece.
+
+No routing, no crypto, no counters, no checks beyond what keeps frames whole. Both
+directions (data and ACKs). ``--procs``: capture and receive in two processes (forked,
+sharing the sockets; no GIL between them) instead of two threads of one.
+
+    python -m weave_fdp.bench.null_forwarder --ifname vethwe-pcap --peer 10.x.y.z [--procs]
+
+The wire (``HEAD``, 8 bytes, then the chunk)::
+
+    total(4) offset(4)    total: bytes of the whole frame (vnet header included)
+
+The framing helpers (``train_layout``, ``whole_train``, ``split``/``join``) are pure and
+tested; ``null_forwarder.c`` speaks the same wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+
+from weave_fdp.datapath.sleeve import sockets as so
+from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.sizing import segments_per_train
+
+HEAD = struct.Struct("!II")       # total, offset
+PORT = wire.PORT
+CAPTURE_MAX = 70000
+RECV_MAX = 65536 + 4096
+PR_SET_PDEATHSIG = 1
+
+
+def train_layout(total: int, seg: int) -> list[tuple[int, int]]:
+    """How a ``total``-byte frame leaves on a path of ``seg``-byte datagrams: one
+    (first offset, pieces) per ``sendmsg``; every piece but a frame's last carries
+    ``seg − HEAD.size`` bytes of it. A frame that fits one datagram: [(0, 1)]."""
+    chunk = seg - HEAD.size
+    step = chunk * segments_per_train(seg)
+    return [(first, math.ceil(min(step, total - first) / chunk)) for first in range(0, max(total, 1), step)]
+
+
+def whole_train(n: int, seg: int, total: int, offset: int) -> bool:
+    """A read of ``n`` bytes in ``seg``-byte segments is exactly one whole frame's train
+    (its first piece says ``total``, ``offset``): join it in one go."""
+    chunk = seg - HEAD.size
+    return offset == 0 and chunk > 0 and n == total + HEAD.size * math.ceil(total / chunk)
+
+
+def split(frame: bytes, seg: int) -> list[bytes]:
+    """The datagrams of ``frame`` (what the capture side sends, as bytes; for tests)."""
+    chunk = seg - HEAD.size
+    total = len(frame)
+    return [HEAD.pack(total, o) + frame[o:o + chunk] for o in range(0, max(total, 1), chunk)]
+
+
+class Joiner:
+    """Frames back from datagrams arriving in order, piece by piece (the slow path; one
+    frame in flight, as a train is sent whole)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+        self.want = 0
+        self.total = 0
+
+    def add(self, dg: bytes | memoryview) -> bytes | memoryview | None:
+        """One datagram; the whole frame once its last piece is in, else None."""
+        if len(dg) < HEAD.size:
+            return None
+        total, off = HEAD.unpack_from(dg)
+        body = dg[HEAD.size:]
+        if off == 0:
+            if len(body) >= total:
+                self.parts = []
+                return body[:total]
+            self.parts, self.want, self.total = [], 0, total
+        if off != self.want or total != self.total or not self.parts and off:
+            self.parts, self.want = [], 0          # a piece out of order: drop the frame
+            return None
+        self.parts.append(bytes(body))
+        self.want += len(body)
+        if self.want >= total:
+            frame = b"".join(self.parts)[:total]
+            self.parts, self.want = [], 0
+            return frame
+        return None
+
+
+def train_chunks(mv: memoryview, n: int, seg: int) -> list[memoryview]:
+    """The chunks of the ``seg``-byte pieces in ``mv[:n]``, in order: the frame as iovecs,
+    joined by the kernel as it copies them into the skb it injects. (Joined in Python
+    instead, a fresh 64 KiB object per frame: in a thread other than the main one glibc
+    takes it from a per-thread arena that it trims again on free, so every frame paid
+    page faults and a TLB shootdown, an IPI to the other CPU; measured, a third of the
+    receiving thread's CPU.)"""
+    h = HEAD.size
+    return [mv[q + h:q + seg] for q in range(0, n, seg)]
+
+
+# ---------------------------------------------------------------- the loops
+
+def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, int], seg: int) -> None:
+    buf = bytearray(CAPTURE_MAX)
+    mv = memoryview(buf)
+    chunk = seg - HEAD.size
+    per = segments_per_train(seg)
+    offs_cache: dict[tuple[int, int], list[bytes]] = {}
+    dontwait = socket.MSG_DONTWAIT
+    gso = so.gso_cmsg(seg)
+    while True:
+        try:
+            n = psock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            continue
+        try:
+            if n <= chunk:
+                usock.sendmsg([HEAD.pack(n, 0), mv[:n]], [], dontwait, peer)
+                continue
+            tot = struct.pack("!I", n)
+            for first in range(0, n, chunk * per):
+                k = min(per, -(-(n - first) // chunk))
+                offs = offs_cache.get((first, k))
+                if offs is None:
+                    offs = offs_cache[(first, k)] = [struct.pack("!I", first + i * chunk) for i in range(k)]
+                iov: list = [tot] * (3 * k)
+                iov[1::3] = offs
+                iov[2::3] = [mv[o:o + chunk] for o in range(first, min(n, first + k * chunk), chunk)]
+                usock.sendmsg(iov, gso if k > 1 else [], dontwait, peer)
+        except OSError:
+            pass                      # a full queue or a refused send: the frame is lost, as in any forwarder
+
+
+def receive_loop(usock: socket.socket, psock: socket.socket) -> None:
+    buf = bytearray(RECV_MAX)
+    mv = memoryview(buf)
+    anc = socket.CMSG_SPACE(4)
+    joiner = Joiner()
+    dontwait = socket.MSG_DONTWAIT
+    h = HEAD.size
+    while True:
+        try:
+            n, ancdata, _flags, _addr = usock.recvmsg_into([buf], anc)
+        except (BlockingIOError, InterruptedError):
+            continue
+        if n < h:
+            continue
+        seg = so.gro_size(ancdata) or n
+        try:
+            total, off = HEAD.unpack_from(buf)
+            if seg >= n:                                   # one datagram
+                if off == 0 and n - h >= total:
+                    psock.send(mv[h:h + total], dontwait)
+                    continue
+            elif whole_train(n, seg, total, off):           # one whole train: the bulk path
+                psock.sendmsg(train_chunks(mv, n, seg), [], dontwait)
+                continue
+            for q in range(0, n, seg):                     # ACKs coalesced by GRO, a split train
+                frame = joiner.add(mv[q:min(n, q + seg)])
+                if frame is not None:
+                    psock.send(frame, dontwait)
+        except OSError:
+            pass
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--ifname", default="vethwe-pcap")
+    ap.add_argument("--peer", required=True, help="the other host's underlay address")
+    ap.add_argument("--seg", type=int, default=1500 - wire.IP_UDP_OVERHEAD, help="UDP payload per datagram")
+    ap.add_argument("--procs", action="store_true", help="capture and receive in two processes")
+    a = ap.parse_args(argv)
+    psock = so.packet_socket(a.ifname)
+    usock, gro = so.udp_socket("0.0.0.0", PORT)
+    if not gro:
+        print("error: UDP_GRO refused by this kernel; the null forwarder needs it", file=sys.stderr)
+        return 2
+    for s in (psock, usock):                # no SO_RCVTIMEO wake-ups: nothing to look at between reads
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+    peer = (a.peer, PORT)
+    if a.procs:
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent()
+            receive_loop(usock, psock)
+            os._exit(0)
+        signal.signal(signal.SIGTERM, lambda *_: (os.kill(pid, signal.SIGTERM), os._exit(0)))
+        capture_loop(psock, usock, peer, a.seg)
+        return 0
+    threading.Thread(target=receive_loop, args=(usock, psock), name="null-receive", daemon=True).start()
+    capture_loop(psock, usock, peer, a.seg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
