@@ -108,9 +108,13 @@ def _range(s: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) -> str
 
 
 def table(summary: dict[str, Any], titles: dict[str, str]) -> list[str]:
-    """Markdown lines: per placement, a row per path, then the paired comparisons."""
+    """Markdown lines: per placement, a row per path (in the order of ``titles``, then the
+    rest), then the paired comparisons."""
     lines: list[str] = []
-    for placement, block in summary.items():
+    for placement in [p for p in PLACEMENTS if p in summary]:
+        block = summary[placement]
+        order = [p for p in titles if p in block["paths"]] + [p for p in block["paths"] if p not in titles]
+        block = {"paths": {p: block["paths"][p] for p in order}, "compare": block["compare"]}
         lines += [f"{placement}:", "",
                   "| path | Gbit/s, median (range) | share of the underlay, paired | CPU s/GB (machine) "
                   "| context switches / GB |",

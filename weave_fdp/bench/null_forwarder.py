@@ -16,9 +16,10 @@ MSG_DONTWAIT), and per frame only:
 
 No routing, no crypto, no counters, no checks beyond what keeps frames whole. Both
 directions (data and ACKs). ``--procs``: capture and receive in two processes (forked,
-sharing the sockets; no GIL between them) instead of two threads of one.
+sharing the sockets; no GIL between them) instead of two threads of one. ``--spin-us``:
+a read that finds nothing keeps trying (MSG_DONTWAIT) that long before it sleeps.
 
-    python -m weave_fdp.bench.null_forwarder --ifname vethwe-pcap --peer 10.x.y.z [--procs]
+    python -m weave_fdp.bench.null_forwarder --ifname vethwe-pcap --peer 10.x.y.z [--procs] [--spin-us 50]
 
 The wire (``HEAD``, 8 bytes, then the chunk)::
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import math
 import os
 import signal
@@ -39,6 +41,9 @@ import socket
 import struct
 import sys
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from weave_fdp.datapath.sleeve import sockets as so
 from weave_fdp.datapath.sleeve import wire
@@ -49,6 +54,7 @@ PORT = wire.PORT
 CAPTURE_MAX = 70000
 RECV_MAX = 65536 + 4096
 PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 def train_layout(total: int, seg: int) -> list[tuple[int, int]]:
@@ -119,9 +125,33 @@ def train_chunks(mv: memoryview, n: int, seg: int) -> list[memoryview]:
 
 # ---------------------------------------------------------------- the loops
 
-def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, int], seg: int) -> None:
+def spinning(recv: Callable[[int], T], spin_s: float) -> Callable[[], T]:
+    """``recv(flags)`` as a read that, when nothing is there, keeps trying without waiting
+    for ``spin_s`` before it sleeps in a blocking read."""
+    dontwait = socket.MSG_DONTWAIT
+    clock = time.perf_counter
+
+    def read() -> T:
+        try:
+            return recv(dontwait)
+        except BlockingIOError:
+            pass
+        until = clock() + spin_s
+        while clock() < until:
+            try:
+                return recv(dontwait)
+            except BlockingIOError:
+                continue
+        return recv(0)
+    return read
+
+
+def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, int], seg: int,
+                 spin_s: float = 0.0) -> None:
     buf = bytearray(CAPTURE_MAX)
     mv = memoryview(buf)
+    read = spinning(lambda flags: psock.recv_into(buf, 0, flags), spin_s) if spin_s > 0 \
+        else functools.partial(psock.recv_into, buf)
     chunk = seg - HEAD.size
     per = segments_per_train(seg)
     offs_cache: dict[tuple[int, int], list[bytes]] = {}
@@ -129,7 +159,7 @@ def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, in
     gso = so.gso_cmsg(seg)
     while True:
         try:
-            n = psock.recv_into(buf)
+            n = read()
         except (BlockingIOError, InterruptedError):
             continue
         try:
@@ -150,16 +180,18 @@ def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, in
             pass                      # a full queue or a refused send: the frame is lost, as in any forwarder
 
 
-def receive_loop(usock: socket.socket, psock: socket.socket) -> None:
+def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0) -> None:
     buf = bytearray(RECV_MAX)
     mv = memoryview(buf)
     anc = socket.CMSG_SPACE(4)
+    read = spinning(lambda flags: usock.recvmsg_into([buf], anc, flags), spin_s) if spin_s > 0 \
+        else functools.partial(usock.recvmsg_into, [buf], anc)
     joiner = Joiner()
     dontwait = socket.MSG_DONTWAIT
     h = HEAD.size
     while True:
         try:
-            n, ancdata, _flags, _addr = usock.recvmsg_into([buf], anc)
+            n, ancdata, _flags, _addr = read()
         except (BlockingIOError, InterruptedError):
             continue
         if n < h:
@@ -195,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", required=True, help="the other host's underlay address")
     ap.add_argument("--seg", type=int, default=1500 - wire.IP_UDP_OVERHEAD, help="UDP payload per datagram")
     ap.add_argument("--procs", action="store_true", help="capture and receive in two processes")
+    ap.add_argument("--spin-us", type=float, default=0.0,
+                    help="when a read finds nothing, keep trying this long before sleeping")
     a = ap.parse_args(argv)
     psock = so.packet_socket(a.ifname)
     usock, gro = so.udp_socket("0.0.0.0", PORT)
@@ -204,17 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     for s in (psock, usock):                # no SO_RCVTIMEO wake-ups: nothing to look at between reads
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
     peer = (a.peer, PORT)
+    spin = a.spin_us / 1e6
     if a.procs:
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
-            receive_loop(usock, psock)
+            receive_loop(usock, psock, spin)
             os._exit(0)
         signal.signal(signal.SIGTERM, lambda *_: (os.kill(pid, signal.SIGTERM), os._exit(0)))
-        capture_loop(psock, usock, peer, a.seg)
+        capture_loop(psock, usock, peer, a.seg, spin)
         return 0
-    threading.Thread(target=receive_loop, args=(usock, psock), name="null-receive", daemon=True).start()
-    capture_loop(psock, usock, peer, a.seg)
+    threading.Thread(target=receive_loop, args=(usock, psock, spin), name="null-receive", daemon=True).start()
+    capture_loop(psock, usock, peer, a.seg, spin)
     return 0
 
 

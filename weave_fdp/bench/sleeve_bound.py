@@ -10,6 +10,8 @@ container each with ``ethwe`` at the sleeve's MTU and ``gso_max_size``), one lab
   UDP GSO ``sendmsg`` of the frame in PMTU pieces; UDP GRO read → join → inject; both
   directions; capture and receive in two threads of one process, as the sleeve;
 * ``null_py_procs``  the same with capture and receive in two processes (no GIL between);
+* ``null_py_spin``   (not in the default set) ``null_py`` whose threads, once a read
+  finds nothing, try again without waiting for ``SPIN_US`` before they sleep;
 * ``null_c``         the same null forwarder in C (``null_forwarder.c``, compiled with gcc
   into a temporary directory at the start), two threads;
 * ``null_c_procs``   (not in the default set) the C one in two processes.
@@ -48,12 +50,15 @@ PATHS = {
     "sleeve": "sleeve, plain",
     "null_py": "null forwarder, Python, 2 threads",
     "null_py_procs": "null forwarder, Python, 2 processes",
+    "null_py_spin": "null forwarder, Python, 2 threads, each spinning 50 µs before it sleeps",
     "null_c": "null forwarder, C, 2 threads",
     "null_c_procs": "null forwarder, C, 2 processes",
 }
 DEFAULT_PATHS = ("underlay", "sleeve", "null_py", "null_py_procs", "null_c")
-COMPARE = (("sleeve", "null_py"), ("null_py_procs", "null_py"), ("null_py", "null_c"), ("sleeve", "null_c"),
+COMPARE = (("sleeve", "null_py"), ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py", "null_c"),
+           ("sleeve", "null_c"),
            ("null_c_procs", "null_c"))
+SPIN_US = 50
 C_SOURCE = Path(__file__).with_name("null_forwarder.c")
 Echo = Callable[[str], None]
 
@@ -108,7 +113,7 @@ class NullPath(SleevePath):
             assert self.c_exe is not None
             return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else [])]
         return [sys.executable, "-m", "weave_fdp.bench.null_forwarder", "--peer", peer_ip, "--seg", str(seg),
-                *(["--procs"] if procs else [])]
+                *(["--procs"] if procs else []), *(["--spin-us", str(SPIN_US)] if self.key.endswith("_spin") else [])]
 
     def _build(self) -> None:
         from weave_fdp.datapath.sleeve import wire
@@ -247,7 +252,8 @@ def report(res: dict[str, Any]) -> list[str]:
     head = [f"{m['date']}, {m['cpus']} CPUs, kernel {m['kernel']}; {m['rounds']} rounds × {m['seconds']:g} s, "
             f"every path twice per round and placement (A B | B A); idle load {m['idle_load_cpus']} CPUs busy, "
             f"load average at the end {m['loadavg_end']}", ""]
-    return head + br.table(res["summary"], res["paths"]) + [f"error: {e}" for e in res["errors"]]
+    titles = {k: PATHS[k] for k in PATHS if k in res["paths"]}
+    return head + br.table(res["summary"], titles) + [f"error: {e}" for e in res["errors"]]
 
 
 def main(argv: list[str] | None = None) -> int:
