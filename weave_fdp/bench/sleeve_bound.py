@@ -55,9 +55,8 @@ PATHS = {
     "null_c_procs": "null forwarder, C, 2 processes",
 }
 DEFAULT_PATHS = ("underlay", "sleeve", "null_py", "null_py_procs", "null_c")
-COMPARE = (("sleeve", "null_py"), ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py", "null_c"),
-           ("sleeve", "null_c"),
-           ("null_c_procs", "null_c"))
+COMPARE = (("sleeve", "null_py"), ("null_py_procs", "null_py"), ("null_py_spin", "null_py"),
+           ("null_py", "null_c"), ("sleeve", "null_c"), ("null_c_procs", "null_c"))
 SPIN_US = 50
 C_SOURCE = Path(__file__).with_name("null_forwarder.c")
 Echo = Callable[[str], None]
