@@ -132,3 +132,20 @@ def test_lost_queries_count_as_the_timeout_in_the_percentiles() -> None:
     assert percentile(with_lost(fast, 5), 99) == 1.0                 # 0.5 % lost: p99 still an answer
     assert percentile(with_lost(fast, 20), 99) == TIMEOUT_S * 1000   # 2 % lost: p99 is the timeout
     assert with_lost([2.0], -1) == [2.0]
+
+
+def test_three_servers_take_turns_first() -> None:
+    from weave_fdp.bench.dns import _interleaved
+
+    keys = ("weave", "weave_userspace", "dnsmasq")
+    orders = _interleaved(3, keys)
+    assert [o[0] for o in orders] == list(keys) and all(sorted(o) == sorted(keys) for o in orders)
+    assert _interleaved(2) == [["weave", "dnsmasq"], ["dnsmasq", "weave"]]
+
+
+def test_answers_are_counted_by_who_gave_them() -> None:
+    from weave_fdp.bench.dns import _by, answered_by
+
+    runs = [{"kernel_answers": 10, "server_answers": 2}, {"kernel_answers": 5, "server_answers": 0}, {}]
+    assert answered_by(runs) == {"kernel": 15, "server": 2}
+    assert _by(runs[0]) == " [answered: 10 in the kernel, 2 by the server]" and _by({}) == ""

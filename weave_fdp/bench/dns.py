@@ -26,6 +26,12 @@ dnsperf runs. Measured, interleaved (weave, dnsmasq, weave, dnsmasq, ...):
   query counts as dnsperf's timeout (2 s) in the percentiles, so dropping queries (a full
   receive buffer) never flatters a p99; a search step fails only when two runs in a row
   fail;
+- weaveDNS twice (``weave_answers``): ``weave``, as launched (with fastdp, the kernel
+  answers the queries it can at the container's veth, the userspace server the rest), and
+  ``weave_userspace``, the same router with its answers in the kernel turned off (the API
+  op ``dns-kernel``), every query answered by the userspace server; each weaveDNS run
+  records how many answers came from the kernel and how many from the server, so every
+  figure says what it measured;
 - attach to resolve: a poller in h2-c1 asks for a new name every 2 ms; the time from
   starting ``weave-fdp attach -h NAME`` on host 1 until h2-c1 gets the address (what a
   user waits: CLI start, link, duplicate address probe, name, gossip, answer), and from
@@ -77,6 +83,12 @@ class Options:
     search_steps: int = 6
     search_seconds: float = 3.0
     placements: tuple[str, ...] = PLACEMENTS
+    weave_answers: tuple[str, ...] = ("kernel", "userspace")
+
+
+#: weaveDNS as measured: the bench key for each way its answers are given
+WEAVE_KEYS = {"kernel": "weave", "userspace": "weave_userspace"}
+WEAVE_ANSWERS = tuple(WEAVE_KEYS)
 
 
 def check_tools() -> None:
@@ -229,7 +241,14 @@ for k in range(1, int(sys.argv[1]) + 1):
 DNS_STATS = r"""
 import json
 from weave_fdp.router.client import RouterClient
-print(json.dumps(RouterClient().call("report")["dns"]["stats"]))
+dns = RouterClient().call("report")["dns"]
+print(json.dumps({**dns["stats"], "kernel": dns.get("kernel")}))
+"""
+
+DNS_KERNEL = r"""
+import json, sys
+from weave_fdp.router.client import RouterClient
+print(json.dumps(RouterClient().call("dns-kernel", on=sys.argv[1] == "on")))
 """
 
 POLL = r"""
@@ -264,6 +283,7 @@ class DnsBench:
         self.dnsmasq: subprocess.Popen[Any] | None = None
         self.w = weave_command()
         self.pinned = False
+        self.kernel_on: bool | None = None   # host 1's answers in the kernel, as last set
 
     def setup(self) -> None:
         lab, n = self.lab, self.opts.names
@@ -336,8 +356,39 @@ class DnsBench:
                 "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3), **drops}
 
     def dns_stats(self) -> dict[str, Any]:
-        """Host 1's weaveDNS counters (its router's report)."""
+        """Host 1's weaveDNS counters (its router's report; ``kernel``: the kernel's, None without fastdp)."""
         return dict(json.loads(self.lab.exec(1, [sys.executable, "-c", DNS_STATS]).stdout))
+
+    def answer_counts(self) -> tuple[int, int]:
+        """(answered in the kernel, answered by the userspace server) on host 1 so far."""
+        st = self.dns_stats()
+        kernel = st.get("kernel") or {}
+        return int(kernel.get("answered", 0)), int(st.get("answered", 0))
+
+    def use(self, key: str) -> None:
+        """Before a run against ``key``: host 1's answers in the kernel on for ``weave``,
+        off for ``weave_userspace`` (dnsmasq: as they are)."""
+        want = {"weave": True, "weave_userspace": False}.get(key)
+        if want is None or want == self.kernel_on:
+            return
+        res = self.lab.exec(1, [sys.executable, "-c", DNS_KERNEL, "on" if want else "off"], check=False)
+        if res.returncode != 0:
+            if want:
+                raise FdpError(f"weaveDNS cannot answer in the kernel here: {res.stderr.strip()[-300:]}",
+                               fix="run bench dns where fastdp works (weave-fdp probe), or --weave-answers userspace")
+        self.kernel_on = want
+
+    def counted(self, key: str, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """``run`` against ``key``, with the answers weaveDNS gave meanwhile from the kernel and
+        from its server (``kernel_answers``, ``server_answers``; dnsmasq: none)."""
+        self.use(key)
+        if key == "dnsmasq":
+            return run()
+        k0, s0 = self.answer_counts()
+        res = run()
+        time.sleep(0.3)          # the server process reports its counters every 0.25 s
+        k1, s1 = self.answer_counts()
+        return {**res, "kernel_answers": k1 - k0, "server_answers": s1 - s0}
 
     def server_pids(self) -> dict[str, int]:
         """The processes that answer: weaveDNS's server process (from the router's report) and dnsmasq."""
@@ -395,9 +446,24 @@ class DnsBench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _interleaved(rounds: int) -> list[list[str]]:
-    """Server order per round: weave first in even rounds, dnsmasq first in odd ones."""
-    return [["weave", "dnsmasq"] if r % 2 == 0 else ["dnsmasq", "weave"] for r in range(rounds)]
+def _interleaved(rounds: int, keys: tuple[str, ...] = ("weave", "dnsmasq")) -> list[list[str]]:
+    """Server order per round: each round starts one further along (two servers: weave first
+    in even rounds, dnsmasq first in odd ones)."""
+    n = len(keys)
+    return [list(keys[r % n:] + keys[:r % n]) for r in range(rounds)]
+
+
+def answered_by(runs: list[dict[str, float]]) -> dict[str, int]:
+    """Answers weaveDNS gave over ``runs``, from the kernel and from its userspace server."""
+    return {"kernel": sum(int(r.get("kernel_answers", 0)) for r in runs),
+            "server": sum(int(r.get("server_answers", 0)) for r in runs)}
+
+
+def _by(run: dict[str, float]) -> str:
+    """`` [answered: N in the kernel, M by the server]`` for a weaveDNS run, else nothing."""
+    if "kernel_answers" not in run:
+        return ""
+    return f" [answered: {run['kernel_answers']} in the kernel, {run['server_answers']} by the server]"
 
 
 def measure_placement(bench: DnsBench, placement: str, opts: Options, echo: Echo) -> dict[str, Any]:
@@ -405,27 +471,29 @@ def measure_placement(bench: DnsBench, placement: str, opts: Options, echo: Echo
     interleaved, with the servers and dnsperf placed as ``placement`` says."""
     bench.place(placement)
     load_before = os.getloadavg()
-    servers = {"weave": WEAVE_DNS, "dnsmasq": DNSMASQ}
+    weaves = [WEAVE_KEYS[a] for a in opts.weave_answers]
+    servers = {**{k: WEAVE_DNS for k in weaves}, "dnsmasq": DNSMASQ}
+    keys = tuple(servers)
     maxq: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
-    for r, order in enumerate(_interleaved(opts.rounds)):
+    for r, order in enumerate(_interleaved(opts.rounds, keys)):
         for key in order:
-            res = parse_dnsperf(bench.dnsperf(servers[key], opts.seconds))
+            res = bench.counted(key, lambda key=key: parse_dnsperf(bench.dnsperf(servers[key], opts.seconds)))
             maxq[key].append(res)
-            echo(f"{placement} round {r + 1}: {key:<8} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
-                 f"mean {res['mean_ms']:.2f} ms")
+            echo(f"{placement} round {r + 1}: {key:<15} max {res['qps']:9.0f} qps, lost {res['lost']:.0f}, "
+                 f"mean {res['mean_ms']:.2f} ms" + _by(res))
     med = {k: statistics.median(x["qps"] for x in v) for k, v in maxq.items()}
     target = FLOOR_SHARE * med["dnsmasq"]
     fixed_runs: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
-    for r, order in enumerate(_interleaved(opts.rounds)):
+    for r, order in enumerate(_interleaved(opts.rounds, keys)):
         for key in order:
-            run_ = bench.fixed_rate(servers[key], opts.seconds, target)
+            run_ = bench.counted(key, lambda key=key: bench.fixed_rate(servers[key], opts.seconds, target))
             fixed_runs[key].append(run_)
-            echo(f"{placement} round {r + 1} at {target:.0f} qps: {key:<8} p50 {run_['p50_ms']} ms, "
+            echo(f"{placement} round {r + 1} at {target:.0f} qps: {key:<15} p50 {run_['p50_ms']} ms, "
                  f"p99 {run_['p99_ms']} ms, lost {run_['lost']:.0f} (full buffers: client "
-                 f"{run_['client_drops']}, server {run_['server_drops']})")
+                 f"{run_['client_drops']}, server {run_['server_drops']})" + _by(run_))
     search = {k: Bisection(max(x["qps"] for x in maxq[k]), opts.search_steps) for k in servers}
     tries: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
-    for r, order in enumerate(_interleaved(opts.search_steps)):
+    for r, order in enumerate(_interleaved(opts.search_steps, keys)):
         for key in order:
             b = search[key]
             if b.done:
@@ -434,12 +502,14 @@ def measure_placement(bench: DnsBench, placement: str, opts: Options, echo: Echo
             # a rate fails only when it fails twice in a row: one burst of the machine's other
             # work must not halve the answer (both servers get the second chance alike)
             for attempt in (1, 2):
-                run_ = bench.fixed_rate(servers[key], opts.search_seconds, rate)
+                run_ = bench.counted(key, lambda key=key, rate=rate: bench.fixed_rate(servers[key],
+                                                                                      opts.search_seconds, rate))
                 held = rate_holds(run_, rate, opts.search_seconds)
                 tries[key].append({"rate": rate, "held": held, "p99_ms": run_["p99_ms"], "lost": run_["lost"],
-                                   "qps": run_["qps"]})
-                echo(f"{placement} search {r + 1}.{attempt}: {key:<8} {rate} qps: p99 {run_['p99_ms']} ms, "
-                     f"carried {run_['qps']}, lost {run_['lost']:.0f}: {'holds' if held else 'fails'}")
+                                   "qps": run_["qps"], "kernel_answers": run_.get("kernel_answers", 0),
+                                   "server_answers": run_.get("server_answers", 0)})
+                echo(f"{placement} search {r + 1}.{attempt}: {key:<15} {rate} qps: p99 {run_['p99_ms']} ms, "
+                     f"carried {run_['qps']}, lost {run_['lost']:.0f}: {'holds' if held else 'fails'}" + _by(run_))
                 if held:
                     break
             b.record(rate, held)
@@ -449,17 +519,26 @@ def measure_placement(bench: DnsBench, placement: str, opts: Options, echo: Echo
                  "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
                  "p99_runs_ms": [x["p99_ms"] for x in v],
                  "client_drops": sum(int(x["client_drops"]) for x in v),
-                 "server_drops": sum(int(x["server_drops"]) for x in v)} for k, v in fixed_runs.items()}
+                 "server_drops": sum(int(x["server_drops"]) for x in v),
+                 **({"answered_by": answered_by(v)} if k != "dnsmasq" else {})} for k, v in fixed_runs.items()}
+    floors = {k: {"fixed": floor_verdict(med["dnsmasq"], fixed_runs[k], fixed_runs["dnsmasq"], opts.seconds),
+                  "search": search_verdict(med["dnsmasq"], search[k].best, search["dnsmasq"].best),
+                  "answered_by": answered_by(maxq[k] + fixed_runs[k] + tries[k])} for k in weaves}
+    main = weaves[0]     # weaveDNS as launched when measured, else its userspace server
     return {
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "max_qps": {k: {"median": round(med[k]), "runs": [round(x["qps"]) for x in v],
-                        "mean_ms": [round(x["mean_ms"], 3) for x in v]} for k, v in maxq.items()},
-        "ratio_weave_to_dnsmasq": round(med["weave"] / med["dnsmasq"], 2) if med["dnsmasq"] else None,
+                        "mean_ms": [round(x["mean_ms"], 3) for x in v],
+                        **({"answered_by": answered_by(v)} if k != "dnsmasq" else {})} for k, v in maxq.items()},
+        "weave_key": main,
+        "ratio_weave_to_dnsmasq": round(med[main] / med["dnsmasq"], 2) if med["dnsmasq"] else None,
+        "ratios_to_dnsmasq": {k: round(med[k] / med["dnsmasq"], 2) if med["dnsmasq"] else None for k in weaves},
         "fixed_load": {"qps": round(target), **fixed},
-        "floor": floor_verdict(med["dnsmasq"], fixed_runs["weave"], fixed_runs["dnsmasq"], opts.seconds),
+        "floor": floors[main]["fixed"],
         "search": {k: {"best_qps": round(b.best), "probes": b.probes, "runs": tries[k]} for k, b in search.items()},
-        "floor_by_search": search_verdict(med["dnsmasq"], search["weave"].best, search["dnsmasq"].best),
+        "floor_by_search": floors[main]["search"],
+        "floors": floors,
     }
 
 
@@ -469,6 +548,8 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     for p in opts.placements:
         if p not in PLACEMENTS:
             raise FdpError(f"unknown placement {p!r}; use {' or '.join(PLACEMENTS)}")
+    if not opts.weave_answers or any(a not in WEAVE_KEYS for a in opts.weave_answers):
+        raise FdpError(f"weave answers {opts.weave_answers!r}: use {' and/or '.join(WEAVE_ANSWERS)}")
     bench = DnsBench(opts, echo)
     started = time.monotonic()
     load_before = os.getloadavg()
@@ -476,6 +557,8 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
         bench.setup()
         built = bench.dns_stats()["snapshots_built"]
         placements = {p: measure_placement(bench, p, opts, echo) for p in opts.placements}
+        if bench.kernel_on is False:
+            bench.use("weave")   # as launched again for what follows
         # the records do not change while dnsperf runs: no snapshot is built meanwhile
         built = bench.dns_stats()["snapshots_built"] - built
         load_mid = os.getloadavg()
@@ -486,6 +569,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     return {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "names": opts.names,
                  "rounds": opts.rounds, "seconds": opts.seconds, "search_steps": opts.search_steps,
+                 "weave_answers": list(opts.weave_answers),
                  "search_seconds": opts.search_seconds, "elapsed_s": round(time.monotonic() - started),
                  "load_before": [round(x, 2) for x in load_before],
                  "load_after_dnsperf": [round(x, 2) for x in load_mid],

@@ -35,6 +35,8 @@ class KernelAnswers:
         self.pushes = 0
         self.error: str | None = None
         self.rl = RateLimitedLog(log)
+        self.enabled = True             # off (the API op dns-kernel): the server answers everything
+        self._current: dict[bytes, dns_plan.DnsEntry] = {}
         self._want: dict[bytes, dns_plan.DnsEntry] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -43,22 +45,34 @@ class KernelAnswers:
         """A new snapshot is current: the map must hold its names (on the router's loop)."""
         if self._stopped:
             return
-        self._want = dns_plan.plan_entries(snap.names, self.domain, self.ttl)
+        self._current = dns_plan.plan_entries(snap.names, self.domain, self.ttl)
+        self._kick()
+
+    async def set_enabled(self, on: bool) -> None:
+        """Answers in the kernel on or off (off: the userspace server answers every query;
+        ``bench dns`` measures both this way); waits until the kernel has it."""
+        self.enabled = on
+        self._kick()
+        await self.flush()
+
+    def _kick(self) -> None:
+        self._want = self._current
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._push())
 
     async def _push(self) -> None:
         while self._want is not None and not self._stopped:
             want, self._want = self._want, None
+            on = self.enabled
             try:
-                await self.control.set_dns_fastpath(self.settings, want)
+                await self.control.set_dns_fastpath(self.settings if on else None, want if on else {})
             except (FdpError, OSError) as exc:
                 # the userspace server still answers every query the map cannot
                 self.error = str(exc)
                 self.rl.warning("push", "weaveDNS: cannot write the names into the kernel: %s", exc)
                 continue
             self.error = None
-            self.names = len(want)
+            self.names = len(want) if on else 0
             self.pushes += 1
 
     async def flush(self) -> None:
@@ -85,4 +99,4 @@ class KernelAnswers:
             return None
         if counts is None:
             return None
-        return {**counts, "names": self.names, "error": self.error}
+        return {**counts, "on": self.enabled, "names": self.names, "error": self.error}

@@ -118,7 +118,8 @@ class DnsService:
         self.join(ctx.mesh)
         self._on_mesh()                       # links made before we joined get our state now
         ctx.add_report_section("dns", self.report)
-        for op, fn in (("dns-add", self.op_add), ("dns-remove", self.op_remove), ("dns-lookup", self.op_lookup)):
+        for op, fn in (("dns-add", self.op_add), ("dns-remove", self.op_remove), ("dns-lookup", self.op_lookup),
+                       ("dns-kernel", self.op_kernel)):
             ctx.api.register(op, fn)
         ctx.container_listeners.append(self.on_container)
         self._task = asyncio.get_running_loop().create_task(self._housekeeping())
@@ -498,6 +499,18 @@ class DnsService:
         if not addrs:
             raise NotFound(f"no address for {fqdn}", fix="see `weave-fdp status dns`")
         return {"name": fqdn, "addrs": shuffled(addrs, self.responder.rng)}
+
+    async def op_kernel(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"on": bool}`` (optional): answers in the kernel on or off; -> their state."""
+        if self.kernel is None:
+            raise NotFound("weaveDNS answers nothing in the kernel here (no fastdp, or not serving)",
+                           fix="launch without --no-fastdp")
+        on = args.get("on")
+        if on is not None:
+            if not isinstance(on, bool):
+                raise UsageError(f"dns-kernel: 'on' must be true or false, not {on!r}")
+            await self.kernel.set_enabled(on)
+        return {"on": self.kernel.enabled, "names": self.kernel.names}
 
     # ------------------------------------------------------------ report
 
