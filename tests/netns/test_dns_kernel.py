@@ -172,3 +172,24 @@ def test_the_rate_limit_holds_for_answers_in_the_kernel(kl: KernelLab) -> None:
     assert dropped > 0
     # the kernel kept the excess from the server: it had nothing to drop itself
     assert kl.dns(1)["stats"]["rate_limited"] == s0["rate_limited"]
+
+
+def test_answers_in_the_kernel_turned_off_and_on(kl: KernelLab) -> None:
+    """The API op dns-kernel (what bench dns uses): off, the server answers everything."""
+    from weave_fdp.bench.dns import DNS_KERNEL
+
+    def toggle(state: str) -> dict[str, Any]:
+        return json.loads(kl.lab.exec(1, [sys.executable, "-c", DNS_KERNEL, state]).stdout)
+
+    try:
+        assert toggle("off") == {"on": False, "names": 0}
+        before = kl.dns(1)
+        assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+        wait_until(lambda: _server_queries(kl) >= int(before["stats"]["queries"]) + 1, 10, "the server's answer")
+        assert kl.dns(1)["kernel"]["answered"] == before["kernel"]["answered"]
+    finally:
+        state = toggle("on")
+    assert state["on"] and state["names"] >= 5
+    answered = kl.dns(1)["kernel"]["answered"]
+    assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+    assert kl.dns(1)["kernel"]["answered"] > answered
