@@ -38,3 +38,17 @@ def test_status_summary_block() -> None:
     assert rows["Service"] == "dns" and rows["Upstream"] == "none" and rows["Entries"] == 1
     assert "address in use" in rows["Error"]
     assert dns_summary(None) is None
+
+
+def test_status_says_who_answered() -> None:
+    from weave_fdp.cli.status_format import answered_line
+
+    section = {"domain": "weave.local.", "upstream": [], "ttl": 1, "entries": [], "address": "169.254.53.53",
+               "stats": {"answered": 7}, "kernel": {"answered": 900}}
+    rows = dict(dns_rows(dns_summary(section)))
+    assert rows["Answered in the kernel"] == 900 and rows["Answered by the server"] == 7
+    assert answered_line(section) == "answered: 900 in the kernel, 7 by the server"
+    section["kernel"] = None          # no fastdp
+    rows = dict(dns_rows(dns_summary(section)))
+    assert "Answered in the kernel" not in rows and rows["Answered by the server"] == 7
+    assert answered_line(section) == "answered: 7 by the server"

@@ -108,3 +108,19 @@ def test_only_the_metrics_path_answers() -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_dns_answers_by_who_gave_them() -> None:
+    report = {"router": {"name": "7e:aa:00:00:00:01"},
+              "dns": {"entries": [], "stats": {"queries": 12, "answered": 10, "nxdomain": 2, "udp_process_pid": 99},
+                      "kernel": {"answered": 500, "rate_limited": 3, "pass_miss": 12, "on": True, "names": 4}}}
+    m = scrape(lambda: report)
+    assert m["weave_fdp_dns_answered_total"] == {(("by", "kernel"),): 500, (("by", "server"),): 10}
+    assert m["weave_fdp_dns_kernel_total"] == {(("what", "answered"),): 500, (("what", "rate_limited"),): 3,
+                                               (("what", "pass_miss"),): 12}
+    assert m["weave_fdp_dns_server_total"][(("what", "nxdomain"),)] == 2
+    assert (("what", "udp_process_pid"),) not in m["weave_fdp_dns_server_total"]
+    # without fastdp: the server alone
+    report["dns"]["kernel"] = None
+    m = scrape(lambda: report)
+    assert m["weave_fdp_dns_answered_total"] == {(("by", "server"),): 10}

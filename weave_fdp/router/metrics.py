@@ -20,6 +20,10 @@ Names follow Prometheus conventions (``_total`` counters, base units):
   weave_fdp_drops_total{reason}
   weave_fdp_{ipam,dns}_enabled, and weave_fdp_{ipam,dns}_<key> for every numeric figure
   (or list, as its length) the router reports in those sections.
+  weave_fdp_dns_answered_total{by}          weaveDNS answers by who gave them: "kernel" (fastdp's
+                                            answers at the container veths), "server" (userspace)
+  weave_fdp_dns_server_total{what}          the userspace server's counters (queries, nxdomain, ...)
+  weave_fdp_dns_kernel_total{what}          the kernel's (answered, rate_limited, pass_miss, ...)
 
 Weave Net's names as well, so its dashboards and alerts keep working (docs/INTEGRATIONS.md):
 
@@ -99,7 +103,7 @@ class ReportCollector(Collector):
         if not isinstance(report, dict):
             return
         for build in (self._router, self._peers, self._connections, self._datapath, self._sections,
-                      self._weave_router, self._weave_ipam_dns):
+                      self._dns_counts, self._weave_router, self._weave_ipam_dns):
             try:
                 yield from build(report)
             except Exception as exc:  # one odd section must not hide the others
@@ -272,6 +276,29 @@ class ReportCollector(Collector):
             f.add_metric([], sum(1 for x in _l(dp.get("flows")) if isinstance(x, dict)
                                  and x.get("path", "fastdp") == "fastdp"))
             yield f
+
+    def _dns_counts(self, report: dict[str, Any]) -> Iterator[Any]:
+        """Who answered weaveDNS's queries, and both answerers' counters."""
+        dns = report.get("dns")
+        if not isinstance(dns, dict):
+            return
+        server, kernel = _d(dns.get("stats")), dns.get("kernel")
+        by = CounterMetricFamily(f"{PREFIX}_dns_answered", "weaveDNS answers by who gave them "
+                                 "(kernel: at the container veths, with fastdp; server: userspace)", labels=["by"])
+        if (v := _num(server.get("answered"))) is not None:
+            by.add_metric(["server"], v)
+        if isinstance(kernel, dict) and (v := _num(kernel.get("answered"))) is not None:
+            by.add_metric(["kernel"], v)
+        yield by
+        for name, counts, help_ in (("server", server, "weaveDNS's userspace server counters"),
+                                    ("kernel", _d(kernel), "weaveDNS's counters in the kernel (fastdp)")):
+            fam = CounterMetricFamily(f"{PREFIX}_dns_{name}", help_, labels=["what"])
+            for key, val in sorted(counts.items()):
+                if key in ("names", "on", "udp_process_pid") or isinstance(val, bool):
+                    continue
+                if (v := _num(val)) is not None:
+                    fam.add_metric([str(key)], v)
+            yield fam
 
     def _weave_ipam_dns(self, report: dict[str, Any]) -> Iterator[Any]:
         ipam = report.get("ipam")
