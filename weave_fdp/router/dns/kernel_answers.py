@@ -66,7 +66,7 @@ class KernelAnswers:
             on = self.enabled
             try:
                 await self.control.set_dns_fastpath(self.settings if on else None, want if on else {})
-            except (FdpError, OSError) as exc:
+            except Exception as exc:   # noqa: BLE001 - a bug here must not stop the pushes to come
                 # the userspace server still answers every query the map cannot
                 self.error = str(exc)
                 self.rl.warning("push", "weaveDNS: cannot write the names into the kernel: %s", exc)
