@@ -98,12 +98,18 @@ def test_answers_come_from_the_kernel_not_the_server(kl: KernelLab) -> None:
         assert sorted(got) == POOL, got
         orders.add(tuple(got))
     assert len(orders) > 1, f"always the same order: {orders}"       # shuffled in the kernel
-    # one question only the server answers (AAAA): the server then counts exactly it
+    # one question only the server answers (AAAA): what reached the server is exactly what the
+    # kernel passed on (the AAAA query, and dig's retry of it on a slow day), no A query
     aaaa = kl.dig(1, 1, "pool.weave.local", "AAAA")
     assert status(aaaa) == "NOERROR" and "ANSWER: 0" in aaaa
-    wait_until(lambda: _server_queries(kl) >= queries0 + 1, 10, "the server's count of the AAAA query")
+
+    def passed(k: dict[str, Any]) -> int:
+        return sum(v for f, v in k.items() if f.startswith("pass_"))
+
+    wait_until(lambda: _server_queries(kl) - queries0 == passed(kl.dns(1)["kernel"]) - passed(before["kernel"]),
+               10, "the server's count of what the kernel passed on")
     after = kl.dns(1)
-    assert int(after["stats"]["queries"]) == queries0 + 1, "an A query reached the userspace server"
+    assert 1 <= int(after["stats"]["queries"]) - queries0 <= 2, "an A query reached the userspace server"
     assert after["kernel"]["answered"] - before["kernel"]["answered"] >= 12
     assert after["kernel"]["pass_question"] > before["kernel"]["pass_question"]
     assert "Answered in the kernel" in kl.w(1, "status").stdout
