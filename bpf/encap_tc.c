@@ -9,10 +9,10 @@
  *
  *   source MAC, IPv4 or ARP sender not the container's own
  *                                     -> drop (spoofed-mac/-ip/-arp, lib/guard.h)
- *   UDP to the DNS listen address     -> a query the kernel can answer is answered
- *     (container ports only)             back out of the veth (lib/dns.h); a source
- *                                        over its rate is dropped; the rest carry on
  *   dst MAC of a local container      -> TC_ACT_OK, the bridge delivers it
+ *   ... the host's own port, UDP to   -> a query the kernel can answer is answered
+ *     the DNS listen address             back out of the veth (lib/dns.h); a source
+ *     (from a container)                 over its rate is dropped; the rest carry on
  *   dst MAC of a peer in fastdp mode  -> direct path (FDP_CONFIG_DIRECT, IPv4):
  *                                        VXLAN headers pushed here, out of the
  *                                        underlay device (lib/direct.h); else
@@ -38,7 +38,7 @@ int fdp_from_container(struct __sk_buff *skb)
 {
 	struct fdp_flow_key key = {};
 	struct fdp_mac_key mk = {};
-	struct fdp_mac_entry *dst;
+	struct fdp_mac_entry *dst, *local;
 	struct fdp_config *cfg;
 	struct fdp_peer *peer;
 	__u32 dst_peer, len = skb->len;
@@ -53,17 +53,21 @@ int fdp_from_container(struct __sk_buff *skb)
 	cfg = fdp_get_config();
 	if (!cfg)
 		return TC_ACT_OK;  /* not configured yet: local traffic still works */
-	/* one compare for every other frame; the host's own port never asks here */
-	if (key.proto == IPPROTO_UDP && skb->ifindex != cfg->host_ifindex) {
-		verdict = fdp_dns_answer(skb, &key);
-		if (verdict != FDP_DNS_PASS)
-			return verdict;
-	}
 
 	if (fdp_mac_is_group(key.dst_mac))
 		goto flood;
 	__builtin_memcpy(mk.mac, key.dst_mac, 6);
-	if (fdp_macs.lookup(&mk)) {
+	local = fdp_macs.lookup(&mk);
+	if (local) {
+		/* to the host's own port (the bridge): a DNS query may be answered here (never
+		 * one the host itself sends). verifier: here, the way on after a query passed
+		 * on is short, so the parser's many ways out cost little */
+		if (key.proto == IPPROTO_UDP && local->ifindex == cfg->host_ifindex &&
+		    skb->ifindex != cfg->host_ifindex) {
+			verdict = fdp_dns_answer(skb, &key);
+			if (verdict != FDP_DNS_PASS)
+				return verdict;
+		}
 		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);
 		return TC_ACT_OK;
 	}

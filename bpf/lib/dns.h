@@ -2,9 +2,9 @@
 /*
  * dns.h - weaveDNS answers in the kernel, at the container's veth.
  *
- * A frame a local container sends to the DNS listen address (fdp_dns_config) is
- * looked at here, after the source guard (so its source address is the container's
- * own). Each one is first charged to its source's rate limit (the userspace server's
+ * A UDP frame a local container sends to the host's own port (the bridge's MAC) for the
+ * DNS listen address (fdp_dns_config) is looked at here, after the source guard (so
+ * its source address is the container's own). Each one is first charged to its source's rate limit (the userspace server's
  * token bucket, here as GCRA on one timestamp per source): over the limit it is
  * dropped, as the server would drop it. Then a standard query
  *
@@ -76,6 +76,8 @@ struct fdp_dns_work {
 	__u8 opt[FDP_DNS_OPT_LEN + 1];
 	__u8 macs[12];
 	__u8 swapped[12];
+	__u32 qlen;           /* the name's length, as the label walk leaves it (see there) */
+	__u32 count;          /* the answers' count, as the shuffle leaves it (see there) */
 };
 BPF_TABLE("percpu_array", u32, struct fdp_dns_work, fdp_dns_work, 1);
 
@@ -133,12 +135,13 @@ static __always_inline __u16 fdp_ipv4_csum(const struct iphdr *ip)
 }
 
 /*
- * The key of the name at DNS offset 12 (@dlen: bytes of DNS payload): lower-cased,
- * zero-filled. Returns the name's length in bytes (with its root) or 0 when it is
+ * The key of the name at DNS offset 12 (@dlen: bytes of DNS payload), in @w->key:
+ * lower-cased, zero-filled. Returns the name's length in bytes (with its root) or 0 when it is
  * no name the kernel answers (too long, compressed, malformed).
  */
-static __always_inline __u32 fdp_dns_name_key(struct __sk_buff *skb, __u32 dlen, struct fdp_dns_key *key)
+static __always_inline __u32 fdp_dns_name_key(struct __sk_buff *skb, __u32 dlen, struct fdp_dns_work *w)
 {
+	struct fdp_dns_key *key = &w->key;
 	__u64 *words = (__u64 *)key->name;   /* 8-aligned: the key opens fdp_dns_work */
 	__u32 n = dlen - FDP_DNS_HLEN, pos = 0, i;
 	__u8 c = 0;
@@ -151,20 +154,26 @@ static __always_inline __u32 fdp_dns_name_key(struct __sk_buff *skb, __u32 dlen,
 	if (bpf_skb_load_bytes(skb, FDP_DNS_OFF + FDP_DNS_HLEN, key->name, n) < 0)
 		return 0;
 	/* labels: a length (1-63) then its bytes, up to the root's 0; pointers (0xc0) and
-	 * extended labels are refused. verifier: a constant bound, the name ends it early */
+	 * extended labels are refused. verifier: a constant bound, the name ends it early;
+	 * the length found leaves the loop through memory (a volatile read), so all ways out
+	 * of it are one state for the code after it (each left with its own range of pos,
+	 * they had the rest of the parser verified once per way out: 5x the instructions) */
+	w->qlen = 0;
 	for (i = 0; i < FDP_DNS_NAME_MAX / 2; i++) {
 		if (pos >= n)
-			return 0;   /* runs past the message or the key */
+			break;   /* runs past the message or the key */
 		c = key->name[pos & (FDP_DNS_NAME_MAX - 1)];
-		if (c == 0)
+		if (c == 0) {
+			w->qlen = pos + 1;
 			break;
+		}
 		if (c > 63)
-			return 0;
+			break;
 		pos += c + 1;
 	}
-	if (c != 0)
+	pos = *(volatile __u32 *)&w->qlen;
+	if (!pos)
 		return 0;
-	pos += 1;   /* the root */
 	/* lower-case every byte of the name (a label length, 1-63, is never a letter) and
 	 * zero the rest of the key, eight bytes at a time (SWAR: per byte, 0x80 set where
 	 * it is 'A'..'Z', then 0x20 added there) */
@@ -245,7 +254,7 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	    bpf_ntohs(w->h.arcount) > 1)
 		return fdp_dns_pass(FDP_DNS_PASS_HEADER);   /* QR, opcode, TC: 0xfa; AA ignored */
 
-	qlen = fdp_dns_name_key(skb, dlen, &w->key);
+	qlen = fdp_dns_name_key(skb, dlen, w);
 	if (!qlen)
 		return fdp_dns_pass(FDP_DNS_PASS_NAME);
 	qend = FDP_DNS_HLEN + qlen + 4;
@@ -282,6 +291,11 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	__builtin_memcpy(w->addrs, entry->addrs, sizeof(w->addrs));
 	w->rr.ttl = bpf_htonl(entry->ttl);
 	fdp_dns_shuffle(w->addrs, count);
+	/* verifier: as the name's length, the count leaves the shuffle's ways out through memory */
+	w->count = count;
+	count = *(volatile __u32 *)&w->count;
+	if (count < 1 || count > FDP_DNS_MAX_ADDRS)
+		return fdp_dns_pass(FDP_DNS_ERROR);
 
 	/* the rewrite: from here on a failure leaves a half-built frame, dropped */
 	if (bpf_skb_change_tail(skb, FDP_DNS_OFF + out_dlen, 0) < 0)
@@ -290,11 +304,14 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	w->rr.type = bpf_htons(FDP_DNS_TYPE_A);
 	w->rr.class = bpf_htons(FDP_DNS_CLASS_IN);
 	w->rr.rdlength = bpf_htons(4);
-	/* verifier: a constant bound, count ends it early */
+	/* verifier: a constant bound, count ends it early; an opaque index, or LLVM bounds the
+	 * loop by count alone, which the verifier cannot see end */
 	for (i = 0; i < FDP_DNS_MAX_ADDRS; i++) {
-		if (i >= count)
+		__u32 j = fdp_opaque_index(i);
+
+		if (j >= count || j >= FDP_DNS_MAX_ADDRS)
 			break;
-		w->rr.addr = w->addrs[fdp_opaque_index(i) & (FDP_DNS_MAX_ADDRS - 1)];
+		w->rr.addr = w->addrs[j];
 		if (bpf_skb_store_bytes(skb, FDP_DNS_OFF + qend + i * FDP_DNS_RR_A_LEN, &w->rr, sizeof(w->rr), 0) < 0)
 			goto broken;
 	}

@@ -292,6 +292,14 @@ def prog_info(prog_fd: int, *, max_maps: int = 64) -> ProgInfo:
                     name=_cstr(info.raw[64:80]), map_ids=tuple(ids[:min(nr, max_maps)]))
 
 
+def prog_verified_insns(prog_fd: int) -> int:
+    """Instructions the verifier processed to accept the program (``bpf_prog_info.verified_insns``
+    @216, kernel 5.16+; 0 on older kernels): its share of the verifier's 1,000,000 budget."""
+    info = ctypes.create_string_buffer(224)
+    _fill_info(prog_fd, info)
+    return int(struct.unpack_from("<I", info, 216)[0])
+
+
 def map_info(map_fd: int) -> MapInfo:
     """``struct bpf_map_info``: type u32 @0, id @4, key_size @8, value_size @12,
     max_entries @16, map_flags @20, name[16] @24."""
