@@ -1,6 +1,7 @@
 """`bench sleeve-bound`, briefly: one TCP stream through the underlay and through the null
-forwarders (Python in two processes; C, built with gcc, in two threads) in the sleeve's
-lab shape, every run measured and paired, everything it built gone afterwards."""
+forwarders (Python in two processes, Python sealing with AES-256-GCM, C built with gcc in
+two threads) in the sleeve's lab shape, every run measured and paired, everything it
+built gone afterwards."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def _namespaces() -> set[str]:
 
 
 def test_a_stream_crosses_the_null_forwarders_and_every_lab_is_gone() -> None:
-    paths = ["underlay", "null_py_procs"] + (["null_c"] if shutil.which("gcc") else [])
+    paths = ["underlay", "null_py_procs", "null_py_gcm"] + (["null_c"] if shutil.which("gcc") else [])
     lines: list[str] = []
     res = run(Options(rounds=1, seconds=1, paths=paths, placements=["pinned"]), echo=lines.append)
     assert res["errors"] == [], lines
@@ -24,6 +25,7 @@ def test_a_stream_crosses_the_null_forwarders_and_every_lab_is_gone() -> None:
     for p in paths:
         assert rows[p]["gbps"]["n"] == 2 and rows[p]["gbps"]["low"] > 0.05, (p, lines)
         assert rows[p]["cpu_s_per_gb"]["median"] > 0 and rows[p]["ctxt_per_gb"]["median"] > 0
+        assert rows[p]["own_cpu_s_per_gb"]["median"] > 0
     assert rows["null_py_procs"]["share"]["n"] == 2
     left = [ns for ns in _namespaces() if any(ns.startswith(lab) for lab in res["meta"]["labs"])]
     assert left == []

@@ -108,9 +108,17 @@ def test_summary_gives_shares_costs_per_gb_and_comparisons() -> None:
     assert "sleeve/null_c, paired: 0.62 (0.50-0.75)" in lines
 
 
+def test_costs_per_gb_of_the_machine_and_of_the_transfer_s_processes() -> None:
+    r = br.Run("sleeve", "pinned", 0, 0, 2.0, 5 * 10**8, busy_s=3.0, ctxt=30_000, own_s=2.0)
+    assert (r.cpu_s_per_gb, r.own_cpu_s_per_gb, r.ctxt_per_gb) == (6.0, 4.0, 60_000)
+    s = br.summarize([run("underlay", 10.0), r], ["underlay", "sleeve"])
+    assert s["pinned"]["paths"]["sleeve"]["own_cpu_s_per_gb"]["median"] == 4.0
+    assert "| 6.00 | 4.00 | 60 k |" in "\n".join(br.table(s, {}))
+
+
 def test_a_run_that_moved_nothing_has_no_cost_per_gb() -> None:
     r = run("sleeve", 0.0, nbytes=0)
-    assert r.cpu_s_per_gb is None and r.ctxt_per_gb is None
+    assert r.cpu_s_per_gb is None and r.ctxt_per_gb is None and r.own_cpu_s_per_gb is None
     assert br.Stat.of([None]) == br.Stat(None, None, None, 0)
 
 

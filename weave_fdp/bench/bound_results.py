@@ -28,10 +28,15 @@ class Run:
     busy_s: float           # whole-machine busy CPU seconds over the run (/proc/stat)
     ctxt: int               # whole-machine context switches over the run (/proc/stat)
     load1: float = 0.0      # 1-minute load average when the run started
+    own_s: float = 0.0      # CPU seconds of the transfer's processes (as ``bench datapath``'s CPU per GB)
 
     @property
     def cpu_s_per_gb(self) -> float | None:
         return self.busy_s / (self.nbytes / 1e9) if self.nbytes > 0 else None
+
+    @property
+    def own_cpu_s_per_gb(self) -> float | None:
+        return self.own_s / (self.nbytes / 1e9) if self.nbytes > 0 else None
 
     @property
     def ctxt_per_gb(self) -> float | None:
@@ -89,6 +94,7 @@ def summarize(runs: list[Run], paths: list[str], base: str = "underlay",
             rows[p] = {"gbps": asdict(Stat.of([r.gbps for r in rs])),
                        "share": asdict(Stat.of(paired(runs, p, base, placement))) if p != base else None,
                        "cpu_s_per_gb": asdict(Stat.of([r.cpu_s_per_gb for r in rs])),
+                       "own_cpu_s_per_gb": asdict(Stat.of([r.own_cpu_s_per_gb for r in rs])),
                        "ctxt_per_gb": asdict(Stat.of([r.ctxt_per_gb for r in rs]))}
         cmp = {f"{a}/{b}": asdict(Stat.of(paired(runs, a, b, placement)))
                for a, b in compare if a in paths and b in paths}
@@ -117,13 +123,14 @@ def table(summary: dict[str, Any], titles: dict[str, str]) -> list[str]:
         block = {"paths": {p: block["paths"][p] for p in order}, "compare": block["compare"]}
         lines += [f"{placement}:", "",
                   "| path | Gbit/s, median (range) | share of the underlay, paired | CPU s/GB (machine) "
-                  "| context switches / GB |",
-                  "|---|---|---|---|---|"]
+                  "| CPU s/GB (its processes) | context switches / GB |",
+                  "|---|---|---|---|---|---|"]
         for p, row in block["paths"].items():
             share = _range(row["share"], 1, 100.0) + " %" if row["share"] and row["share"]["n"] else "-"
             ctxt = row["ctxt_per_gb"]["median"]
             lines.append(f"| {titles.get(p, p)} | {_range(row['gbps'])} | {share} "
-                         f"| {_range(row['cpu_s_per_gb'])} | {'-' if ctxt is None else f'{ctxt / 1e3:.0f} k'} |")
+                         f"| {_range(row['cpu_s_per_gb'])} | {_range(row.get('own_cpu_s_per_gb'))} "
+                         f"| {'-' if ctxt is None else f'{ctxt / 1e3:.0f} k'} |")
         for name, s in block["compare"].items():
             lines.append(f"\n{name}, paired: {_range(s)}")
         lines.append("")

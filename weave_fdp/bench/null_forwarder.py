@@ -18,6 +18,8 @@ No routing, no crypto, no counters, no checks beyond what keeps frames whole. Bo
 directions (data and ACKs). ``--procs``: capture and receive in two processes (forked,
 sharing the sockets; no GIL between them) instead of two threads of one. ``--spin-us``:
 a read that finds nothing keeps trying (MSG_DONTWAIT) that long before it sleeps.
+``--aesgcm LOCAL REMOTE``: every frame sealed once with AES-256-GCM by the sleeve's own
+``Sealer`` and opened by its ``Opener`` (the encrypted sleeve's cipher, nothing else of it).
 
     python -m weave_fdp.bench.null_forwarder --ifname vethwe-pcap --peer 10.x.y.z [--procs] [--spin-us 50]
 
@@ -47,9 +49,13 @@ from typing import TypeVar
 
 from weave_fdp.datapath.sleeve import sockets as so
 from weave_fdp.datapath.sleeve import wire
+from weave_fdp.datapath.sleeve.crypto import GCM_TAG, Opener, Sealer, aesgcm_available
 from weave_fdp.datapath.sleeve.sizing import segments_per_train
+from weave_fdp.errors import ProtocolError
 
 HEAD = struct.Struct("!II")       # total, offset
+SEQ = struct.Struct("!Q")         # sealed (--aesgcm): the nonce's sequence number before the ciphertext
+SECRET = b"weave-fdp null forwarder"
 PORT = wire.PORT
 CAPTURE_MAX = 70000
 RECV_MAX = 65536 + 4096
@@ -146,41 +152,66 @@ def spinning(recv: Callable[[int], T], spin_s: float) -> Callable[[], T]:
     return read
 
 
+class Sender:
+    """Frames (or sealed logical datagrams) to the peer: one datagram, or UDP GSO trains."""
+
+    def __init__(self, usock: socket.socket, peer: tuple[str, int], seg: int) -> None:
+        self.usock, self.peer, self.seg = usock, peer, seg
+        self.chunk = seg - HEAD.size
+        self.per = segments_per_train(seg)
+        self.offs: dict[tuple[int, int], list[bytes]] = {}
+        self.gso = so.gso_cmsg(seg)
+
+    def send(self, mv: memoryview, n: int) -> None:
+        """``mv[:n]`` to the peer (a full queue or a refused send loses it, as in any forwarder)."""
+        chunk, dontwait = self.chunk, socket.MSG_DONTWAIT
+        try:
+            if n <= chunk:
+                self.usock.sendmsg([HEAD.pack(n, 0), mv[:n]], [], dontwait, self.peer)
+                return
+            tot = struct.pack("!I", n)
+            per = self.per
+            for first in range(0, n, chunk * per):
+                k = min(per, -(-(n - first) // chunk))
+                offs = self.offs.get((first, k))
+                if offs is None:
+                    offs = self.offs[(first, k)] = [struct.pack("!I", first + i * chunk) for i in range(k)]
+                iov: list = [tot] * (3 * k)
+                iov[1::3] = offs
+                iov[2::3] = [mv[o:o + chunk] for o in range(first, min(n, first + k * chunk), chunk)]
+                self.usock.sendmsg(iov, self.gso if k > 1 else [], dontwait, self.peer)
+        except OSError:
+            pass
+
+
 def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, int], seg: int,
-                 spin_s: float = 0.0) -> None:
-    buf = bytearray(CAPTURE_MAX)
+                 spin_s: float = 0.0, sealer: Sealer | None = None) -> None:
+    """Frames from the packet socket to the peer; with ``sealer``, each sealed once with
+    AES-256-GCM where it was captured (``SEQ`` ‖ ciphertext ‖ tag, as the sleeve seals pieces)."""
+    pre = SEQ.size if sealer else 0
+    buf = bytearray(pre + CAPTURE_MAX + GCM_TAG)
     mv = memoryview(buf)
-    read = spinning(lambda flags: psock.recv_into(buf, 0, flags), spin_s) if spin_s > 0 \
-        else functools.partial(psock.recv_into, buf)
-    chunk = seg - HEAD.size
-    per = segments_per_train(seg)
-    offs_cache: dict[tuple[int, int], list[bytes]] = {}
-    dontwait = socket.MSG_DONTWAIT
-    gso = so.gso_cmsg(seg)
+    rmv = mv[pre:pre + CAPTURE_MAX]
+    read = spinning(lambda flags: psock.recv_into(rmv, 0, flags), spin_s) if spin_s > 0 \
+        else functools.partial(psock.recv_into, rmv)
+    send = Sender(usock, peer, seg).send
     while True:
         try:
             n = read()
         except (BlockingIOError, InterruptedError):
             continue
-        try:
-            if n <= chunk:
-                usock.sendmsg([HEAD.pack(n, 0), mv[:n]], [], dontwait, peer)
-                continue
-            tot = struct.pack("!I", n)
-            for first in range(0, n, chunk * per):
-                k = min(per, -(-(n - first) // chunk))
-                offs = offs_cache.get((first, k))
-                if offs is None:
-                    offs = offs_cache[(first, k)] = [struct.pack("!I", first + i * chunk) for i in range(k)]
-                iov: list = [tot] * (3 * k)
-                iov[1::3] = offs
-                iov[2::3] = [mv[o:o + chunk] for o in range(first, min(n, first + k * chunk), chunk)]
-                usock.sendmsg(iov, gso if k > 1 else [], dontwait, peer)
-        except OSError:
-            pass                      # a full queue or a refused send: the frame is lost, as in any forwarder
+        if sealer is None:
+            send(mv, n)
+            continue
+        seq, _ = sealer.seal_gcm_inplace(mv, pre, pre + n)
+        SEQ.pack_into(buf, 0, seq)
+        send(mv, pre + n + GCM_TAG)
 
 
-def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0) -> None:
+def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0,
+                 opener: Opener | None = None) -> None:
+    """Datagrams from the peer to the packet socket; with ``opener``, each frame opened
+    (joined first: the cipher needs it in one piece) before it is injected."""
     buf = bytearray(RECV_MAX)
     mv = memoryview(buf)
     anc = socket.CMSG_SPACE(4)
@@ -189,6 +220,18 @@ def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0
     joiner = Joiner()
     dontwait = socket.MSG_DONTWAIT
     h = HEAD.size
+
+    def inject(frame: memoryview | bytes) -> None:
+        if opener is None:
+            psock.send(frame, dontwait)
+            return
+        box = memoryview(frame if isinstance(frame, memoryview) and not frame.readonly else bytearray(frame))
+        try:
+            body = opener.open_gcm_box(box[SEQ.size:], SEQ.unpack_from(box)[0])
+        except ProtocolError:
+            return
+        psock.send(body, dontwait)
+
     while True:
         try:
             n, ancdata, _flags, _addr = read()
@@ -201,15 +244,18 @@ def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0
             total, off = HEAD.unpack_from(buf)
             if seg >= n:                                   # one datagram
                 if off == 0 and n - h >= total:
-                    psock.send(mv[h:h + total], dontwait)
+                    inject(mv[h:h + total])
                     continue
             elif whole_train(n, seg, total, off):           # one whole train: the bulk path
-                psock.sendmsg(train_chunks(mv, n, seg), [], dontwait)
+                if opener is None:
+                    psock.sendmsg(train_chunks(mv, n, seg), [], dontwait)
+                else:
+                    inject(memoryview(bytearray().join(train_chunks(mv, n, seg))))
                 continue
             for q in range(0, n, seg):                     # ACKs coalesced by GRO, a split train
                 frame = joiner.add(mv[q:min(n, q + seg)])
                 if frame is not None:
-                    psock.send(frame, dontwait)
+                    inject(frame)
         except OSError:
             pass
 
@@ -227,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", required=True, help="the other host's underlay address")
     ap.add_argument("--seg", type=int, default=1500 - wire.IP_UDP_OVERHEAD, help="UDP payload per datagram")
     ap.add_argument("--procs", action="store_true", help="capture and receive in two processes")
+    ap.add_argument("--aesgcm", nargs=2, metavar=("LOCAL", "REMOTE"),
+                    help="seal every frame with AES-256-GCM (the sleeve's Sealer/Opener) between these "
+                         "6-character peer names")
     ap.add_argument("--spin-us", type=float, default=0.0,
                     help="when a read finds nothing, keep trying this long before sleeping")
     a = ap.parse_args(argv)
@@ -239,17 +288,25 @@ def main(argv: list[str] | None = None) -> int:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
     peer = (a.peer, PORT)
     spin = a.spin_us / 1e6
+    sealer = opener = None
+    if a.aesgcm:
+        if not aesgcm_available():
+            print("error: AES-256-GCM is not available here (libsodium without AES-NI)", file=sys.stderr)
+            return 2
+        local, remote = (x.encode()[:6].ljust(6, b"-") for x in a.aesgcm)
+        sealer, opener = Sealer(SECRET, local, remote), Opener(SECRET, local, remote)
     if a.procs:
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
-            receive_loop(usock, psock, spin)
+            receive_loop(usock, psock, spin, opener)
             os._exit(0)
         signal.signal(signal.SIGTERM, lambda *_: (os.kill(pid, signal.SIGTERM), os._exit(0)))
-        capture_loop(psock, usock, peer, a.seg, spin)
+        capture_loop(psock, usock, peer, a.seg, spin, sealer)
         return 0
-    threading.Thread(target=receive_loop, args=(usock, psock, spin), name="null-receive", daemon=True).start()
-    capture_loop(psock, usock, peer, a.seg, spin)
+    threading.Thread(target=receive_loop, args=(usock, psock, spin, opener), name="null-receive",
+                     daemon=True).start()
+    capture_loop(psock, usock, peer, a.seg, spin, sealer)
     return 0
 
 

@@ -6,10 +6,13 @@ container each with ``ethwe`` at the sleeve's MTU and ``gso_max_size``), one lab
 
 * ``underlay``       host to host on the lab underlay, no overlay: the limit;
 * ``sleeve``         the real sleeve, plain (``python -m weave_fdp.datapath.sleeve.run``);
+  ``sleeve_enc`` (not in the default set) the same with a password (AES-256-GCM pieces);
 * ``null_py``        the null forwarder in Python (``null_forwarder.py``): capture read →
   UDP GSO ``sendmsg`` of the frame in PMTU pieces; UDP GRO read → join → inject; both
   directions; capture and receive in two threads of one process, as the sleeve;
 * ``null_py_procs``  the same with capture and receive in two processes (no GIL between);
+* ``null_py_gcm``    (not in the default set) ``null_py`` sealing every frame once with
+  AES-256-GCM (the sleeve's own ``Sealer``/``Opener``): the ceiling of an encrypted one;
 * ``null_py_spin``   (not in the default set) ``null_py`` whose threads, once a read
   finds nothing, try again without waiting for ``SPIN_US`` before they sleep;
 * ``null_c``         the same null forwarder in C (``null_forwarder.c``, compiled with gcc
@@ -19,8 +22,10 @@ container each with ``ethwe`` at the sleeve's MTU and ``gso_max_size``), one lab
 Then, per round, one iperf3 TCP stream through every path, pinned as ``bench datapath``
 pins it (client on CPU 0, server on CPU 1) and unpinned, each twice per round in
 order and reversed (A B | B A, the order rotating from round to round): throughput,
-share of the underlay paired run by run, whole-machine CPU seconds and context
-switches per GB (/proc/stat over the run). What it tells: the ceiling of any Python
+share of the underlay paired run by run, CPU seconds per GB of the whole machine
+(/proc/stat over the run) and of the transfer's processes (iperf3, the forwarders,
+ksoftirqd: ``bench datapath``'s CPU per GB, steadier on a shared machine), and the
+whole machine's context switches per GB. What it tells: the ceiling of any Python
 forwarder of this shape on this machine, of any userspace forwarder (C), and what
 the real sleeve's logic costs over the null one. See docs/SLEEVE.md.
 """
@@ -40,23 +45,27 @@ from typing import Any
 
 from weave_fdp.bench import bound_results as br
 from weave_fdp.bench import results
-from weave_fdp.bench.datapath import IPERF_PORT, _pin, _shielded, _wait_listening, check_tools, run_order
-from weave_fdp.bench.paths import HOSTS, BenchPath, SleevePath, UnderlayPath
+from weave_fdp.bench.datapath import (IPERF_PORT, _ksoftirqd_pids, _pin, _process_cpu, _shielded, _wait_listening,
+                                      check_tools, run_order)
+from weave_fdp.bench.paths import HOSTS, SLEEVE_PASSWORD, BenchPath, SleevePath, UnderlayPath
 from weave_fdp.errors import DependencyMissing, FdpError, UsageError
 from weave_fdp.plumbing.netns import popen_in_netns, run_in_netns, stop_process
 
 PATHS = {
     "underlay": "underlay (no overlay)",
     "sleeve": "sleeve, plain",
+    "sleeve_enc": "sleeve, encrypted",
     "null_py": "null forwarder, Python, 2 threads",
     "null_py_procs": "null forwarder, Python, 2 processes",
+    "null_py_gcm": "null forwarder, Python, 2 threads, AES-256-GCM (the sleeve's Sealer/Opener)",
     "null_py_spin": "null forwarder, Python, 2 threads, each spinning 50 µs before it sleeps",
     "null_c": "null forwarder, C, 2 threads",
     "null_c_procs": "null forwarder, C, 2 processes",
 }
 DEFAULT_PATHS = ("underlay", "sleeve", "null_py", "null_py_procs", "null_c")
-COMPARE = (("sleeve", "null_py"), ("null_py_procs", "null_py"), ("null_py_spin", "null_py"),
-           ("null_py", "null_c"), ("sleeve", "null_c"), ("null_c_procs", "null_c"))
+COMPARE = (("sleeve", "null_py"), ("sleeve_enc", "null_py_gcm"), ("null_py_gcm", "null_py"),
+           ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py", "null_c"), ("sleeve", "null_c"),
+           ("null_c_procs", "null_c"))
 SPIN_US = 50
 C_SOURCE = Path(__file__).with_name("null_forwarder.c")
 Echo = Callable[[str], None]
@@ -106,13 +115,27 @@ class NullPath(SleevePath):
         self.key = key
         self.c_exe = c_exe
 
-    def _argv(self, peer_ip: str, seg: int) -> list[str]:
+    def _argv(self, me: int, peer_ip: str, seg: int) -> list[str]:
         procs = self.key.endswith("_procs")
         if self.key.startswith("null_c"):
             assert self.c_exe is not None
             return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else [])]
+        gcm = ["--aesgcm", f"h{me}", f"h{3 - me}"] if self.key.endswith("_gcm") else []
         return [sys.executable, "-m", "weave_fdp.bench.null_forwarder", "--peer", peer_ip, "--seg", str(seg),
-                *(["--procs"] if procs else []), *(["--spin-us", str(SPIN_US)] if self.key.endswith("_spin") else [])]
+                *(["--procs"] if procs else []), *(["--spin-us", str(SPIN_US)] if self.key.endswith("_spin") else []),
+                *gcm]
+
+    def pids(self) -> list[int]:
+        """The forwarders and, in two processes, their children (whose CPU time a parent's
+        /proc/PID/stat leaves out until it reaps them)."""
+        out = super().pids()
+        for pid in list(out):
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+        return out
 
     def _build(self) -> None:
         from weave_fdp.datapath.sleeve import wire
@@ -123,11 +146,12 @@ class NullPath(SleevePath):
         seg = self.lab.mtu - wire.IP_UDP_OVERHEAD
         for i in HOSTS:
             with open(self.tmp / f"null-h{i}.log", "wb") as out:
-                self.procs[i] = self.lab.popen(i, self._argv(self.lab.host_ip(3 - i), seg),
+                self.procs[i] = self.lab.popen(i, self._argv(i, self.lab.host_ip(3 - i), seg),
                                                stdout=out, stderr=subprocess.STDOUT)
-        # The MTU the plain sleeve gives containers on this underlay (what its PMTU discovery
+        # The MTU the sleeve gives containers on this underlay (what its PMTU discovery
         # settles on), so the stream's segments and super-frames are the sleeve's.
-        self._finish(PeerLink(b"", ("", 0), None, None, PmtuProber(self.lab.mtu)).mtu())
+        mtu = PeerLink(b"", ("", 0), None, None, PmtuProber(self.lab.mtu)).mtu()
+        self._finish(mtu - (wire.SEAL_OVERHEAD if self.key.endswith("_gcm") else 0))   # sealed: as the sleeve
         self._wait_through()
 
     def _wait_through(self, timeout: float = 20) -> None:
@@ -152,8 +176,8 @@ def make_paths(keys: list[str], prefix: str, c_exe: Path | None) -> list[BenchPa
         pre = f"{prefix}{n}"
         if k == "underlay":
             out.append(UnderlayPath(pre))
-        elif k == "sleeve":
-            out.append(SleevePath(pre))
+        elif k in ("sleeve", "sleeve_enc"):
+            out.append(SleevePath(pre, password=SLEEVE_PASSWORD if k == "sleeve_enc" else None))
         else:
             out.append(NullPath(pre, k, c_exe))
     return out
@@ -173,14 +197,17 @@ def iperf_once(path: BenchPath, seconds: float, pinned: bool, rnd: int, rep: int
     try:
         _wait_listening(path.server_ns, IPERF_PORT)
         load1 = os.getloadavg()[0]
+        extra = path.pids() + _ksoftirqd_pids()
+        own0 = _process_cpu(extra)
         b0, c0 = _stat()
         cp = run_in_netns(path.client_ns, [*pin_c, "iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT),
                                            "-t", f"{seconds:g}", "-P", "1", "-J"], check=False, timeout=seconds + 30)
         b1, c1 = _stat()
-        srv.wait(5)
+        srv.wait(5)        # reaped here, so its CPU time is in RUSAGE_CHILDREN
+        own = _process_cpu(extra) - own0
         bps, nbytes = results.parse_iperf_tcp(cp.stdout)
         return br.Run(path.key, "pinned" if pinned else "unpinned", rnd, rep, bps / 1e9, nbytes, b1 - b0, c1 - c0,
-                      load1)
+                      load1, own)
     finally:
         stop_process(srv, 3)
 

@@ -102,18 +102,6 @@ def _perf_summary(data: str, echo) -> None:
             echo("  " + line)
 
 
-def with_children(pids: list[int]) -> list[int]:
-    """``pids`` and their child processes (a null forwarder in two processes forks one)."""
-    out = list(pids)
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return out
-
-
 def profile(*, password: bool, seconds: float, perf: bool, echo=print, null: str | None = None) -> dict:
     """Build the path, run the stream, print and return what was measured. ``null``: a null
     forwarder of ``bench sleeve-bound`` (``null_py``, ``null_py_procs``, ``null_c``, ...) instead
@@ -140,7 +128,7 @@ def profile(*, password: bool, seconds: float, perf: bool, echo=print, null: str
         cli = popen_in_netns(path.client_ns, ["taskset", "-c", "0", "iperf3", "-c", path.server_ip, "-t",
                                               f"{seconds + 2:g}", "-J"], stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
-        fw = with_children(path.pids())
+        fw = path.pids()
         pids = {**{f"h{i + 1}": p for i, p in enumerate(fw)}, "iperf3-server": srv.pid, "iperf3-client": cli.pid}
         if perf:
             rec = subprocess.Popen(["perf", "record", "-g", "-o", f"{tmp}/perf.data", "-p", ",".join(map(str, fw)),
