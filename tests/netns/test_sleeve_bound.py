@@ -1,10 +1,11 @@
 """`bench sleeve-bound`, briefly: one TCP stream through the underlay and through the null
-forwarders (Python in two processes, Python sealing with AES-256-GCM, C built with gcc in
-two threads) in the sleeve's lab shape, every run measured and paired, everything it
+forwarders (Python in two processes, Python and C sealing with AES-256-GCM; the C one built
+with gcc where it is installed) in the sleeve's lab shape, every run measured and paired, everything it
 built gone afterwards."""
 
 from __future__ import annotations
 
+import ctypes.util
 import shutil
 import subprocess
 
@@ -17,7 +18,8 @@ def _namespaces() -> set[str]:
 
 
 def test_a_stream_crosses_the_null_forwarders_and_every_lab_is_gone() -> None:
-    paths = ["underlay", "null_py_procs", "null_py_gcm"] + (["null_c"] if shutil.which("gcc") else [])
+    c = shutil.which("gcc") and ctypes.util.find_library("sodium")
+    paths = ["underlay", "null_py_procs", "null_py_gcm"] + (["null_c_gcm"] if c else [])
     lines: list[str] = []
     res = run(Options(rounds=1, seconds=1, paths=paths, placements=["pinned"]), echo=lines.append)
     assert res["errors"] == [], lines

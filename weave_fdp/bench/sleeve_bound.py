@@ -17,7 +17,9 @@ container each with ``ethwe`` at the sleeve's MTU and ``gso_max_size``), one lab
   finds nothing, try again without waiting for ``SPIN_US`` before they sleep;
 * ``null_c``         the same null forwarder in C (``null_forwarder.c``, compiled with gcc
   into a temporary directory at the start), two threads;
-* ``null_c_procs``   (not in the default set) the C one in two processes.
+* ``null_c_procs``   (not in the default set) the C one in two processes;
+* ``null_c_gcm``     (not in the default set) the C one sealing every frame once with
+  libsodium's AES-256-GCM (loaded with dlopen): the ceiling of an encrypted one.
 
 Then, per round, one iperf3 TCP stream through every path, pinned as ``bench datapath``
 pins it (client on CPU 0, server on CPU 1) and unpinned, each twice per round in
@@ -61,11 +63,12 @@ PATHS = {
     "null_py_spin": "null forwarder, Python, 2 threads, each spinning 50 µs before it sleeps",
     "null_c": "null forwarder, C, 2 threads",
     "null_c_procs": "null forwarder, C, 2 processes",
+    "null_c_gcm": "null forwarder, C, 2 threads, AES-256-GCM (libsodium)",
 }
 DEFAULT_PATHS = ("underlay", "sleeve", "null_py", "null_py_procs", "null_c")
 COMPARE = (("sleeve", "null_py"), ("sleeve_enc", "null_py_gcm"), ("null_py_gcm", "null_py"),
            ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py", "null_c"), ("sleeve", "null_c"),
-           ("null_c_procs", "null_c"))
+           ("null_c_procs", "null_c"), ("null_c_gcm", "null_c"), ("sleeve_enc", "null_c_gcm"))
 SPIN_US = 50
 C_SOURCE = Path(__file__).with_name("null_forwarder.c")
 Echo = Callable[[str], None]
@@ -119,7 +122,8 @@ class NullPath(SleevePath):
         procs = self.key.endswith("_procs")
         if self.key.startswith("null_c"):
             assert self.c_exe is not None
-            return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else [])]
+            gcm = ["gcm", f"h{me}", f"h{3 - me}"] if self.key.endswith("_gcm") else []
+            return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else []), *gcm]
         gcm = ["--aesgcm", f"h{me}", f"h{3 - me}"] if self.key.endswith("_gcm") else []
         return [sys.executable, "-m", "weave_fdp.bench.null_forwarder", "--peer", peer_ip, "--seg", str(seg),
                 *(["--procs"] if procs else []), *(["--spin-us", str(SPIN_US)] if self.key.endswith("_spin") else []),
