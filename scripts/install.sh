@@ -29,9 +29,9 @@ if [ -n "${WEAVE_FDP_PROFILE:-}" ]; then
   packages+=(linux-perf)
 fi
 # `make bench-sleeve-bound` (WEAVE_FDP_BOUND=1): gcc, to build the C null forwarder it measures, and
-# libsodium for its AES-256-GCM variant (loaded at run time).
+# OpenSSL's libcrypto for its AES-256-GCM variant (loaded at run time).
 if [ -n "${WEAVE_FDP_BOUND:-}" ]; then
-  packages+=(gcc libc6-dev libsodium23)
+  packages+=(gcc libc6-dev libssl3)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -18,7 +18,7 @@ def _namespaces() -> set[str]:
 
 
 def test_a_stream_crosses_the_null_forwarders_and_every_lab_is_gone() -> None:
-    c = shutil.which("gcc") and ctypes.util.find_library("sodium")
+    c = shutil.which("gcc") and ctypes.util.find_library("crypto")
     paths = ["underlay", "null_py_procs", "null_py_gcm"] + (["null_c_gcm"] if c else [])
     lines: list[str] = []
     res = run(Options(rounds=1, seconds=1, paths=paths, placements=["pinned"]), echo=lines.append)

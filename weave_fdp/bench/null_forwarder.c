@@ -6,10 +6,10 @@
  * capture: recv (packet socket) -> one sendmsg (single datagram or UDP_SEGMENT train, iovecs
  * into the capture buffer); receive: recvmsg (UDP GRO batch) -> chunks joined (memcpy) -> send
  * (packet socket). Capture and receive in two threads (as the Python one), or two processes
- * with "procs". With "gcm LOCAL REMOTE", every frame is sealed once with libsodium's
- * AES-256-GCM where it was captured (seq(8) || ciphertext || tag, nonce 0(4) || seq, as the
- * sleeve seals pieces) and opened in place after the join; libsodium is loaded with dlopen,
- * so the plain forwarder needs nothing but libc. Keys: the peer names repeated (a measuring
+ * with "procs". With "gcm LOCAL REMOTE", every frame is sealed once with AES-256-GCM where
+ * it was captured (seq(8) || ciphertext || tag, nonce 0(4) || seq, as the sleeve seals pieces)
+ * and opened in place after the join, by OpenSSL's libcrypto loaded with dlopen, so the
+ * plain forwarder needs nothing but libc. Keys: the peer names repeated (a measuring
  * stick, never a way to protect anything).
  *
  *     null_forwarder IFNAME PEER_IP SEG [procs] [gcm LOCAL REMOTE]
@@ -58,35 +58,51 @@
 static int psock, usock, seg;
 static struct sockaddr_in peer;
 
-/* libsodium's AES-256-GCM, looked up at run time (gcm mode only) */
-typedef int (*gcm_enc_fn)(unsigned char *, unsigned long long *, const unsigned char *, unsigned long long,
-                          const unsigned char *, unsigned long long, const unsigned char *, const unsigned char *,
-                          const unsigned char *);
-typedef int (*gcm_dec_fn)(unsigned char *, unsigned long long *, unsigned char *, const unsigned char *,
-                          unsigned long long, const unsigned char *, unsigned long long, const unsigned char *,
-                          const unsigned char *);
-static gcm_enc_fn gcm_enc;
-static gcm_dec_fn gcm_dec;
-static unsigned char key_tx[32], key_rx[32];
+/* OpenSSL's AES-256-GCM (libcrypto, looked up at run time, gcm mode only): the fastest here,
+ * 19-23 us per 64 KB against 40-47 for Debian's libsodium 1.0.18 and 24-29 for the libsodium
+ * PyNaCl bundles, which the sleeve uses; the same bytes as both (ciphertext || tag). */
+typedef void *(*ctx_new_fn)(void);
+typedef const void *(*cipher_fn)(void);
+typedef int (*init_fn)(void *, const void *, void *, const unsigned char *, const unsigned char *, int);
+typedef int (*update_fn)(void *, unsigned char *, int *, const unsigned char *, int);
+typedef int (*final_fn)(void *, unsigned char *, int *);
+typedef int (*ctrl_fn)(void *, int, int, void *);
+static init_fn c_init;
+static update_fn c_update;
+static final_fn c_final;
+static ctrl_fn c_ctrl;
+static void *ctx_tx, *ctx_rx;
+static int gcm;
 #define SEQ 8
 #define TAG 16
+#define GCM_GET_TAG 0x10
+#define GCM_SET_TAG 0x11
 
-static void load_sodium(const char *local, const char *remote) {
-    void *h = dlopen("libsodium.so.23", RTLD_NOW);
-    if (!h) h = dlopen("libsodium.so", RTLD_NOW);
-    if (!h) { fprintf(stderr, "error: cannot load libsodium: %s\n", dlerror()); exit(2); }
-    int (*init)(void) = (int (*)(void))dlsym(h, "sodium_init");
-    int (*avail)(void) = (int (*)(void))dlsym(h, "crypto_aead_aes256gcm_is_available");
-    gcm_enc = (gcm_enc_fn)dlsym(h, "crypto_aead_aes256gcm_encrypt");
-    gcm_dec = (gcm_dec_fn)dlsym(h, "crypto_aead_aes256gcm_decrypt");
-    if (!init || !avail || !gcm_enc || !gcm_dec || init() < 0 || !avail()) {
-        fprintf(stderr, "error: libsodium without AES-256-GCM here\n");
+static void load_gcm(const char *local, const char *remote) {
+    void *h = dlopen("libcrypto.so.3", RTLD_NOW);
+    if (!h) { fprintf(stderr, "error: cannot load libcrypto: %s\n", dlerror()); exit(2); }
+    ctx_new_fn ctx_new = (ctx_new_fn)dlsym(h, "EVP_CIPHER_CTX_new");
+    cipher_fn aes = (cipher_fn)dlsym(h, "EVP_aes_256_gcm");
+    c_init = (init_fn)dlsym(h, "EVP_CipherInit_ex");
+    c_update = (update_fn)dlsym(h, "EVP_CipherUpdate");
+    c_final = (final_fn)dlsym(h, "EVP_CipherFinal_ex");
+    c_ctrl = (ctrl_fn)dlsym(h, "EVP_CIPHER_CTX_ctrl");
+    if (!ctx_new || !aes || !c_init || !c_update || !c_final || !c_ctrl) {
+        fprintf(stderr, "error: libcrypto without the EVP calls needed\n");
         exit(2);
     }
+    unsigned char ktx[32], krx[32];
     for (int i = 0; i < 32; i++) {
-        key_tx[i] = (unsigned char)local[i % strlen(local)];
-        key_rx[i] = (unsigned char)remote[i % strlen(remote)];
+        ktx[i] = (unsigned char)local[i % strlen(local)];
+        krx[i] = (unsigned char)remote[i % strlen(remote)];
     }
+    ctx_tx = ctx_new();
+    ctx_rx = ctx_new();
+    if (!ctx_tx || !ctx_rx || c_init(ctx_tx, aes(), NULL, ktx, NULL, 1) != 1 || c_init(ctx_rx, aes(), NULL, krx, NULL, 0) != 1) {
+        fprintf(stderr, "error: AES-256-GCM refused by libcrypto\n");
+        exit(2);
+    }
+    gcm = 1;
 }
 
 static void nonce_of(unsigned char nonce[12], uint64_t seq) {
@@ -95,17 +111,37 @@ static void nonce_of(unsigned char nonce[12], uint64_t seq) {
     memcpy(nonce + 4, &be, 8);
 }
 
+/* seal p[0:n] in place, the tag after it; 0 on success */
+static int seal(uint8_t *p, int n, uint64_t seq) {
+    unsigned char nonce[12];
+    int l;
+    nonce_of(nonce, seq);
+    if (c_init(ctx_tx, NULL, NULL, NULL, nonce, 1) != 1 || c_update(ctx_tx, p, &l, p, n) != 1
+        || c_final(ctx_tx, p + n, &l) != 1 || c_ctrl(ctx_tx, GCM_GET_TAG, TAG, p + n) != 1)
+        return -1;
+    return 0;
+}
+
+/* open p[0:n] (ciphertext || tag) in place; the plaintext length, or -1 */
+static int open_box(uint8_t *p, int n, uint64_t seq) {
+    unsigned char nonce[12];
+    int l, m = n - TAG;
+    if (m < 1) return -1;
+    nonce_of(nonce, seq);
+    if (c_init(ctx_rx, NULL, NULL, NULL, nonce, 0) != 1 || c_update(ctx_rx, p, &l, p, m) != 1
+        || c_ctrl(ctx_rx, GCM_SET_TAG, TAG, p + m) != 1 || c_final(ctx_rx, p + m, &l) <= 0)
+        return -1;
+    return m;
+}
+
 /* a frame (gcm: a sealed logical datagram) to the bridge port */
 static void inject(uint8_t *p, size_t n) {
-    if (gcm_dec) {
+    if (gcm) {
         if (n < SEQ + TAG) return;
         uint64_t be;
-        unsigned char nonce[12];
-        unsigned long long m;
         memcpy(&be, p, 8);
-        nonce_of(nonce, be64toh(be));
-        if (gcm_dec(p + SEQ, &m, NULL, p + SEQ, n - SEQ, NULL, 0, nonce, key_rx) != 0) return;
-        send(psock, p + SEQ, (size_t)m, MSG_DONTWAIT);
+        int m = open_box(p + SEQ, (int)(n - SEQ), be64toh(be));
+        if (m > 0) send(psock, p + SEQ, (size_t)m, MSG_DONTWAIT);
         return;
     }
     send(psock, p, n, MSG_DONTWAIT);
@@ -130,7 +166,7 @@ static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return n
 static void *capture_loop(void *arg) {
     (void)arg;
     static uint8_t room[SEQ + CAPTURE_MAX + TAG];
-    uint8_t *buf = gcm_enc ? room : room + SEQ;   /* what leaves: gcm seq || sealed frame, else the frame */
+    uint8_t *buf = gcm ? room : room + SEQ;   /* what leaves: gcm seq || sealed frame, else the frame */
     uint64_t seq = 0;
     static uint8_t heads[GSO_MAX_SEGS][HEAD];
     struct iovec iov[2 * GSO_MAX_SEGS];
@@ -142,14 +178,11 @@ static void *capture_loop(void *arg) {
     for (;;) {
         ssize_t n = recv(psock, room + SEQ, CAPTURE_MAX, 0);
         if (n <= 0) continue;
-        if (gcm_enc) {
-            unsigned char nonce[12];
-            unsigned long long c;
+        if (gcm) {
             uint64_t be = htobe64(++seq);
-            nonce_of(nonce, seq);
-            if (gcm_enc(room + SEQ, &c, room + SEQ, (unsigned long long)n, NULL, 0, NULL, nonce, key_tx) != 0) continue;
+            if (seal(room + SEQ, (int)n, seq) != 0) continue;
             memcpy(room, &be, 8);
-            n = (ssize_t)(SEQ + c);
+            n += SEQ + TAG;
         }
         for (ssize_t first = 0; first < n; first += (ssize_t)chunk * per) {
             int k = 0;
@@ -274,7 +307,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "procs") == 0) {
             procs = 1;
         } else if (strcmp(argv[i], "gcm") == 0 && i + 2 < argc && *argv[i + 1] && *argv[i + 2]) {
-            load_sodium(argv[i + 1], argv[i + 2]);
+            load_gcm(argv[i + 1], argv[i + 2]);
             i += 2;
         } else {
             fprintf(stderr, "error: unknown argument %s\n", argv[i]);
