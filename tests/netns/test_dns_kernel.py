@@ -199,3 +199,17 @@ def test_answers_in_the_kernel_turned_off_and_on(kl: KernelLab) -> None:
     answered = kl.dns(1)["kernel"]["answered"]
     assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
     assert kl.dns(1)["kernel"]["answered"] > answered
+
+
+def test_a_stopped_router_or_no_dns_answers_nothing_in_the_kernel(kl: KernelLab) -> None:
+    """(Last: it stops h1's router.) The kernel never answers for a router that is not
+    serving: not after `stop` (the programs stay attached, the names would be stale), not
+    after a launch with --no-dns."""
+    assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+    kl.w(1, "stop")
+    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.weave.local")
+    assert "status:" not in out, out
+    kl.w(1, "launch", "--nickname", "h1", "--no-dns")
+    assert kl.dns(1) is None
+    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.weave.local")
+    assert "status:" not in out, out
