@@ -43,6 +43,9 @@
 #define FDP_DNS_TYPE_OPT 41
 #define FDP_DNS_CLASS_IN 1
 #define FDP_DNS_PASS (-1)                        /* not answered here: carry on */
+/* bytes: the largest answer's UDP datagram (8 + 12 + FDP_DNS_NAME_MAX + 4 + 16 answers of
+ * 16 + OPT 11 = 419), rounded up to 4, and 4 more for the zero padding */
+#define FDP_DNS_CSUM_BUF 424
 
 struct fdp_dns_hdr {
 	__be16 id;
@@ -78,6 +81,8 @@ struct fdp_dns_work {
 	__u8 swapped[12];
 	__u32 qlen;           /* the name's length, as the label walk leaves it (see there) */
 	__u32 count;          /* the answers' count, as the shuffle leaves it (see there) */
+	__u32 ulen;           /* the answer's UDP length, for its checksum (see there) */
+	__u8 csum_buf[FDP_DNS_CSUM_BUF];   /* the UDP datagram of the answer, for its checksum */
 };
 BPF_TABLE("percpu_array", u32, struct fdp_dns_work, fdp_dns_work, 1);
 
@@ -132,6 +137,50 @@ static __always_inline __u16 fdp_ipv4_csum(const struct iphdr *ip)
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return ~sum & 0xffff;
+}
+
+/*
+ * The UDP checksum of the answer, once everything else is written (@ulen: the UDP
+ * datagram's length, header included; the checksum field 0): the datagram is read back
+ * into @w->csum_buf, zero-padded to 4 bytes, summed with the pseudo-header (the new
+ * addresses, protocol, length) by bpf_csum_diff, folded and written. Sums of native
+ * 16-bit words, stored natively: the ones' complement sum does not care for byte order.
+ */
+static __always_inline int fdp_dns_udp_csum(struct __sk_buff *skb, struct fdp_dns_work *w, __u32 ulen)
+{
+	__u32 seed, sum;
+	__u64 len;
+	__u16 csum;
+	long got;
+
+	/* verifier: the length is in [8, FDP_DNS_CSUM_BUF - 4]; read back from memory, so
+	 * that the precision this size needs stops there (followed back, it would make the
+	 * name's length and the count exact again, and the parser's ways many) */
+	w->ulen = ulen;
+	len = *(volatile __u32 *)&w->ulen;
+	if (len > FDP_DNS_CSUM_BUF - 4)
+		return -1;
+	asm volatile("" : "+r"(len));   /* LLVM would fuse the two compares into one the verifier cannot use */
+	if (len < 8)
+		return -1;
+	asm volatile("" : "+r"(len));   /* ... or pass a copy taken before this one */
+	if (bpf_skb_load_bytes(skb, FDP_DNS_UDP_OFF, w->csum_buf, len) < 0)
+		return -1;
+	w->csum_buf[len] = 0;
+	w->csum_buf[len + 1] = 0;
+	w->csum_buf[len + 2] = 0;
+	seed = (w->ip.saddr & 0xffff) + (w->ip.saddr >> 16) + (w->ip.daddr & 0xffff) + (w->ip.daddr >> 16) +
+	       bpf_htons(IPPROTO_UDP) + bpf_htons(ulen);
+	got = bpf_csum_diff(NULL, 0, (__be32 *)w->csum_buf, (len + 3) & ~3ULL, seed);
+	if (got < 0)
+		return -1;
+	sum = (__u32)got;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	csum = ~sum & 0xffff;
+	if (csum == 0)
+		csum = 0xffff;   /* 0 would say "no checksum" (RFC 768) */
+	return bpf_skb_store_bytes(skb, FDP_DNS_UDP_OFF + 6, &csum, sizeof(csum), 0) < 0 ? -1 : 0;
 }
 
 /*
@@ -327,7 +376,7 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	w->h.flags2 = 0x80;                        /* RA; NOERROR */
 	w->h.ancount = bpf_htons(count);
 	w->h.arcount = bpf_htons(edns);
-	/* UDP: ports swapped, the new length; checksum 0 ("none", legal over IPv4) */
+	/* UDP: ports swapped, the new length; the checksum is computed last (fdp_dns_udp_csum) */
 	t = w->udp.source;
 	w->udp.source = w->udp.dest;
 	w->udp.dest = t;
@@ -349,6 +398,8 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	    bpf_skb_store_bytes(skb, FDP_DNS_UDP_OFF, &w->udp, sizeof(w->udp), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, FDP_DNS_IP_OFF, &w->ip, sizeof(w->ip), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 0, w->swapped, sizeof(w->swapped), 0) < 0)
+		goto broken;
+	if (fdp_dns_udp_csum(skb, w, 8 + out_dlen) < 0)
 		goto broken;
 	fdp_dns_count(FDP_DNS_ANSWERED);
 	/* out of the veth it came in by: to the container */

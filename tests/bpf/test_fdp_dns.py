@@ -104,14 +104,21 @@ def reply_of(out: bytes) -> bytes:
     assert (ver_ihl, proto, ttl) == (0x45, 17, abi.DNS_REPLY_TTL)
     assert (src, dst) == (bytes(map(int, DNS_IP.split("."))), bytes(map(int, MY_IP.split("."))))
     assert tot_len == len(out) - 14
-    words = struct.unpack("!10H", ip)
-    total = sum(words)
+    assert ones_sum(ip) == 0xFFFF, "IPv4 header checksum"
+    sport, dport, ulen, check = struct.unpack("!HHHH", out[34:42])
+    assert (sport, dport, ulen) == (53, 40000, len(out) - 34)
+    assert check != 0 and ones_sum(src + dst + struct.pack("!HH", 17, ulen) + out[34:]) == 0xFFFF, "UDP checksum"
+    return out[42:]
+
+
+def ones_sum(data: bytes) -> int:
+    """The ones' complement sum of ``data`` as 16-bit big-endian words (0xffff: a valid checksum)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    assert total == 0xFFFF, "IPv4 header checksum"
-    sport, dport, ulen, _ = struct.unpack("!HHHH", out[34:42])
-    assert (sport, dport, ulen) == (53, 40000, len(out) - 34)
-    return out[42:]
+    return total
 
 
 def same_reply(kernel: bytes, user: bytes) -> None:
