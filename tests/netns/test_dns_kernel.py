@@ -3,7 +3,8 @@
 Two hosts: h1 runs fastdp (its containers' queries for names in the domain are answered
 at their veths), h2 runs ``--no-fastdp`` (its userspace server answers everything), so
 the same question asked on both compares the kernel's answer with the server's. h1's
-router limits each source to 20 queries/s (bursts of 2000, the server's minimum).
+router limits each source to 20 queries/s (bursts of 2000, the server's minimum). Both use
+the domain ``corp.internal.`` and a TTL of 7 s, which the kernel's answers must follow.
 Nothing leaves the lab's namespaces.
 """
 
@@ -26,6 +27,8 @@ W = weave_command()
 RATE = 20                     # h1's --dns-rate-limit, queries/s per source
 BURST = 2000                  # its burst: max(2000, 2 * RATE), as the server's bucket
 POOL = [f"10.32.9.{k}" for k in range(1, 5)]
+TTL = 7
+DOMAIN_ARGS = ["--dns-domain", "corp.internal", "--dns-ttl", str(TTL)]   # the kernel follows both
 
 
 class KernelLab:
@@ -50,16 +53,16 @@ def kl(make_lab_module: Callable[..., Lab]) -> Iterator[KernelLab]:
     lab = make_lab_module(hosts=2, topology="full", containers=2)
     lab.state.routers = lab.routers = True    # torn down with `reset` (the pins too)
     lab._save()
-    lab.exec(1, [*W, "launch", "--nickname", "h1", "--dns-rate-limit", str(RATE)], timeout=60)
-    lab.exec(2, [*W, "launch", "--nickname", "h2", "--no-fastdp", lab.host_ip(1)], timeout=60)
+    lab.exec(1, [*W, "launch", "--nickname", "h1", "--dns-rate-limit", str(RATE), *DOMAIN_ARGS], timeout=60)
+    lab.exec(2, [*W, "launch", "--nickname", "h2", "--no-fastdp", *DOMAIN_ARGS, lab.host_ip(1)], timeout=60)
     for i in (1, 2):
         for j in (1, 2):
             lab.exec(i, [*W, "attach", lab.container_cidr(i, j), f"netns:{lab.container_ns(i, j)}"])
     k = KernelLab(lab)
-    k.w(1, "dns-add", *POOL, "-h", "pool.weave.local")
+    k.w(1, "dns-add", *POOL, "-h", "pool.corp.internal")
     for i in (1, 2):
-        wait_until(lambda i=i: sorted(k.short(i, 1, "pool.weave.local")) == POOL, 30, f"pool on h{i}")
-        wait_until(lambda i=i: k.short(i, 1, f"{lab.container_ns(3 - i, 1)}.weave.local")
+        wait_until(lambda i=i: sorted(k.short(i, 1, "pool.corp.internal")) == POOL, 30, f"pool on h{i}")
+        wait_until(lambda i=i: k.short(i, 1, f"{lab.container_ns(3 - i, 1)}.corp.internal")
                    == [lab.container_ip(3 - i, 1)], 30, f"h{3 - i}'s container from h{i}")
     yield k
 
@@ -94,13 +97,13 @@ def test_answers_come_from_the_kernel_not_the_server(kl: KernelLab) -> None:
     queries0 = int(before["stats"]["queries"])
     orders = set()
     for _ in range(12):
-        got = kl.short(1, 1, "pool.weave.local")
+        got = kl.short(1, 1, "pool.corp.internal")
         assert sorted(got) == POOL, got
         orders.add(tuple(got))
     assert len(orders) > 1, f"always the same order: {orders}"       # shuffled in the kernel
     # one question only the server answers (AAAA): what reached the server is exactly what the
     # kernel passed on (the AAAA query, and dig's retry of it on a slow day), no A query
-    aaaa = kl.dig(1, 1, "pool.weave.local", "AAAA")
+    aaaa = kl.dig(1, 1, "pool.corp.internal", "AAAA")
     assert status(aaaa) == "NOERROR" and "ANSWER: 0" in aaaa
 
     def passed(k: dict[str, Any]) -> int:
@@ -129,25 +132,26 @@ def _fields(out: str) -> dict[str, Any]:
 @pytest.mark.parametrize("args", [(), ("+noedns",), ("+norecurse",), ("+bufsize=1232",)],
                          ids=["dig's default (EDNS with a cookie)", "no EDNS", "no recursion", "EDNS 1232"])
 def test_the_kernel_answers_what_the_server_answers(kl: KernelLab, args: tuple[str, ...]) -> None:
-    for name in ("pool.weave.local", "POOL.Weave.Local", f"{kl.lab.container_ns(2, 2)}.weave.local"):
+    for name in ("pool.corp.internal", "POOL.Corp.Internal", f"{kl.lab.container_ns(2, 2)}.corp.internal"):
         kernel = _fields(kl.dig(1, 2, name, *args))       # h1: fastdp
         server = _fields(kl.dig(2, 2, name, *args))       # h2: --no-fastdp, the userspace server
         assert kernel == server and kernel["answers"], (name, kernel, server)
+        assert all(int(a[1]) == TTL for a in kernel["answers"]), kernel
     assert kl.dns(2)["kernel"] is None                     # no fastdp, no answers in the kernel
 
 
 def test_a_detached_name_is_no_longer_answered(kl: KernelLab) -> None:
     lab = kl.lab
     ns = lab.add_container(1)
-    lab.exec(1, [*W, "attach", "10.32.1.60/12", f"netns:{ns}", "-h", "leaving.weave.local"])
-    wait_until(lambda: kl.short(1, 1, "leaving.weave.local") == ["10.32.1.60"], 20, "leaving resolves on h1")
+    lab.exec(1, [*W, "attach", "10.32.1.60/12", f"netns:{ns}", "-h", "leaving.corp.internal"])
+    wait_until(lambda: kl.short(1, 1, "leaving.corp.internal") == ["10.32.1.60"], 20, "leaving resolves on h1")
     answered = kl.dns(1)["kernel"]["answered"]
-    assert kl.short(1, 1, "leaving.weave.local") == ["10.32.1.60"]
+    assert kl.short(1, 1, "leaving.corp.internal") == ["10.32.1.60"]
     assert kl.dns(1)["kernel"]["answered"] > answered           # from the kernel
     lab.exec(1, [*W, "detach", f"netns:{ns}"])
-    wait_until(lambda: status(kl.dig(1, 1, "leaving.weave.local")) == "NXDOMAIN", 10, "NXDOMAIN after detach")
+    wait_until(lambda: status(kl.dig(1, 1, "leaving.corp.internal")) == "NXDOMAIN", 10, "NXDOMAIN after detach")
     for _ in range(5):
-        assert status(kl.dig(1, 1, "leaving.weave.local")) == "NXDOMAIN"
+        assert status(kl.dig(1, 1, "leaving.corp.internal")) == "NXDOMAIN"
 
 
 FLOOD = r'''
@@ -155,7 +159,7 @@ import socket, sys, time
 from dnslib import DNSRecord
 n = int(sys.argv[1])
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-q = DNSRecord.question("pool.weave.local").pack()
+q = DNSRecord.question("pool.corp.internal").pack()
 t0 = time.monotonic()
 for k in range(n):
     u.sendto(q, ("169.254.53.53", 53))
@@ -190,14 +194,14 @@ def test_answers_in_the_kernel_turned_off_and_on(kl: KernelLab) -> None:
     try:
         assert toggle("off") == {"on": False, "names": 0}
         before = kl.dns(1)
-        assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+        assert sorted(kl.short(1, 1, "pool.corp.internal")) == POOL
         wait_until(lambda: _server_queries(kl) >= int(before["stats"]["queries"]) + 1, 10, "the server's answer")
         assert kl.dns(1)["kernel"]["answered"] == before["kernel"]["answered"]
     finally:
         state = toggle("on")
     assert state["on"] and state["names"] >= 5
     answered = kl.dns(1)["kernel"]["answered"]
-    assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+    assert sorted(kl.short(1, 1, "pool.corp.internal")) == POOL
     assert kl.dns(1)["kernel"]["answered"] > answered
 
 
@@ -205,11 +209,11 @@ def test_a_stopped_router_or_no_dns_answers_nothing_in_the_kernel(kl: KernelLab)
     """(Last: it stops h1's router.) The kernel never answers for a router that is not
     serving: not after `stop` (the programs stay attached, the names would be stale), not
     after a launch with --no-dns."""
-    assert sorted(kl.short(1, 1, "pool.weave.local")) == POOL
+    assert sorted(kl.short(1, 1, "pool.corp.internal")) == POOL
     kl.w(1, "stop")
-    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.weave.local")
+    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.corp.internal")
     assert "status:" not in out, out
     kl.w(1, "launch", "--nickname", "h1", "--no-dns")
     assert kl.dns(1) is None
-    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.weave.local")
+    out = kl.dig(1, 1, "+time=1", "+tries=1", "pool.corp.internal")
     assert "status:" not in out, out
