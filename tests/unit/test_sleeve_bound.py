@@ -123,7 +123,8 @@ def test_a_run_that_moved_nothing_has_no_cost_per_gb() -> None:
 
 
 @pytest.mark.parametrize("kw", [dict(rounds=0), dict(seconds=0.5), dict(paths=["sleeve", "nope"]),
-                                dict(paths=["sleeve", "null_c"]), dict(placements=["sideways"])])
+                                dict(paths=["sleeve", "null_c"]), dict(placements=["sideways"]),
+                                dict(paths=["underlay", "sleeve_base"]), dict(baseline="/nonexistent")])
 def test_bad_options_are_refused_with_a_fix(kw: dict) -> None:
     with pytest.raises(UsageError):
         Options(**kw).check()

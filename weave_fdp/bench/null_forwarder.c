@@ -12,7 +12,9 @@
  * plain forwarder needs nothing but libc. Keys: the peer names repeated (a measuring
  * stick, never a way to protect anything).
  *
- *     null_forwarder IFNAME PEER_IP SEG [procs] [gcm LOCAL REMOTE]
+ * "ring": capture from a TPACKET_V2 receive ring instead of recv (two threads, plain).
+ *
+ *     null_forwarder IFNAME PEER_IP SEG [procs | ring] [gcm LOCAL REMOTE]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -24,7 +26,9 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +58,7 @@
 #define GSO_MAX_BYTES 65000
 #define GSO_MAX_SEGS 64
 #define BUF_BYTES (8 << 20)
+#define VNET_LEN 10
 
 static int psock, usock, seg;
 static struct sockaddr_in peer;
@@ -163,11 +168,8 @@ static void buffers(int s) {
 static void put32(uint8_t *p, uint32_t v) { v = htonl(v); memcpy(p, &v, 4); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return ntohl(v); }
 
-static void *capture_loop(void *arg) {
-    (void)arg;
-    static uint8_t room[SEQ + CAPTURE_MAX + TAG];
-    uint8_t *buf = gcm ? room : room + SEQ;   /* what leaves: gcm seq || sealed frame, else the frame */
-    uint64_t seq = 0;
+/* frame p[0:n] to the peer: one datagram or UDP_SEGMENT trains of pieces (iovecs into p) */
+static void send_frame(uint8_t *p, ssize_t n) {
     static uint8_t heads[GSO_MAX_SEGS][HEAD];
     struct iovec iov[2 * GSO_MAX_SEGS];
     char ctl[CMSG_SPACE(sizeof(uint16_t))];
@@ -175,6 +177,37 @@ static void *capture_loop(void *arg) {
     int per = GSO_MAX_BYTES / seg;
     if (per > GSO_MAX_SEGS) per = GSO_MAX_SEGS;
     if (per < 1) per = 1;
+    for (ssize_t first = 0; first < n; first += (ssize_t)chunk * per) {
+        int k = 0;
+        for (ssize_t o = first; o < n && k < per; o += chunk, k++) {
+            put32(heads[k], (uint32_t)n);
+            put32(heads[k] + 4, (uint32_t)o);
+            iov[2 * k].iov_base = heads[k];
+            iov[2 * k].iov_len = HEAD;
+            iov[2 * k + 1].iov_base = p + o;
+            iov[2 * k + 1].iov_len = (size_t)(n - o < chunk ? n - o : chunk);
+        }
+        struct msghdr m = {.msg_name = &peer, .msg_namelen = sizeof peer, .msg_iov = iov,
+                           .msg_iovlen = (size_t)(2 * k)};
+        if (k > 1) {
+            m.msg_control = ctl;
+            m.msg_controllen = sizeof ctl;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t s = (uint16_t)seg;
+            memcpy(CMSG_DATA(c), &s, sizeof s);
+        }
+        sendmsg(usock, &m, MSG_DONTWAIT);     /* a full queue loses the frame, as in any forwarder */
+    }
+}
+
+static void *capture_loop(void *arg) {
+    (void)arg;
+    static uint8_t room[SEQ + CAPTURE_MAX + TAG];
+    uint8_t *buf = gcm ? room : room + SEQ;   /* what leaves: gcm seq || sealed frame, else the frame */
+    uint64_t seq = 0;
     for (;;) {
         ssize_t n = recv(psock, room + SEQ, CAPTURE_MAX, 0);
         if (n <= 0) continue;
@@ -184,30 +217,30 @@ static void *capture_loop(void *arg) {
             memcpy(room, &be, 8);
             n += SEQ + TAG;
         }
-        for (ssize_t first = 0; first < n; first += (ssize_t)chunk * per) {
-            int k = 0;
-            for (ssize_t o = first; o < n && k < per; o += chunk, k++) {
-                put32(heads[k], (uint32_t)n);
-                put32(heads[k] + 4, (uint32_t)o);
-                iov[2 * k].iov_base = heads[k];
-                iov[2 * k].iov_len = HEAD;
-                iov[2 * k + 1].iov_base = buf + o;
-                iov[2 * k + 1].iov_len = (size_t)(n - o < chunk ? n - o : chunk);
-            }
-            struct msghdr m = {.msg_name = &peer, .msg_namelen = sizeof peer, .msg_iov = iov,
-                               .msg_iovlen = (size_t)(2 * k)};
-            if (k > 1) {
-                m.msg_control = ctl;
-                m.msg_controllen = sizeof ctl;
-                struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-                c->cmsg_level = SOL_UDP;
-                c->cmsg_type = UDP_SEGMENT;
-                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-                uint16_t s = (uint16_t)seg;
-                memcpy(CMSG_DATA(c), &s, sizeof s);
-            }
-            sendmsg(usock, &m, MSG_DONTWAIT);     /* a full queue loses the frame, as in any forwarder */
-        }
+        send_frame(buf, n);
+    }
+    return NULL;
+}
+
+/* capture from a TPACKET_V2 receive ring: frames sent from their slots, poll only when empty */
+#define RING_FRAME (1 << 17)
+#define RING_FRAMES 64
+static void *ring_capture_loop(void *arg) {
+    (void)arg;
+    int v = TPACKET_V2;
+    struct tpacket_req req = {RING_FRAME, RING_FRAMES, RING_FRAME, RING_FRAMES};
+    if (setsockopt(psock, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0) die("PACKET_VERSION");
+    if (setsockopt(psock, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) die("PACKET_RX_RING");
+    uint8_t *ring = mmap(NULL, (size_t)RING_FRAME * RING_FRAMES, PROT_READ | PROT_WRITE, MAP_SHARED, psock, 0);
+    if (ring == MAP_FAILED) die("mmap ring");
+    struct pollfd pfd = {.fd = psock, .events = POLLIN | POLLERR};
+    for (unsigned i = 0;; i = (i + 1) % RING_FRAMES) {
+        volatile struct tpacket2_hdr *h = (void *)(ring + (size_t)i * RING_FRAME);
+        while (!(h->tp_status & TP_STATUS_USER)) poll(&pfd, 1, -1);
+        __sync_synchronize();
+        send_frame((uint8_t *)h + h->tp_mac - VNET_LEN, (ssize_t)h->tp_snaplen + VNET_LEN);
+        __sync_synchronize();
+        h->tp_status = TP_STATUS_KERNEL;
     }
     return NULL;
 }
@@ -270,7 +303,7 @@ static void *receive_loop(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s IFNAME PEER_IP SEG [procs] [gcm LOCAL REMOTE]\n", argv[0]);
+        fprintf(stderr, "usage: %s IFNAME PEER_IP SEG [procs | ring] [gcm LOCAL REMOTE]\n", argv[0]);
         return 2;
     }
     seg = atoi(argv[3]);
@@ -302,10 +335,12 @@ int main(int argc, char **argv) {
     peer.sin_port = htons(PORT);
     if (inet_pton(AF_INET, argv[2], &peer.sin_addr) != 1) { fprintf(stderr, "error: bad PEER_IP\n"); return 2; }
 
-    int procs = 0;
+    int procs = 0, ring = 0;
     for (int i = 4; i < argc; i++) {
         if (strcmp(argv[i], "procs") == 0) {
             procs = 1;
+        } else if (strcmp(argv[i], "ring") == 0) {
+            ring = 1;
         } else if (strcmp(argv[i], "gcm") == 0 && i + 2 < argc && *argv[i + 1] && *argv[i + 2]) {
             load_gcm(argv[i + 1], argv[i + 2]);
             i += 2;
@@ -325,8 +360,10 @@ int main(int argc, char **argv) {
         capture_loop(NULL);
         return 0;
     }
+    if (ring && (procs || gcm)) { fprintf(stderr, "error: ring goes with neither procs nor gcm\n"); return 2; }
     pthread_t t;
     if (pthread_create(&t, NULL, receive_loop, NULL) != 0) die("thread");
+    if (ring) ring_capture_loop(NULL);
     capture_loop(NULL);
     return 0;
 }

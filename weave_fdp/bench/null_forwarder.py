@@ -18,7 +18,7 @@ No routing, no crypto, no counters, no checks beyond what keeps frames whole. Bo
 directions (data and ACKs). ``--procs``: capture and receive in two processes (forked,
 sharing the sockets; no GIL between them) instead of two threads of one. ``--spin-us``:
 a read that finds nothing keeps trying (MSG_DONTWAIT) that long before it sleeps.
-``--aesgcm LOCAL REMOTE``: every frame sealed once with AES-256-GCM by the sleeve's own
+``--ring``: capture from a TPACKET_V2 receive ring (two threads). ``--aesgcm LOCAL REMOTE``: every frame sealed once with AES-256-GCM by the sleeve's own
 ``Sealer`` and opened by its ``Opener`` (the encrypted sleeve's cipher, nothing else of it).
 
     python -m weave_fdp.bench.null_forwarder --ifname vethwe-pcap --peer 10.x.y.z [--procs] [--spin-us 50]
@@ -37,7 +37,9 @@ import argparse
 import ctypes
 import functools
 import math
+import mmap
 import os
+import select
 import signal
 import socket
 import struct
@@ -48,6 +50,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from weave_fdp.datapath.sleeve import sockets as so
+from weave_fdp.datapath.sleeve.sockets import SOL_PACKET
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.crypto import GCM_TAG, Opener, Sealer, aesgcm_available
 from weave_fdp.datapath.sleeve.sizing import segments_per_train
@@ -208,6 +211,39 @@ def capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, in
         send(mv, pre + n + GCM_TAG)
 
 
+RING_FRAME = 1 << 17              # one ring slot: a 64 KiB super-frame, its vnet and tpacket headers
+RING_FRAMES = 64                  # 8 MiB, the packet socket's buffer elsewhere
+PACKET_VERSION, PACKET_RX_RING, TPACKET_V2, TP_STATUS_USER = 10, 5, 1, 1
+TPACKET2 = struct.Struct("IIIHH")  # tp_status, tp_len, tp_snaplen, tp_mac, tp_net (of tpacket2_hdr)
+
+
+def ring_capture_loop(psock: socket.socket, usock: socket.socket, peer: tuple[str, int], seg: int) -> None:
+    """``capture_loop`` reading a TPACKET_V2 receive ring instead of calling ``recv``: the
+    kernel copies each frame (the vnet header just before its MAC header) into a slot of a
+    shared mapping, the loop sends it from there and hands the slot back; it sleeps in
+    ``poll`` only when the next slot is empty."""
+    psock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+    psock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack("IIII", RING_FRAME, RING_FRAMES, RING_FRAME, RING_FRAMES))
+    ring = mmap.mmap(psock.fileno(), RING_FRAME * RING_FRAMES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    mv = memoryview(ring)
+    send = Sender(usock, peer, seg).send
+    head, zero = TPACKET2.unpack_from, struct.Struct("I").pack_into
+    p = select.poll()
+    p.register(psock.fileno(), select.POLLIN | select.POLLERR)
+    vlen = wire.VNET_LEN
+    i = 0
+    while True:
+        base = i * RING_FRAME
+        status, _len, snap, mac, _net = head(ring, base)
+        if not status & TP_STATUS_USER:
+            p.poll()
+            continue
+        start = base + mac - vlen
+        send(mv[start:start + snap + vlen], snap + vlen)
+        zero(ring, base, 0)                        # the slot back to the kernel
+        i = (i + 1) % RING_FRAMES
+
+
 def receive_loop(usock: socket.socket, psock: socket.socket, spin_s: float = 0.0,
                  opener: Opener | None = None) -> None:
     """Datagrams from the peer to the packet socket; with ``opener``, each frame opened
@@ -276,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aesgcm", nargs=2, metavar=("LOCAL", "REMOTE"),
                     help="seal every frame with AES-256-GCM (the sleeve's Sealer/Opener) between these "
                          "6-character peer names")
+    ap.add_argument("--ring", action="store_true", help="capture from a TPACKET_V2 receive ring")
     ap.add_argument("--spin-us", type=float, default=0.0,
                     help="when a read finds nothing, keep trying this long before sleeping")
     a = ap.parse_args(argv)
@@ -303,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(0)
         signal.signal(signal.SIGTERM, lambda *_: (os.kill(pid, signal.SIGTERM), os._exit(0)))
         capture_loop(psock, usock, peer, a.seg, spin, sealer)
+        return 0
+    if a.ring:
+        threading.Thread(target=receive_loop, args=(usock, psock), name="null-receive", daemon=True).start()
+        ring_capture_loop(psock, usock, peer, a.seg)
         return 0
     threading.Thread(target=receive_loop, args=(usock, psock, spin, opener), name="null-receive",
                      daemon=True).start()

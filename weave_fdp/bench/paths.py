@@ -201,10 +201,11 @@ class SleevePath(BenchPath):
 
     key = "sleeve"
 
-    def __init__(self, prefix: str, password: str | None = None) -> None:
+    def __init__(self, prefix: str, password: str | None = None, pythonpath: str | None = None) -> None:
         super().__init__(prefix)
         self.password = password
         self.key = "sleeve_enc" if password else "sleeve"
+        self.pythonpath = pythonpath      # run the forwarders from this source tree (an A/B baseline)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"weave-fdp-bench-{prefix}-"))
         self.procs: dict[int, subprocess.Popen[Any]] = {}
 
@@ -224,9 +225,10 @@ class SleevePath(BenchPath):
                    "password": self.password, "status_file": str(self.tmp / f"status-h{i}.json")}
             path = self.tmp / f"sleeve-h{i}.json"
             path.write_text(json.dumps(cfg))
+            env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
             with open(self.tmp / f"sleeve-h{i}.log", "wb") as out:
                 self.procs[i] = self.lab.popen(i, [sys.executable, "-m", "weave_fdp.datapath.sleeve.run",
-                                                   str(path)], stdout=out, stderr=subprocess.STDOUT)
+                                                   str(path)], stdout=out, stderr=subprocess.STDOUT, env=env)
         self._finish(self._wait_up())
         self.info["encrypted"] = bool(self.password)
 

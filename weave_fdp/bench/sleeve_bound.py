@@ -7,12 +7,16 @@ container each with ``ethwe`` at the sleeve's MTU and ``gso_max_size``), one lab
 * ``underlay``       host to host on the lab underlay, no overlay: the limit;
 * ``sleeve``         the real sleeve, plain (``python -m weave_fdp.datapath.sleeve.run``);
   ``sleeve_enc`` (not in the default set) the same with a password (AES-256-GCM pieces);
+  ``sleeve_base``, ``sleeve_enc_base``: the same from another source tree (``--baseline DIR``,
+  through ``PYTHONPATH``), for an A/B paired run by run;
 * ``null_py``        the null forwarder in Python (``null_forwarder.py``): capture read →
   UDP GSO ``sendmsg`` of the frame in PMTU pieces; UDP GRO read → join → inject; both
   directions; capture and receive in two threads of one process, as the sleeve;
 * ``null_py_procs``  the same with capture and receive in two processes (no GIL between);
 * ``null_py_gcm``    (not in the default set) ``null_py`` sealing every frame once with
   AES-256-GCM (the sleeve's own ``Sealer``/``Opener``): the ceiling of an encrypted one;
+* ``null_py_ring``, ``null_c_ring`` (not in the default set) capture from a TPACKET_V2
+  receive ring (``PACKET_VNET_HDR`` works with rings) instead of ``recv``;
 * ``null_py_spin``   (not in the default set) ``null_py`` whose threads, once a read
   finds nothing, try again without waiting for ``SPIN_US`` before they sleep;
 * ``null_c``         the same null forwarder in C (``null_forwarder.c``, compiled with gcc
@@ -58,18 +62,23 @@ PATHS = {
     "underlay": "underlay (no overlay)",
     "sleeve": "sleeve, plain",
     "sleeve_enc": "sleeve, encrypted",
+    "sleeve_base": "sleeve, plain, the baseline tree",
+    "sleeve_enc_base": "sleeve, encrypted, the baseline tree",
     "null_py": "null forwarder, Python, 2 threads",
     "null_py_procs": "null forwarder, Python, 2 processes",
     "null_py_gcm": "null forwarder, Python, 2 threads, AES-256-GCM (the sleeve's Sealer/Opener)",
+    "null_py_ring": "null forwarder, Python, 2 threads, capture from a TPACKET_V2 ring",
     "null_py_spin": "null forwarder, Python, 2 threads, each spinning 50 µs before it sleeps",
     "null_c": "null forwarder, C, 2 threads",
     "null_c_procs": "null forwarder, C, 2 processes",
+    "null_c_ring": "null forwarder, C, 2 threads, capture from a TPACKET_V2 ring",
     "null_c_gcm": "null forwarder, C, 2 threads, AES-256-GCM (OpenSSL)",
 }
 DEFAULT_PATHS = ("underlay", "sleeve", "null_py", "null_py_procs", "null_c")
-COMPARE = (("sleeve", "null_py"), ("sleeve_enc", "null_py_gcm"), ("null_py_gcm", "null_py"),
-           ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py", "null_c"), ("sleeve", "null_c"),
-           ("null_c_procs", "null_c"), ("null_c_gcm", "null_c"), ("sleeve_enc", "null_c_gcm"))
+COMPARE = (("sleeve", "sleeve_base"), ("sleeve_enc", "sleeve_enc_base"), ("sleeve", "null_py"), ("sleeve_enc", "null_py_gcm"), ("null_py_gcm", "null_py"),
+           ("null_py_procs", "null_py"), ("null_py_spin", "null_py"), ("null_py_ring", "null_py"),
+           ("null_py", "null_c"), ("sleeve", "null_c"), ("null_c_ring", "null_c"), ("null_c_procs", "null_c"),
+           ("null_c_gcm", "null_c"), ("sleeve_enc", "null_c_gcm"))
 SPIN_US = 50
 C_SOURCE = Path(__file__).with_name("null_forwarder.c")
 Echo = Callable[[str], None]
@@ -81,6 +90,7 @@ class Options:
     seconds: float = 3.0
     paths: list[str] = field(default_factory=lambda: list(DEFAULT_PATHS))
     placements: list[str] = field(default_factory=lambda: list(br.PLACEMENTS))
+    baseline: str | None = None     # a source tree: its sleeve too, as sleeve_base / sleeve_enc_base
 
     def check(self) -> None:
         if not 1 <= self.rounds <= 50:
@@ -92,6 +102,10 @@ class Options:
             raise UsageError(f"unknown path {bad[0] if bad else '(none)'}", fix="choose from " + ", ".join(PATHS))
         if "underlay" not in self.paths:
             raise UsageError("the underlay path is missing", fix="keep underlay in --paths: shares are of it")
+        if any(p.endswith("_base") for p in self.paths) and not self.baseline:
+            raise UsageError("a baseline path without a baseline tree", fix="pass --baseline DIR")
+        if self.baseline and not os.path.isdir(os.path.join(self.baseline, "weave_fdp")):
+            raise UsageError(f"{self.baseline} is not a weave-fdp source tree", fix="pass the directory holding weave_fdp/")
         bad = [p for p in self.placements if p not in br.PLACEMENTS]
         if bad or not self.placements:
             raise UsageError(f"unknown placement {bad[0] if bad else '(none)'}",
@@ -124,11 +138,12 @@ class NullPath(SleevePath):
         if self.key.startswith("null_c"):
             assert self.c_exe is not None
             gcm = ["gcm", f"h{me}", f"h{3 - me}"] if self.key.endswith("_gcm") else []
-            return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else []), *gcm]
+            return [str(self.c_exe), "vethwe-pcap", peer_ip, str(seg), *(["procs"] if procs else []),
+                    *(["ring"] if self.key.endswith("_ring") else []), *gcm]
         gcm = ["--aesgcm", f"h{me}", f"h{3 - me}"] if self.key.endswith("_gcm") else []
         return [sys.executable, "-m", "weave_fdp.bench.null_forwarder", "--peer", peer_ip, "--seg", str(seg),
                 *(["--procs"] if procs else []), *(["--spin-us", str(SPIN_US)] if self.key.endswith("_spin") else []),
-                *gcm]
+                *(["--ring"] if self.key.endswith("_ring") else []), *gcm]
 
     def pids(self) -> list[int]:
         """The forwarders and, in two processes, their children (whose CPU time a parent's
@@ -175,14 +190,17 @@ class NullPath(SleevePath):
                                f"within {timeout:g} s", fix=f"see the logs in {self.tmp}")
 
 
-def make_paths(keys: list[str], prefix: str, c_exe: Path | None) -> list[BenchPath]:
+def make_paths(keys: list[str], prefix: str, c_exe: Path | None, baseline: str | None = None) -> list[BenchPath]:
     out: list[BenchPath] = []
     for n, k in enumerate(keys):
         pre = f"{prefix}{n}"
         if k == "underlay":
             out.append(UnderlayPath(pre))
-        elif k in ("sleeve", "sleeve_enc"):
-            out.append(SleevePath(pre, password=SLEEVE_PASSWORD if k == "sleeve_enc" else None))
+        elif k.startswith("sleeve"):
+            sp = SleevePath(pre, password=SLEEVE_PASSWORD if k.startswith("sleeve_enc") else None,
+                            pythonpath=baseline if k.endswith("_base") else None)
+            sp.key = k
+            out.append(sp)
         else:
             out.append(NullPath(pre, k, c_exe))
     return out
@@ -234,7 +252,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     load = 0.0
     try:
         c_exe = compile_c(tmp) if any(k.startswith("null_c") for k in opts.paths) else None
-        paths = make_paths(opts.paths, "sb" + secrets.token_hex(2), c_exe)
+        paths = make_paths(opts.paths, "sb" + secrets.token_hex(2), c_exe, opts.baseline)
         for p in paths:
             t0 = time.monotonic()
             say(f"building {p.key} (lab {p.lab.prefix}) ...")
@@ -296,10 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--paths", default=",".join(DEFAULT_PATHS), help="comma separated: " + ", ".join(PATHS))
     ap.add_argument("--placements", default="pinned,unpinned")
+    ap.add_argument("--baseline", help="a source tree whose sleeve runs as sleeve_base / sleeve_enc_base")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     opts = Options(rounds=a.rounds, seconds=a.seconds, paths=[p for p in a.paths.split(",") if p],
-                   placements=[p for p in a.placements.split(",") if p])
+                   placements=[p for p in a.placements.split(",") if p], baseline=a.baseline)
     try:
         res = run(opts, echo=None if a.json else (lambda s: print(s, file=sys.stderr, flush=True)))
     except FdpError as exc:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weave_fdp.bench.paths import SLEEVE_PASSWORD, SleevePath
+from weave_fdp.bench.sleeve_bound import PATHS as NULL_PATHS
 from weave_fdp.errors import DependencyMissing, FdpError
 from weave_fdp.plumbing.netns import popen_in_netns, stop_process
 
@@ -112,7 +113,7 @@ def profile(*, password: bool, seconds: float, perf: bool, echo=print, null: str
         raise DependencyMissing("perf not found on PATH", fix="`make profile-sleeve` installs linux-perf")
     tmp = tempfile.mkdtemp(prefix="weave-fdp-sleeve-profile-")
     if null:
-        from weave_fdp.bench.sleeve_bound import NullPath, compile_c
+        from weave_fdp.bench.sleeve_bound import NullPath, compile_c  # noqa: PLC0415
 
         path: SleevePath = NullPath("sp" + secrets.token_hex(2), null,
                                     compile_c(Path(tmp)) if null.startswith("null_c") else None)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--password", action="store_true", help="the encrypted sleeve (AES-256-GCM pieces)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds measured (after 1 s of warm-up)")
     ap.add_argument("--perf", action="store_true", help="also perf record each forwarder thread")
-    ap.add_argument("--null", choices=("null_py", "null_py_procs", "null_c", "null_c_procs"),
+    ap.add_argument("--null", choices=[k for k in NULL_PATHS if k.startswith("null_")],
                     help="a null forwarder of `bench sleeve-bound` instead of the sleeve")
     a = ap.parse_args(argv)
     if not 1 <= a.seconds <= 120:

@@ -91,8 +91,11 @@ def bench_ipam(sim_sizes: str, routers: str, attaches: int, allocs: int, as_json
               help="Paths, comma separated (also null_c_procs).")
 @click.option("--placements", default="pinned,unpinned", show_default=True,
               help="iperf3 pinned as bench datapath pins it, unpinned, or both.")
+@click.option("--baseline", type=click.Path(file_okay=False), default=None,
+              help="A source tree whose sleeve also runs (paths sleeve_base, sleeve_enc_base): an A/B.")
 @json_option
-def bench_sleeve_bound(rounds: int, seconds: float, paths: str, placements: str, as_json: bool) -> None:
+def bench_sleeve_bound(rounds: int, seconds: float, paths: str, placements: str, baseline: str | None,
+                       as_json: bool) -> None:
     """One TCP stream through the sleeve against null forwarders (Python, C): the ceiling here.
 
     Builds the lab of bench datapath's sleeve path once per path (underlay, the real
@@ -105,6 +108,7 @@ def bench_sleeve_bound(rounds: int, seconds: float, paths: str, placements: str,
     Example:
       weave-fdp bench sleeve-bound --rounds 3
       weave-fdp bench sleeve-bound --paths underlay,null_c,null_c_procs --placements pinned
+      weave-fdp bench sleeve-bound --paths underlay,sleeve,sleeve_base --baseline /path/to/other/tree
     """
     from weave_fdp.bench import sleeve_bound
     from weave_fdp.cli.output import err_console, run_interruptible
@@ -112,7 +116,8 @@ def bench_sleeve_bound(rounds: int, seconds: float, paths: str, placements: str,
     def csv(v: str) -> list[str]:
         return [x.strip() for x in v.split(",") if x.strip()]
 
-    opts = sleeve_bound.Options(rounds=rounds, seconds=seconds, paths=csv(paths), placements=csv(placements))
+    opts = sleeve_bound.Options(rounds=rounds, seconds=seconds, paths=csv(paths), placements=csv(placements),
+                                baseline=baseline)
     echo = None if as_json else (lambda s: err_console().print(s, markup=False))
     res = run_interruptible(lambda: sleeve_bound.run(opts, echo=echo), "every lab of this run was torn down")
     if as_json:
