@@ -98,6 +98,7 @@ class FastDatapath:
         started = time.monotonic()
         if self.pin_dir is not None:
             self.pin_dir.mkdir(parents=True, exist_ok=True)
+            pins.drop_stale_pins(self.pin_dir, self.map_layouts())
             stage_root = self.pin_dir.parent
         else:
             stage_root = pins.bpffs_root() / paths.BPFFS_ROOT.relative_to("/")
@@ -111,6 +112,13 @@ class FastDatapath:
         log.info("fastdp programs loaded in %.2f s (compiler child %.2f s; pins: %s)",
                  time.monotonic() - started, loaded.child_seconds, self.pin_dir)
         return self
+
+    def map_layouts(self) -> dict[str, tuple[int, int, int | None]]:
+        """name -> (key size, value size, max entries) the programs will create; entries
+        not checked when ``defines`` may resize maps (tests)."""
+        return {name: (ctypes.sizeof(spec.key), ctypes.sizeof(spec.value),
+                       None if self.defines else spec.max_entries)
+                for name, spec in abi.MAPS.items()}
 
     def _open(self, loaded: Loaded) -> None:
         """Wrap the maps of MAP_TYPES, checking their sizes against the ABI mirror."""

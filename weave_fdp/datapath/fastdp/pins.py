@@ -14,6 +14,7 @@ import ctypes.util
 import logging
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from weave_fdp import paths
@@ -82,6 +83,38 @@ def remove_pins(pin_dir: Path) -> list[str]:
     except OSError:
         pass
     return removed
+
+
+def drop_stale_pins(pin_dir: Path, layouts: Mapping[str, tuple[int, int, int | None]]) -> list[str]:
+    """Unlink the pinned maps of ``pin_dir`` whose layout is not ``layouts[name]`` (key size,
+    value size, max entries; None: any size). A router built for another fastdp ABI left
+    them (a struct grew, a map got more entries); reused, they would refuse entries or be
+    read with the wrong layout. The programs create them anew and the router refills them
+    from its own state (learned MACs and flow counters start over). Names dropped."""
+    dropped: list[str] = []
+    for name, (key_size, value_size, max_entries) in sorted(layouts.items()):
+        path = pin_dir / name
+        if not path.exists():
+            continue
+        try:
+            fd = bpf.obj_get(str(path))
+        except OSError as exc:
+            log.warning("cannot open pinned map %s: %s; unpinning it", path, exc)
+            path.unlink(missing_ok=True)
+            dropped.append(name)
+            continue
+        try:
+            info = bpf.map_info(fd)
+        finally:
+            bpf.close(fd)
+        if (info.key_size, info.value_size) != (key_size, value_size) or \
+                (max_entries is not None and info.max_entries != max_entries):
+            log.warning("pinned map %s has key/value/entries %d/%d/%d, this fastdp wants %d/%d/%s: "
+                        "unpinned, created anew", name, info.key_size, info.value_size, info.max_entries,
+                        key_size, value_size, "any" if max_entries is None else max_entries)
+            path.unlink(missing_ok=True)
+            dropped.append(name)
+    return dropped
 
 
 def recover_pins(prog_id: int, pin_dir: Path, names: list[str]) -> list[str]:
