@@ -31,6 +31,7 @@
 #include "maps.h"
 #include "counters.h"
 #include "tunnel.h"
+#include "csum.h"
 
 /* adjust_room flags by value: bcc's bpf.h may predate them (values are uapi). */
 #define FDP_ADJ_FIXED_GSO     (1ULL << 0)
@@ -69,20 +70,6 @@ struct fdp_outer_hdr {
 	struct udphdr udp;
 	struct fdp_vxlanhdr vx;
 } __attribute__((packed));
-
-static __always_inline __u16 fdp_ip_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < 10; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum & 0xffff;
-}
 
 /*
  * Outer UDP source port from the flow (RFC 7348: a hash of the inner headers,

@@ -32,6 +32,7 @@
 #include "tunnel.h"
 #include "parse.h"
 #include "forward.h"
+#include "csum.h"
 
 #define FDP_DNS_IP_OFF ETH_HLEN                  /* the IPv4 header (no options: checked) */
 #define FDP_DNS_UDP_OFF (ETH_HLEN + 20)
@@ -123,20 +124,6 @@ static __always_inline int fdp_dns_allow(__u32 src, const struct fdp_dns_config 
 		return 0;
 	*slot = tat + dc->rate_interval_ns;
 	return 1;
-}
-
-static __always_inline __u16 fdp_ipv4_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < 10; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum & 0xffff;
 }
 
 /*
@@ -389,7 +376,7 @@ static __always_inline int fdp_dns_answer(struct __sk_buff *skb, const struct fd
 	w->ip.tot_len = bpf_htons(20 + 8 + out_dlen);
 	w->ip.ttl = FDP_DNS_REPLY_TTL;
 	w->ip.check = 0;
-	w->ip.check = fdp_ipv4_csum(&w->ip);
+	w->ip.check = fdp_ip_csum(&w->ip);
 	if (bpf_skb_load_bytes(skb, 0, w->macs, sizeof(w->macs)) < 0)
 		goto broken;
 	__builtin_memcpy(w->swapped, w->macs + 6, 6);

@@ -24,11 +24,11 @@ def lab_prefix() -> Iterator[str]:
     Lab.down_prefix(prefix)
 
 
-@pytest.fixture
-def make_lab() -> Iterator[Callable[..., Lab]]:
+def lab_factory() -> Iterator[Callable[..., Lab]]:
     """Factory: ``make_lab(hosts=3, topology="full", containers=0, up=True, **kw)`` -> a Lab
-    with a unique prefix, built unless ``up=False``; every lab is torn down afterwards
-    and the test fails if a namespace is left behind."""
+    with a unique prefix, built unless ``up=False``; every lab is torn down when the
+    generator ends and it fails if a namespace is left behind. Wrapped by fixtures of
+    any scope (``make_lab`` per test)."""
     labs: list[Lab] = []
 
     def factory(hosts: int = 3, topology: str = "full", containers: int = 0, up: bool = True,
@@ -45,3 +45,9 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
         lab.down()
         left += lab_namespaces(lab.prefix)
     assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def make_lab() -> Iterator[Callable[..., Lab]]:
+    """A lab factory for one test (see ``lab_factory``)."""
+    yield from lab_factory()

@@ -69,22 +69,10 @@ def kl(make_lab_module: Callable[..., Lab]) -> Iterator[KernelLab]:
 
 @pytest.fixture(scope="module")
 def make_lab_module() -> Iterator[Callable[..., Lab]]:
-    from tests.netns.conftest import lab_namespaces, unique_prefix
+    """One lab for the module's tests (building it costs ~20 s)."""
+    from tests.netns.conftest import lab_factory
 
-    labs: list[Lab] = []
-
-    def factory(**kw: Any) -> Lab:
-        lab = Lab(prefix=unique_prefix(), **kw)
-        labs.append(lab)
-        lab.up()
-        return lab
-
-    yield factory
-    left = []
-    for lab in labs:
-        lab.down()
-        left += lab_namespaces(lab.prefix)
-    assert not left, f"namespaces left behind: {left}"
+    yield from lab_factory()
 
 
 def _server_queries(k: KernelLab) -> int:

@@ -110,11 +110,13 @@ def _gcra(interval: int, burst_ns: int, times: list[int]) -> list[bool]:
 
 
 @settings(max_examples=200)
-@given(st.sampled_from([1.0, 5.0, 100.0, 1000.0]), st.integers(1, 50),
+@given(st.sampled_from([1.0, 2.0, 4.0, 8.0]), st.integers(1, 50),
        st.lists(st.integers(0, 2_000_000_000), min_size=1, max_size=200))
 def test_rate_settings_admit_what_the_token_bucket_admits(rate: float, burst: int, offsets: list[int]) -> None:
-    """The kernel's GCRA with rate_settings admits exactly what the server's bucket does
-    (the bucket's float arithmetic aside: times on a whole-interval grid)."""
+    """The kernel's GCRA with rate_settings admits exactly what the server's bucket does.
+    Times sit on a whole-interval grid, so many decisions fall exactly on a boundary;
+    rates whose interval is a binary fraction of a second keep the bucket's float
+    arithmetic exact there (at 5/s, 1.8 - 1.6 s refills 0.9999999999999998 tokens)."""
     interval, burst_ns = dns_plan.rate_settings(rate, float(burst))
     times = sorted(o - o % interval for o in offsets)
     lim = SourceLimiter(rate, float(burst))

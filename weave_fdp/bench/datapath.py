@@ -287,6 +287,23 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def build_paths(paths: list[Any], say: Echo) -> float:
+    """Build every path's lab, saying how long each took; then the idle load (CPUs busy)
+    measured before the first run."""
+    for p in paths:
+        t0 = time.monotonic()
+        say(f"building {p.key} (lab {p.lab.prefix}) ...")
+        p.build()
+        say(f"  {p.key} ready in {time.monotonic() - t0:.1f} s, MTU {p.info.get('mtu')}")
+    return idle_load()
+
+
+def rotated(paths: list[Any], rnd: int) -> list[Any]:
+    """Round ``rnd``'s order: the paths rotated by one each round, so none always goes first."""
+    k = rnd % len(paths)
+    return paths[k:] + paths[:k]
+
+
 def run_order(order: list[Any], repeats: int) -> list[Any]:
     """The paths of one round for one test: ``order``, then reversed, alternately, ``repeats`` times."""
     out: list[Any] = []
@@ -306,15 +323,10 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     started = time.monotonic()
     errors: list[str] = []
     try:
-        for p in paths:
-            t0 = time.monotonic()
-            say(f"building {p.key} (lab {p.lab.prefix}) ...")
-            p.build()
-            say(f"  {p.key} ready in {time.monotonic() - t0:.1f} s, MTU {p.info.get('mtu')}")
-        load = idle_load()
+        load = build_paths(paths, say)
         say(f"idle load before measuring: {load:.2f} CPUs busy")
         for rnd in range(opts.rounds):
-            order = paths[rnd % len(paths):] + paths[:rnd % len(paths)]
+            order = rotated(paths, rnd)
             for test in opts.tests:
                 for p in run_order(order, opts.repeats.get(test, 1)):
                     try:

@@ -239,7 +239,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     """Build the paths, measure interleaved, tear down; the results as plain data."""
     import secrets
 
-    from weave_fdp.bench.datapath import idle_load, machine
+    from weave_fdp.bench.datapath import build_paths, machine, rotated
 
     opts.check()
     check_tools()
@@ -253,15 +253,10 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     try:
         c_exe = compile_c(tmp) if any(k.startswith("null_c") for k in opts.paths) else None
         paths = make_paths(opts.paths, "sb" + secrets.token_hex(2), c_exe, opts.baseline)
-        for p in paths:
-            t0 = time.monotonic()
-            say(f"building {p.key} (lab {p.lab.prefix}) ...")
-            p.build()
-            say(f"  {p.key} ready in {time.monotonic() - t0:.1f} s, MTU {p.info.get('mtu')}")
-        load = idle_load()
+        load = build_paths(paths, say)
         say(f"idle load before measuring: {load:.2f} CPUs busy; load average {os.getloadavg()[0]:.2f}")
         for rnd in range(opts.rounds):
-            order = paths[rnd % len(paths):] + paths[:rnd % len(paths)]
+            order = rotated(paths, rnd)
             for placement in opts.placements:
                 for n, p in enumerate(run_order(order, 2)):
                     rep = n // len(order)
