@@ -72,3 +72,23 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
     assert ping_ok(lab, (1, 1), (2, 1))
     logs = "".join(p.read_text() for p in Path("/run/weave-fdp").glob(f"{lab.prefix}-h1/*.log"))
     assert logs.count("datapath repaired") == 4
+
+    # weaveDNS's names are back in the kernel (a repair restarts the datapath with them gone)
+    def kernel_answered() -> int:
+        return int(json.loads(cli(lab, 1, "report").stdout)["dns"]["kernel"]["answered"])
+
+    name, want = f"{lab.container_ns(2, 1)}.weave.local", [lab.container_ip(2, 1)]
+    deadline = time.monotonic() + 30
+    while True:
+        before = kernel_answered()
+        got = lab.exec_container(1, 1, ["dig", "+short", "+time=2", "+tries=1", "@169.254.53.53", name],
+                                 check=False).stdout.split()
+        if got == want and kernel_answered() > before:
+            break
+        assert time.monotonic() < deadline, f"{name}: {got}, not answered in the kernel after the repairs"
+        time.sleep(0.5)
+    # and the userspace server, bound anew to the bridge made again, answers what the kernel passes on
+    rev = lab.exec_container(1, 1, ["dig", "+short", "+time=2", "+tries=3", "@169.254.53.53", "-x",
+                                    lab.container_ip(2, 1)], check=False).stdout.split()
+    assert rev == [name + "."], rev
+    assert json.loads(cli(lab, 1, "report").stdout)["dns"]["rebinds"] >= 1

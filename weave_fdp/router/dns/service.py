@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ class DnsService:
         self.rl = RateLimitedLog(log)
         self.channel: Any = None
         self.bridge_mac: str | None = None
+        self.bridge_ifindex = 0          # the bridge the server's sockets are bound to (SO_BINDTODEVICE)
+        self.rebinds = 0
         self.error: str | None = None
         self.sent_at = 0.0           # wall clock of the last local change's gossip
         self._links: set[str] = set()
@@ -129,6 +132,7 @@ class DnsService:
         try:
             self.bridge_mac = await asyncio.to_thread(dns_link.ensure_bridge_side, self.listen_ip, self.bridge_mac)
             self._save()
+            self.bridge_ifindex = _bridge_ifindex()
             await self.server.start()
         except (OSError, FdpError) as exc:
             self.error = f"cannot serve DNS on {self.listen_ip}:{self.listen_port}: {exc}"
@@ -298,12 +302,26 @@ class DnsService:
         """Put back our address and MAC on the bridge if the bridge was made again."""
         from weave_fdp.plumbing import dns_link
 
-        if dns_link.bridge_side_intact(self.listen_ip, self.bridge_mac):
-            return                         # the usual case, without a netlink session
-        try:
-            await asyncio.to_thread(dns_link.ensure_bridge_side, self.listen_ip, self.bridge_mac, first=False)
-        except FdpError as exc:
-            self.rl.warning("bridge", "weaveDNS: cannot restore %s on the weave bridge: %s", self.listen_ip, exc)
+        if not dns_link.bridge_side_intact(self.listen_ip, self.bridge_mac):
+            try:
+                await asyncio.to_thread(dns_link.ensure_bridge_side, self.listen_ip, self.bridge_mac, first=False)
+            except FdpError as exc:
+                self.rl.warning("bridge", "weaveDNS: cannot restore %s on the weave bridge: %s", self.listen_ip, exc)
+                return
+        # the server's sockets are bound to the bridge by its index: a bridge made again (the
+        # fastdp watchdog's repair) would leave them deaf, so they are bound anew to it
+        index = _bridge_ifindex()
+        if index and self.bridge_ifindex and index != self.bridge_ifindex:
+            log.warning("weaveDNS: the weave bridge was made again (index %d -> %d); binding the server anew",
+                        self.bridge_ifindex, index)
+            await self.server.stop()
+            try:
+                await self.server.start()
+            except OSError as exc:
+                self.rl.warning("rebind", "weaveDNS: cannot serve on the new bridge yet: %s", exc)
+                return
+            self.bridge_ifindex = index
+            self.rebinds += 1
 
     def _sweep_absent(self, mono: float) -> None:
         """Origins we hold names of but the topology does not know (names that arrived
@@ -526,8 +544,19 @@ class DnsService:
                 "rate_limit_qps": self.server.limiter.rate,
                 "entries": [e for e in entries if e["live"]],
                 "tombstones": sum(1 for e in entries if not e["live"]), "stats": self.server.stats(),
+                "rebinds": self.rebinds,   # the server bound anew to a bridge made again
                 # answers given in the kernel (None: no fastdp, the server answers everything)
                 "kernel": self.kernel.stats() if self.kernel is not None else None}
+
+
+def _bridge_ifindex() -> int:
+    """The weave bridge's interface index here (0: none)."""
+    from weave_fdp.plumbing.weave_bridge import BRIDGE
+
+    try:
+        return socket.if_nametoindex(BRIDGE)
+    except OSError:
+        return 0
 
 
 def _same_namespace(info: dict[str, Any]) -> bool:

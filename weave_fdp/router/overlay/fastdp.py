@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from weave_fdp.datapath.fastdp import heartbeat as hbm
+from weave_fdp.errors import FdpError
 from weave_fdp.router.overlay import fastdp_floods as floods
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.esp_fastdp import EspPeers
@@ -77,6 +78,9 @@ class FastdpOverlay:
         self.last_damage: list[str] = []
         self.repair_backoff = RepairBackoff()
         self.esp = EspPeers(port=hbm.abi.VXLAN_PORT)   # encrypted fastdp (IPsec ESP)
+        # weaveDNS's last word to the kernel (settings, entries): a repair restarts the
+        # datapath with its answers off and its names gone, so it is said again after one
+        self._dns: tuple[Any, dict[bytes, Any]] | None = None
 
     async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run a datapath call on the fastdp worker thread."""
@@ -330,7 +334,12 @@ class FastdpOverlay:
         """weaveDNS's names the kernel answers at the container veths (``dns_plan``), or
         off (``settings`` None)."""
         if self.host is not None:
-            await self.run(self.host.set_dns, settings, entries)
+            await self.run(self._set_dns, settings, entries)
+
+    def _set_dns(self, settings: Any, entries: dict[bytes, Any]) -> None:
+        """On the worker, like repairs, so a repair never sees half of a change."""
+        self.host.set_dns(settings, entries)
+        self._dns = (settings, entries)
 
     def dns_fastpath_stats(self) -> dict[str, int] | None:
         """The kernel's DNS counters (answered, rate_limited, passed by reason)."""
@@ -401,6 +410,11 @@ class FastdpOverlay:
         self.fatal = None
         self.repair_backoff.succeeded()
         self._apply_now()
+        if self._dns is not None:
+            try:
+                self.host.set_dns(*self._dns)
+            except (FdpError, OSError) as exc:   # the userspace server answers meanwhile
+                log.warning("fastdp: weaveDNS's names not back in the kernel after the repair: %s", exc)
         if self.ctx is not None:
             self.ctx.loop.call_soon_threadsafe(self._open_heartbeats)
         log.warning("fastdp: datapath repaired in %.2f s", time.monotonic() - now)
