@@ -298,6 +298,19 @@ def build_paths(paths: list[Any], say: Echo) -> float:
     return idle_load()
 
 
+def close_paths(paths: list[Any], say: Echo) -> None:
+    """Tear every path's lab down, shielded from Ctrl-C; one that fails keeps none of the
+    others from going (the error is logged and said)."""
+    say("tearing down ...")
+    with _shielded():
+        for p in paths:
+            try:
+                p.close()
+            except Exception as exc:  # keep removing the others
+                log.warning("cannot tear down %s (lab %s): %s", p.key, p.lab.prefix, exc, exc_info=True)
+                say(f"cannot tear down {p.key} (lab {p.lab.prefix}): {exc}")
+
+
 def rotated(paths: list[Any], rnd: int) -> list[Any]:
     """Round ``rnd``'s order: the paths rotated by one each round, so none always goes first."""
     k = rnd % len(paths)
@@ -337,13 +350,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
                         log.warning("round %d %s %s failed: %s", rnd + 1, test, p.key, exc)
                     say(f"round {rnd + 1}/{opts.rounds} {test:6s} {p.key:10s} {line}")
     finally:
-        say("tearing down ...")
-        with _shielded():
-            for p in paths:
-                try:
-                    p.close()
-                except Exception:  # keep removing the others; the error is logged
-                    log.exception("cannot tear down %s (lab %s)", p.key, p.lab.prefix)
+        close_paths(paths, say)
     keys = [p.key for p in paths]
     summary = results.summarize(samples, keys)
     return {

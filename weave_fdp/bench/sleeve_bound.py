@@ -52,7 +52,7 @@ from typing import Any
 
 from weave_fdp.bench import bound_results as br
 from weave_fdp.bench import results
-from weave_fdp.bench.datapath import (IPERF_PORT, _ksoftirqd_pids, _pin, _process_cpu, _shielded, _wait_listening,
+from weave_fdp.bench.datapath import (IPERF_PORT, _ksoftirqd_pids, _pin, _process_cpu, _wait_listening,
                                       check_tools, run_order)
 from weave_fdp.bench.paths import HOSTS, SLEEVE_PASSWORD, BenchPath, SleevePath, UnderlayPath
 from weave_fdp.errors import DependencyMissing, FdpError, UsageError
@@ -239,7 +239,7 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
     """Build the paths, measure interleaved, tear down; the results as plain data."""
     import secrets
 
-    from weave_fdp.bench.datapath import build_paths, machine, rotated
+    from weave_fdp.bench.datapath import build_paths, close_paths, machine, rotated
 
     opts.check()
     check_tools()
@@ -270,14 +270,8 @@ def run(opts: Options, echo: Echo | None = None) -> dict[str, Any]:
                         errors.append(f"round {rnd + 1} {placement} {p.key}: {exc}")
                     say(f"round {rnd + 1}/{opts.rounds} {placement:8s} {p.key:14s} {line}")
     finally:
-        say("tearing down ...")
-        with _shielded():
-            for p in paths:
-                try:
-                    p.close()
-                except Exception as exc:  # keep removing the others
-                    say(f"cannot tear down {p.key} (lab {p.lab.prefix}): {exc}")
-            shutil.rmtree(tmp, ignore_errors=True)
+        close_paths(paths, say)
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = br.summarize(runs, opts.paths, compare=COMPARE)
     return {
         "meta": {**machine(), "rounds": opts.rounds, "seconds": opts.seconds, "idle_load_cpus": round(load, 2),
