@@ -40,6 +40,7 @@ def test_wire_key_round_trips(labels: list[str]) -> None:
         return
     assert len(key) == len(name) + 1 and key.endswith(b"\0")
     assert dns_plan.name_of_key(key) == name.lower()
+    assert dns_plan.key_unpadded(dns_plan.key_bytes(key)) == key      # as read back from the map
 
 
 def test_plan_keeps_what_the_kernel_can_answer() -> None:

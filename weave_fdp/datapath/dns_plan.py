@@ -129,3 +129,12 @@ def rate_settings(rate: float, burst: float) -> tuple[int, int]:
 def key_bytes(key: bytes, name_max: int = abi.DNS_NAME_MAX) -> bytes:
     """``key`` zero-filled to the map's key size."""
     return key.ljust(name_max, b"\0")
+
+
+def key_unpadded(raw: bytes) -> bytes:
+    """A key as the map holds it, without its zero fill: the wire name up to and including
+    its root byte (the inverse of :func:`key_bytes`)."""
+    i = 0
+    while i < len(raw) and raw[i]:
+        i += 1 + raw[i]
+    return raw[:min(i + 1, len(raw))]

@@ -58,14 +58,6 @@ def _dns_key(key: bytes) -> abi.DnsKey:
     return k
 
 
-def _wire_end(raw: bytes) -> int:
-    """Length of the wire-format name at the start of ``raw`` (with its root byte)."""
-    i = 0
-    while i < len(raw) and raw[i]:
-        i += 1 + raw[i]
-    return min(i + 1, len(raw))
-
-
 class FastDatapath:
     """The programs and maps of one host.
 
@@ -376,10 +368,8 @@ class FastDatapath:
             e = m.get(key)
             if e is None:
                 continue
-            raw = bytes(key.name)
-            end = _wire_end(raw)
             n = min(e.count, abi.DNS_MAX_ADDRS)
-            out[raw[:end]] = dns_plan.DnsEntry(e.ttl, tuple(abi.be32_to_ip(e.addrs[i]) for i in range(n)))
+            out[dns_plan.key_unpadded(bytes(key.name))] = dns_plan.DnsEntry(e.ttl, tuple(abi.be32_to_ip(e.addrs[i]) for i in range(n)))
         return out
 
     def apply_dns(self, want: Mapping[bytes, dns_plan.DnsEntry]) -> dns_plan.DnsDiff:
