@@ -47,6 +47,7 @@ class SleeveState:
         self.udp_gso = udp_gso
         self.big = big
         self.pieces = pieces        # speak wire v2 (advertise it; send pieces to v2 peers)
+        self.capture_ring = True    # capture from a receive ring (off for good where the kernel refuses one)
         self.aesgcm = aesgcm_available()
         self.links: dict[bytes, PeerLink] = {}
         self.unicast: dict[bytes, bytes] = {}

@@ -1,7 +1,8 @@
 """The sleeve's transmit side: frames captured on the bridge port, to peers over UDP.
 
 The capture thread reads frames (GSO super-frames with their virtio_net_hdr, up to
-64 KiB), asks ``decide.route_captured`` where each goes, and sends it one of four ways:
+64 KiB) from a receive ring shared with the kernel (``sockets.CaptureRing``; ``recv``
+where there is none), asks ``decide.route_captured`` where each goes, and sends it one of four ways:
 
 - batched: small frames to one next hop share a datagram (``Batcher``), flushed when
   a read burst ends, so batching adds no latency;
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from weave_fdp.datapath.sleeve import frames as fr
+from weave_fdp.datapath.sleeve import sockets as so
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Batcher, fragment
 from weave_fdp.datapath.sleeve.decide import route_captured
@@ -75,6 +77,13 @@ class Transmit(SleeveState):
 
     def _capture_loop(self) -> None:
         s = self.psock
+        ring = so.CaptureRing.open(s, HEADROOM, TAILROOM) if self.capture_ring else None
+        if ring is not None:
+            self._capture_ring(s, ring)
+            return
+        if self.capture_ring:
+            self.capture_ring = False
+            log.info("sleeve: no receive ring on %s here; capturing with recv", self.ifname)
         buf = bytearray(HEADROOM + CAPTURE_MAX + TAILROOM)
         mv = memoryview(buf)
         rmv = mv[HEADROOM:HEADROOM + CAPTURE_MAX]       # the tailroom stays free for an AES-GCM tag
@@ -103,6 +112,43 @@ class Transmit(SleeveState):
             if n >= vlen + 14:
                 self.stats["captured"] += 1
                 self._outbound(mv, n, vlen, batcher, now)
+
+        self._serve(wake, read, handle, SleeveDrop.CAPTURE_BUG)
+
+    def _capture_ring(self, s: socket.socket, ring: so.CaptureRing) -> None:
+        """The capture loop over a receive ring (``sockets.CaptureRing``): each frame is
+        handled where the kernel put it, ``HEADROOM`` bytes of its slot before it and
+        ``TAILROOM`` after, exactly as in the capture buffer of the ``recv`` loop, and its
+        slot handed back once it left."""
+        vlen = wire.VNET_LEN if self.vnet else 0
+        view = ring.view
+        now = 0.0
+
+        def wake() -> bool:
+            nonlocal now
+            if s is not self.psock:      # reopen_port() swapped the socket: restart on the new one
+                ring.close()
+                s.close()
+                return False
+            now = time.monotonic()
+            self.tx_flows.maybe_age(now)
+            return True
+
+        def read(flags: int) -> int | None:
+            return ring.next(wait=not flags)
+
+        def handle(base: int, batcher: Batcher) -> None:
+            try:
+                where = ring.frame(base, vlen)
+                if where is None:
+                    self.drops.drop(SleeveDrop.CAPTURE_ERROR, "frame bigger than a ring slot")
+                    return
+                start, n = where
+                if n >= vlen + 14:
+                    self.stats["captured"] += 1
+                    self._outbound(view[start - HEADROOM:start + n + TAILROOM], n, vlen, batcher, now)
+            finally:
+                ring.release(base)
 
         self._serve(wake, read, handle, SleeveDrop.CAPTURE_BUG)
 
