@@ -143,7 +143,7 @@ class Forwarder(Receive):
     def status(self) -> dict:
         return {
             "local": wire.bytes_to_name(self.local), "port": self.port, "vnet": self.vnet, "gro": self.gro,
-            "udp_gso": self.udp_gso,
+            "udp_gso": self.udp_gso, "capture": self.capture_mode,
             "peers": [self.peer_status(n) for n in sorted(self.links)],
             "macs": len(self.macs), "stats": dict(self.stats), "drops": self.drops.snapshot(),
             "flow_count": len(self.tx_flows) + len(self.rx_flows),

@@ -48,6 +48,7 @@ class SleeveState:
         self.big = big
         self.pieces = pieces        # speak wire v2 (advertise it; send pieces to v2 peers)
         self.capture_ring = True    # capture from a receive ring (off for good where the kernel refuses one)
+        self.capture_mode: str | None = None   # what the capture thread reads from: "ring" or "recv"
         self.aesgcm = aesgcm_available()
         self.links: dict[bytes, PeerLink] = {}
         self.unicast: dict[bytes, bytes] = {}

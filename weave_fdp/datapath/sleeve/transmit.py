@@ -79,11 +79,13 @@ class Transmit(SleeveState):
         s = self.psock
         ring = so.CaptureRing.open(s, HEADROOM, TAILROOM) if self.capture_ring else None
         if ring is not None:
+            self.capture_mode = "ring"
             self._capture_ring(s, ring)
             return
         if self.capture_ring:
             self.capture_ring = False
             log.info("sleeve: no receive ring on %s here; capturing with recv", self.ifname)
+        self.capture_mode = "recv"
         buf = bytearray(HEADROOM + CAPTURE_MAX + TAILROOM)
         mv = memoryview(buf)
         rmv = mv[HEADROOM:HEADROOM + CAPTURE_MAX]       # the tailroom stays free for an AES-GCM tag
