@@ -128,3 +128,21 @@ def test_a_run_that_moved_nothing_has_no_cost_per_gb() -> None:
 def test_bad_options_are_refused_with_a_fix(kw: dict) -> None:
     with pytest.raises(UsageError):
         Options(**kw).check()
+
+
+# ---------------------------------------------------------------- the sleeve's capture ring
+
+def test_ring_slots_never_cross_a_block_and_hold_a_super_frame_with_room_around_it() -> None:
+    from weave_fdp.datapath.sleeve import sockets as so
+    from weave_fdp.datapath.sleeve.transmit import HEADROOM, TAILROOM
+
+    bases = so.ring_slots(so.RING_FRAME, so.RING_BLOCK, so.RING_BLOCKS)
+    assert len(bases) == 120 and bases[:2] == [0, so.RING_FRAME] and bases[15] == so.RING_BLOCK
+    assert all(b % so.RING_BLOCK + so.RING_FRAME <= so.RING_BLOCK for b in bases)
+    assert len(set(bases)) == len(bases) and bases == sorted(bases)
+    # a 64 KiB super-frame and its vnet header, placed as tpacket_rcv places it with PACKET_RESERVE
+    # = HEADROOM: the network header at TPACKET_ALIGN(52 + 16) + reserve + vnet = 154, so the
+    # MAC header at 140 and the vnet header at 130
+    vnet_at = 66 + HEADROOM
+    assert vnet_at - HEADROOM >= so.TPACKET2_HDRLEN
+    assert vnet_at + 10 + 65536 + TAILROOM <= so.RING_FRAME
