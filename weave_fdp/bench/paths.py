@@ -227,8 +227,11 @@ class SleevePath(BenchPath):
             path.write_text(json.dumps(cfg))
             env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
             with open(self.tmp / f"sleeve-h{i}.log", "wb") as out:
+                # ``-m`` puts the working directory first on sys.path, before PYTHONPATH: a baseline
+                # tree runs from its own directory, or the current tree's code would shadow it
                 self.procs[i] = self.lab.popen(i, [sys.executable, "-m", "weave_fdp.datapath.sleeve.run",
-                                                   str(path)], stdout=out, stderr=subprocess.STDOUT, env=env)
+                                                   str(path)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                               cwd=self.pythonpath)
         self._finish(self._wait_up())
         self.info["encrypted"] = bool(self.password)
 
