@@ -55,7 +55,7 @@ class Batcher:
     def take(self, hop: Hashable) -> list[tuple[Hashable, bytes]]:
         """The open body of ``hop`` (if any), closed now: send it before a frame that
         bypasses the batcher, so frames to one hop keep their order."""
-        o = self._open.pop(hop, None)
+        o = self._open.pop(hop, None) if self._open else None
         return [(hop, b"".join(o.parts))] if o is not None and o.size > 1 else []
 
     def drain(self) -> list[tuple[Hashable, bytes]]:

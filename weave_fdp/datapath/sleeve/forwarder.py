@@ -25,13 +25,12 @@ from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.flows import peer_rows
 from weave_fdp.datapath.sleeve.link import PEER_TIMEOUT, PeerLink
 from weave_fdp.datapath.sleeve.receive import Receive
-from weave_fdp.datapath.sleeve.state import log
+from weave_fdp.datapath.sleeve.state import MAC_TIMEOUT, log
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 __all__ = ["Forwarder", "PeerLink", "HEARTBEAT_INTERVAL", "MAC_TIMEOUT"]
 
 HEARTBEAT_INTERVAL = 0.5     # s
-MAC_TIMEOUT = 300.0          # s a learned MAC stays
 
 
 def _native_name(name: str) -> None:
@@ -121,6 +120,8 @@ class Forwarder(Receive):
             stale = [m for m, (_, t) in self.macs.items() if now - t > MAC_TIMEOUT]
             for m in stale:
                 self.macs.pop(m, None)
+            if stale:
+                self.route_gen += 1
             time.sleep(HEARTBEAT_INTERVAL)
 
     # ---- status ----

@@ -54,6 +54,11 @@ def wire_segment_len(vnet: bytes | memoryview, frame: bytes | memoryview) -> int
     _flags, gso_type, _hdr_len, gso_size, _cs, _co = VNET.unpack_from(vnet, 0)
     if gso_type & ~GSO_ECN == GSO_NONE or gso_size == 0:
         return len(frame)
+    n = len(frame)
+    if n >= 54 and frame[12] == 8 and frame[13] == 0 and frame[23] == 6:   # IPv4/TCP, the bulk case:
+        l4 = 14 + (frame[14] & 0x0F) * 4                                    # headers_len in one go
+        if n >= l4 + 13:
+            return min(n, l4 + (frame[l4 + 12] >> 4) * 4 + gso_size)
     hl = headers_len(frame)
     if hl is None:
         return len(frame)

@@ -14,6 +14,8 @@ super-frame costs one ``sendmsg`` and one read; see docs/SLEEVE.md.
 
 from __future__ import annotations
 
+import functools
+
 from weave_fdp.datapath.sleeve import wire
 
 GSO_MAX_BYTES = 65000        # UDP payload per UDP_SEGMENT sendmsg
@@ -23,6 +25,7 @@ SEAL_TAG = 16                # AES-256-GCM tag or secretbox MAC after/before a s
 PIECED_OVERHEAD = 1 + wire.ENTRY.size + wire.VNET_LEN + SEAL_TAG
 
 
+@functools.lru_cache(maxsize=64)
 def segments_per_train(seg: int) -> int:
     """Datagrams of ``seg`` bytes one UDP_SEGMENT sendmsg may carry."""
     return max(1, min(GSO_MAX_SEGS, GSO_MAX_BYTES // seg))

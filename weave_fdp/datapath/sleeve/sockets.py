@@ -32,6 +32,7 @@ Why these options:
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import select
 import socket
@@ -144,8 +145,10 @@ def udp_socket(bind_ip: str, port: int, *, gro: bool = True, df: bool = False) -
     return s, got_gro
 
 
-def gso_cmsg(seg: int) -> list[tuple[int, int, bytes]]:
-    return [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))]
+@functools.lru_cache(maxsize=64)
+def gso_cmsg(seg: int) -> tuple[tuple[int, int, bytes], ...]:
+    """The UDP_SEGMENT control message for ``seg``-byte datagrams (made once per size)."""
+    return ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg)),)
 
 
 def gro_size(ancdata: list[tuple[int, int, bytes]]) -> int:

@@ -25,10 +25,13 @@ from weave_fdp.datapath.sleeve.crypto import Opener, Sealer, aesgcm_available
 from weave_fdp.datapath.sleeve.flows import FlowTable, PeerCounters
 from weave_fdp.datapath.sleeve.link import PeerLink
 from weave_fdp.datapath.sleeve.pmtu import PmtuProber
+from weave_fdp.datapath.sleeve.views import StridedViews
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 log = logging.getLogger("weave_fdp.sleeve")
 
+MAC_TIMEOUT = 300.0          # s a learned MAC stays without frames from it
+MAC_REFRESH = 30.0           # s between renewals of a learned MAC by the frames that keep coming from it
 GSO_REFUSED = object()       # _sendmsg: the kernel refused UDP GSO (now off for good)
 
 
@@ -55,6 +58,13 @@ class SleeveState:
         self.broadcast: dict[bytes, list[bytes]] = {}
         self.local_bcast_to: Callable[[bytes], bool] = lambda hop: True   # switch: hop in sleeve mode?
         self.macs: dict[bytes, tuple[bytes, float]] = {}
+        # Bumped after any change to what decides a captured frame's way (links, routes, a MAC
+        # learned, moved or forgotten): the capture thread's route cache is valid while it holds.
+        self.route_gen = 0
+        self._hops: dict[bytes, tuple[bytes, PeerLink]] = {}   # capture thread: MAC -> (peer, its one hop)
+        self._hops_gen = -1
+        self._views: StridedViews | None = None   # capture thread: piece views of its buffer
+        self._rx_views: StridedViews | None = None   # receive thread: chunk views of its buffer
         self.drops = Drops()
         self.stats = dict(captured=0, injected=0, relayed=0, icmp_too_big=0, fragmented=0, reassembled=0,
                           gro_batches=0, pieced_tx=0, pieced_rx=0, piece_trains=0)
@@ -95,6 +105,7 @@ class SleeveState:
                 Opener(secret, self.local, name) if secret is not None else None,
                 PmtuProber(self.link_mtu, big=self.big), gso_train=self.udp_gso and secret is None)
         self.links = links
+        self.route_gen += 1
         self._set_udp_checksums(self._checksums_needed())
 
     def set_routes(self, unicast: dict[bytes, bytes], broadcast: dict[bytes, list[bytes]]) -> None:
@@ -102,6 +113,7 @@ class SleeveState:
         gone = [m for m, (p, _) in self.macs.items() if p not in unicast]
         for m in gone:
             self.macs.pop(m, None)
+        self.route_gen += 1
 
     def _checksums_needed(self) -> bool:
         links = self.links.values()
@@ -160,6 +172,19 @@ class SleeveState:
     def _send(self, link: PeerLink, body: bytes | memoryview, sock: socket.socket | None = None) -> None:
         """One body (type byte + payload) to ``link`` in one datagram, sealed on sealed links."""
         self._sendmsg(link, self._parts(link, body), sock=sock)
+
+    def _inject_parts(self, vnet: int | None, parts: list) -> bool:
+        """``_inject`` of a frame given as iovecs (the kernel joins them into one skb)."""
+        try:
+            self.psock.sendmsg([fr.VNET_ZERO, *parts] if self.vnet and vnet == 0 else parts, [], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self.drops.drop(SleeveDrop.INJECT_QUEUE_FULL)
+            return False
+        except OSError as exc:
+            self.drops.drop(SleeveDrop.INJECT_ERROR, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc}")
+            return False
+        self.stats["injected"] += 1
+        return True
 
     def _inject(self, vnet: int | None, payload: bytes | memoryview) -> bool:
         """Write a frame to the bridge port; ``vnet`` 0 prepends an empty vnet header."""

@@ -31,6 +31,7 @@ from weave_fdp.datapath.sleeve.flows import flow_key
 from weave_fdp.datapath.sleeve.link import PeerLink
 from weave_fdp.datapath.sleeve.sizing import segments_per_train
 from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
+from weave_fdp.datapath.sleeve.views import StridedViews
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
 DRAIN = 64                   # frames read per wake-up before flushing batches
@@ -38,6 +39,7 @@ HEADROOM = 64                # bytes before a captured frame: room to build its 
 TAILROOM = 16                # bytes after it: the AES-256-GCM tag of a frame sealed in place
 CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-frame)
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
+SEAL_MAC = 16                # a secretbox's MAC, before its ciphertext
 
 T = TypeVar("T")
 
@@ -89,6 +91,7 @@ class Transmit(SleeveState):
         buf = bytearray(HEADROOM + CAPTURE_MAX + TAILROOM)
         mv = memoryview(buf)
         rmv = mv[HEADROOM:HEADROOM + CAPTURE_MAX]       # the tailroom stays free for an AES-GCM tag
+        self._views = StridedViews(mv, CAPTURE_MAX + TAILROOM)
         vlen = wire.VNET_LEN if self.vnet else 0
         now = 0.0
 
@@ -124,11 +127,13 @@ class Transmit(SleeveState):
         slot handed back once it left."""
         vlen = wire.VNET_LEN if self.vnet else 0
         view = ring.view
+        self._views = StridedViews(view, CAPTURE_MAX + TAILROOM)
         now = 0.0
 
         def wake() -> bool:
             nonlocal now
             if s is not self.psock:      # reopen_port() swapped the socket: restart on the new one
+                self._views.release()
                 ring.close()
                 s.close()
                 return False
@@ -148,7 +153,7 @@ class Transmit(SleeveState):
                 start, n = where
                 if n >= vlen + 14:
                     self.stats["captured"] += 1
-                    self._outbound(view[start - HEADROOM:start + n + TAILROOM], n, vlen, batcher, now)
+                    self._outbound(view, n, vlen, batcher, now, start)
             finally:
                 ring.release(base)
 
@@ -161,19 +166,79 @@ class Transmit(SleeveState):
             if link is not None:
                 self._send(link, body)
 
-    def _outbound(self, mv: memoryview, n: int, vlen: int, batcher: Batcher, now: float) -> None:
-        """Route one captured frame: ``mv[HEADROOM:HEADROOM + n]`` = vnet header + Ethernet frame.
+    def _outbound(self, mv: memoryview, n: int, vlen: int, batcher: Batcher, now: float,
+                  base: int = HEADROOM) -> None:
+        """Route one captured frame: ``mv[base:base + n]`` = vnet header + Ethernet frame, with
+        ``HEADROOM`` writable bytes before it and ``TAILROOM`` after.
 
-        Big frames to one peer are sealed/sent where they were captured (no copy);
-        others are copied once into the batcher.
+        The steady case, a learned unicast MAC whose peer is one sleeve link away, is
+        looked up in a cache by destination MAC (valid while ``route_gen`` holds) and sent
+        by ``_one_hop``; anything else is routed by ``decide.route_captured``.
         """
-        data = mv[HEADROOM:HEADROOM + n]
+        gen = self.route_gen                     # read before the tables: a change after this
+        if gen != self._hops_gen:                # bumps it again and empties the cache next frame
+            self._hops_gen = gen
+            self._hops = {}
+        d = base + vlen
+        mac = mv[d:d + 6].tobytes()
+        hop = self._hops.get(mac)
+        if hop is None:
+            self._routed(mac, mv, n, vlen, batcher, now, base)
+        elif not self._one_hop(hop[0], hop[1], mv, n, vlen, batcher, now, base):
+            self._send_hops(hop[0], (hop[1].name,), {hop[1].name: hop[1]}, mv, n, vlen, batcher, now, base)
+
+    def _routed(self, mac: bytes, mv: memoryview, n: int, vlen: int, batcher: Batcher, now: float,
+                base: int) -> None:
         links = self.links
-        v = route_captured(bytes(data[vlen:vlen + 6]), self.local, self.macs, self.unicast, self.broadcast,
-                           links, self.local_bcast_to)
+        v = route_captured(mac, self.local, self.macs, self.unicast, self.broadcast, links, self.local_bcast_to)
         for reason, peer in v.drops:
             self.drops.drop(reason, wire.bytes_to_name(peer))
-        dst, hops = v.dst, v.hops
+        if len(v.hops) == 1 and not v.drops and v.dst != wire.BROADCAST:
+            link = links[v.hops[0]]
+            self._hops[mac] = (v.dst, link)
+            if self._one_hop(v.dst, link, mv, n, vlen, batcher, now, base):
+                return
+        self._send_hops(v.dst, v.hops, links, mv, n, vlen, batcher, now, base)
+
+    def _one_hop(self, dst: bytes, link: PeerLink, mv: memoryview, n: int, vlen: int, batcher: Batcher,
+                 now: float, base: int) -> bool:
+        """The steady case in as few steps as it takes: a frame to peer ``dst`` over its only
+        hop ``link``, when it is a super-frame bigger than the path (pieces) or a small frame
+        (batched) that no ICMP "too big" can concern. False: nothing done, the general path
+        (``_send_hops``) takes it. Sends the same bytes and counts the same as that path."""
+        if vlen and mv[base:base + vlen] != fr.VNET_ZERO:
+            flags, off = wire.E_VNET, 0
+        else:
+            flags, off = 0, vlen                  # an all-zero vnet header is dropped
+        plen = n - off
+        size = 1 + wire.ENTRY.size + plen
+        path = link.path_limit()
+        if size > path:
+            if link.version < 2 or not self.udp_gso or not self.pieces:
+                return False
+            fkey = flow_key(mv, base + vlen)      # before sealing in place
+            if self._too_big(link, flags, mv[base + off:base + n]) \
+                    or not self._send_pieces(link, mv, base + off, plen, dst, flags, batcher):
+                return True
+        elif size + wire.VNET_LEN <= path and size < DIRECT_MIN:    # under every MTU check
+            payload = mv[base + off:base + n].tobytes()
+            fkey = flow_key(payload, vlen - off)
+            for hop, body in batcher.add(link.name, wire.ENTRY.pack(self.local, dst, flags, wire.DEFAULT_TTL, plen),
+                                         payload, link.body_limit()):
+                l2 = self.links.get(hop)
+                if l2 is not None:
+                    self._send(l2, body)
+        else:
+            return False
+        self.tx_peers.add(dst, n - vlen)
+        self.tx_flows.add_key(fkey, n - vlen, now, link.name)
+        return True
+
+    def _send_hops(self, dst: bytes, hops: tuple[bytes, ...], links: dict[bytes, PeerLink], mv: memoryview,
+                   n: int, vlen: int, batcher: Batcher, now: float, base: int) -> None:
+        """The general path: one captured frame to each of ``hops`` (a flood, a frame sent
+        alone or in fragments), with ICMP "too big" where it is over the connection's MTU."""
+        data = mv[base:base + n]
         fkey = flow_key(data, vlen)     # now: the sealed paths below encrypt the frame where it lies
         flags = wire.E_VNET if vlen and data[:vlen] != fr.VNET_ZERO else 0
         off = 0 if flags else vlen                       # an all-zero vnet header is dropped
@@ -186,11 +251,11 @@ class Transmit(SleeveState):
                     and 1 + wire.ENTRY.size + plen > link.path_limit():
                 if self._too_big(link, flags, data[off:]):
                     continue
-                ok = self._send_pieces(link, mv, HEADROOM + off, plen, dst, flags, batcher)
+                ok = self._send_pieces(link, mv, base + off, plen, dst, flags, batcher)
             elif len(hops) == 1 and DIRECT_MIN <= 1 + wire.ENTRY.size + plen <= link.body_limit():
                 if self._too_big(link, flags, data[off:]):
                     continue
-                ok = self._send_direct(link, mv, HEADROOM + off, plen, dst, flags, batcher)
+                ok = self._send_direct(link, mv, base + off, plen, dst, flags, batcher)
             else:
                 if payload is None:
                     payload = bytes(data[off:])
@@ -260,24 +325,36 @@ class Transmit(SleeveState):
         gcm = sealed and link.aesgcm
         if gcm:
             seq, data = link.sealer.seal_gcm_inplace(mv, e, end)
+            at = e
         elif sealed:
             seq, data = link.sealer.seal_box_inplace(mv, e, end)
+            at = e - SEAL_MAC
         else:
             seq, data = next(link.tx_seq), mv[e:end]
+            at = e
         total = len(data)
-        head = wire.encode_piece_head(self.local, seq, total, sealed=sealed, aesgcm=gcm)
+        head = wire.PIECE_HEAD.pack(wire.PIECE_VERSION, wire.PIECE_FLAGS_OF[sealed, gcm], self.local, seq, total)
         seg = link.prober.payload
         chunk = seg - wire.PIECE.size
         step = chunk * segments_per_train(seg)
+        views = self._views if self._views is not None and self._views.mv is mv else None
         sent_any = False
         for first in range(0, total, step):
-            offs = range(first, min(total, first + step), chunk)
-            k = len(offs)
+            last = min(total, first + step)
+            k = -(-(last - first) // chunk)
             # per piece [the header's 20 shared bytes, its offset field, its chunk]: the first two
             # from lists (no bytes built per piece), the chunks as views into the capture buffer
+            # (made once per layout: StridedViews)
             iov: list = [head] * (3 * k)
             iov[1::3] = wire.piece_offsets(first, chunk, k)
-            iov[2::3] = [data[o:o + chunk] for o in offs]
+            if views is not None:
+                full = (last - first) // chunk
+                chunks = views.get(at + first, chunk, 0, full)
+                if full < k:
+                    chunks.append(data[first + full * chunk:last])
+                iov[2::3] = chunks
+            else:
+                iov[2::3] = [data[o:o + chunk] for o in range(first, last, chunk)]
             sent = self._sendmsg(link, iov, segments=k, seg=seg)
             sent_any = sent_any or (sent is not None and sent is not GSO_REFUSED)
             self.stats["piece_trains"] += 1

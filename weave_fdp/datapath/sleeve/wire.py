@@ -251,10 +251,14 @@ class Piece:
     chunk: memoryview
 
 
+# A piece's flags by (sealed, AES-256-GCM).
+PIECE_FLAGS_OF = {(False, False): 0, (False, True): 0, (True, False): FLAG_SEALED,
+                  (True, True): FLAG_SEALED | FLAG_AESGCM}
+
+
 def encode_piece_head(sender: bytes, seq: int, total: int, *, sealed: bool, aesgcm: bool = False) -> bytes:
     """The 20 bytes every piece of one logical datagram starts with; append ``PIECE_OFFSET``."""
-    flags = (FLAG_SEALED | (FLAG_AESGCM if aesgcm else 0)) if sealed else 0
-    return PIECE_HEAD.pack(PIECE_VERSION, flags, sender, seq, total)
+    return PIECE_HEAD.pack(PIECE_VERSION, PIECE_FLAGS_OF[sealed, aesgcm], sender, seq, total)
 
 
 def split_pieces(sender: bytes, seq: int, data: bytes | memoryview, seg: int, *, sealed: bool,
