@@ -153,17 +153,29 @@ class Receive(Transmit):
         if rest:
             parts.append(mv[full * seg + hsz:n])
         if link.opener is not None:
+            opener = link.opener
+            seq = int.from_bytes(key[7:15], "big")
             try:
-                link.opener.check(int.from_bytes(key[7:15], "big"))
+                opener.check(seq)
             except wire.WireError:
                 return False                    # replayed: the general path counts it
-            joined = bytearray().join(parts)
-            try:
-                self._piece_done(link, key, joined, addr, batcher)
-            except wire.WireError as exc:
-                self.drops.drop(exc.cause, f"from {addr[0]}: {exc}")
             link.stats["rx_pkts"] += full + (rest > 0)
             link.stats["rx_bytes"] += n
+            box = memoryview(bytearray().join(parts))
+            try:
+                body = opener.open_gcm_box(box, seq) if key[0] & wire.FLAG_AESGCM else opener.open_box(box, seq)
+            except wire.WireError as exc:
+                self.drops.drop(exc.cause, f"from {addr[0]}: {exc}")
+                return True
+            self.stats["reassembled"] += 1
+            self.stats["pieced_rx"] += 1
+            frames = self._frames_for_us(body[1:]) if body[0] == wire.T_FRAMES else None
+            if frames is None:
+                self._body(link, body, addr, batcher)
+                return True
+            link.last_rx = now
+            for src, eflags, a, b in frames:
+                self._deliver(src, eflags, body[1 + a:1 + b])
             return True
         first = parts[0]
         if first[0] != wire.T_FRAMES:
