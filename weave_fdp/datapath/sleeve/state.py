@@ -42,6 +42,7 @@ class SleeveState:
                  secret_for: Callable[[bytes], bytes | None] | None = None, link_mtu: int = 1500,
                  vnet: bool = True, udp_gso: bool = True, big: bool = True, pieces: bool = True) -> None:
         self.local = local
+        self.header = wire.encode_header(local)     # the clear header of this sleeve's plain datagrams
         self.ifname = ifname
         self.bind_ip, self.port = bind_ip, port
         self.secret_for = secret_for or (lambda peer: None)
@@ -167,7 +168,7 @@ class SleeveState:
 
     def _parts(self, link: PeerLink, body: bytes | memoryview) -> list:
         """The datagram as iovecs: sealed (one libsodium pass into a fresh buffer) or header + body."""
-        return link.sealer.seal_parts(body) if link.sealer else [wire.encode_header(self.local), body]
+        return link.sealer.seal_parts(body) if link.sealer else [self.header, body]
 
     def _send(self, link: PeerLink, body: bytes | memoryview, sock: socket.socket | None = None) -> None:
         """One body (type byte + payload) to ``link`` in one datagram, sealed on sealed links."""

@@ -305,7 +305,7 @@ class Transmit(SleeveState):
         if link.sealer is not None:
             dg = link.sealer.seal_inplace(mv, e, end)
         else:
-            mv[e - wire.HEADER.size:e] = wire.encode_header(self.local)
+            mv[e - wire.HEADER.size:e] = self.header
             dg = mv[e - wire.HEADER.size:end]
         return self._sendmsg(link, [dg]) is not None
 
@@ -393,7 +393,7 @@ class Transmit(SleeveState):
         exactly one segment long).
         """
         chunk = limit - FRAG_BODY_OVERHEAD
-        head = wire.encode_header(self.local) + TYPE_FRAMES
+        head = self.header + TYPE_FRAMES
         total = len(payload)
         mv = memoryview(payload)
         seg = wire.HEADER.size + limit
