@@ -342,7 +342,7 @@ def _forwarder(sealed: bool) -> Forwarder:
 
 def _receive(f: Forwarder, dg: bytes) -> None:
     """One datagram through the receive loop's dispatch (the code between recvmsg and the
-    bridge port), as ``Forwarder._receive_loop`` runs it on a non-GRO read."""
+    bridge port), as the receive source's ``handle`` runs it on a non-GRO read."""
     buf = bytearray(dg)
     mv = memoryview(buf)
     from weave_fdp.datapath.sleeve.batch import Batcher

@@ -10,9 +10,9 @@ container 1 of host 1 to container 1 of host 2 (client pinned to CPU 0, server t
 CPU 1, as the bench pins them), and after one second of warm-up samples every thread
 of the forwarders and of iperf3 for ``--seconds``: CPU (user + system, % of one CPU)
 and context switches per second, from ``/proc/PID/task/TID/{stat,status,comm}``. The
-forwarders name their threads (``sleeve-capture``, ``sleeve-receive``, ``sleeve-timer``),
-so the rows say which side of which host each is: host 1's capture thread and host 2's
-receive thread carry the data, the other two the ACKs. ``--perf`` also records
+forwarders name their threads (``sleeve-data``: both directions, ``sleeve-timer``), so the
+rows say which host each is: host 1's data thread captures the stream and receives its
+ACKs, host 2's receives the stream and captures the ACKs. ``--perf`` also records
 ``perf record -g`` of both forwarders over the same seconds and prints, per thread,
 the share of samples in Python, the kernel and libraries, and the top symbols.
 Everything it built is torn down at the end.
@@ -95,7 +95,7 @@ def _perf_summary(data: str, echo) -> None:
     for line in report("--sort", "comm,dso").splitlines():
         if "%" in line and not line.startswith("#"):
             echo("  " + line.strip())
-    for comm in ("sleeve-capture", "sleeve-receive", "null-receive"):
+    for comm in ("sleeve-data", "null-receive"):
         echo(f"perf: top symbols of the {comm} threads (both hosts)")
         lines = [ln.strip() for ln in report("--comm", comm, "--sort", "dso,sym").splitlines()
                  if "%" in ln and not ln.startswith("#")]

@@ -35,7 +35,7 @@ HEARTBEAT_INTERVAL = 0.5     # s
 
 def _native_name(name: str) -> None:
     """Give this thread its name in the kernel too (``PR_SET_NAME``, 15 bytes): ``top -H``,
-    ``/proc/PID/task/*/comm`` and ``perf`` then tell sleeve-capture from sleeve-receive."""
+    ``/proc/PID/task/*/comm`` and ``perf`` then tell sleeve-data from sleeve-timer."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
@@ -56,7 +56,7 @@ class Forwarder(Receive):
         self.probe_sock = so.probe_socket(self.bind_ip)
         self._set_udp_checksums(self._checksums_needed())
         self._running = True
-        for fn, nm in ((self._capture_loop, "capture"), (self._receive_loop, "receive"), (self._timer_loop, "timer")):
+        for fn, nm in ((self._data_loop, "data"), (self._timer_loop, "timer")):
             t = threading.Thread(target=self._guard(fn), name=f"sleeve-{nm}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -76,7 +76,7 @@ class Forwarder(Receive):
     def reopen_port(self) -> None:
         """Capture and inject on a new AF_PACKET socket: the port was recreated (new ifindex).
 
-        The capture thread notices the swap within its 200 ms poll and closes the old one.
+        The data thread notices the swap within its 200 ms poll and closes the old one.
         """
         self.psock = so.packet_socket(self.ifname, vnet=self.vnet)
         log.warning("sleeve: capture port %s reopened", self.ifname)
@@ -91,6 +91,11 @@ class Forwarder(Receive):
                     log.exception("sleeve thread %s crashed; restarting it", threading.current_thread().name)
                     time.sleep(0.1)
         return run
+
+    def _data_loop(self) -> None:
+        """Both directions in one thread (see ``Transmit._serve``): the capture port and the
+        UDP socket. Returns when the port was reopened (``_guard`` starts it again on the new one)."""
+        self._serve([self._capture_source(), self._receive_source()])
 
     # ---- timer ----
 

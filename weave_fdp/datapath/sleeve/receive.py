@@ -1,6 +1,6 @@
 """The sleeve's receive side: datagrams from peers over UDP, to the bridge port or on.
 
-The receive thread reads datagrams (a UDP GRO batch of equal segments in one read),
+The data thread (``Transmit._serve``, shared with the capture side) reads datagrams (a UDP GRO batch of equal segments in one read),
 checks each sender (a known neighbour, at its own underlay address, sealed exactly
 when a password is set, not replayed), reassembles fragments and version-2 pieces,
 and hands each entry to ``decide.route_received``: delivered to the bridge port
@@ -21,7 +21,7 @@ from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, Batcher
 from weave_fdp.datapath.sleeve.decide import route_received
 from weave_fdp.datapath.sleeve.link import PeerLink, check_source
 from weave_fdp.datapath.sleeve.state import MAC_REFRESH, log
-from weave_fdp.datapath.sleeve.transmit import Transmit
+from weave_fdp.datapath.sleeve.transmit import Source, Transmit
 from weave_fdp.datapath.sleeve.views import StridedViews
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
@@ -77,7 +77,8 @@ def _piece_run(buf: bytearray, mv: memoryview, p: int, n: int, seg: int, off: in
 class Receive(Transmit):
     """Receive loop, sender checks, reassembly, delivery and relaying."""
 
-    def _receive_loop(self) -> None:
+    def _receive_source(self) -> Source:
+        """Datagrams from peers (one UDP GRO batch per read), for the data thread."""
         s = self.usock
         buf = bytearray(RECV_MAX)
         mv = memoryview(buf)
@@ -118,7 +119,7 @@ class Receive(Transmit):
             elif not self._fast_single(buf, mv, 0, n, addr):
                 self._datagram(mv[:n], addr, batcher)
 
-        self._serve(wake, read, handle, SleeveDrop.RECEIVE_BUG)
+        return Source(s.fileno(), wake, read, handle, SleeveDrop.RECEIVE_BUG)
 
     def _rx_train(self, buf: bytearray, mv: memoryview, n: int, seg: int, addr: tuple[str, int],
                   batcher: Batcher) -> bool:

@@ -17,16 +17,17 @@ Why these options:
   cache does not get in the way of our own probing.
 - A TPACKET_V2 receive ring on the capture socket (``CaptureRing``): the kernel copies
   each frame (vnet header included, ``PACKET_RESERVE`` bytes of room before it) into a
-  slot of a mapping we share, and the capture thread takes frames from there without a
-  syscall while they keep coming (it sleeps in ``poll`` only when the next slot is
-  empty). Measured with the null forwarder of ``bench sleeve-bound``: 1.16-1.38x one
+  slot of a mapping we share, and the data thread takes frames from there without a
+  syscall while they keep coming (it sleeps in ``poll`` only when nothing is left to
+  read anywhere). Measured with the null forwarder of ``bench sleeve-bound``: 1.16-1.38x one
   stream through a Python forwarder, 13-19% less CPU per GB, a third fewer context
   switches (in C no gain: the saving is the interpreter's per-call cost). Where the
-  kernel refuses a ring the capture thread reads with ``recv`` as before.
-- Blocking reads with SO_RCVTIMEO (``WAIT_S``) on the capture and data sockets: a
-  forwarder thread sleeps in its first read of a burst and reads the rest with
-  MSG_DONTWAIT, so a burst costs no poll() and no failed read; every send passes
-  MSG_DONTWAIT (a full queue is a counted drop, never a stall).
+  kernel refuses a ring the data thread reads with ``recv``. In the sleeve the ring alone
+  gave 1.00-1.05x, 1-5% less CPU per GB (docs/SLEEVE.md).
+- One data thread reads the capture port and the UDP socket in turn with MSG_DONTWAIT and
+  sleeps in one ``poll`` on both (at most ``WAIT_S``) when a round found nothing; every
+  send passes MSG_DONTWAIT (a full queue is a counted drop, never a stall). SO_RCVTIMEO
+  (``WAIT_S``) still bounds any blocking read made elsewhere (tests, tools).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import errno
 import functools
 import mmap
-import select
 import socket
 import struct
 
@@ -63,7 +63,7 @@ IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_PROBE = 3
 BUF_BYTES = 8 << 20
 SO_NO_CHECK = 11
-WAIT_S = 0.2              # longest a forwarder thread sleeps in a read (then it looks at its state)
+WAIT_S = 0.2              # longest the data thread sleeps in poll (then it looks at its state)
 
 
 def _wait_reads(s: socket.socket) -> None:
@@ -175,7 +175,7 @@ class CaptureRing:
     shared mapping, with ``reserve`` free bytes before it and ``tail`` after it (room to build
     a datagram in place).
 
-    ``next`` gives the slot of the next frame (waiting at most ``WAIT_S`` if asked), ``frame``
+    ``next`` gives the slot of the next frame (None when it is not there yet: poll the socket), ``frame``
     where the frame lies in ``view``, ``release`` hands the slot back to the kernel. One
     thread only."""
 
@@ -190,8 +190,6 @@ class CaptureRing:
         self.frame_size, self.frames = frame, per * blocks
         self._bases = ring_slots(frame, block, blocks)
         self.reserve, self.tail = reserve, tail
-        self._poll = select.poll()
-        self._poll.register(s.fileno(), select.POLLIN | select.POLLERR)
         self._i = 0
 
     @classmethod
@@ -202,16 +200,12 @@ class CaptureRing:
         except (OSError, ValueError):
             return None
 
-    def next(self, wait: bool) -> int | None:
-        """Offset of the next frame's slot; None when there is none (after at most ``WAIT_S``
-        when ``wait``)."""
+    def next(self) -> int | None:
+        """Offset of the next frame's slot; None when the kernel has not filled it yet (the
+        caller polls the socket)."""
         base = self._bases[self._i]
         if not self.map[base] & TP_STATUS_USER:       # the status word's low byte (little-endian)
-            if not wait:
-                return None
-            self._poll.poll(int(WAIT_S * 1000))
-            if not self.map[base] & TP_STATUS_USER:
-                return None
+            return None
         return base
 
     def frame(self, base: int, vlen: int) -> tuple[int, int] | None:

@@ -1,6 +1,6 @@
 """The sleeve's transmit side: frames captured on the bridge port, to peers over UDP.
 
-The capture thread reads frames (GSO super-frames with their virtio_net_hdr, up to
+The data thread (``_serve``, shared with the receive side) reads frames (GSO super-frames with their virtio_net_hdr, up to
 64 KiB) from a receive ring shared with the kernel (``sockets.CaptureRing``; ``recv``
 where there is none), asks ``decide.route_captured`` where each goes, and sends it one of four ways:
 
@@ -17,10 +17,11 @@ Every datagram leaves through ``SleeveState._sendmsg``.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NamedTuple
 
 from weave_fdp.datapath.sleeve import frames as fr
 from weave_fdp.datapath.sleeve import sockets as so
@@ -41,7 +42,14 @@ CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-f
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 SEAL_MAC = 16                # a secretbox's MAC, before its ciphertext
 
-T = TypeVar("T")
+class Source(NamedTuple):
+    """One thing the data thread reads from, and what it does with what it reads."""
+
+    fileno: int                                   # polled when a round read nothing
+    wake: Callable[[], bool]                      # once per round; False: leave (the port was reopened)
+    read: Callable[[int], Any]                    # read(MSG_DONTWAIT): an item, or None when there is none
+    handle: Callable[[Any, Batcher], None]
+    bug: SleeveDrop                               # what an exception in ``handle`` is counted as
 
 
 class Transmit(SleeveState):
@@ -49,41 +57,56 @@ class Transmit(SleeveState):
 
     # ---- capture: bridge -> peers ----
 
-    def _serve(self, wake: Callable[[], bool], read: Callable[[int], T | None],
-               handle: Callable[[T, Batcher], None], bug: SleeveDrop) -> None:
-        """The loop of the capture and receive threads. Each burst: ``wake()`` (False:
-        leave; called again once the first read returns, which may have waited: the
-        burst's time is then), then up to DRAIN ``read(flags)``s (None: nothing more
-        now), each handled (a bug on one never stops the loop: counted as ``bug``), then what the burst
-        batched leaves. The first read of a burst waits (at most ``sockets.WAIT_S``),
-        the others do not (MSG_DONTWAIT): no poll() and no failed read per burst."""
+    def _serve(self, sources: list[Source]) -> None:
+        """The loop of the data thread, over every source in turn (the capture port and the
+        UDP socket). Each round, per source: ``wake()`` (False: leave, the caller starts
+        again), then up to DRAIN ``read(MSG_DONTWAIT)``s (None: nothing more now), each
+        handled (a bug on one never stops the loop: counted as the source's ``bug``); then
+        what the round batched leaves; a round that read nothing waits in ``poll`` on all
+        of them (at most ``sockets.WAIT_S``).
+
+        One thread for both directions, not one per source: a host's data and the ACKs
+        coming back would otherwise hand the GIL to each other on every frame (a futex
+        wake-up each, an IPI on a VM). Measured (docs/SLEEVE.md): 1.03-1.06x plain and
+        1.15-1.16x encrypted throughput, 10-17% less CPU and half the context switches
+        per GB."""
         batcher = Batcher()
         dontwait = socket.MSG_DONTWAIT
+        poller = select.poll()
+        for src in sources:
+            poller.register(src.fileno, select.POLLIN | select.POLLERR)
+        wait_ms = int(so.WAIT_S * 1000)
         while self._running:
-            if not wake():
-                return
-            n_read = 0
-            while n_read < DRAIN:
-                item = read(dontwait if n_read else 0)
-                if item is None:
-                    break
-                if n_read == 0 and not wake():   # the wait may have been long: the burst's time
-                    return                       # is taken now (flows' last_seen, ageing)
-                n_read += 1
-                try:
-                    handle(item, batcher)
-                except Exception as exc:
-                    self.drops.drop(bug, repr(exc))
-                    log.debug("%s", bug.value, exc_info=True)
+            got = 0
+            for src in sources:
+                if not src.wake():
+                    return
+                read, handle = src.read, src.handle
+                n = 0
+                while n < DRAIN:
+                    item = read(dontwait)
+                    if item is None:
+                        break
+                    n += 1
+                    try:
+                        handle(item, batcher)
+                    except Exception as exc:
+                        bug = src.bug
+                        self.drops.drop(bug, repr(exc))
+                        log.debug("%s", bug.value, exc_info=True)
+                got += n
             self._flush(batcher)
+            if not got:
+                poller.poll(wait_ms)
 
-    def _capture_loop(self) -> None:
+    def _capture_source(self) -> Source:
+        """Frames from the bridge port: from a receive ring where the kernel gives one
+        (``_ring_source``), else with ``recv`` into a buffer with room around the frame."""
         s = self.psock
         ring = so.CaptureRing.open(s, HEADROOM, TAILROOM) if self.capture_ring else None
         if ring is not None:
             self.capture_mode = "ring"
-            self._capture_ring(s, ring)
-            return
+            return self._ring_source(s, ring)
         if self.capture_ring:
             self.capture_ring = False
             log.info("sleeve: no receive ring on %s here; capturing with recv", self.ifname)
@@ -118,13 +141,12 @@ class Transmit(SleeveState):
                 self.stats["captured"] += 1
                 self._outbound(mv, n, vlen, batcher, now)
 
-        self._serve(wake, read, handle, SleeveDrop.CAPTURE_BUG)
+        return Source(s.fileno(), wake, read, handle, SleeveDrop.CAPTURE_BUG)
 
-    def _capture_ring(self, s: socket.socket, ring: so.CaptureRing) -> None:
-        """The capture loop over a receive ring (``sockets.CaptureRing``): each frame is
-        handled where the kernel put it, ``HEADROOM`` bytes of its slot before it and
-        ``TAILROOM`` after, exactly as in the capture buffer of the ``recv`` loop, and its
-        slot handed back once it left."""
+    def _ring_source(self, s: socket.socket, ring: so.CaptureRing) -> Source:
+        """Frames from a receive ring (``sockets.CaptureRing``): each handled where the kernel
+        put it, ``HEADROOM`` bytes of its slot before it and ``TAILROOM`` after, exactly as
+        in the ``recv`` buffer, and its slot handed back once it left."""
         vlen = wire.VNET_LEN if self.vnet else 0
         view = ring.view
         self._views = StridedViews(view, CAPTURE_MAX + TAILROOM)
@@ -141,9 +163,6 @@ class Transmit(SleeveState):
             self.tx_flows.maybe_age(now)
             return True
 
-        def read(flags: int) -> int | None:
-            return ring.next(wait=not flags)
-
         def handle(base: int, batcher: Batcher) -> None:
             try:
                 where = ring.frame(base, vlen)
@@ -157,7 +176,7 @@ class Transmit(SleeveState):
             finally:
                 ring.release(base)
 
-        self._serve(wake, read, handle, SleeveDrop.CAPTURE_BUG)
+        return Source(s.fileno(), wake, lambda _flags: ring.next(), handle, SleeveDrop.CAPTURE_BUG)
 
     def _flush(self, batcher: Batcher) -> None:
         """Send what one read burst batched, one datagram per next hop and batch."""
