@@ -180,24 +180,19 @@ class SleeveState:
 
     def _inject_parts(self, vnet: int | None, parts: list) -> bool:
         """``_inject`` of a frame given as iovecs (the kernel joins them into one skb)."""
-        try:
-            self.psock.sendmsg([fr.VNET_ZERO, *parts] if self.vnet and vnet == 0 else parts, [], socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            self.drops.drop(SleeveDrop.INJECT_QUEUE_FULL)
-            return False
-        except OSError as exc:
-            self.drops.drop(SleeveDrop.INJECT_ERROR, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc}")
-            return False
-        self.stats["injected"] += 1
-        return True
+        return self._injected(self.psock.sendmsg, [fr.VNET_ZERO, *parts] if self.vnet and vnet == 0 else parts, [],
+                              socket.MSG_DONTWAIT)
 
     def _inject(self, vnet: int | None, payload: bytes | memoryview) -> bool:
         """Write a frame to the bridge port; ``vnet`` 0 prepends an empty vnet header."""
+        if self.vnet and vnet == 0:
+            return self._injected(self.psock.sendmsg, [fr.VNET_ZERO, payload], [], socket.MSG_DONTWAIT)
+        return self._injected(self.psock.send, payload, socket.MSG_DONTWAIT)
+
+    def _injected(self, call: Callable[..., int], *args: Any) -> bool:
+        """One write to the bridge port: counted, or dropped by reason (a full queue never waits)."""
         try:
-            if self.vnet and vnet == 0:
-                self.psock.sendmsg([fr.VNET_ZERO, payload], [], socket.MSG_DONTWAIT)
-            else:
-                self.psock.send(payload, socket.MSG_DONTWAIT)
+            call(*args)
         except BlockingIOError:
             self.drops.drop(SleeveDrop.INJECT_QUEUE_FULL)
             return False
