@@ -1,8 +1,9 @@
 """The sleeve's transmit side: frames captured on the bridge port, to peers over UDP.
 
-The data thread (``_serve``, shared with the receive side) reads frames (GSO super-frames with their virtio_net_hdr, up to
-64 KiB) from a receive ring shared with the kernel (``sockets.CaptureRing``; ``recv``
-where there is none), asks ``decide.route_captured`` where each goes, and sends it one of four ways:
+The data thread (``_serve``, shared with the receive side) reads frames (GSO super-frames
+with their virtio_net_hdr, up to 64 KiB) with ``recv`` (a receive ring, ``sockets.CaptureRing``,
+is written but off: ``SleeveState.capture_ring``), sends the steady case by ``_one_hop``, asks
+``decide.route_captured`` where any other goes, and sends it one of four ways:
 
 - batched: small frames to one next hop share a datagram (``Batcher``), flushed when
   a read burst ends, so batching adds no latency;
@@ -35,12 +36,13 @@ from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
 from weave_fdp.datapath.sleeve.views import StridedViews
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
 
-DRAIN = 64                   # frames read per wake-up before flushing batches
+DRAIN = 64                   # items read from one source per round before the next source's turn
 HEADROOM = 64                # bytes before a captured frame: room to build its datagram in place
 TAILROOM = 16                # bytes after it: the AES-256-GCM tag of a frame sealed in place
 CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-frame)
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 SEAL_MAC = 16                # a secretbox's MAC, before its ciphertext
+
 
 class Source(NamedTuple):
     """One thing the data thread reads from, and what it does with what it reads."""
