@@ -1,7 +1,8 @@
 """The sleeve's receive side: datagrams from peers over UDP, to the bridge port or on.
 
-The data thread (``Transmit._serve``, shared with the capture side) reads datagrams (a UDP GRO batch of equal segments in one read),
-checks each sender (a known neighbour, at its own underlay address, sealed exactly
+The data thread (``Transmit._serve``, shared with the capture side) reads datagrams (a
+UDP GRO batch of equal segments in one read), takes one whole train for this host the
+short way (``_rx_train``), checks each sender (a known neighbour, at its own underlay address, sealed exactly
 when a password is set, not replayed), reassembles fragments and version-2 pieces,
 and hands each entry to ``decide.route_received``: delivered to the bridge port
 (learning source MAC -> peer), relayed toward its destination peer, or passed on
