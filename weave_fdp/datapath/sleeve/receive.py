@@ -171,13 +171,7 @@ class Receive(Transmit):
                 return True
             self.stats["reassembled"] += 1
             self.stats["pieced_rx"] += 1
-            frames = self._frames_for_us(body[1:]) if body[0] == wire.T_FRAMES else None
-            if frames is None:
-                self._body(link, body, addr, batcher)
-                return True
-            link.last_rx = now
-            for src, eflags, a, b in frames:
-                self._deliver(src, eflags, body[1 + a:1 + b])
+            self._body(link, body, addr, batcher)   # whole frames for us take _frames_for_us there
             return True
         first = parts[0]
         if first[0] != wire.T_FRAMES:
