@@ -201,11 +201,16 @@ class SleevePath(BenchPath):
 
     key = "sleeve"
 
-    def __init__(self, prefix: str, password: str | None = None, pythonpath: str | None = None) -> None:
+    def __init__(self, prefix: str, password: str | None = None, pythonpath: str | None = None,
+                 big_frames: bool | None = None) -> None:
         super().__init__(prefix)
         self.password = password
         self.key = "sleeve_enc" if password else "sleeve"
         self.pythonpath = pythonpath      # run the forwarders from this source tree (an A/B baseline)
+        # IPv4 super-frames over 64 KiB, as a sleeve-only router sizes its ports where the kernel
+        # has BIG TCP (datapath.bridge_ports); None: so where it can, except for a baseline tree
+        # (which may not take them)
+        self.big_frames = (pythonpath is None and links.big_tcp_supported()) if big_frames is None else big_frames
         self.tmp = Path(tempfile.mkdtemp(prefix=f"weave-fdp-bench-{prefix}-"))
         self.procs: dict[int, subprocess.Popen[Any]] = {}
 
@@ -222,7 +227,8 @@ class SleevePath(BenchPath):
         for i in HOSTS:
             cfg = {"local": self.peer_name(i), "ifname": "vethwe-pcap",
                    "peers": {self.peer_name(k): self.lab.host_ip(k) for k in HOSTS},
-                   "password": self.password, "status_file": str(self.tmp / f"status-h{i}.json")}
+                   "password": self.password, "status_file": str(self.tmp / f"status-h{i}.json"),
+                   "big_frames": self.big_frames}
             path = self.tmp / f"sleeve-h{i}.json"
             path.write_text(json.dumps(cfg))
             env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
@@ -237,11 +243,12 @@ class SleevePath(BenchPath):
 
     def _plumb(self) -> None:
         """Each host's sleeve port (bridge ``weave``, ``vethwe-bridge``/``vethwe-pcap``) and container."""
+        from weave_fdp.datapath.sleeve.sizing import PORT_GSO_MAX
         from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
 
         for i in HOSTS:
             ns = self.lab.host_ns(i)
-            ensure_sleeve_port(ns)
+            ensure_sleeve_port(ns, gso_ipv4_max_size=PORT_GSO_MAX if self.big_frames else None)
             self.lab.add_container(i)
             cns = self.lab.container_ns(i, 1)
             links.create_veth("vethwepl1", "ethwe", netns=ns, peer_netns=cns)
@@ -250,7 +257,7 @@ class SleevePath(BenchPath):
 
     def _finish(self, mtu: int) -> None:
         """Containers' MTU and ``gso_max_size`` as the router's attach sets them for the sleeve."""
-        from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
+        from weave_fdp.datapath.sleeve.sizing import big_super_frame, container_gso_max_size
 
         for i in HOSTS:
             # What PMTU discovery settles on: no ICMP round trips during the measurements.
@@ -261,7 +268,11 @@ class SleevePath(BenchPath):
                 links.set_gso_max_size("ethwe", container_gso_max_size(self.lab.mtu), self.lab.container_ns(i, 1))
             except FdpError as exc:
                 log.warning("sleeve path: %s (super-frames may take two trains)", exc)
+            if self.big_frames:     # both ends, as container_link.attach sets them
+                links.set_gso_ipv4_max_size("ethwe", big_super_frame(self.lab.mtu), self.lab.container_ns(i, 1))
+                links.set_gso_ipv4_max_size("vethwepl1", big_super_frame(self.lab.mtu), self.lab.host_ns(i))
         self.info["mtu"] = mtu
+        self.info["big_frames"] = self.big_frames
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.poll() is None]

@@ -116,6 +116,14 @@ def _addresses(ns: IPRoute, idx: int) -> tuple[str, ...]:
     return tuple(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ns.get_addr(index=idx, family=2))
 
 
+def _set_gso_ipv4_max_size(ipr: IPRoute, idx: int, size: int, where: str) -> None:
+    """Best effort, like ``_set_gso_max_size``: a kernel without BIG TCP keeps 64 KiB."""
+    try:
+        ipr.link("set", index=idx, IFLA_GSO_IPV4_MAX_SIZE=size)
+    except NetlinkError as exc:
+        log.info("gso_ipv4_max_size %d not set on a container link in %s (%s): 64 KiB stays", size, where, exc)
+
+
 def _set_gso_max_size(cns: IPRoute, idx: int, size: int, where: str) -> None:
     """Best effort: a kernel that refuses to set it (older ones keep the limit read-only)
     keeps its default, and the sleeve sends such super-frames in two trains instead of one."""
@@ -128,12 +136,14 @@ def _set_gso_max_size(cns: IPRoute, idx: int, size: int, where: str) -> None:
 
 def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef = None,
            multicast_route: bool = True, ifname: str = CONTAINER_IFNAME,
-           gso_max_size: int | None = None) -> ContainerLink:
+           gso_max_size: int | None = None, gso_ipv4_max_size: int | None = None) -> ContainerLink:
     """Give the container at ``netns_path`` an ``ethwe`` (or ``ifname``) on bridge ``weave`` with ``cidrs``.
 
     ``gso_max_size``: the largest GSO super-frame the container's stack builds on it
     (the sleeve carries one that fits a UDP GSO train with one send; see
-    ``datapath.sleeve.sizing``); None leaves the kernel's default.
+    ``datapath.sleeve.sizing``); None leaves the kernel's default. ``gso_ipv4_max_size``:
+    the same for IPv4 on kernels with BIG TCP (over 64 KiB), set on both ends of the pair
+    (the bridge would cut what its port does not pass).
 
     Idempotent: an existing link is kept and missing addresses added. On failure
     everything this call created is removed again (nothing half-attached).
@@ -168,6 +178,9 @@ def attach(netns_path: str, cidrs: list[str], *, mtu: int, host_netns: NetnsRef 
             cns.link("set", index=cidx, mtu=mtu, state="up")
             if gso_max_size is not None:
                 _set_gso_max_size(cns, cidx, gso_max_size, netns_path)
+            if gso_ipv4_max_size is not None:
+                _set_gso_ipv4_max_size(cns, cidx, gso_ipv4_max_size, netns_path)
+                _set_gso_ipv4_max_size(ipr, hidx, gso_ipv4_max_size, _where(host_netns))
             for cidr in cidrs:
                 iface = ipaddress.ip_interface(cidr)
                 try:

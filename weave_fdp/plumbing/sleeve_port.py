@@ -4,7 +4,9 @@
 Offloads stay on (TSO/GSO, checksum): the sleeve reads whole GSO super-frames with
 their virtio_net_hdr, which is what makes a userspace path fast. The MTU of the
 pair is large so it never cuts what the bridge forwards; the containers' MTU and
-the sleeve's ICMP "fragmentation needed" govern frame sizes.
+the sleeve's ICMP "fragmentation needed" govern frame sizes. With ``gso_ipv4_max_size``
+(kernels with BIG TCP) both ends pass IPv4 super-frames that big: the bridge would cut
+bigger ones than its egress port passes into single segments.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ PCAP_END = "vethwe-pcap"
 PORT_MTU = 65535
 
 
-def ensure_sleeve_port(netns: str | None = None, *, bridge: str = BRIDGE, mtu: int = PORT_MTU) -> str:
-    """Create (idempotently) the pair on ``bridge`` in ``netns``; returns the capture interface name."""
+def ensure_sleeve_port(netns: str | None = None, *, bridge: str = BRIDGE, mtu: int = PORT_MTU,
+                       gso_ipv4_max_size: int | None = None) -> str:
+    """Create (idempotently) the pair on ``bridge`` in ``netns``; returns the capture interface
+    name. ``gso_ipv4_max_size``: set on both ends where the kernel has BIG TCP."""
     with netns_ipr(netns) as ipr:
         if links.link_index(bridge, ipr) is None:
             links.create_bridge(bridge, netns=ipr)
@@ -28,6 +32,9 @@ def ensure_sleeve_port(netns: str | None = None, *, bridge: str = BRIDGE, mtu: i
         links.set_master(BRIDGE_END, bridge, ipr)
         links.set_up(BRIDGE_END, ipr)
         links.set_up(PCAP_END, ipr)
+        if gso_ipv4_max_size is not None and links.big_tcp_supported(ipr):
+            for dev in (BRIDGE_END, PCAP_END):
+                links.set_gso_ipv4_max_size(dev, gso_ipv4_max_size, ipr)
     # Best effort: no IPv6 link-local chatter from our own port.
     for dev in (BRIDGE_END, PCAP_END):
         try:

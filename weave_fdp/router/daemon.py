@@ -155,6 +155,10 @@ class Router:
 
         ports = BridgePorts(mtu=self.config.mtu)
         await asyncio.to_thread(ports.start)
+        for ov in self.overlays:      # every remote frame is the sleeve's: it takes them over 64 KiB
+            fw = getattr(ov, "fw", None) if ov.name == "sleeve" else None
+            if fw is not None:
+                fw.big_frames = ports.big
         assert self.ctx is not None
         containers.register(self.api, ports, self.state.dir, ipam=self.ipam,
                            listeners=self.ctx.container_listeners)

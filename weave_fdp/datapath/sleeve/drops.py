@@ -53,6 +53,8 @@ class SleeveDrop(str, Enum):
     # the ways out and in (state.py, transmit.py, receive.py)
     SEND_QUEUE_FULL = "send-queue-full"  # the UDP socket's send buffer is full
     TOO_BIG = "too-big"                  # a datagram larger than the path takes (EMSGSIZE)
+    BIG_UNSPLIT = "big-unsplit"          # a frame over 64 KiB for a peer that takes none, and no IPv4/TCP
+                                         # super-frame to cut into smaller ones
     SEND_ERROR = "send-error"            # any other error of sendmsg (errno in the log)
     INJECT_QUEUE_FULL = "inject-queue-full"   # the bridge port's send buffer is full
     INJECT_ERROR = "inject-error"        # any other error writing to the bridge port (errno in the log)

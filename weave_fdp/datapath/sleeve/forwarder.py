@@ -99,6 +99,12 @@ class Forwarder(Receive):
 
     # ---- timer ----
 
+    def _features(self) -> int:
+        """Heartbeat feature bits: what this sleeve takes from a version-2 peer."""
+        if not self.pieces:
+            return 0
+        return (wire.FEATURE_AESGCM if self.aesgcm else 0) | (wire.FEATURE_BIG if self.big_frames else 0)
+
     def _timer_loop(self) -> None:
         while self._running:
             now = time.monotonic()
@@ -111,7 +117,7 @@ class Forwarder(Receive):
                         self.on_peer_change(link.name, False)
                 self._send(link, wire.encode_heartbeat(
                     time.monotonic_ns(), link.prober.payload, wire.PIECE_VERSION if self.pieces else wire.VERSION,
-                    wire.FEATURE_AESGCM if self.aesgcm and self.pieces else 0))
+                    self._features()))
                 for pid, size, df in link.prober.due(now):
                     body = wire.encode_probe(pid, size, link.overhead())
                     self._send(link, body, self.probe_sock if df else None)

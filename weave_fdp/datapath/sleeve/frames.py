@@ -106,3 +106,94 @@ def too_big_reply(frame: bytes | memoryview, mtu: int) -> bytes | None:
         ip = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 64, dst, src)
         return eth + ip + icmp
     return None
+
+
+_F_NEEDS_CSUM = 1          # VIRTIO_NET_HDR_F_NEEDS_CSUM
+_GSO_TCPV4 = 1             # VIRTIO_NET_HDR_GSO_TCPV4
+_IP_MAX = 0xFFFF           # the largest IPv4 total length a part can state
+_TCP_CWR, _TCP_PSH, _TCP_FIN = 0x80, 0x08, 0x01
+
+
+def _fold(s: int) -> int:
+    """One's-complement sum ``s`` folded to 16 bits, not complemented (a partial checksum)."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def split_tcp_super_frame(vnet: bytes | memoryview, frame: bytes | memoryview,
+                          limit: int) -> list[tuple[bytes, bytes, memoryview]] | None:
+    """Cut an IPv4 TCP GSO super-frame into GSO super-frames of at most ``limit`` bytes.
+
+    A container may hand us a "BIG TCP" frame (> 64 KiB, IPv4 total length 0) that a
+    peer cannot take whole. Each part holds whole ``gso_size`` segments (only the last
+    may be short) and carries the headers the kernel's tcp_gso_segment/inet_gso_segment
+    would give its first segment: total length, IP id bumped per segment, IP checksum,
+    sequence number, FIN/PSH on the last part only, CWR on the first only, and the TCP
+    pseudo-header partial sum (CHECKSUM_PARTIAL), so segmenting the parts later yields
+    the very segments segmenting the original would. The vnet header is kept, except
+    that a part of one segment is no longer GSO (gso_type GSO_NONE, gso_size 0);
+    NEEDS_CSUM stays, so the checksum is still completed downstream.
+
+    Returns ``(vnet header, Ethernet+IPv4+TCP headers, payload view into frame)`` per
+    part. A frame that already fits comes back as one part, rewritten the same way
+    (for a well-formed frame only the vnet header of a single segment changes).
+    Parts never state an IPv4 length above 65535, whatever ``limit`` says.
+
+    None when it is not something to cut: not TCPv4 GSO, gso_size 0, no NEEDS_CSUM,
+    a VLAN tag, not IPv4/TCP, an IP fragment, bad IHL/data offset, a frame shorter
+    than its headers, a total length that is neither the frame's nor 0 for a BIG
+    frame, csum_start/csum_offset not at the TCP checksum, or ``limit`` too small for
+    the headers and one segment.
+    """
+    if len(vnet) < VNET.size:
+        return None
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET.unpack_from(vnet, 0)
+    if gso_type & ~GSO_ECN != _GSO_TCPV4 or gso_size == 0 or not flags & _F_NEEDS_CSUM:
+        return None
+    mv = memoryview(frame)
+    n, l3 = len(mv), 14
+    if n < l3 + 20 or mv[12] != ETH_P_IP >> 8 or mv[13] != ETH_P_IP & 0xFF:
+        return None
+    ihl = (mv[l3] & 0x0F) * 4
+    l4 = l3 + ihl
+    if mv[l3] >> 4 != 4 or ihl < 20 or mv[l3 + 9] != 6 or n < l4 + 20:
+        return None
+    tot_len, ip_id, frag = struct.unpack_from("!HHH", mv, l3 + 2)
+    if frag & 0x3FFF:                              # MF or an offset: no whole TCP segment here
+        return None
+    if tot_len != n - l3 and not (tot_len == 0 and n - l3 > _IP_MAX):
+        return None
+    thl = (mv[l4 + 12] >> 4) * 4
+    hlen = l4 + thl
+    if thl < 20 or n < hlen or csum_start != l4 or csum_offset != 16:
+        return None
+    room = min(limit, l3 + _IP_MAX) - hlen
+    if room < gso_size:
+        return None
+    step = room // gso_size * gso_size
+    hdr = bytearray(mv[:hlen])
+    seq = struct.unpack_from("!I", hdr, l4 + 4)[0]
+    tcp_flags = hdr[l4 + 13]
+    pseudo = sum(struct.unpack_from("!4H", hdr, l3 + 12)) + 6       # addresses + protocol
+    gso = VNET.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    single = VNET.pack(flags, GSO_NONE, hdr_len, 0, csum_start, csum_offset)
+    total = n - hlen
+    parts: list[tuple[bytes, bytes, memoryview]] = []
+    off = 0
+    while True:
+        size = min(step, total - off)
+        last = off + size >= total
+        f = tcp_flags if off == 0 else tcp_flags & ~_TCP_CWR
+        if not last:
+            f &= ~(_TCP_PSH | _TCP_FIN)
+        struct.pack_into("!HHHBBH", hdr, l3 + 2, hlen - l3 + size, (ip_id + off // gso_size) & 0xFFFF,
+                         frag, hdr[l3 + 8], 6, 0)
+        struct.pack_into("!H", hdr, l3 + 10, checksum(bytes(hdr[l3:l4])))
+        struct.pack_into("!I", hdr, l4 + 4, (seq + off) & 0xFFFFFFFF)
+        hdr[l4 + 13] = f
+        struct.pack_into("!H", hdr, l4 + 16, _fold(pseudo + thl + size))
+        parts.append((gso if size > gso_size else single, bytes(hdr), mv[hlen + off:hlen + off + size]))
+        off += size
+        if last:
+            return parts

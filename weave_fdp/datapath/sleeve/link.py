@@ -37,6 +37,7 @@ class PeerLink:
     version: int = 1
     peer_version: int | None = None   # highest version the peer's heartbeats advertise (None: none yet)
     aesgcm: bool = False         # seal pieces with AES-256-GCM (both ends have it)
+    takes_big: bool = False      # the peer takes frames over 64 KiB (its heartbeats set FEATURE_BIG)
     tx_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))   # plain pieces' ids
     stats: dict[str, int] = field(default_factory=lambda: dict(tx_pkts=0, tx_bytes=0, rx_pkts=0, rx_bytes=0))
 

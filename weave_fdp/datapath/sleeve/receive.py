@@ -385,6 +385,7 @@ class Receive(Transmit):
         ours = wire.PIECE_VERSION if self.pieces else wire.VERSION
         v = max(1, min(version, ours))
         link.aesgcm = v >= 2 and self.aesgcm and bool(features & wire.FEATURE_AESGCM)
+        link.takes_big = v >= 2 and bool(features & wire.FEATURE_BIG)
         if v == link.version and version == link.peer_version:
             return
         link.peer_version = version
@@ -409,6 +410,9 @@ class Receive(Transmit):
         while p + esize + 14 <= n:
             src, dst, eflags, _ttl, elen = unpack(body, p)
             p += esize
+            if eflags & wire.E_BIG:
+                elen = wire.big_len(elen, n - p)
+                eflags &= ~wire.E_BIG
             if dst != local or eflags & ~wire.E_VNET or elen < 14 + (wire.VNET_LEN if eflags else 0) \
                     or p + elen > n:
                 return None
@@ -461,7 +465,7 @@ class Receive(Transmit):
                     if l2 is not None:
                         self._send(l2, body)
             return
-        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)
+        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)   # E_BIG: cut there
 
     def _deliver_parts(self, src_peer: bytes, flags: int, parts: list[memoryview], n: int) -> None:
         """``_deliver`` of a frame in ``parts`` (``n`` bytes, the first part holding at least

@@ -8,7 +8,9 @@ CONFIG: {"local": NAME, "ifname": "vethwe-pcap", "bridge": "weave" (created with
 "status_file": PATH (status JSON rewritten every 0.5 s, with "datapath": flows/peers/drops and
 "written": its wall-clock time),
 "vnet": true, "udp_gso": true, "big": true (big datagrams fragmented by the kernel when probes pass),
-"pieces": true (speak wire version 2: big frames as UDP GSO trains of pieces to peers that speak it)}
+"pieces": true (speak wire version 2: big frames as UDP GSO trains of pieces to peers that speak it),
+"big_frames": false (this host's bridge ports pass IPv4 super-frames over 64 KiB: take them, and
+say so in heartbeats)}
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from weave_fdp import routing
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
+from weave_fdp.datapath.sleeve.sizing import PORT_GSO_MAX
 from weave_fdp.errors import FdpError, UsageError
 
 
@@ -67,6 +70,7 @@ def build(cfg: dict) -> Forwarder:
                    vnet=bool(cfg.get("vnet", True)), udp_gso=bool(cfg.get("udp_gso", True)),
                    big=bool(cfg.get("big", True)), pieces=bool(cfg.get("pieces", True)))
     b = wire.name_to_bytes
+    fw.big_frames = bool(cfg.get("big_frames", False))
     fw.set_peers({b(n): (cfg["peers"][n], port) for pair in pairs if local in pair for n in pair if n != local})
     fw.set_routes(*static_routes(local, names, pairs))
     return fw
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(argv[0])
         if cfg.get("bridge"):
             from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
-            ensure_sleeve_port(None, bridge=cfg["bridge"])
+            ensure_sleeve_port(None, bridge=cfg["bridge"], gso_ipv4_max_size=PORT_GSO_MAX)
         fw = build(cfg)
         fw.start()
     except FdpError as exc:

@@ -51,6 +51,9 @@ class SleeveState:
         self.udp_gso = udp_gso
         self.big = big
         self.pieces = pieces        # speak wire v2 (advertise it; send pieces to v2 peers)
+        # This host takes frames over 64 KiB (IPv4 BIG TCP super-frames; heartbeats say so with
+        # FEATURE_BIG): set by whoever sized the bridge ports for them (kernel 6.3+, sleeve-only).
+        self.big_frames = False
         # Capture from a TPACKET_V2 receive ring (sockets.CaptureRing): off. Under a 64-byte UDP
         # flood the reader lost step with the kernel's ring head (its slot empty, frames in the
         # next ones, poll readable for ever: the data thread spun and forwarding stopped), and
@@ -72,7 +75,7 @@ class SleeveState:
         self._rx_views: StridedViews | None = None   # receive thread: chunk views of its buffer
         self.drops = Drops()
         self.stats = dict(captured=0, injected=0, relayed=0, icmp_too_big=0, fragmented=0, reassembled=0,
-                          gro_batches=0, pieced_tx=0, pieced_rx=0, piece_trains=0)
+                          gro_batches=0, pieced_tx=0, pieced_rx=0, piece_trains=0, big_tx=0, cut_big=0)
         self.on_peer_change: Callable[[bytes, bool], None] | None = None
         self.tx_flows = FlowTable()     # written by the capture thread only
         self.rx_flows = FlowTable()     # written by the receive thread only

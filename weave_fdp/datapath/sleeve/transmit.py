@@ -31,7 +31,7 @@ from weave_fdp.datapath.sleeve.batch import FRAG_BODY_OVERHEAD, TYPE_FRAMES, Bat
 from weave_fdp.datapath.sleeve.decide import route_captured
 from weave_fdp.datapath.sleeve.flows import flow_key
 from weave_fdp.datapath.sleeve.link import PeerLink
-from weave_fdp.datapath.sleeve.sizing import segments_per_train
+from weave_fdp.datapath.sleeve.sizing import one_train_frame, segments_per_train
 from weave_fdp.datapath.sleeve.state import GSO_REFUSED, SleeveState, log
 from weave_fdp.datapath.sleeve.views import StridedViews
 from weave_fdp.datapath.sleeve.drops import SleeveDrop
@@ -39,7 +39,7 @@ from weave_fdp.datapath.sleeve.drops import SleeveDrop
 DRAIN = 64                   # items read from one source per round before the next source's turn
 HEADROOM = 64                # bytes before a captured frame: room to build its datagram in place
 TAILROOM = 16                # bytes after it: the AES-256-GCM tag of a frame sealed in place
-CAPTURE_MAX = 70000          # largest captured frame (vnet header + GSO super-frame)
+CAPTURE_MAX = wire.MAX_FRAME  # largest captured frame (vnet header + GSO super-frame, BIG TCP's too)
 DIRECT_MIN = 8192            # frames at least this big bypass the batcher (sent alone, no copy)
 SEAL_MAC = 16                # a secretbox's MAC, before its ciphertext
 
@@ -235,7 +235,8 @@ class Transmit(SleeveState):
         size = 1 + wire.ENTRY.size + plen
         path = link.path_limit()
         if size > path:
-            if link.version < 2 or not self.udp_gso or not self.pieces:
+            if link.version < 2 or not self.udp_gso or not self.pieces \
+                    or plen > wire.ENTRY_MAX and not (link.takes_big and dst == link.name):
                 return False
             fkey = flow_key(mv, base + vlen)      # before sealing in place
             if self._too_big(link, flags, mv[base + off:base + n]) \
@@ -268,6 +269,12 @@ class Transmit(SleeveState):
         sent_via = None
         for hop in hops:
             link = links[hop]
+            if plen > wire.ENTRY_MAX and not (len(hops) == 1 and dst == hop and link.takes_big):
+                # over 64 KiB for a peer that takes none (or through a relay that cannot say
+                # whether the destination does): as smaller super-frames, each sent as any other
+                for buf, k in self._cut(link, data):
+                    self._send_hops(dst, (hop,), links, memoryview(buf), k, vlen, batcher, now, HEADROOM)
+                continue
             if len(hops) == 1 and link.version >= 2 and self.udp_gso and self.pieces \
                     and 1 + wire.ENTRY.size + plen > link.path_limit():
                 if self._too_big(link, flags, data[off:]):
@@ -315,7 +322,10 @@ class Transmit(SleeveState):
             self._send(link, body)
         e = start - 1 - wire.ENTRY.size
         mv[e] = wire.T_FRAMES
-        wire.ENTRY.pack_into(mv, e + 1, self.local, dst, flags, wire.DEFAULT_TTL, plen)
+        if plen > wire.ENTRY_MAX:
+            flags |= wire.E_BIG              # the frame runs to the end; len holds its low 16 bits
+            self.stats["big_tx"] += 1
+        wire.ENTRY.pack_into(mv, e + 1, self.local, dst, flags, wire.DEFAULT_TTL, plen & 0xFFFF)
         return e, start + plen
 
     def _send_direct(self, link: PeerLink, mv: memoryview, start: int, plen: int, dst: bytes, flags: int,
@@ -387,6 +397,14 @@ class Transmit(SleeveState):
     def _to_link(self, link: PeerLink, src: bytes, dst: bytes, flags: int, payload: bytes | memoryview,
                  batcher: Batcher, ttl: int, *, origin: bool) -> bool:
         """Queue or send one frame toward ``link``; False when it was refused (ICMP sent or dropped)."""
+        flags &= ~wire.E_BIG                 # entries here state their length, or are fragments
+        if len(payload) > wire.ENTRY_MAX and flags & wire.E_VNET:
+            # a relayed frame over 64 KiB: the next hop's reach is unknown here, so smaller ones
+            cut = self._cut(link, payload)
+            for buf, k in cut:
+                self._to_link(link, src, dst, flags, memoryview(buf)[HEADROOM:HEADROOM + k], batcher, ttl,
+                              origin=origin)
+            return bool(cut)
         limit = link.body_limit()
         if origin and self._too_big(link, flags, payload):
             return False
@@ -404,6 +422,27 @@ class Transmit(SleeveState):
         else:
             self._send_many(link, fragment(src, dst, payload, flags, fid, limit, ttl))
         return True
+
+    def _cut(self, link: PeerLink, frame: bytes | memoryview) -> list[tuple[bytearray, int]]:
+        """A frame over 64 KiB (vnet header first) as the smaller super-frames ``link`` takes
+        (``frames.split_tcp_super_frame``: each a train's worth, as the kernel's own GSO
+        would cut it), each ``(buffer, length)`` with ``HEADROOM`` before it and ``TAILROOM``
+        after. Empty (dropped, counted): not an IPv4/TCP super-frame that can be cut."""
+        mv = memoryview(frame)
+        parts = fr.split_tcp_super_frame(mv[:wire.VNET_LEN], mv[wire.VNET_LEN:], one_train_frame(link.prober.payload))
+        if not parts:
+            self.drops.drop(SleeveDrop.BIG_UNSPLIT, wire.bytes_to_name(link.name))
+            return []
+        self.stats["cut_big"] += 1
+        out = []
+        for vnet, head, payload in parts:
+            k = len(vnet) + len(head) + len(payload)
+            buf = bytearray(HEADROOM + k + TAILROOM)
+            a = HEADROOM + len(vnet) + len(head)
+            buf[HEADROOM:a] = vnet + head
+            buf[a:a + len(payload)] = payload
+            out.append((buf, k))
+        return out
 
     def _send_frag_train(self, link: PeerLink, src: bytes, dst: bytes, flags: int,
                          payload: bytes | memoryview, ttl: int, limit: int, fid: int) -> None:

@@ -15,6 +15,11 @@ Unsealed: the body follows. Sealed: an 8-byte big-endian sequence number, then
                     eflags bit0 VNET: the frame starts with a 10-byte virtio_net_hdr
                     eflags bit1 FRAG: payload = frag id(4) offset(4) total(4) + a chunk of
                                       the whole frame (vnet header included) at offset
+                    eflags bit2 BIG: the frame is over 65,535 bytes (an IPv4 "BIG TCP"
+                                      super-frame) and runs to the end of the body;
+                                      len holds its low 16 bits (a check). Only as the
+                                      one entry of a logical datagram in pieces, only
+                                      toward a peer whose heartbeats set ``FEATURE_BIG``
     HEARTBEAT (2)   timestamp ns(8) sender's PMTU view(2)
     HEARTBEAT_ACK(3) echoed timestamp(8)
     PMTU_PROBE (4)  probe id(4) size(2), zero padding up to size bytes of UDP payload
@@ -60,6 +65,7 @@ FLAG_SEALED = 0x01
 FLAG_AESGCM = 0x02                       # pieces only, with SEALED: AES-256-GCM instead of secretbox
 PIECE_FLAGS = FLAG_SEALED | FLAG_AESGCM
 FEATURE_AESGCM = 0x01                    # heartbeat feature bit: this peer opens AES-256-GCM pieces
+FEATURE_BIG = 0x02                       # heartbeat feature bit: this peer takes frames over 64 KiB (E_BIG)
 
 HEADER = struct.Struct("!BB6s")          # version, flags, sender
 SEQ = struct.Struct("!Q")
@@ -78,6 +84,8 @@ TYPES = {T_FRAMES, T_HEARTBEAT, T_HEARTBEAT_ACK, T_PMTU_PROBE, T_PMTU_ACK}
 
 E_VNET = 0x01
 E_FRAG = 0x02
+E_BIG = 0x04
+ENTRY_MAX = 0xFFFF                       # the largest frame an entry's len field states
 DEFAULT_TTL = 16                         # relays decrement; 0 is dropped (loops during route churn)
 
 PIECE = struct.Struct("!BB6sQII")       # version 2, flags, sender, seq, total, offset
@@ -184,9 +192,15 @@ def encode_entry(src: bytes, dst: bytes, payload: bytes | memoryview, *, flags: 
                  ttl: int = DEFAULT_TTL) -> bytes:
     """Entry header for ``payload``; callers join header and payload (no copy here)."""
     n = len(payload)
-    if n > 0xFFFF:
+    if n > ENTRY_MAX and not flags & E_BIG:
         raise ProtocolError(f"sleeve entry of {n} bytes exceeds 65535; fragment it")
-    return ENTRY.pack(src, dst, flags, ttl, n)
+    return ENTRY.pack(src, dst, flags, ttl, n & 0xFFFF)
+
+
+def big_len(field: int, rest: int) -> int:
+    """Length of an E_BIG entry's frame: ``rest`` (the bytes to the end of the body) when it
+    is over 65,535 and its low 16 bits are the len ``field``; -1 otherwise."""
+    return rest if rest > ENTRY_MAX and rest & 0xFFFF == field else -1
 
 
 def iter_entries(body: memoryview) -> Iterator[Entry]:
@@ -199,9 +213,14 @@ def iter_entries(body: memoryview) -> Iterator[Entry]:
             raise WireError(SleeveDrop.TRUNCATED, f"entry header cut short at byte {off}")
         src, dst, flags, ttl, n = ENTRY.unpack_from(body, off)
         off += ENTRY.size
+        if flags & E_BIG and not flags & E_FRAG:
+            n = big_len(n, end - off)
+            if n < 0:
+                raise WireError(SleeveDrop.BAD_LENGTH, f"big entry of {end - off} bytes is not over 65535 "
+                                                       "or disagrees with its len field")
         if n > end - off:
             raise WireError(SleeveDrop.BAD_LENGTH, f"entry declares {n} bytes but only {end - off} remain")
-        if flags & ~(E_VNET | E_FRAG):
+        if flags & ~(E_VNET | E_FRAG | E_BIG) or flags & E_FRAG and flags & E_BIG:
             raise WireError(SleeveDrop.BAD_FLAGS, f"unknown entry flags {flags:#x}")
         if flags & E_FRAG and n < FRAG.size + 1:
             raise WireError(SleeveDrop.TRUNCATED, "fragment entry shorter than its fragment header")

@@ -27,6 +27,7 @@ import msgpack
 from weave_fdp.datapath.sleeve import wire
 from weave_fdp.datapath.sleeve.flows import merge_datapath
 from weave_fdp.datapath.sleeve.forwarder import Forwarder
+from weave_fdp.datapath.sleeve.sizing import PORT_GSO_MAX
 from weave_fdp.plumbing.links import link_index
 from weave_fdp.router.overlay.base import MeshView, RouterContext
 from weave_fdp.router.overlay.switch import SLEEVE, fastdp_of, switch_of
@@ -58,7 +59,7 @@ class SleeveOverlay:
     async def start(self, ctx: RouterContext) -> None:
         from weave_fdp.plumbing.sleeve_port import ensure_sleeve_port
         self.ctx = ctx
-        ifname = await asyncio.to_thread(ensure_sleeve_port, None)
+        ifname = await asyncio.to_thread(ensure_sleeve_port, None, gso_ipv4_max_size=PORT_GSO_MAX)
         port = int(getattr(self.config, "port", wire.PORT))
         self.fw = Forwarder(wire.name_to_bytes(ctx.local.name), ifname, port=port,
                             secret_for=self._secret_for, link_mtu=_underlay_mtu())
@@ -115,7 +116,7 @@ class SleeveOverlay:
             return None     # fastdp's watchdog makes the bridge again (with its MTU) and re-enslaves us
         why = (f"{PCAP_END} is gone" if idx is None else f"{PCAP_END} was replaced" if idx != self._port_ifindex
                else f"{BRIDGE_END} left bridge {BRIDGE}")
-        ensure_sleeve_port(None)
+        ensure_sleeve_port(None, gso_ipv4_max_size=PORT_GSO_MAX)
         reattach_orphans()
         new = link_index(PCAP_END)
         if new != self._port_ifindex:
