@@ -271,6 +271,7 @@ def _name_big_tcp_attrs() -> None:
     pad = [(f"IFLA_UNNAMED_{i}", "hex") for i in range(len(names), IFLA_GSO_IPV4_MAX_SIZE)]
     ifinfmsg.nla_map = (*ifinfmsg.nla_map, *pad, ("IFLA_GSO_IPV4_MAX_SIZE", "uint32"),
                         ("IFLA_GRO_IPV4_MAX_SIZE", "uint32"))
+    ifinfmsg._nlmsg_base__compiled_nla = False    # a message parsed before now compiled the old table
 
 
 _name_big_tcp_attrs()

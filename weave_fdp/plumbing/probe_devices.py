@@ -177,6 +177,22 @@ def _driver(ifname: str) -> str | None:
         return None
 
 
+def big_tcp(size: int = 0x40000) -> Outcome:
+    """Let a veth pass IPv4 GSO super-frames of ``size`` bytes (over 64 KiB) and read it back."""
+    from weave_fdp.plumbing import links  # noqa: F401  (names the attribute for pyroute2)
+
+    try:
+        with IPRoute() as ipr, veth_up(ipr, "fdpp-g") as (a, _b):
+            ipr.link("set", index=a, IFLA_GSO_IPV4_MAX_SIZE=size)
+            got = ipr.get_links(a)[0].get_attr("IFLA_GSO_IPV4_MAX_SIZE")
+    except Exception as exc:
+        return Outcome(False, _nl_reason(exc))
+    if got != size:
+        return Outcome(False, "no gso_ipv4_max_size on this kernel" if got is None else
+                       f"gso_ipv4_max_size reads {got}, not {size}")
+    return Outcome(True, f"gso_ipv4_max_size {size}: sleeve-only hosts carry IPv4 super-frames over 64 KiB")
+
+
 def bridge() -> Outcome:
     """Create a bridge, enslave one end of a veth pair to it, bring it up, delete both."""
     try:

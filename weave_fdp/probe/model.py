@@ -57,6 +57,7 @@ BRIDGE = "bridge"
 AF_PACKET = "AF_PACKET capture/inject"
 UDP = "UDP socket"
 ESP = "ESP/XFRM crypto"
+BIG_TCP = "IPv4 BIG TCP"
 
 
 def dev_check(dev: str) -> str:

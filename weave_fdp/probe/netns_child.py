@@ -32,6 +32,7 @@ DEVICE_FIXES: dict[str, str] = {
     m.UDP: "kernel needs IPv4 UDP sockets",
     m.ESP: "optional: CONFIG_INET_ESP + CONFIG_CRYPTO_GCM (modprobe esp4 gcm); "
            "without them encrypted peers use sleeve",
+    m.BIG_TCP: "optional: Linux >= 6.3; without it the sleeve's super-frames stay within 64 KiB",
 }
 
 
@@ -73,9 +74,10 @@ def device_checks() -> list[m.Check]:
         results[m.AF_PACKET] = dev.af_packet_roundtrip()
         results[m.UDP] = dev.udp_roundtrip()
         results[m.ESP] = dev.xfrm_esp()
+        results[m.BIG_TCP] = dev.big_tcp()
     else:
         skipped = dev.Outcome(None, f"{NEEDS_ROOT}: unshare: {why_not}")
-        for name in (m.CLSACT, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.ESP):
+        for name in (m.CLSACT, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.ESP, m.BIG_TCP):
             results[name] = skipped
         results[m.AF_PACKET] = dev.af_packet_open()
         results[m.UDP] = dev.udp_roundtrip(send=False)

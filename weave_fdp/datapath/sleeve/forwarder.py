@@ -148,6 +148,7 @@ class Forwarder(Receive):
             "pmtu": link.prober.payload, "pmtu_discovered": link.prober.settled, "mtu": link.mtu(),
             "big_datagrams": link.prober.big_ok, "wire_version": link.version,
             "peer_wire_version": link.peer_version,
+            "takes_big_frames": link.takes_big,
             "cipher": None if link.sealer is None else ("aes256gcm" if link.aesgcm else "xsalsa20poly1305"),
             "rtt_ms": None if link.rtt_ms is None else round(link.rtt_ms, 3), **link.stats,
         }
@@ -155,7 +156,7 @@ class Forwarder(Receive):
     def status(self) -> dict:
         return {
             "local": wire.bytes_to_name(self.local), "port": self.port, "vnet": self.vnet, "gro": self.gro,
-            "udp_gso": self.udp_gso, "capture": self.capture_mode,
+            "udp_gso": self.udp_gso, "capture": self.capture_mode, "big_frames": self.big_frames,
             "peers": [self.peer_status(n) for n in sorted(self.links)],
             "macs": len(self.macs), "stats": dict(self.stats), "drops": self.drops.snapshot(),
             "flow_count": len(self.tx_flows) + len(self.rx_flows),
