@@ -259,7 +259,6 @@ def set_gso_max_size(name: str, size: int, netns: NetnsRef = None) -> None:
 # where it lacks them (include/uapi/linux/if_link.h: IFLA_GSO_IPV4_MAX_SIZE = 63, _GRO_ = 64).
 IFLA_GSO_IPV4_MAX_SIZE = 63
 IFLA_GRO_IPV4_MAX_SIZE = 64
-GSO_LEGACY_MAX = 65536      # the IPv4 limit of kernels without BIG TCP
 
 
 def _name_big_tcp_attrs() -> None:

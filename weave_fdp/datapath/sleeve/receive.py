@@ -465,7 +465,7 @@ class Receive(Transmit):
                     if l2 is not None:
                         self._send(l2, body)
             return
-        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)   # E_BIG: cut there
+        self._to_link(link, e.src, e.dst, e.flags, bytes(e.payload), batcher, e.ttl - 1, origin=False)   # over 64 KiB: cut there
 
     def _deliver_parts(self, src_peer: bytes, flags: int, parts: list[memoryview], n: int) -> None:
         """``_deliver`` of a frame in ``parts`` (``n`` bytes, the first part holding at least
