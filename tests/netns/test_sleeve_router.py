@@ -128,3 +128,42 @@ def test_sleeve_port_removed_under_the_router_comes_back(make_lab) -> None:
     deadline = time.monotonic() + 10
     while lab.exec_container(1, 1, ping, check=False).returncode != 0:
         assert time.monotonic() < deadline, "no traffic after the repair"
+
+
+@pytest.mark.skipif(not links.big_tcp_supported(), reason="this kernel has no IPv4 BIG TCP (6.3+)")
+def test_sleeve_only_routers_carry_super_frames_over_64k_whole(make_lab) -> None:
+    """Routers without fastdp on a kernel with BIG TCP: `attach` gives containers IPv4
+    super-frames of four trains, heartbeats say FEATURE_BIG, and a bulk TCP stream crosses
+    in frames over 64 KiB, every byte intact."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from weave_fdp.datapath.sleeve.sizing import big_super_frame
+
+    lab = make_lab(hosts=2)
+    lab.launch_routers(["--no-fastdp"])
+    for i in (1, 2):
+        lab.add_container(i)
+        lab.exec(i, [*weave_command(), "attach", f"10.32.{i}.1/12", f"netns:{lab.container_ns(i, 1)}"])
+    assert links.get_gso_ipv4_max_size("ethwe", lab.container_ns(1, 1)) == big_super_frame(lab.mtu)
+    deadline = time.monotonic() + 20
+    while lab.exec_container(1, 1, ["ping", "-c", "1", "-W", "1", "10.32.2.1"], check=False).returncode:
+        assert time.monotonic() < deadline, f"no sleeve connectivity: {connections(lab, 1)}"
+    data = hashlib.sha256(b"weave-fdp big frames").digest() * (1 << 19)          # 16 MiB
+    srv = lab.popen_container(2, 1, [sys.executable, "-c",
+                                     "import hashlib,socket\ns=socket.socket();s.bind(('0.0.0.0',5001));s.listen(1)\n"
+                                     "c,_=s.accept();h=hashlib.sha256()\n"
+                                     "while (d:=c.recv(1<<18)):\n h.update(d)\nprint(h.hexdigest())\n"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    lab.exec_container(1, 1, [sys.executable, "-c",
+                              "import hashlib,socket\nc=socket.create_connection(('10.32.2.1',5001))\n"
+                              "c.sendall(hashlib.sha256(b'weave-fdp big frames').digest()*(1<<19));c.close()\n"],
+                       timeout=60)
+    out, _ = srv.communicate(timeout=30)
+    assert out.strip() == hashlib.sha256(data).hexdigest()
+    rep = json.loads(lab.exec(1, [*weave_command(), "report"]).stdout)
+    sl = rep["overlays"]["sleeve"]
+    assert sl["big_frames"] and all(p["takes_big_frames"] for p in sl["peers"]), sl
+    assert sl["stats"]["big_tx"] > 0 and sl["stats"]["cut_big"] == 0, sl["stats"]

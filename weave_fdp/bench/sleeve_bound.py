@@ -129,7 +129,7 @@ class NullPath(SleevePath):
     """The sleeve path's lab with a null forwarder on each host instead of the sleeve."""
 
     def __init__(self, prefix: str, key: str, c_exe: Path | None = None) -> None:
-        super().__init__(prefix)
+        super().__init__(prefix, big_frames=False)     # the null forwarders take 64 KiB at most
         self.key = key
         self.c_exe = c_exe
 
