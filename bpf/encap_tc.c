@@ -57,6 +57,13 @@ int fdp_from_container(struct __sk_buff *skb)
 	if (fdp_mac_is_group(key.dst_mac))
 		goto flood;
 	__builtin_memcpy(mk.mac, key.dst_mac, 6);
+	/* Remote MACs first: fdp_learned never holds a local one (fdp_learn refuses
+	 * it; attaching deletes one learned before, the ageing sweep any that raced
+	 * in), so a hit there decides, and a frame for another host, the path that
+	 * counts, walks one hash bucket rather than a miss in fdp_macs and then this. */
+	dst = fdp_learned.lookup(&mk);
+	if (dst)
+		goto remote;
 	local = fdp_macs.lookup(&mk);
 	if (local) {
 		/* to the host's own port (the bridge): a DNS query may be answered here (never
@@ -71,9 +78,9 @@ int fdp_from_container(struct __sk_buff *skb)
 		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);
 		return TC_ACT_OK;
 	}
-	dst = fdp_learned.lookup(&mk);
-	if (!dst)
-		goto flood;
+	goto flood;
+
+remote:
 	dst_peer = dst->peer;
 	if (dst_peer == cfg->local_peer) {
 		fdp_flow_account(&key, len, FDP_PATH_LOCAL, cfg->local_peer);

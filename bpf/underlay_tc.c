@@ -103,12 +103,17 @@ int fdp_from_underlay(struct __sk_buff *skb)
 	if (!dst || !(dst->flags & FDP_MAC_LOCAL) || dst->ifindex == 0)
 		return FDP_PASS;
 
-	/* Does the container consume it (its own address) or route it on? The
-	 * host's own port never counts: hosts DNAT their addresses onward (published
-	 * ports, node ports), so its aggregates keep the device path. */
+	/* A GSO aggregate: does the container consume it (its own address) or
+	 * route it on (fdp_strip)? Asked only for aggregates: a single frame needs
+	 * no answer, and the lookup is a fifth hash walk per packet. The host's own
+	 * port never counts: hosts DNAT their addresses onward (published ports,
+	 * node ports), so its aggregates keep the device path. */
 	ifindex = dst->ifindex;
-	own = ifindex != cfg->host_ifindex ? fdp_port_addrs.lookup(&ifindex) : 0;
-	terminates = own && fdp_port_has_ip(own, key.dst_ip);
+	terminates = 0;
+	if (skb->gso_size && ifindex != cfg->host_ifindex) {
+		own = fdp_port_addrs.lookup(&ifindex);
+		terminates = own && fdp_port_has_ip(own, key.dst_ip);
+	}
 
 	__builtin_memcpy(inner.h_dest, key.dst_mac, ETH_ALEN);
 	__builtin_memcpy(inner.h_source, key.src_mac, ETH_ALEN);

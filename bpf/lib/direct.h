@@ -147,7 +147,8 @@ static __always_inline int fdp_encap_direct(struct __sk_buff *skb, const struct 
  * Strip the outer headers (@inner: the inner Ethernet header to put back in
  * front). @terminates: the inner IPv4 destination is an address of the
  * receiving container itself (fdp_port_addrs), so the container's own stack
- * consumes the packet rather than forwarding it. Returns 0, or -1 when the
+ * consumes the packet rather than forwarding it (read only for GSO aggregates:
+ * callers may pass 0 for a single frame). Returns 0, or -1 when the
  * kernel refused or the aggregate must keep the device path (skb unchanged:
  * pass it on), or a drop verdict once the skb is half-rebuilt.
  */

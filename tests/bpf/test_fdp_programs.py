@@ -200,3 +200,47 @@ def test_unconfigured_datapath_passes_container_frames_and_drops_tunnel_ones() -
         assert d.drops() == {"no-config": 1}
     finally:
         d.close()
+
+
+def test_a_mac_that_attaches_here_is_unlearned_and_delivered_locally() -> None:
+    """fdp_from_container asks fdp_learned before fdp_macs: attaching a container whose
+    MAC was learned from a peer (it moved here) deletes that entry, and the ageing
+    sweep deletes one a program learned in the instant before the attach; else its
+    frames would go back to the peer."""
+    import time
+
+    from weave_fdp.datapath.fastdp.loader import FastDatapath
+
+    moved = "02:00:00:00:02:99"
+
+    def plan(ports: dict[str, str]):
+        return build_plan(
+            local="p1", short_ids={"p1": 1, "p2": 2}, unicast={"p2": "p2"}, broadcast={"p1": ["p2"]},
+            hop_ips={"p2": IP["p2"]}, modes={"p2": "fastdp"}, ports=ports, mtu=1450)
+
+    def learned_now() -> None:
+        entry = abi.MacEntry(peer=2, flags=abi.MacFlags.LEARNED, updated_ns=time.monotonic_ns())
+        d.maps["fdp_learned"].set(abi.mac_key(moved), entry)
+
+    d = FastDatapath(test_mode=True).load()
+    try:
+        ifindex = {"vethweplA": 11, "vethweplM": 13}
+        d.apply(plan({"vethweplA": LOCAL_MAC_A}), vxlan_ifindex=VXLAN_IF, ifindex=ifindex)
+        allow_port(d, LOCAL_MAC_A, ["10.32.0.1"])
+        learned_now()
+        res, evs, _ = run(d, TX, ip_frame(moved))
+        assert res.retval == REDIRECT and evs[0] == ("TUNNEL_KEY", V(1, 2), IP["p2"], 0)
+
+        d.apply(plan({"vethweplA": LOCAL_MAC_A, "vethweplM": moved}), vxlan_ifindex=VXLAN_IF, ifindex=ifindex)
+        allow_port(d, LOCAL_MAC_A, ["10.32.0.1"])
+        assert d.maps["fdp_learned"].get(abi.mac_key(moved)) is None
+        res, evs, _ = run(d, TX, ip_frame(moved))
+        assert (res.retval, evs) == (OK, [])  # to the bridge, which delivers it here
+
+        learned_now()  # learned by a program racing the attach: fresh, so only the sweep's check removes it
+        assert d.age_macs(300) == [moved]
+        assert d.maps["fdp_learned"].get(abi.mac_key(moved)) is None
+        res, evs, _ = run(d, TX, ip_frame(moved))
+        assert (res.retval, evs) == (OK, [])
+    finally:
+        d.close()

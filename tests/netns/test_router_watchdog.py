@@ -46,8 +46,9 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
     wait_fastdp(lab, 1)
     assert ping_ok(lab, (1, 1), (2, 1))
 
-    # 2. the container port's program detached (the whole clsact qdisc removed)
-    lab.exec(1, ["tc", "qdisc", "del", "dev", port, "clsact"])
+    # 2. the container port's program detached (at tcx, or the whole clsact qdisc removed)
+    assert tc.detach_all(port, netns=ns)
+    assert tc.programs(port, netns=ns) == []
     wd = wait_repaired(lab, 1, 2)
     assert f"fdp_from_container is not attached to {port}" in wd["last_damage"]
     assert tc.programs(port, netns=ns) == ["fdp_from_container"]
@@ -65,7 +66,8 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
 
     # 4. the host's port (the program at the bridge's egress) detached
     assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
-    lab.exec(1, ["tc", "qdisc", "del", "dev", "weave", "clsact"])
+    assert tc.detach("weave", "fdp_from_container", direction="egress", netns=ns)
+    assert tc.programs("weave", direction="egress", netns=ns) == []
     wd = wait_repaired(lab, 1, 4)
     assert "fdp_from_container is not attached to weave egress (the host's port)" in wd["last_damage"]
     assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]

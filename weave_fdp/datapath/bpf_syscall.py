@@ -27,10 +27,18 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_QUERY = 16
+
+# enum bpf_attach_type: tcx, the kernel's own tc hooks (6.6+)
+ATTACH_TCX_INGRESS = 46
+ATTACH_TCX_EGRESS = 47
+BPF_F_REPLACE = 1 << 2
 
 # map update flags
 BPF_ANY = 0
@@ -230,6 +238,41 @@ def map_get_fd_by_id(map_id: int) -> int:
     attr = ctypes.create_string_buffer(12)
     struct.pack_into("<III", attr, 0, map_id, 0, 0)
     return _bpf(BPF_MAP_GET_FD_BY_ID, attr, f"BPF_MAP_GET_FD_BY_ID {map_id}")
+
+
+# --- attach points (BPF_PROG_ATTACH/DETACH/QUERY on a device: tcx) ----------------
+
+def prog_attach(target: int, prog_fd: int, attach_type: int, *, flags: int = 0, replace_fd: int = 0) -> None:
+    """Attach ``prog_fd`` at ``target`` (an ifindex of the calling thread's namespace for tcx).
+
+    Layout: target u32 @0, attach_bpf_fd @4, attach_type @8, attach_flags @12,
+    replace_bpf_fd @16, relative_fd @20, expected_revision u64 @24.
+    """
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<IIIII", attr, 0, target, prog_fd, attach_type, flags, replace_fd)
+    _bpf(BPF_PROG_ATTACH, attr, f"BPF_PROG_ATTACH type {attach_type} at {target}")
+
+
+def prog_detach(target: int, prog_fd: int, attach_type: int) -> None:
+    """Detach ``prog_fd`` from ``target`` (same layout as :func:`prog_attach`)."""
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<III", attr, 0, target, prog_fd, attach_type)
+    _bpf(BPF_PROG_DETACH, attr, f"BPF_PROG_DETACH type {attach_type} at {target}")
+
+
+def prog_query(target: int, attach_type: int, *, max_progs: int = 64) -> list[int]:
+    """Ids of the programs attached at ``target``, in the order they run.
+
+    Layout: target u32 @0, attach_type @4, query_flags @8, attach_flags @12,
+    prog_ids (u64 pointer) @16, prog_cnt u32 @24, ... revision u64 @56.
+    """
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = ctypes.create_string_buffer(64)
+    struct.pack_into("<II", attr, 0, target, attach_type)
+    struct.pack_into("<QI", attr, 16, ctypes.addressof(ids), max_progs)
+    _bpf(BPF_PROG_QUERY, attr, f"BPF_PROG_QUERY type {attach_type} at {target}")
+    (count,) = struct.unpack_from("<I", attr, 24)
+    return list(ids[:min(count, max_progs)])
 
 
 # --- object info ----------------------------------------------------------------

@@ -9,9 +9,6 @@ same container always gets the same veth name and attaching twice is harmless.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import ipaddress
@@ -27,6 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from weave_fdp.addresses import host_cidrs
 from weave_fdp.errors import AlreadyExists, DatapathError, NotFound
 from weave_fdp.plumbing.links import NetnsRef, _handle, _index, _where, check_ifname, delete_link
+from weave_fdp.plumbing.netns import inside
 from weave_fdp.plumbing.weave_bridge import BRIDGE
 
 log = logging.getLogger(__name__)
@@ -56,48 +54,6 @@ def host_ifname_for(netns_path: str) -> str:
                        fix="check the target (netns:NAME or pid:PID)") from exc
     digest = hashlib.sha1(f"{st.st_dev}:{st.st_ino}".encode()).hexdigest()
     return HOST_PREFIX + digest[:7]
-
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def inside(netns_path: str) -> Iterator[None]:
-    """Run the body with this *thread* in the network namespace at ``netns_path``.
-
-    For opening sockets there (a socket keeps the namespace it was made in); the
-    thread switches back at once. pyroute2's NetNS forks a helper instead, and a
-    forked child of the router shares its asyncio signal wake-up fd: the helper's
-    SIGTERM on close would read as a SIGTERM to the router.
-    """
-    if not Path(netns_path).exists():
-        raise NotFound(f"network namespace {netns_path} does not exist",
-                       fix="check the target (netns:NAME or pid:PID)")
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        try:
-            target = os.open(netns_path, os.O_RDONLY)
-        except OSError as exc:
-            raise NotFound(f"cannot open network namespace {netns_path}: {exc.strerror}") from exc
-        try:
-            _setns(target)
-        except OSError as exc:
-            raise NotFound(f"{netns_path} is not a network namespace ({exc.strerror})") from exc
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
 
 
 def _open_target(netns_path: str) -> IPRoute:

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
@@ -306,3 +308,45 @@ def popen_in_netns(name: str, argv: Sequence[str], **kw: Any) -> subprocess.Pope
 def _require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise PermissionDenied(f"must be root to {what}", fix="run with sudo or as root")
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def inside(netns_path: str) -> Iterator[None]:
+    """Run the body with this *thread* in the network namespace at ``netns_path``.
+
+    For opening sockets there (a socket keeps the namespace it was made in); the
+    thread switches back at once. pyroute2's NetNS forks a helper instead, and a
+    forked child of the router shares its asyncio signal wake-up fd: the helper's
+    SIGTERM on close would read as a SIGTERM to the router.
+    """
+    if not Path(netns_path).exists():
+        raise NotFound(f"network namespace {netns_path} does not exist",
+                       fix="check the target (netns:NAME or pid:PID)")
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(netns_path, os.O_RDONLY)
+        except OSError as exc:
+            raise NotFound(f"cannot open network namespace {netns_path}: {exc.strerror}") from exc
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise NotFound(f"{netns_path} is not a network namespace ({exc.strerror})") from exc
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)

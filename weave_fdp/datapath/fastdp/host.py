@@ -17,7 +17,8 @@ from typing import Any
 from weave_fdp.datapath import dns_plan
 from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, HOST_TC_HANDLE, HOST_TC_PRIO, MAP_TYPES,
-                                              PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE, UNDERLAY_TC_PRIO, VXLAN_IFNAME,
+                                              PROG_FROM_CONTAINER, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
+                                              UNDERLAY_TC_PRIO, VXLAN_IFNAME,
                                               FastDatapath)
 from weave_fdp.datapath.fastdp.pins import recover_pins, remove_pins
 from weave_fdp.datapath.plan import (DatapathPlan, LocalPort, MeshInputs, UnderlayRoute, build_plan, direct_hops,
@@ -102,7 +103,8 @@ class HostDatapath:
         if not self.direct:
             # a previous run had it on: its receive hooks go (the config flag follows in _apply)
             for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
-                tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=self.netns)
+                tc.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE,
+                          netns=self.netns)
         self._apply()
 
     def stop(self) -> None:
@@ -114,8 +116,8 @@ class HostDatapath:
     def release_host_port(self) -> None:
         """Take the host off fastdp (the router stops): the bridge's program is detached and
         its port leaves the maps; the containers' ports stay and keep forwarding."""
-        tc.detach_filter(weave_bridge.BRIDGE, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
-                         netns=self.netns)
+        tc.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE,
+                  direction="egress", netns=self.netns)
         self.bridge_port = None
         if self.dp is not None:
             self._apply(host=False)
@@ -324,9 +326,10 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
         if delete_link(name, netns=netns):
             removed["links"].append(name)
     tc.detach_all(VXLAN_IFNAME, netns=netns)
-    tc.detach_filter(weave_bridge.BRIDGE, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress", netns=netns)
+    tc.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
+              netns=netns)
     for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
-        tc.detach_filter(dev, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
+        tc.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
     if vxlan.delete_vxlan(ifname=VXLAN_IFNAME, netns=netns):
         removed["links"].append(VXLAN_IFNAME)
     if weave_bridge.delete_bridge(netns=netns):

@@ -31,6 +31,7 @@ PROG_FROM_CONTAINER = "fdp_from_container"
 PROG_FROM_TUNNEL = "fdp_from_tunnel"
 PROG_FROM_UNDERLAY = "fdp_from_underlay"
 PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY)
+tc.name_programs(*PROGRAMS)   # tcx keeps 15 characters of a name: `tc.programs` says them whole
 # the collect_md VXLAN device fdp_from_tunnel runs on, named after its port
 VXLAN_IFNAME = f"vxlan-{abi.VXLAN_PORT}"
 # The direct path (bpf/lib/direct.h) unless the host says otherwise (HostDatapath(direct=...),
@@ -256,6 +257,7 @@ class FastDatapath:
             if ifname in ifindex:
                 macs.set(abi.mac_key(mac), abi.MacEntry(peer=local_short_id, flags=abi.MacFlags.LOCAL,
                                                         ifindex=ifindex[ifname]))
+        self.unlearn_local_macs()
         val = abi.Ports()
         indexes = [ifindex[p.ifname] for p in ports if p.ifname in ifindex]
         val.count = len(indexes)
@@ -319,7 +321,22 @@ class FastDatapath:
                 continue
             if macs.delete(key):
                 removed.append(mac)
+        removed += self.unlearn_local_macs()
         self.recount_learned()
+        return removed
+
+    def unlearn_local_macs(self) -> list[str]:
+        """Delete learned entries for MACs that are local now; the MACs deleted.
+
+        fdp_from_container asks fdp_learned before fdp_macs, so a local MAC must never
+        be in both: one learned before its container attached here goes when it
+        attaches, and one a program learned in the instant between (its fdp_macs
+        check raced the attach) goes with the next ageing sweep."""
+        learned = self.maps["fdp_learned"]
+        removed = []
+        for key in list(self.maps["fdp_macs"].keys()):
+            if learned.delete(key):
+                removed.append(abi.mac_str(key.mac))
         return removed
 
     def recount_learned(self) -> dict[int, int]:
