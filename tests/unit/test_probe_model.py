@@ -13,7 +13,7 @@ from weave_fdp.probe.model import REQUIREMENTS, Check, ProbeReport
 
 ALL_NAMES = [m.KERNEL, m.BPF_SYSCALL, m.JIT, m.BTF, m.CAPS, m.BCC, m.HEADERS, m.BCC_COMPILE,
              m.PROG_SCHED_CLS, m.PROG_XDP, *[m.helper_check(h) for h in m.HELPERS],
-             *m.MAP_CHECKS.values(), m.CLSACT, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.AF_PACKET, m.UDP, m.ESP,
+             *m.MAP_CHECKS.values(), m.CLSACT, m.TCX, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.AF_PACKET, m.UDP, m.ESP,
              m.BIG_TCP]
 
 

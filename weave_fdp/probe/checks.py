@@ -87,7 +87,7 @@ def _order(checks: list[Check]) -> list[Check]:
     """Display order: system, bcc, bpf(), devices, sleeve, extras, --dev last."""
     order = [m.KERNEL, m.BPF_SYSCALL, m.JIT, m.BTF, m.CAPS, m.BCC, m.HEADERS, m.BCC_COMPILE,
              m.PROG_SCHED_CLS, m.PROG_XDP, *[m.helper_check(h) for h in m.HELPERS],
-             *m.MAP_CHECKS.values(), m.CLSACT, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.AF_PACKET, m.UDP, m.ESP,
+             *m.MAP_CHECKS.values(), m.CLSACT, m.TCX, m.VXLAN, m.XDP_VETH, m.BRIDGE, m.AF_PACKET, m.UDP, m.ESP,
              m.BIG_TCP]
     rank = {name: i for i, name in enumerate(order)}
     return sorted(checks, key=lambda c: rank.get(c.name, len(order)))

@@ -51,6 +51,7 @@ MAP_CHECKS: dict[str, str] = {
 }
 
 CLSACT = "clsact qdisc + tc bpf"
+TCX = "tcx (tc bpf without a qdisc)"
 VXLAN = "VXLAN collect-md"
 XDP_VETH = "native XDP on veth"
 BRIDGE = "bridge"

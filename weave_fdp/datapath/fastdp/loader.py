@@ -75,6 +75,8 @@ class FastDatapath:
         self._fds: dict[str, int] = {}
         self._loaded: Loaded | None = None
         self._tags: dict[str, str] = {}
+        # "DEV DIRECTION" -> where this process attached a program there: "tcx" or "clsact"
+        self.hooks: dict[str, str] = {}
 
     # ------------------------------------------------------------------ load
     def cflags(self) -> list[str]:
@@ -156,23 +158,26 @@ class FastDatapath:
         return self._tags[name]
 
     def attach_port(self, ifname: str, netns: Any = None) -> None:
-        tc.attach(ifname, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, netns=netns,
-                  tag=self.tag(PROG_FROM_CONTAINER))
+        self._attach(ifname, PROG_FROM_CONTAINER, netns=netns)
 
     def attach_host(self, bridge: str, netns: Any = None) -> None:
         """The host's own port: the container-side program at the bridge's tc egress, where
         the frames the host sends on the weave network pass (skb->ifindex is the bridge's)."""
-        tc.attach(bridge, self._fds[PROG_FROM_CONTAINER], PROG_FROM_CONTAINER, direction="egress", netns=netns,
-                  tag=self.tag(PROG_FROM_CONTAINER), prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE)
+        self._attach(bridge, PROG_FROM_CONTAINER, direction="egress", netns=netns, prio=HOST_TC_PRIO,
+                     handle=HOST_TC_HANDLE)
 
     def attach_tunnel(self, ifname: str, netns: Any = None) -> None:
-        tc.attach(ifname, self._fds[PROG_FROM_TUNNEL], PROG_FROM_TUNNEL, netns=netns,
-                  tag=self.tag(PROG_FROM_TUNNEL))
+        self._attach(ifname, PROG_FROM_TUNNEL, netns=netns)
 
     def attach_underlay(self, ifname: str, netns: Any = None) -> None:
         """The direct path's receive hook on an underlay device (its own tc filter)."""
-        tc.attach(ifname, self._fds[PROG_FROM_UNDERLAY], PROG_FROM_UNDERLAY, netns=netns,
-                  tag=self.tag(PROG_FROM_UNDERLAY), prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE)
+        self._attach(ifname, PROG_FROM_UNDERLAY, netns=netns, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE)
+
+    def _attach(self, ifname: str, prog: str, *, direction: str = "ingress", netns: Any = None,
+                **filter_at: int) -> None:
+        tc.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
+                  **filter_at)
+        self.hooks[f"{ifname} {direction}"] = tc.hook_kind(ifname, prog, direction=direction, netns=netns) or "?"
 
     # ------------------------------------------------------------------ plan
     def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False,
