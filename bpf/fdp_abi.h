@@ -22,7 +22,7 @@
 #ifndef FDP_ABI_H
 #define FDP_ABI_H
 
-#define FDP_ABI_VERSION 7
+#define FDP_ABI_VERSION 8
 
 /* --- tunables: name, default, unit. Only the loader passes -D flags. ----- */
 #ifndef FDP_MAX_PEERS
@@ -42,6 +42,12 @@
 #endif
 #ifndef FDP_MAX_FLOWS
 #define FDP_MAX_FLOWS 16384       /* flow counter entries, LRU-evicted */
+#endif
+#ifndef FDP_FLOW_SLOTS
+#define FDP_FLOW_SLOTS 256        /* per-CPU flow counter slots in front of fdp_flows (a power of 2) */
+#endif
+#ifndef FDP_FLOW_SLOT_IDLE_NS
+#define FDP_FLOW_SLOT_IDLE_NS 2000000000  /* ns: a slot idle this long goes to a flow that hashes to it */
 #endif
 #ifndef FDP_MAX_BCAST_HOPS
 #define FDP_MAX_BCAST_HOPS 16     /* next hops per broadcast tree at one peer */
@@ -337,6 +343,21 @@ struct fdp_flow_stats {
 	__u16 via_peer;       /* next hop (tx/relay) or source peer (rx) */
 	__u8 path;            /* enum fdp_path */
 	__u8 pad[5];
+};
+
+/*
+ * fdp_flow_slots[fdp_flow_slot_of(key)], per CPU: one flow's counters (packets 0: an
+ * empty slot), one cache line. The programs count a flow in its slot while it owns
+ * it, else in fdp_flows; a flow that finds its slot held by one idle for
+ * FDP_FLOW_SLOT_IDLE_NS moves that one's counts to fdp_flows and takes the slot.
+ * A flow's figures are the sum of both maps over the CPUs (loader.flows): exact,
+ * as fdp_flows alone was, for a fraction of the cost (an array slot in place of a
+ * hash walk, measured in docs/PERFORMANCE.md).
+ */
+struct fdp_flow_slot {
+	struct fdp_flow_key key;
+	__u32 pad;
+	struct fdp_flow_stats st;
 };
 
 /* fdp_peer_stats[short ID]: tx toward / rx from that peer (per CPU). */

@@ -32,6 +32,7 @@ FDP_MAP("percpu_array", u32, struct fdp_peer_stats, fdp_peer_stats, FDP_MAX_PEER
 FDP_MAP("array", u32, struct fdp_underlay, fdp_underlay, FDP_MAX_PEERS);
 FDP_MAP("hash", u32, struct fdp_neigh, fdp_neigh, FDP_MAX_PEERS);
 FDP_MAP("lru_percpu_hash", struct fdp_flow_key, struct fdp_flow_stats, fdp_flows, FDP_MAX_FLOWS);
+FDP_MAP("percpu_array", u32, struct fdp_flow_slot, fdp_flow_slots, FDP_FLOW_SLOTS);
 FDP_MAP("array", u32, struct fdp_dns_config, fdp_dns_config, 1);
 FDP_MAP("hash", struct fdp_dns_key, struct fdp_dns_entry, fdp_dns_names, FDP_DNS_MAX_NAMES);
 FDP_MAP("lru_hash", u32, u64, fdp_dns_sources, FDP_DNS_MAX_SOURCES);

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 MAX_PEERS = 4096
 MAX_MACS = 16384
@@ -27,6 +27,8 @@ MAX_LOCAL_MACS = 256
 MAX_MACS_PER_PEER = 4096
 MAX_PORT_IPS = 8
 MAX_FLOWS = 16384
+FLOW_SLOTS = 256
+FLOW_SLOT_IDLE_NS = 2_000_000_000
 MAX_BCAST_HOPS = 16
 MAX_LOCAL_PORTS = 256
 MAC_REFRESH_NS = 1_000_000_000
@@ -208,6 +210,10 @@ class FlowStats(ctypes.Structure):
                 ("path", u8), ("pad", u8 * 5)]
 
 
+class FlowSlot(ctypes.Structure):
+    _fields_ = [("key", FlowKey), ("pad", u32), ("st", FlowStats)]
+
+
 class PeerStats(ctypes.Structure):
     _fields_ = [("tx_packets", u64), ("tx_bytes", u64), ("rx_packets", u64), ("rx_bytes", u64)]
 
@@ -235,7 +241,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fdp_config": Config, "fdp_mac_key": MacKey, "fdp_mac_entry": MacEntry, "fdp_peer": Peer,
     "fdp_hop": Hop, "fdp_bcast": Bcast, "fdp_ports": Ports, "fdp_underlay": Underlay, "fdp_neigh": Neigh,
     "fdp_port_addrs": PortAddrs, "fdp_flow_key": FlowKey,
-    "fdp_flow_stats": FlowStats, "fdp_peer_stats": PeerStats, "fdp_test_event": TestEvent,
+    "fdp_flow_stats": FlowStats, "fdp_flow_slot": FlowSlot, "fdp_peer_stats": PeerStats,
+    "fdp_test_event": TestEvent,
     "fdp_dns_config": DnsConfig, "fdp_dns_key": DnsKey, "fdp_dns_entry": DnsEntry,
 }
 
@@ -275,6 +282,7 @@ MAPS: dict[str, MapSpec] = {
     "fdp_underlay": MapSpec("array", u32, Underlay, MAX_PEERS),
     "fdp_neigh": MapSpec("hash", u32, Neigh, MAX_PEERS),
     "fdp_flows": MapSpec("lru_percpu_hash", FlowKey, FlowStats, MAX_FLOWS),
+    "fdp_flow_slots": MapSpec("percpu_array", u32, FlowSlot, FLOW_SLOTS),   # in front of fdp_flows
     "fdp_dns_config": MapSpec("array", u32, DnsConfig, 1),
     "fdp_dns_names": MapSpec("hash", DnsKey, DnsEntry, DNS_MAX_NAMES),
     "fdp_dns_sources": MapSpec("lru_hash", u32, u64, DNS_MAX_SOURCES),

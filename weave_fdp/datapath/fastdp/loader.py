@@ -440,11 +440,28 @@ class FastDatapath:
             out.append({"peer": (names or {}).get(sid, str(sid)), "short_id": sid, **tot})
         return out
 
+    def flow_counts(self) -> list[tuple[abi.FlowKey, list[abi.FlowStats]]]:
+        """Every flow's counters, per CPU, from both maps that hold them: its slot in
+        fdp_flow_slots while it owns one, fdp_flows otherwise (fdp_abi.h, struct
+        fdp_flow_slot). A count moving from a slot to fdp_flows as this reads may be
+        seen in both or neither: for that one read only."""
+        by_key: dict[bytes, tuple[abi.FlowKey, list[abi.FlowStats]]] = {}
+        for key, vals in self.maps["fdp_flows"].items_percpu():
+            by_key[bytes(key)] = (key, list(vals))
+        slots = self.maps["fdp_flow_slots"]
+        for idx in range(abi.FLOW_SLOTS):
+            for slot in slots.get_percpu(ctypes.c_uint32(idx)) or []:
+                if slot.st.packets:
+                    key = abi.FlowKey.from_buffer_copy(bytes(slot.key))
+                    by_key.setdefault(bytes(key), (key, []))[1].append(
+                        abi.FlowStats.from_buffer_copy(bytes(slot.st)))
+        return list(by_key.values())
+
     def flows(self, names: Mapping[int, str] | None = None, *, now_ns: int | None = None) -> list[dict[str, Any]]:
         out = []
         mono = now_ns if now_ns is not None else time.monotonic_ns()
         wall = time.time()
-        for key, vals in self.maps["fdp_flows"].items_percpu():
+        for key, vals in self.flow_counts():
             packets = sum(v.packets for v in vals)
             if not packets:
                 continue
