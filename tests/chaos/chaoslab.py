@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp import paths
+from weave_fdp.datapath import hooks
 from weave_fdp.lab.lab import Lab, lab_namespaces, weave_command
-from weave_fdp.plumbing import tc
 from weave_fdp.plumbing.netns import netns_pids, run_in_netns
 
 LOSS_TABLE = "chaosloss"
@@ -203,8 +203,8 @@ class ChaosLab:
         names = [ln.split(":")[1].strip().split("@")[0] for ln in links]
         filters = 0
         for dev in names:
-            for d in tc.DIRECTIONS:
-                filters += len(tc.programs(dev, direction=d, netns=ns))  # at tcx and as clsact filters
+            for d in hooks.DIRECTIONS:
+                filters += len(hooks.programs(dev, direction=d, netns=ns))  # at tcx and as clsact filters
         rep = self.report(i)
         entries = rep.get("datapath", {}).get("entries", {})
         out = {"links": len(names), "tc_bpf_filters": filters,

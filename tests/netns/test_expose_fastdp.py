@@ -31,9 +31,9 @@ import pytest
 from tests.netns.conftest import unique_prefix
 from tests.netns.fastdp_helpers import vxlan_fields
 from tests.netns.test_overlay_switch import mode, wait_mode
+from weave_fdp.datapath import hooks
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER
 from weave_fdp.lab.lab import Lab, lab_namespaces, weave_command
-from weave_fdp.plumbing import tc
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -141,7 +141,7 @@ def fastdp_lab() -> Iterator[Lab]:
 def test_exposed_host_reaches_remote_containers_over_fastdp(fastdp_lab: Lab) -> None:
     lab = fastdp_lab
     c2, c3 = lab.container_ip(2, 1), lab.container_ip(3, 1)
-    assert PROG_FROM_CONTAINER in tc.programs("weave", direction="egress", netns=lab.host_ns(1))
+    assert PROG_FROM_CONTAINER in hooks.programs("weave", direction="egress", netns=lab.host_ns(1))
     assert host_ping(lab, 1, c2, count=1).returncode != 0          # not exposed yet
     addr = cli(lab, 1, "expose").stdout.split()
     assert len(addr) == 1
@@ -245,13 +245,13 @@ def test_sleeve_fallback_keeps_the_exposed_host_reaching(fastdp_lab: Lab) -> Non
 def test_stop_detaches_the_hosts_port(fastdp_lab: Lab) -> None:
     lab = fastdp_lab
     ns = lab.host_ns(1)
-    assert PROG_FROM_CONTAINER in tc.programs("weave", direction="egress", netns=ns)
+    assert PROG_FROM_CONTAINER in hooks.programs("weave", direction="egress", netns=ns)
     cli(lab, 1, "stop")
-    assert PROG_FROM_CONTAINER not in tc.programs("weave", direction="egress", netns=ns)
+    assert PROG_FROM_CONTAINER not in hooks.programs("weave", direction="egress", netns=ns)
     # the containers' ports stay (the pinned datapath keeps forwarding for them)
     links = lab.exec(1, ["ip", "-o", "link", "show", "master", "weave"]).stdout
     veth = next(ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines() if "vethwepl" in ln)
-    assert PROG_FROM_CONTAINER in tc.programs(veth, netns=ns)
+    assert PROG_FROM_CONTAINER in hooks.programs(veth, netns=ns)
     cli(lab, 1, "reset")
     assert lab.exec(1, ["ip", "link", "show", "weave"], check=False).returncode != 0
 
@@ -261,7 +261,7 @@ def test_no_fastdp_exposed_host_reaches_remote_containers_by_sleeve() -> None:
     try:
         for j in (2, 3):
             wait_mode(lab, 1, j, "sleeve", 60)
-        assert tc.programs("weave", direction="egress", netns=lab.host_ns(1)) == []
+        assert hooks.programs("weave", direction="egress", netns=lab.host_ns(1)) == []
         c2, c3 = lab.container_ip(2, 1), lab.container_ip(3, 1)
         addr = cli(lab, 1, "expose").stdout.split()
         for ip in (c2, c3):

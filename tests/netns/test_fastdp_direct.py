@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from tests.netns.fastdp_helpers import FastdpLab, vxlan_fields
+from weave_fdp.datapath import hooks
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.fastdp.host import reset_host
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_UNDERLAY
-from weave_fdp.plumbing import tc
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +38,7 @@ def test_unicast_bypasses_the_vxlan_device(two: FastdpLab) -> None:
     lab = two.lab
     dst = lab.container_ip(2, 1)
     assert two.ping((1, 1), dst, count=2, interval=0.1).returncode == 0  # ARP, learning: the device
-    assert tc.devices_with_program(PROG_FROM_UNDERLAY, netns=lab.host_ns(2)) == ["eth0"]
+    assert hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=lab.host_ns(2)) == ["eth0"]
     # floods sent while the two static plans were being applied may have been dropped
     # (unknown-peer) before this test: count only what the pings below cause
     drops_before = {i: two.hosts[i].report()["drops"] for i in (1, 2)}
@@ -103,6 +103,6 @@ def test_reset_removes_the_underlay_hook(make_lab) -> None:
     fl = FastdpLab(lab, containers=1, direct=True)
     fl.close()
     ns = lab.host_ns(1)
-    assert tc.devices_with_program(PROG_FROM_UNDERLAY, netns=ns) == ["eth0"]
+    assert hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=ns) == ["eth0"]
     reset_host(netns=ns)
-    assert tc.devices_with_program(PROG_FROM_UNDERLAY, netns=ns) == []
+    assert hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=ns) == []

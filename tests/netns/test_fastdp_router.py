@@ -116,13 +116,13 @@ def test_attach_ping_ps_errors_restart_detach(make_lab) -> None:
 def test_reset_host_removes_programs_devices_links(make_lab) -> None:
     from tests.netns.fastdp_helpers import FastdpLab
     from weave_fdp.datapath.fastdp.host import reset_host
-    from weave_fdp.plumbing import tc
+    from weave_fdp.datapath import hooks
 
     lab = make_lab(hosts=2, topology="full")
     fl = FastdpLab(lab, containers=1)
     fl.close()
     ns = lab.host_ns(1)
-    assert tc.programs("vxlan-6784", netns=ns) == ["fdp_from_tunnel"]
+    assert hooks.programs("vxlan-6784", netns=ns) == ["fdp_from_tunnel"]
     removed = reset_host(netns=ns)
     assert "vxlan-6784" in removed["links"] and "weave" in removed["links"]
     links = lab.exec(1, ["ip", "-o", "link"]).stdout

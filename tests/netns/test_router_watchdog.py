@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.test_fastdp_router import attached_pair, cli, wait_fastdp
-from weave_fdp.plumbing import tc
+from weave_fdp.datapath import hooks
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,7 +22,7 @@ def wait_repaired(lab, i: int, repairs: int, timeout: float = 60.0) -> dict:
     while time.monotonic() < deadline:
         rep = json.loads(cli(lab, i, "report").stdout)
         wd = rep["overlays"]["fastdp"]["watchdog"]
-        if wd["repairs"] >= repairs and tc.programs("vxlan-6784", netns=lab.host_ns(i)) == ["fdp_from_tunnel"]:
+        if wd["repairs"] >= repairs and hooks.programs("vxlan-6784", netns=lab.host_ns(i)) == ["fdp_from_tunnel"]:
             return wd
         time.sleep(0.25)
     pytest.fail(f"h{i} not repaired: {wd}")
@@ -47,11 +47,11 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
     assert ping_ok(lab, (1, 1), (2, 1))
 
     # 2. the container port's program detached (at tcx, or the whole clsact qdisc removed)
-    assert tc.detach_all(port, netns=ns)
-    assert tc.programs(port, netns=ns) == []
+    assert hooks.detach_all(port, netns=ns)
+    assert hooks.programs(port, netns=ns) == []
     wd = wait_repaired(lab, 1, 2)
     assert f"fdp_from_container is not attached to {port}" in wd["last_damage"]
-    assert tc.programs(port, netns=ns) == ["fdp_from_container"]
+    assert hooks.programs(port, netns=ns) == ["fdp_from_container"]
     assert ping_ok(lab, (1, 1), (2, 1))
 
     # 3. the bridge deleted: back, with the container's veth and the sleeve's end on it
@@ -65,12 +65,12 @@ def test_device_programs_and_bridge_removed_under_the_router_come_back(make_lab)
     assert ping_ok(lab, (1, 1), (2, 1))
 
     # 4. the host's port (the program at the bridge's egress) detached
-    assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
-    assert tc.detach("weave", "fdp_from_container", direction="egress", netns=ns)
-    assert tc.programs("weave", direction="egress", netns=ns) == []
+    assert hooks.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
+    assert hooks.detach("weave", "fdp_from_container", direction="egress", netns=ns)
+    assert hooks.programs("weave", direction="egress", netns=ns) == []
     wd = wait_repaired(lab, 1, 4)
     assert "fdp_from_container is not attached to weave egress (the host's port)" in wd["last_damage"]
-    assert tc.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
+    assert hooks.programs("weave", direction="egress", netns=ns) == ["fdp_from_container"]
     assert ping_ok(lab, (1, 1), (2, 1))
     logs = "".join(p.read_text() for p in Path("/run/weave-fdp").glob(f"{lab.prefix}-h1/*.log"))
     assert logs.count("datapath repaired") == 4

@@ -11,11 +11,12 @@ once per ~250 KB, and peers that take frames over 64 KiB get them whole.
 
 from __future__ import annotations
 
+from weave_fdp.datapath import hooks
 from weave_fdp.datapath.fastdp import abi
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER
 from weave_fdp.datapath.plan import overlay_mtu
 from weave_fdp.datapath.sleeve.sizing import big_super_frame, container_gso_max_size
-from weave_fdp.plumbing import container_link, links, tc, weave_bridge
+from weave_fdp.plumbing import container_link, links, weave_bridge
 from weave_fdp.plumbing.links import NetnsRef
 
 
@@ -34,7 +35,7 @@ class BridgePorts:
         self.big = links.big_tcp_supported(self.netns)
         # a fastdp router ran here before: its program on the bridge (the host's port) would
         # steer the host's frames by maps nobody updates now
-        tc.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=weave_bridge.HOST_TC_PRIO,
+        hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=weave_bridge.HOST_TC_PRIO,
                   handle=weave_bridge.HOST_TC_HANDLE, direction="egress", netns=self.netns)
 
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,

@@ -72,6 +72,13 @@ def veth_up(ipr: IPRoute, name: str) -> Iterator[tuple[int, int]]:
         yield a, b
 
 
+@contextmanager
+def scratch_veth(name: str) -> Iterator[tuple[int, int]]:
+    """A veth pair ``name``a/``name``b of this namespace for a check, up; removed after."""
+    with IPRoute() as ipr, veth_up(ipr, name) as indexes:
+        yield indexes
+
+
 def clsact_bpf(prog_fd: int) -> Outcome:
     """Add a clsact qdisc to a veth and attach ``prog_fd`` at ingress (direct-action).
 
@@ -89,24 +96,6 @@ def clsact_bpf(prog_fd: int) -> Outcome:
     except Exception as exc:
         return Outcome(False, _nl_reason(exc))
     return Outcome(True, "clsact qdisc + direct-action bpf filter at ingress")
-
-
-def tcx_bpf(prog_fd: int) -> Outcome:
-    """Attach ``prog_fd`` at a veth's tcx ingress hook (no qdisc), see it there, detach it."""
-    from weave_fdp.plumbing import tcx
-
-    try:
-        with IPRoute() as ipr, veth_up(ipr, "fdpp-x") as (index, _b):
-            tcx.attach(index, prog_fd, "ingress")
-            if not tcx.attached(index, "ingress"):
-                return Outcome(False, "tcx attach succeeded but the program did not show up")
-            for a in tcx.attached(index, "ingress"):
-                tcx.detach(index, a.id, "ingress")
-    except tcx.Unsupported:
-        return Outcome(False, "this kernel has no tcx hooks (Linux >= 6.6): clsact filters are used")
-    except Exception as exc:
-        return Outcome(False, _nl_reason(exc))
-    return Outcome(True, "tcx ingress hook: programs attach without a qdisc")
 
 
 def vxlan_external(port: int) -> Outcome:

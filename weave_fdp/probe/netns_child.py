@@ -64,13 +64,32 @@ def _with_prog(prog_type: int, run: Callable[[int], dev.Outcome]) -> dev.Outcome
         os.close(fd)
 
 
+def _tcx_bpf(prog_fd: int) -> dev.Outcome:
+    """Attach ``prog_fd`` at a veth's tcx ingress hook (no qdisc), see it there, detach it."""
+    from weave_fdp.datapath import tcx
+
+    try:
+        with dev.scratch_veth("fdpp-x") as (index, _b):
+            tcx.attach(index, prog_fd, "ingress")
+            there = tcx.attached(index, "ingress")
+            for a in there:
+                tcx.detach(index, a.id, "ingress")
+            if not there:
+                return dev.Outcome(False, "tcx attach succeeded but the program did not show up")
+    except tcx.Unsupported:
+        return dev.Outcome(False, "this kernel has no tcx hooks (Linux >= 6.6): clsact filters are used")
+    except Exception as exc:
+        return dev.Outcome(False, str(exc))
+    return dev.Outcome(True, "tcx ingress hook: programs attach without a qdisc")
+
+
 def device_checks() -> list[m.Check]:
     """Run every device check in a new namespace (or the few that need none, without root)."""
     why_not = _unshare_net()
     results: dict[str, dev.Outcome] = {}
     if why_not is None:
         results[m.CLSACT] = _with_prog(bpf.PROG_TYPE_SCHED_CLS, dev.clsact_bpf)
-        results[m.TCX] = _with_prog(bpf.PROG_TYPE_SCHED_CLS, dev.tcx_bpf)
+        results[m.TCX] = _with_prog(bpf.PROG_TYPE_SCHED_CLS, _tcx_bpf)
         results[m.VXLAN] = dev.vxlan_external(abi.VXLAN_PORT)
         results[m.XDP_VETH] = _with_prog(bpf.PROG_TYPE_XDP, dev.xdp_native_veth)
         results[m.BRIDGE] = dev.bridge()

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from weave_fdp.datapath import dns_plan
+from weave_fdp.datapath import dns_plan, hooks
 from weave_fdp.datapath.fastdp import abi, ageing
 from weave_fdp.datapath.fastdp.loader import (DIRECT_DEFAULT, HOST_TC_HANDLE, HOST_TC_PRIO, MAP_TYPES,
                                               PROG_FROM_CONTAINER, PROG_FROM_UNDERLAY, UNDERLAY_TC_HANDLE,
@@ -25,7 +25,7 @@ from weave_fdp.datapath.plan import (DatapathPlan, LocalPort, MeshInputs, Underl
                                      host_port, local_ports, overlay_mtu)
 from weave_fdp.datapath.sleeve.sizing import container_gso_max_size
 from weave_fdp.errors import NotFound
-from weave_fdp.plumbing import container_link, dns_link, links, tc, underlay_route, vxlan, weave_bridge
+from weave_fdp.plumbing import container_link, dns_link, links, underlay_route, vxlan, weave_bridge
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class HostDatapath:
         self.vxlan_ifindex = vxlan.ensure_vxlan(ifname=VXLAN_IFNAME, port=abi.VXLAN_PORT, netns=self.netns,
                                                 mtu=self.mtu)
         if self.pin_dir is not None and not (self.pin_dir / "fdp_config").exists():
-            prog_id = tc.program_id(VXLAN_IFNAME, netns=self.netns)
+            prog_id = hooks.program_id(VXLAN_IFNAME, netns=self.netns)
             if prog_id:
                 got = recover_pins(prog_id, self.pin_dir, list(MAP_TYPES))
                 log.info("fastdp: recovered %d maps from the running program %d", len(got), prog_id)
@@ -102,8 +102,8 @@ class HostDatapath:
         self.set_dns(None, {})
         if not self.direct:
             # a previous run had it on: its receive hooks go (the config flag follows in _apply)
-            for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
-                tc.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE,
+            for dev in hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
+                hooks.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE,
                           netns=self.netns)
         self._apply()
 
@@ -116,7 +116,7 @@ class HostDatapath:
     def release_host_port(self) -> None:
         """Take the host off fastdp (the router stops): the bridge's program is detached and
         its port leaves the maps; the containers' ports stay and keep forwarding."""
-        tc.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE,
+        hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE,
                   direction="egress", netns=self.netns)
         self.bridge_port = None
         if self.dp is not None:
@@ -321,15 +321,15 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
     """Remove every fastdp program, map pin, device and container link of a host."""
     removed: dict[str, list[str]] = {"links": [], "pins": []}
     for name in container_link.host_links(host_netns=netns):
-        tc.detach_all(name, netns=netns)
+        hooks.detach_all(name, netns=netns)
         from weave_fdp.plumbing.links import delete_link
         if delete_link(name, netns=netns):
             removed["links"].append(name)
-    tc.detach_all(VXLAN_IFNAME, netns=netns)
-    tc.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
+    hooks.detach_all(VXLAN_IFNAME, netns=netns)
+    hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
               netns=netns)
-    for dev in tc.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
-        tc.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
+    for dev in hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
+        hooks.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
     if vxlan.delete_vxlan(ifname=VXLAN_IFNAME, netns=netns):
         removed["links"].append(VXLAN_IFNAME)
     if weave_bridge.delete_bridge(netns=netns):

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from weave_fdp import paths
-from weave_fdp.datapath import bpf_syscall, dns_plan
+from weave_fdp.datapath import bpf_syscall, dns_plan, hooks
 from weave_fdp.datapath.fastdp import abi, ageing, pins
 from weave_fdp.datapath.fastdp.compile import Loaded, compile_and_open
 from weave_fdp.datapath.fastdp.maps import BpfMap
 from weave_fdp.datapath.plan import DatapathPlan, LocalPort, UnderlayRoute, diff_macs
 from weave_fdp.errors import DatapathError
-from weave_fdp.plumbing import tc, weave_bridge
+from weave_fdp.plumbing import weave_bridge
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ PROG_FROM_CONTAINER = "fdp_from_container"
 PROG_FROM_TUNNEL = "fdp_from_tunnel"
 PROG_FROM_UNDERLAY = "fdp_from_underlay"
 PROGRAMS = (PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY)
-tc.name_programs(*PROGRAMS)   # tcx keeps 15 characters of a name: `tc.programs` says them whole
+hooks.name_programs(*PROGRAMS)   # tcx keeps 15 characters of a name: `hooks.programs` says them whole
 # the collect_md VXLAN device fdp_from_tunnel runs on, named after its port
 VXLAN_IFNAME = f"vxlan-{abi.VXLAN_PORT}"
 # The direct path (bpf/lib/direct.h) unless the host says otherwise (HostDatapath(direct=...),
@@ -175,9 +175,9 @@ class FastDatapath:
 
     def _attach(self, ifname: str, prog: str, *, direction: str = "ingress", netns: Any = None,
                 **filter_at: int) -> None:
-        tc.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
+        hooks.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
                   **filter_at)
-        self.hooks[f"{ifname} {direction}"] = tc.hook_kind(ifname, prog, direction=direction, netns=netns) or "?"
+        self.hooks[f"{ifname} {direction}"] = hooks.hook_kind(ifname, prog, direction=direction, netns=netns) or "?"
 
     # ------------------------------------------------------------------ plan
     def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False,

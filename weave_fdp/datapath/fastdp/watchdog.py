@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from weave_fdp.datapath import hooks
 from weave_fdp.datapath.fastdp.loader import PROG_FROM_CONTAINER, PROG_FROM_TUNNEL, PROG_FROM_UNDERLAY, VXLAN_IFNAME
-from weave_fdp.plumbing import container_link, tc, weave_bridge
+from weave_fdp.plumbing import container_link, weave_bridge
 from weave_fdp.plumbing.links import link_index
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,19 @@ def find_damage(host: Any) -> list[str]:
     damage: list[str] = []
     if link_index(weave_bridge.BRIDGE, ns) is None:
         damage.append(f"bridge {weave_bridge.BRIDGE} is gone")
-    elif host.bridge_port is not None and PROG_FROM_CONTAINER not in tc.programs(
+    elif host.bridge_port is not None and PROG_FROM_CONTAINER not in hooks.programs(
             weave_bridge.BRIDGE, direction="egress", netns=ns):
         damage.append(f"{PROG_FROM_CONTAINER} is not attached to {weave_bridge.BRIDGE} egress (the host's port)")
     if link_index(VXLAN_IFNAME, ns) is None:
         damage.append(f"device {VXLAN_IFNAME} is gone")
-    elif PROG_FROM_TUNNEL not in tc.programs(VXLAN_IFNAME, netns=ns):
+    elif PROG_FROM_TUNNEL not in hooks.programs(VXLAN_IFNAME, netns=ns):
         damage.append(f"{PROG_FROM_TUNNEL} is not attached to {VXLAN_IFNAME}")
     live = container_link.host_links(host_netns=ns)
     for name in sorted(host.ports):
-        if name in live and PROG_FROM_CONTAINER not in tc.programs(name, netns=ns):
+        if name in live and PROG_FROM_CONTAINER not in hooks.programs(name, netns=ns):
             damage.append(f"{PROG_FROM_CONTAINER} is not attached to {name}")
     for dev in sorted(host.underlay_devs):
-        if link_index(dev, ns) is not None and PROG_FROM_UNDERLAY not in tc.programs(dev, netns=ns):
+        if link_index(dev, ns) is not None and PROG_FROM_UNDERLAY not in hooks.programs(dev, netns=ns):
             damage.append(f"{PROG_FROM_UNDERLAY} is not attached to {dev}")
     return damage
 

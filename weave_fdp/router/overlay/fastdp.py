@@ -527,7 +527,7 @@ class FastdpOverlay:
         return {"mtu": self.host.mtu if self.host else None, "esp": self.esp.status(),
                 "pin_dir": str(self.host.pin_dir) if self.host else None,
                 # which kernel hook runs each program (tcx: 6.6+, else clsact filters)
-                "hooks": dict(sorted(self.host.dp.hooks.items())) if self.host and self.host.dp else {},
+                "hooks": dict(sorted(getattr(self.host.dp, "hooks", {}).items())) if self.host else {},
                 "watchdog": {"repairs": self.repairs, "last_damage": self.last_damage, "fatal": self.fatal},
                 "mac_ageing": {"ageing_s": self.host.mac_ageing_s if self.host else None, "aged": self.aged_macs},
                 "peers": self.heartbeats.status(time.monotonic(), self.modes)}

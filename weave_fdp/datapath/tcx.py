@@ -10,7 +10,7 @@ device goes, as a tc filter does: a restarted router finds it running.
 
 Return codes are tc's (TC_ACT_UNSPEC is tcx's "next": the following program,
 then any clsact filters, still run). Every call here acts on an ifindex of the
-calling thread's network namespace: :func:`weave_fdp.plumbing.netns.inside`.
+calling thread's network namespace (:func:`weave_fdp.plumbing.netns.inside`).
 """
 
 from __future__ import annotations
