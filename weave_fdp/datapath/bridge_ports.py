@@ -36,7 +36,7 @@ class BridgePorts:
         # a fastdp router ran here before: its program on the bridge (the host's port) would
         # steer the host's frames by maps nobody updates now
         hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=weave_bridge.HOST_TC_PRIO,
-                  handle=weave_bridge.HOST_TC_HANDLE, direction="egress", netns=self.netns)
+                     handle=weave_bridge.HOST_TC_HANDLE, direction="egress", netns=self.netns)
 
     def attach(self, netns_path: str, cidrs: list[str], *, multicast_route: bool = True,
                ifname: str = container_link.CONTAINER_IFNAME) -> container_link.ContainerLink:

@@ -104,7 +104,7 @@ class HostDatapath:
             # a previous run had it on: its receive hooks go (the config flag follows in _apply)
             for dev in hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=self.netns):
                 hooks.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE,
-                          netns=self.netns)
+                             netns=self.netns)
         self._apply()
 
     def stop(self) -> None:
@@ -117,7 +117,7 @@ class HostDatapath:
         """Take the host off fastdp (the router stops): the bridge's program is detached and
         its port leaves the maps; the containers' ports stay and keep forwarding."""
         hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE,
-                  direction="egress", netns=self.netns)
+                     direction="egress", netns=self.netns)
         self.bridge_port = None
         if self.dp is not None:
             self._apply(host=False)
@@ -326,8 +326,8 @@ def reset_host(*, netns: str | None = None, pin_dir: Path | None = None) -> dict
         if delete_link(name, netns=netns):
             removed["links"].append(name)
     hooks.detach_all(VXLAN_IFNAME, netns=netns)
-    hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE, direction="egress",
-              netns=netns)
+    hooks.detach(weave_bridge.BRIDGE, PROG_FROM_CONTAINER, prio=HOST_TC_PRIO, handle=HOST_TC_HANDLE,
+                 direction="egress", netns=netns)
     for dev in hooks.devices_with_program(PROG_FROM_UNDERLAY, netns=netns):
         hooks.detach(dev, PROG_FROM_UNDERLAY, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE, netns=netns)
     if vxlan.delete_vxlan(ifname=VXLAN_IFNAME, netns=netns):

@@ -170,13 +170,13 @@ class FastDatapath:
         self._attach(ifname, PROG_FROM_TUNNEL, netns=netns)
 
     def attach_underlay(self, ifname: str, netns: Any = None) -> None:
-        """The direct path's receive hook on an underlay device (its own tc filter)."""
+        """The direct path's receive hook on an underlay device (as a filter: a priority of its own)."""
         self._attach(ifname, PROG_FROM_UNDERLAY, netns=netns, prio=UNDERLAY_TC_PRIO, handle=UNDERLAY_TC_HANDLE)
 
     def _attach(self, ifname: str, prog: str, *, direction: str = "ingress", netns: Any = None,
                 **filter_at: int) -> None:
         hooks.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
-                  **filter_at)
+                     **filter_at)
         self.hooks[f"{ifname} {direction}"] = hooks.hook_kind(ifname, prog, direction=direction, netns=netns) or "?"
 
     # ------------------------------------------------------------------ plan
