@@ -38,15 +38,15 @@ def test_tcx_attach_keep_replace_detach(ns: str) -> None:
     try:
         tag_a, tag_b = bpf.prog_info(a).tag, bpf.prog_info(b).tag
         assert tag_a != tag_b
-        assert hooks.attach("hooka", a, NAME, netns=ns, tag=tag_a) is True
+        assert hooks.attach("hooka", a, NAME, netns=ns, tag=tag_a) == ("tcx", True)
         assert hooks.hook_kind("hooka", NAME, netns=ns) == "tcx"
         assert filter_lines(ns, "hooka") == []          # no qdisc, no filter
         first = hooks.program_info("hooka", netns=ns, name=NAME)
         assert first is not None and first["tag"] == tag_a
         # the same code again: kept, not swapped
-        assert hooks.attach("hooka", a, NAME, netns=ns, tag=tag_a) is False
+        assert hooks.attach("hooka", a, NAME, netns=ns, tag=tag_a) == ("tcx", False)
         # other code under the same name: swapped in place, still one program
-        assert hooks.attach("hooka", b, NAME, netns=ns, tag=tag_b) is True
+        assert hooks.attach("hooka", b, NAME, netns=ns, tag=tag_b) == ("tcx", True)
         now = hooks.program_info("hooka", netns=ns, name=NAME)
         assert now is not None and now["tag"] == tag_b and now["id"] != first["id"]
         hooks.name_programs(NAME)
@@ -66,7 +66,7 @@ def test_a_filter_left_by_an_earlier_router_goes_when_tcx_takes_over(ns: str) ->
         # what a router of the clsact era left: the program as a filter at priority/handle 1
         assert tc.attach("hooka", a, NAME, netns=ns)
         assert len(filter_lines(ns, "hooka")) == 1
-        assert hooks.attach("hooka", a, NAME, netns=ns) is True
+        assert hooks.attach("hooka", a, NAME, netns=ns) == ("tcx", True)
         assert hooks.hook_kind("hooka", NAME, netns=ns) == "tcx"
         assert filter_lines(ns, "hooka") == []           # it would run the program twice
         assert hooks.detach_all("hooka", netns=ns) is True
@@ -83,7 +83,7 @@ def test_a_kernel_without_tcx_gets_clsact_filters(ns: str, monkeypatch: pytest.M
     try:
         with pytest.raises(tcx.Unsupported):
             tcx.attached(links.link_index("hooka", ns) or 0, "ingress")
-        assert hooks.attach("hooka", a, NAME, direction="egress", netns=ns) is True
+        assert hooks.attach("hooka", a, NAME, direction="egress", netns=ns) == ("clsact", True)
         assert hooks._tcx_missing is True                   # remembered: no second try per device
         assert hooks.hook_kind("hooka", NAME, direction="egress", netns=ns) == "clsact"
         assert len(filter_lines(ns, "hooka", "egress")) == 1

@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import NamedTuple
 
 from weave_fdp.datapath import tcx
 from weave_fdp.datapath.bpf_syscall import BpfSyscallError
@@ -26,6 +27,14 @@ from weave_fdp.plumbing.netns import inside, netns_path
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("ingress", "egress")
+
+
+class Attachment(NamedTuple):
+    """What :func:`attach` did: where the program runs ("tcx" or "clsact") and whether it
+    was attached now (False: the same program was there already and was kept)."""
+
+    kind: str
+    changed: bool
 
 # Full names of the programs this process knows (``name_programs``): the kernel keeps
 # only 15 characters of a tcx program's name, a tc filter the whole of it.
@@ -71,14 +80,13 @@ def _tcx_attached(netns: NetnsRef, ifname: str, direction: str) -> list[tcx.Atta
 
 
 def attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str = "ingress",
-           netns: NetnsRef = None, tag: str | None = None, prio: int = 1, handle: int = 1) -> bool:
+           netns: NetnsRef = None, tag: str | None = None, prio: int = 1, handle: int = 1) -> Attachment:
     """Attach program ``prog_fd`` at ``ifname``'s ``direction`` hook: at tcx when the kernel
     has it (in place of a program of the same name there, else last), else as the clsact
     filter at ``prio``/``handle`` (other filters of the hook stay).
 
     With ``tag`` (the program's tag), an attached program with the same name and tag
     (same code, same maps after a router restart) is kept: no swap, no glitch.
-    Returns True when it attached, False when it kept the one there.
     """
     try:
         attached = _tcx_attach(ifname, prog_fd, prog_name, direction=direction, netns=netns, tag=tag)
@@ -91,9 +99,9 @@ def attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str = "ingre
         if attached is not None:
             # a filter an earlier router left would run the program again after every TC_ACT_UNSPEC
             tc.detach_filter(ifname, prio=prio, handle=handle, direction=direction, netns=netns)
-            return attached
-    return tc.attach(ifname, prog_fd, prog_name, direction=direction, netns=netns, tag=tag, prio=prio,
-                     handle=handle)
+            return Attachment("tcx", attached)
+    return Attachment("clsact", tc.attach(ifname, prog_fd, prog_name, direction=direction, netns=netns, tag=tag,
+                                          prio=prio, handle=handle))
 
 
 def _tcx_attach(ifname: str, prog_fd: int, prog_name: str, *, direction: str, netns: NetnsRef,

@@ -175,9 +175,9 @@ class FastDatapath:
 
     def _attach(self, ifname: str, prog: str, *, direction: str = "ingress", netns: Any = None,
                 **filter_at: int) -> None:
-        hooks.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
-                     **filter_at)
-        self.hooks[f"{ifname} {direction}"] = hooks.hook_kind(ifname, prog, direction=direction, netns=netns) or "?"
+        done = hooks.attach(ifname, self._fds[prog], prog, direction=direction, netns=netns, tag=self.tag(prog),
+                            **filter_at)
+        self.hooks[f"{ifname} {direction}"] = done.kind
 
     # ------------------------------------------------------------------ plan
     def configure(self, local_short_id: int, vxlan_ifindex: int, mtu: int, *, direct: bool = False,
@@ -452,9 +452,7 @@ class FastDatapath:
         for idx in range(abi.FLOW_SLOTS):
             for slot in slots.get_percpu(ctypes.c_uint32(idx)) or []:
                 if slot.st.packets:
-                    key = abi.FlowKey.from_buffer_copy(bytes(slot.key))
-                    by_key.setdefault(bytes(key), (key, []))[1].append(
-                        abi.FlowStats.from_buffer_copy(bytes(slot.st)))
+                    by_key.setdefault(bytes(slot.key), (slot.key, []))[1].append(slot.st)
         return list(by_key.values())
 
     def flows(self, names: Mapping[int, str] | None = None, *, now_ns: int | None = None) -> list[dict[str, Any]]:
